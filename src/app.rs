@@ -1,0 +1,291 @@
+//! Start-up and shutdown of a kubelet process (upstream `cmd/kubelet/app`): connect to the
+//! runtime, build the kubelet, start the pod sources, run until a stop signal, join every
+//! thread. `main` calls [`run`] and maps its result to an exit code.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use crate::clock::{Clock, RealClock};
+use crate::config::file::FileSource;
+use crate::config::http::{HttpSource, HttpSourceError};
+use crate::config::mux::{MuxError, PodConfig};
+use crate::config::settings::KubeletConfig;
+use crate::config::update::{PodUpdate, FILE_SOURCE, HTTP_SOURCE};
+use crate::cri::{wait_for_runtime, CriError, RemoteRuntime};
+use crate::events::LogRecorder;
+use crate::kubelet::{Bootstrap, Deps, Kubelet, KubeletError, RunOnceOutcome};
+
+/// How long start-up waits for the runtime to answer.
+const RUNTIME_WAIT: Duration = Duration::from_secs(60);
+/// Capacity of the mux's output channel (upstream 50); the mux waits when it is full.
+const POD_UPDATES_CAPACITY: usize = 50;
+/// How long shutdown waits for threads to finish their current step.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
+/// Errors that end the process with exit code 1.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The runtime could not be reached or is unsuitable.
+    #[error("container runtime at {endpoint}: {source}")]
+    Runtime {
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        #[source]
+        source: CriError,
+    },
+    /// The kubelet could not be built or run.
+    #[error(transparent)]
+    Kubelet(#[from] KubeletError),
+    /// The manifest URL source could not be set up.
+    #[error("--manifest-url: {0}")]
+    HttpSource(#[from] HttpSourceError),
+    /// The pod config mux could not start.
+    #[error(transparent)]
+    Mux(#[from] MuxError),
+    /// A thread could not be started.
+    #[error("starting thread {name}: {source}")]
+    Thread {
+        /// Thread name.
+        name: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// Some pods did not start in run-once mode.
+    #[error("run once: {failed} of {total} pods did not start")]
+    RunOnceFailed {
+        /// Pods that did not start.
+        failed: usize,
+        /// All pods.
+        total: usize,
+    },
+}
+
+/// The pod sources and the mux feeding the kubelet, with their threads.
+pub struct PodSources {
+    /// The mux's output (incremental updates).
+    pub updates: Receiver<PodUpdate>,
+    /// Which sources have reported.
+    pub sources_ready: Arc<crate::config::mux::SourcesReady>,
+    /// Source and mux threads.
+    pub threads: Vec<JoinHandle<()>>,
+}
+
+/// Starts the file and HTTP sources the config names, and the mux (upstream `makePodSourceConfig`).
+pub fn make_pod_sources(
+    config: &KubeletConfig,
+    stop: &Receiver<()>,
+) -> Result<PodSources, AppError> {
+    let (mut mux, updates) = PodConfig::new(POD_UPDATES_CAPACITY);
+    let mut threads = Vec::new();
+    if let Some(path) = &config.static_pod_path {
+        let tx = mux.channel(FILE_SOURCE);
+        let source = FileSource::new(path.clone(), &config.node_name, config.file_check_frequency);
+        threads.push(
+            source
+                .start(tx, stop.clone())
+                .map_err(|source| AppError::Thread {
+                    name: "source-file",
+                    source,
+                })?,
+        );
+    }
+    if let Some(url) = &config.static_pod_url {
+        let tx = mux.channel(HTTP_SOURCE);
+        let source = HttpSource::new(
+            url,
+            &config.static_pod_url_header,
+            &config.node_name,
+            config.http_check_frequency,
+        )?;
+        threads.push(
+            source
+                .start(tx, stop.clone())
+                .map_err(|source| AppError::Thread {
+                    name: "source-http",
+                    source,
+                })?,
+        );
+    }
+    let sources_ready = mux.sources_ready();
+    threads.push(mux.start(stop.clone())?);
+    Ok(PodSources {
+        updates,
+        sources_ready,
+        threads,
+    })
+}
+
+/// Connects to the runtime and builds the kubelet (upstream `createAndInitKubelet`).
+pub fn create_and_init_kubelet(
+    config: Arc<KubeletConfig>,
+    sources_ready: Arc<crate::config::mux::SourcesReady>,
+) -> Result<Arc<Kubelet>, AppError> {
+    let runtime_error = |endpoint: &str| {
+        let endpoint = endpoint.to_string();
+        move |source| AppError::Runtime { endpoint, source }
+    };
+    let runtime = Arc::new(
+        RemoteRuntime::connect(
+            &config.container_runtime_endpoint,
+            config.runtime_request_timeout,
+        )
+        .map_err(runtime_error(&config.container_runtime_endpoint))?,
+    );
+    let version = wait_for_runtime(runtime.as_ref(), RUNTIME_WAIT)
+        .map_err(runtime_error(&config.container_runtime_endpoint))?;
+    log::info!(
+        "container runtime {} {} (CRI {})",
+        version.get_runtime_name(),
+        version.get_runtime_version(),
+        version.get_runtime_api_version()
+    );
+    let images: Arc<dyn crate::cri::ImageService> =
+        if config.image_service_endpoint == config.container_runtime_endpoint {
+            runtime.clone()
+        } else {
+            Arc::new(
+                RemoteRuntime::connect(
+                    &config.image_service_endpoint,
+                    config.runtime_request_timeout,
+                )
+                .map_err(runtime_error(&config.image_service_endpoint))?,
+            )
+        };
+    let clock: Arc<dyn Clock> = Arc::new(RealClock);
+    let deps = Deps {
+        runtime,
+        images,
+        clock,
+        recorder: Arc::new(LogRecorder),
+        runtime_name: version.get_runtime_name().to_string(),
+        sources_ready,
+    };
+    let kubelet = new_main_kubelet(config, deps)?;
+    kubelet.birth_cry();
+    Ok(kubelet)
+}
+
+/// Builds the kubelet from its dependencies (upstream `NewMainKubelet`).
+pub fn new_main_kubelet(config: Arc<KubeletConfig>, deps: Deps) -> Result<Arc<Kubelet>, AppError> {
+    Ok(Arc::new(Kubelet::new(config, deps)?))
+}
+
+/// Starts the sync loop on its own thread (upstream `startKubelet`).
+pub fn start_kubelet(
+    kubelet: Arc<Kubelet>,
+    updates: Receiver<PodUpdate>,
+    stop: Receiver<()>,
+) -> Result<JoinHandle<Result<(), KubeletError>>, AppError> {
+    std::thread::Builder::new()
+        .name("sync-loop".into())
+        .spawn(move || kubelet.run(updates, stop))
+        .map_err(|source| AppError::Thread {
+            name: "sync-loop",
+            source,
+        })
+}
+
+/// Joins threads, giving up on any still running after `deadline` (a thread inside a
+/// runtime call finishes it first; the process exit ends it).
+fn join_until(threads: Vec<JoinHandle<()>>, deadline: Instant) {
+    for t in threads {
+        let name = t.thread().name().unwrap_or("unnamed").to_string();
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if t.is_finished() {
+            if t.join().is_err() {
+                log::error!("thread {name} panicked");
+            }
+        } else {
+            log::warn!("thread {name} did not stop in time; exiting without it");
+        }
+    }
+}
+
+/// Runs a kubelet until SIGTERM or SIGINT (or, with `--runonce`, until its pods started).
+pub fn run(config: KubeletConfig) -> Result<(), AppError> {
+    let config = Arc::new(config);
+    // Dropping `stop_tx` disconnects every clone of `stop_rx`: the one broadcast that reaches
+    // every thread. Capacity 0: nothing is ever sent.
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let sources = make_pod_sources(&config, &stop_rx)?;
+    let kubelet = create_and_init_kubelet(Arc::clone(&config), Arc::clone(&sources.sources_ready))?;
+
+    if config.run_once {
+        let outcome = Arc::clone(&kubelet).run_once(sources.updates)?;
+        drop(stop_tx);
+        join_until(sources.threads, Instant::now() + SHUTDOWN_GRACE);
+        return report_run_once(&outcome);
+    }
+
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(AppError::Signals)?;
+    let signal_handle = signals.handle();
+    let sync_loop = start_kubelet(kubelet, sources.updates, stop_rx)?;
+    // The main thread waits for a signal; the sync loop ending by itself also ends the wait.
+    let watcher = std::thread::Builder::new()
+        .name("sync-loop-watch".into())
+        .spawn(move || {
+            while !sync_loop.is_finished() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            signal_handle.close();
+            sync_loop.join()
+        })
+        .map_err(|source| AppError::Thread {
+            name: "sync-loop-watch",
+            source,
+        })?;
+    if let Some(sig) = signals.forever().next() {
+        log::info!("received signal {sig}, shutting down (pods keep running)");
+    }
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    drop(stop_tx);
+    join_until(sources.threads, deadline);
+    while !watcher.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if watcher.is_finished() {
+        match watcher.join() {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(e.into()),
+            Ok(Err(_)) | Err(_) => log::error!("the sync loop thread panicked"),
+        }
+    } else {
+        log::warn!("the sync loop did not stop in time; exiting without it");
+    }
+    log::info!("rkubelet stopped");
+    Ok(())
+}
+
+fn report_run_once(outcome: &RunOnceOutcome) -> Result<(), AppError> {
+    for r in &outcome.results {
+        println!(
+            "{}\t{}\t{}",
+            r.pod,
+            if r.started { "started" } else { "failed" },
+            r.detail
+        );
+    }
+    let failed = outcome.results.iter().filter(|r| !r.started).count();
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(AppError::RunOnceFailed {
+            failed,
+            total: outcome.results.len(),
+        })
+    }
+}

@@ -1,0 +1,375 @@
+//! Raw command-line flags, named and spelled like the upstream kubelet's so existing systemd
+//! units and kubeadm's `kubeadm-flags.env` work unchanged.
+//!
+//! This is the first of two configuration stages (the second is [`super::settings`]): every
+//! value flag is an `Option` so the merge knows whether it was given, since a flag overrides
+//! the `--config` file only when present. Both `--flag=value` and `--flag value` work; boolean
+//! flags take an optional `=true`/`=false` like Go's pflag. Parsed once on the main thread.
+//!
+//! Subcommands (`rkubelet fake-runtime`, `rkubelet hollow`) will hang off this struct later as
+//! an optional `#[structopt(subcommand)]` field; nothing here assumes there are none.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use structopt::StructOpt;
+
+use super::duration::GoDuration;
+
+/// The kubelet's command line. Doc comments are the `--help` text.
+#[derive(Debug, Clone, Default, PartialEq, StructOpt)]
+#[structopt(
+    name = "rkubelet",
+    about = "rkubelet: a Kubernetes node agent (kubelet) that runs the pods bound to its node \
+             through a CRI v1 container runtime.\n\nFlags override the matching fields of the \
+             --config file (a KubeletConfiguration, kubelet.config.k8s.io/v1beta1)."
+)]
+pub struct KubeletFlags {
+    /// Path to the KubeletConfiguration file (YAML or JSON). Flags given on the command line
+    /// override the values it holds; relative paths in it are resolved against its directory.
+    #[structopt(long, parse(from_os_str))]
+    pub config: Option<PathBuf>,
+
+    /// Endpoint of the CRI runtime service, e.g. unix:///run/containerd/containerd.sock
+    /// [default: unix:///run/containerd/containerd.sock] (config: containerRuntimeEndpoint)
+    #[structopt(long)]
+    pub container_runtime_endpoint: Option<String>,
+
+    /// Endpoint of the CRI image service [default: the runtime endpoint]
+    /// (config: imageServiceEndpoint)
+    #[structopt(long)]
+    pub image_service_endpoint: Option<String>,
+
+    /// Directory (or single file) of static pod manifests to run (config: staticPodPath)
+    #[structopt(long, parse(from_os_str))]
+    pub pod_manifest_path: Option<PathBuf>,
+
+    /// URL serving static pod manifests to run (config: staticPodURL)
+    #[structopt(long)]
+    pub manifest_url: Option<String>,
+
+    /// HTTP headers for --manifest-url as comma-separated key:value pairs, e.g.
+    /// 'a:hello,b:again,c:world'. Repeatable; a name given twice gets both values in order
+    /// (config: staticPodURLHeader)
+    #[structopt(long, number_of_values = 1)]
+    pub manifest_url_header: Vec<HeaderList>,
+
+    /// Directory for the kubelet's state: pod volumes, plugins, checkpoints
+    /// [default: /var/lib/kubelet]
+    #[structopt(long, parse(from_os_str))]
+    pub root_dir: Option<PathBuf>,
+
+    /// Directory of the TLS certificates; ignored when tlsCertFile and tlsPrivateKeyFile are
+    /// set [default: /var/lib/kubelet/pki]
+    #[structopt(long, parse(from_os_str))]
+    pub cert_dir: Option<PathBuf>,
+
+    /// Directory for pod logs, <dir>/<namespace>_<name>_<uid>/<container>/<n>.log
+    /// [default: /var/log/pods] (config: podLogsDir)
+    #[structopt(long, parse(from_os_str))]
+    pub pod_logs_dir: Option<PathBuf>,
+
+    /// Use this name for the node instead of the machine's hostname
+    #[structopt(long)]
+    pub hostname_override: Option<String>,
+
+    /// IP address (or comma-separated IPv4,IPv6 pair) of the node, reported in its status
+    #[structopt(long)]
+    pub node_ip: Option<String>,
+
+    /// Most pods this kubelet runs [default: 110] (config: maxPods)
+    #[structopt(long)]
+    pub max_pods: Option<i32>,
+
+    /// Timeout of every CRI call except long-running ones (pull, logs, exec, attach)
+    /// [default: 2m] (config: runtimeRequestTimeout)
+    #[structopt(long)]
+    pub runtime_request_timeout: Option<GoDuration>,
+
+    /// Longest time between syncs of running containers and config [default: 1m]
+    /// (config: syncFrequency)
+    #[structopt(long)]
+    pub sync_frequency: Option<GoDuration>,
+
+    /// How often the static pod path is read for changes [default: 20s]
+    /// (config: fileCheckFrequency)
+    #[structopt(long)]
+    pub file_check_frequency: Option<GoDuration>,
+
+    /// How often the manifest URL is polled for changes [default: 20s]
+    /// (config: httpCheckFrequency)
+    #[structopt(long)]
+    pub http_check_frequency: Option<GoDuration>,
+
+    /// Run the static and API pods once, then exit instead of serving (config: runOnce)
+    #[structopt(long, require_equals = true, value_name = "true|false")]
+    pub runonce: Option<Option<GoBool>>,
+
+    /// Log verbosity, klog style: 0 info; 1-3 adds debug; 4 and up adds trace
+    /// (config: logging.verbosity)
+    #[structopt(short = "v", long = "v", value_name = "level")]
+    pub v: Option<u32>,
+
+    /// kubeconfig with the API server's address and credentials; without it the kubelet runs
+    /// standalone (static pods only)
+    #[structopt(long, parse(from_os_str))]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// kubeconfig used to request a client certificate when --kubeconfig does not exist yet
+    #[structopt(long, parse(from_os_str))]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+
+    /// Cluster DNS server IPs for pods, comma-separated; repeatable (config: clusterDNS)
+    #[structopt(long, number_of_values = 1)]
+    pub cluster_dns: Vec<String>,
+
+    /// Cluster DNS domain added to pods' search list, e.g. cluster.local
+    /// (config: clusterDomain)
+    #[structopt(long)]
+    pub cluster_domain: Option<String>,
+
+    /// Resolver file pods' DNS settings start from; "" disables it
+    /// [default: /etc/resolv.conf] (config: resolvConf)
+    #[structopt(long, parse(from_os_str))]
+    pub resolv_conf: Option<PathBuf>,
+
+    /// rkubelet extension, not an upstream flag: number of pod worker threads, each syncing
+    /// one pod at a time (1-256) [default: 8]
+    #[structopt(long)]
+    pub pod_workers: Option<usize>,
+
+    /// DEPRECATED, accepted for compatibility and otherwise ignored: the container runtime
+    /// chooses the sandbox image (upstream only keeps it from image garbage collection)
+    #[structopt(long)]
+    pub pod_infra_container_image: Option<String>,
+}
+
+impl KubeletFlags {
+    /// `--runonce`: `Some(true)` when given bare or `=true`, `Some(false)` for `=false`,
+    /// `None` when absent.
+    pub fn run_once(&self) -> Option<bool> {
+        self.runonce.map(|value| value.is_none_or(|GoBool(b)| b))
+    }
+}
+
+/// The value of a boolean flag, parsed like Go's `strconv.ParseBool` (`true`, `1`, `f`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoBool(pub bool);
+
+impl FromStr for GoBool {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_go_bool(s).map(GoBool)
+    }
+}
+
+/// One `--manifest-url-header` value: comma-separated `key:value` pairs, in order.
+///
+/// Parsed like upstream's `ColonSeparatedMultimapStringString`: empty items are skipped,
+/// keys and values are trimmed, and a value may itself contain colons.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderList(pub Vec<(String, String)>);
+
+impl FromStr for HeaderList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut pairs = Vec::new();
+        for item in s.split(',').filter(|item| !item.is_empty()) {
+            let (key, value) = item
+                .split_once(':')
+                .ok_or_else(|| format!("malformed pair {item:?}, expected key:value"))?;
+            let key = key.trim();
+            if key.is_empty() {
+                return Err(format!("malformed pair {item:?}, the header name is empty"));
+            }
+            pairs.push((key.to_string(), value.trim().to_string()));
+        }
+        Ok(HeaderList(pairs))
+    }
+}
+
+/// Parses a boolean flag value the way Go's `strconv.ParseBool` does.
+pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("invalid boolean {s:?}, expected true or false")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use structopt::clap::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<KubeletFlags, structopt::clap::Error> {
+        KubeletFlags::from_iter_safe(std::iter::once("rkubelet").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn no_flags_means_nothing_given() {
+        assert_eq!(parse(&[]).unwrap(), KubeletFlags::default());
+    }
+
+    #[test]
+    fn both_value_syntaxes_work() {
+        for args in [
+            &["--max-pods=20", "--sync-frequency=1m30s", "--v=3"][..],
+            &["--max-pods", "20", "--sync-frequency", "1m30s", "--v", "3"][..],
+            &["--max-pods", "20", "--sync-frequency", "1m30s", "-v", "3"][..],
+            &["--max-pods", "20", "--sync-frequency", "1m30s", "-v=3"][..],
+            &["--max-pods", "20", "--sync-frequency", "1m30s", "-v3"][..],
+        ] {
+            let flags = parse(args).unwrap();
+            assert_eq!(flags.max_pods, Some(20), "{args:?}");
+            assert_eq!(
+                flags.sync_frequency,
+                Some(GoDuration::from_secs(90)),
+                "{args:?}"
+            );
+            assert_eq!(flags.v, Some(3), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn upstream_flag_names_parse() {
+        let flags = parse(&[
+            "--config=/var/lib/kubelet/config.yaml",
+            "--container-runtime-endpoint=unix:///run/crio/crio.sock",
+            "--image-service-endpoint=unix:///run/img.sock",
+            "--pod-manifest-path=/etc/kubernetes/manifests",
+            "--manifest-url=http://example.com/pods",
+            "--manifest-url-header=a:hello,b:again",
+            "--manifest-url-header",
+            "b:beautiful",
+            "--root-dir=/srv/kubelet",
+            "--cert-dir=/srv/pki",
+            "--pod-logs-dir=/srv/logs/pods",
+            "--hostname-override=node-1",
+            "--node-ip=10.0.0.5",
+            "--runtime-request-timeout=30s",
+            "--file-check-frequency=5s",
+            "--http-check-frequency=500ms",
+            "--kubeconfig=/etc/kubernetes/kubelet.conf",
+            "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+            "--cluster-dns=10.96.0.10,fd00::10",
+            "--cluster-dns",
+            "10.96.0.11",
+            "--cluster-domain=cluster.local",
+            "--resolv-conf=/run/systemd/resolve/resolv.conf",
+            "--pod-workers=16",
+            "--pod-infra-container-image=registry.k8s.io/pause:3.10",
+        ])
+        .unwrap();
+        assert_eq!(flags.config, Some("/var/lib/kubelet/config.yaml".into()));
+        assert_eq!(
+            flags.manifest_url_header,
+            vec![
+                HeaderList(vec![
+                    ("a".into(), "hello".into()),
+                    ("b".into(), "again".into())
+                ]),
+                HeaderList(vec![("b".into(), "beautiful".into())]),
+            ]
+        );
+        assert_eq!(flags.cluster_dns, vec!["10.96.0.10,fd00::10", "10.96.0.11"]);
+        assert_eq!(
+            flags.http_check_frequency,
+            Some(GoDuration::from_millis(500))
+        );
+        assert_eq!(flags.pod_workers, Some(16));
+        assert_eq!(
+            flags.pod_infra_container_image.as_deref(),
+            Some("registry.k8s.io/pause:3.10")
+        );
+    }
+
+    #[test]
+    fn runonce_takes_an_optional_attached_bool() {
+        let cases: &[(&[&str], Option<bool>)] = &[
+            (&[], None),
+            (&["--runonce"], Some(true)),
+            (&["--runonce=true"], Some(true)),
+            (&["--runonce=false"], Some(false)),
+            (&["--runonce=0"], Some(false)),
+        ];
+        for (args, want) in cases {
+            assert_eq!(parse(args).unwrap().run_once(), *want, "{args:?}");
+        }
+        // A detached word is not the flag's value (as with pflag), so it is rejected.
+        assert!(parse(&["--runonce", "false"]).is_err());
+        assert!(parse(&["--runonce=maybe"]).is_err());
+    }
+
+    #[test]
+    fn bad_flags_are_clap_errors() {
+        let cases: &[(&[&str], ErrorKind)] = &[
+            (&["--help"], ErrorKind::HelpDisplayed),
+            (&["--version"], ErrorKind::VersionDisplayed),
+            (&["--no-such-flag"], ErrorKind::UnknownArgument),
+            (&["--max-pods=lots"], ErrorKind::ValueValidation),
+            (&["--sync-frequency=10"], ErrorKind::ValueValidation),
+            (
+                &["--manifest-url-header=nocolon"],
+                ErrorKind::ValueValidation,
+            ),
+            (&["stray"], ErrorKind::UnknownArgument),
+        ];
+        for (args, kind) in cases {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.kind, *kind, "{args:?}: {err}");
+        }
+        let err = parse(&["--sync-frequency=10"]).unwrap_err();
+        assert!(err.message.contains("--sync-frequency"), "{}", err.message);
+        assert!(err.message.contains("missing unit"), "{}", err.message);
+    }
+
+    #[test]
+    fn help_marks_the_rkubelet_extension() {
+        let err = parse(&["--help"]).unwrap_err();
+        assert!(err.message.contains("--pod-workers"), "{}", err.message);
+        assert!(
+            err.message.contains("rkubelet extension"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("DEPRECATED"), "{}", err.message);
+    }
+
+    #[test]
+    fn header_lists_parse_like_upstream() {
+        type Pairs = &'static [(&'static str, &'static str)];
+        let cases: &[(&str, Option<Pairs>)] = &[
+            ("a:1", Some(&[("a", "1")])),
+            (" a : 1 ,b:2", Some(&[("a", "1"), ("b", "2")])),
+            ("a:1,,b:2,", Some(&[("a", "1"), ("b", "2")])),
+            ("auth:Bearer x:y", Some(&[("auth", "Bearer x:y")])),
+            ("", Some(&[])),
+            ("a", None),
+            (":v", None),
+        ];
+        for (input, want) in cases {
+            let got = input.parse::<HeaderList>().ok();
+            let want = want.map(|pairs| {
+                HeaderList(
+                    pairs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                )
+            });
+            assert_eq!(got, want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn go_bools() {
+        for (s, want) in [("1", true), ("True", true), ("F", false), ("false", false)] {
+            assert_eq!(parse_go_bool(s), Ok(want));
+        }
+        assert!(parse_go_bool("yes").is_err());
+    }
+}

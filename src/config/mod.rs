@@ -1,0 +1,14 @@
+//! Configuration: command-line flags and the KubeletConfiguration file merged into validated
+//! settings, and the pod sources (manifest directory, manifest URL) with the PodConfig mux
+//! that merges them into one stream of pod updates.
+
+pub mod duration;
+pub mod file;
+pub mod flags;
+pub mod http;
+pub mod kubelet_config;
+pub mod manifest;
+pub mod mux;
+pub mod settings;
+pub mod static_pod;
+pub mod update;

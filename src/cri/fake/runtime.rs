@@ -1,0 +1,825 @@
+//! The runtime half of [`FakeRuntime`]: sandbox and container lifecycles with
+//! containerd's semantics and error messages (see the parent module docs).
+
+use std::time::Duration;
+
+use super::{
+    exit, ip_string, labels_match, not_found, unknown, Call, Container, FakeRuntime, Sandbox,
+};
+use crate::cri::api::{self, ContainerState, PodSandboxState};
+use crate::cri::{CriError, RuntimeService};
+
+impl RuntimeService for FakeRuntime {
+    fn version(&self, _api_version: &str) -> Result<api::VersionResponse, CriError> {
+        let st = self.begin("Version", || Call::Version)?;
+        let mut v = api::VersionResponse::new();
+        v.version = "0.1.0".to_string();
+        v.runtime_name = "fake-runtime".to_string();
+        v.runtime_version = "1.0.0".to_string();
+        v.runtime_api_version = st.api_version.clone();
+        Ok(v)
+    }
+
+    fn status(&self, _verbose: bool) -> Result<api::StatusResponse, CriError> {
+        let st = self.begin("Status", || Call::Status)?;
+        let mut status = api::RuntimeStatus::new();
+        status.conditions = st.conditions.clone().into();
+        let mut resp = api::StatusResponse::new();
+        resp.set_status(status);
+        Ok(resp)
+    }
+
+    fn run_pod_sandbox(
+        &self,
+        config: &api::PodSandboxConfig,
+        runtime_handler: &str,
+    ) -> Result<String, CriError> {
+        const M: &str = "RunPodSandbox";
+        let meta = config.get_metadata();
+        let mut st = self.begin(M, || Call::RunPodSandbox {
+            name: meta.name.clone(),
+            uid: meta.uid.clone(),
+        })?;
+        if config.metadata.is_none() {
+            return Err(unknown(M, "sandbox config must include metadata".into()));
+        }
+        let name = format!(
+            "{}_{}_{}_{}",
+            meta.name, meta.namespace, meta.uid, meta.attempt
+        );
+        if let Some(holder) = st.sandbox_names.get(&name) {
+            return Err(unknown(
+                M,
+                format!(
+                "failed to reserve sandbox name {name:?}: name {name:?} is reserved for {holder:?}"
+            ),
+            ));
+        }
+        let namespaces = config
+            .get_linux()
+            .get_security_context()
+            .get_namespace_options();
+        let ip = if namespaces.network == api::NamespaceMode::NODE {
+            None
+        } else {
+            Some(st.alloc_ip().ok_or_else(|| {
+                unknown(M, "failed to setup network for sandbox: no IP addresses available in range set: 10.88.0.1-10.88.255.254".into())
+            })?)
+        };
+        let id = st.new_id();
+        let mut status = api::PodSandboxStatus::new();
+        status.id = id.clone();
+        status.set_metadata(meta.clone());
+        status.state = PodSandboxState::SANDBOX_READY;
+        status.created_at = st.now();
+        let mut network = api::PodSandboxNetworkStatus::new();
+        network.ip = ip.map(ip_string).unwrap_or_default();
+        status.set_network(network);
+        let mut ns = api::Namespace::new();
+        ns.set_options(namespaces.clone());
+        status.mut_linux().set_namespaces(ns);
+        status.labels = config.labels.clone();
+        status.annotations = config.annotations.clone();
+        status.runtime_handler = runtime_handler.to_string();
+        st.sandbox_names.insert(name.clone(), id.clone());
+        let sandbox = Sandbox {
+            status,
+            name,
+            ip,
+            log_directory: config.log_directory.clone(),
+        };
+        st.sandboxes.insert(id.clone(), sandbox);
+        Ok(id)
+    }
+
+    fn stop_pod_sandbox(&self, pod_sandbox_id: &str) -> Result<(), CriError> {
+        let mut st = self.begin("StopPodSandbox", || {
+            Call::StopPodSandbox(pod_sandbox_id.to_string())
+        })?;
+        if !st.sandboxes.contains_key(pod_sandbox_id) {
+            return Err(not_found("StopPodSandbox", "sandbox", pod_sandbox_id));
+        }
+        st.stop_sandbox_containers(pod_sandbox_id);
+        let ip = st.sandboxes.get_mut(pod_sandbox_id).and_then(|s| {
+            s.status.state = PodSandboxState::SANDBOX_NOTREADY;
+            s.status.mut_network().ip.clear();
+            s.ip.take()
+        });
+        if let Some(ip) = ip {
+            st.ips_in_use.remove(&ip);
+        }
+        Ok(())
+    }
+
+    fn remove_pod_sandbox(&self, pod_sandbox_id: &str) -> Result<(), CriError> {
+        let mut st = self.begin("RemovePodSandbox", || {
+            Call::RemovePodSandbox(pod_sandbox_id.to_string())
+        })?;
+        let Some(sandbox) = st.sandboxes.get(pod_sandbox_id) else {
+            return Ok(());
+        };
+        if sandbox.status.state == PodSandboxState::SANDBOX_READY {
+            return Err(unknown(
+                "RemovePodSandbox",
+                format!("sandbox container {pod_sandbox_id:?} is not fully stopped"),
+            ));
+        }
+        let st = &mut *st;
+        st.containers.retain(|_, c| {
+            let keep = c.sandbox_id != pod_sandbox_id;
+            if !keep {
+                st.container_names.remove(&c.name);
+                st.stop_grace.remove(&c.status.id);
+            }
+            keep
+        });
+        if let Some(sandbox) = st.sandboxes.remove(pod_sandbox_id) {
+            st.sandbox_names.remove(&sandbox.name);
+            if let Some(ip) = sandbox.ip {
+                st.ips_in_use.remove(&ip);
+            }
+        }
+        Ok(())
+    }
+
+    fn pod_sandbox_status(
+        &self,
+        pod_sandbox_id: &str,
+        verbose: bool,
+    ) -> Result<api::PodSandboxStatusResponse, CriError> {
+        let mut st = self.begin("PodSandboxStatus", || {
+            Call::PodSandboxStatus(pod_sandbox_id.to_string())
+        })?;
+        let now = st.now();
+        let sandbox = st
+            .sandboxes
+            .get(pod_sandbox_id)
+            .ok_or_else(|| not_found("PodSandboxStatus", "sandbox", pod_sandbox_id))?;
+        let mut resp = api::PodSandboxStatusResponse::new();
+        resp.set_status(sandbox.status.clone());
+        resp.timestamp = now;
+        if verbose {
+            let info = format!(
+                "{{\"runtimeHandler\":{:?}}}",
+                sandbox.status.runtime_handler
+            );
+            resp.info.insert("info".to_string(), info);
+        }
+        Ok(resp)
+    }
+
+    fn list_pod_sandbox(
+        &self,
+        filter: Option<&api::PodSandboxFilter>,
+    ) -> Result<Vec<api::PodSandbox>, CriError> {
+        let st = self.begin("ListPodSandbox", || Call::ListPodSandbox)?;
+        let matches = |s: &api::PodSandboxStatus| {
+            filter.is_none_or(|f| {
+                (f.id.is_empty() || f.id == s.id)
+                    && f.state.as_ref().is_none_or(|v| v.state == s.state)
+                    && labels_match(&f.label_selector, &s.labels)
+            })
+        };
+        let items = st
+            .sandboxes
+            .values()
+            .map(|s| &s.status)
+            .filter(|s| matches(s))
+            .map(|s| {
+                let mut p = api::PodSandbox::new();
+                p.id = s.id.clone();
+                p.metadata = s.metadata.clone();
+                p.state = s.state;
+                p.created_at = s.created_at;
+                p.labels = s.labels.clone();
+                p.annotations = s.annotations.clone();
+                p.runtime_handler = s.runtime_handler.clone();
+                p
+            })
+            .collect();
+        Ok(items)
+    }
+
+    fn create_container(
+        &self,
+        pod_sandbox_id: &str,
+        config: &api::ContainerConfig,
+        _sandbox_config: &api::PodSandboxConfig,
+    ) -> Result<String, CriError> {
+        const M: &str = "CreateContainer";
+        let meta = config.get_metadata();
+        let mut st = self.begin(M, || Call::CreateContainer {
+            sandbox: pod_sandbox_id.to_string(),
+            name: meta.name.clone(),
+        })?;
+        if config.metadata.is_none() {
+            return Err(unknown(M, "container config must include metadata".into()));
+        }
+        let sandbox = st
+            .sandboxes
+            .get(pod_sandbox_id)
+            .ok_or_else(|| CriError::NotFound {
+                method: M,
+                message: format!("failed to find sandbox id {pod_sandbox_id:?}: not found"),
+            })?;
+        if sandbox.status.state != PodSandboxState::SANDBOX_READY {
+            return Err(CriError::NotFound {
+                method: M,
+                message: format!("failed to get sandbox container task: no running task found: task {pod_sandbox_id} not found: not found"),
+            });
+        }
+        let pod = sandbox.status.get_metadata();
+        let name = format!(
+            "{}_{}_{}_{}_{}",
+            meta.name, pod.name, pod.namespace, pod.uid, meta.attempt
+        );
+        let log_path = if config.log_path.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{}/{}",
+                sandbox.log_directory.trim_end_matches('/'),
+                config.log_path
+            )
+        };
+        let image_name = &config.get_image().image;
+        let image = st
+            .find_image(image_name)
+            .cloned()
+            .ok_or_else(|| CriError::NotFound {
+                method: M,
+                message: format!("failed to resolve image {image_name:?}: not found"),
+            })?;
+        if let Some(holder) = st.container_names.get(&name) {
+            return Err(unknown(M, format!(
+                "failed to reserve container name {name:?}: name {name:?} is reserved for {holder:?}"
+            )));
+        }
+        let id = st.new_id();
+        let mut status = api::ContainerStatus::new();
+        status.id = id.clone();
+        status.set_metadata(meta.clone());
+        status.state = ContainerState::CONTAINER_CREATED;
+        status.created_at = st.now();
+        let mut spec = api::ImageSpec::new();
+        spec.image = image
+            .repo_tags
+            .first()
+            .cloned()
+            .unwrap_or_else(|| image.id.clone());
+        status.set_image(spec);
+        status.image_ref = image
+            .repo_digests
+            .first()
+            .cloned()
+            .unwrap_or_else(|| image.id.clone());
+        status.image_id = image.id;
+        status.labels = config.labels.clone();
+        status.annotations = config.annotations.clone();
+        status.mounts = config.mounts.clone();
+        status.log_path = log_path;
+        st.container_names.insert(name.clone(), id.clone());
+        let container = Container {
+            status,
+            sandbox_id: pod_sandbox_id.to_string(),
+            name,
+            image_spec: config.get_image().clone(),
+        };
+        st.containers.insert(id.clone(), container);
+        Ok(id)
+    }
+
+    fn start_container(&self, container_id: &str) -> Result<(), CriError> {
+        const M: &str = "StartContainer";
+        let mut st = self.begin(M, || Call::StartContainer(container_id.to_string()))?;
+        let now = st.now();
+        let st = &mut *st;
+        let c = st
+            .containers
+            .get_mut(container_id)
+            .ok_or_else(|| not_found(M, "container", container_id))?;
+        if c.status.state != ContainerState::CONTAINER_CREATED {
+            return Err(unknown(M, format!(
+                "failed to set starting state for container {container_id:?}: container is in {:?} state",
+                c.status.state
+            )));
+        }
+        let ready = st
+            .sandboxes
+            .get(&c.sandbox_id)
+            .is_some_and(|s| s.status.state == PodSandboxState::SANDBOX_READY);
+        if !ready {
+            return Err(unknown(
+                M,
+                format!("sandbox container {:?} is not running", c.sandbox_id),
+            ));
+        }
+        c.status.state = ContainerState::CONTAINER_RUNNING;
+        c.status.started_at = now;
+        Ok(())
+    }
+
+    fn stop_container(&self, container_id: &str, timeout_secs: i64) -> Result<(), CriError> {
+        let mut st = self.begin("StopContainer", || {
+            Call::StopContainer(container_id.to_string())
+        })?;
+        let now = st.now();
+        let c = st
+            .containers
+            .get_mut(container_id)
+            .ok_or_else(|| not_found("StopContainer", "container", container_id))?;
+        if c.status.state == ContainerState::CONTAINER_RUNNING {
+            // SIGTERM (143) within a grace period, SIGKILL (137) without one.
+            let code = if timeout_secs > 0 { 143 } else { 137 };
+            exit(&mut c.status, now, code, "Error");
+        }
+        st.stop_grace.insert(container_id.to_string(), timeout_secs);
+        Ok(())
+    }
+
+    fn remove_container(&self, container_id: &str) -> Result<(), CriError> {
+        let mut st = self.begin("RemoveContainer", || {
+            Call::RemoveContainer(container_id.to_string())
+        })?;
+        if let Some(c) = st.containers.remove(container_id) {
+            st.container_names.remove(&c.name);
+            st.stop_grace.remove(container_id);
+        }
+        Ok(())
+    }
+
+    fn list_containers(
+        &self,
+        filter: Option<&api::ContainerFilter>,
+    ) -> Result<Vec<api::Container>, CriError> {
+        let st = self.begin("ListContainers", || Call::ListContainers)?;
+        let matches = |c: &Container| {
+            filter.is_none_or(|f| {
+                (f.id.is_empty() || f.id == c.status.id)
+                    && (f.pod_sandbox_id.is_empty() || f.pod_sandbox_id == c.sandbox_id)
+                    && f.state.as_ref().is_none_or(|v| v.state == c.status.state)
+                    && labels_match(&f.label_selector, &c.status.labels)
+            })
+        };
+        let items = st
+            .containers
+            .values()
+            .filter(|c| matches(c))
+            .map(|c| {
+                let s = &c.status;
+                let mut out = api::Container::new();
+                out.id = s.id.clone();
+                out.pod_sandbox_id = c.sandbox_id.clone();
+                out.metadata = s.metadata.clone();
+                out.set_image(c.image_spec.clone());
+                out.image_ref = s.image_id.clone();
+                out.image_id = s.image_id.clone();
+                out.state = s.state;
+                out.created_at = s.created_at;
+                out.labels = s.labels.clone();
+                out.annotations = s.annotations.clone();
+                out
+            })
+            .collect();
+        Ok(items)
+    }
+
+    fn container_status(
+        &self,
+        container_id: &str,
+        verbose: bool,
+    ) -> Result<api::ContainerStatusResponse, CriError> {
+        let st = self.begin("ContainerStatus", || {
+            Call::ContainerStatus(container_id.to_string())
+        })?;
+        let c = st
+            .containers
+            .get(container_id)
+            .ok_or_else(|| not_found("ContainerStatus", "container", container_id))?;
+        let mut resp = api::ContainerStatusResponse::new();
+        resp.set_status(c.status.clone());
+        if verbose {
+            let info = format!("{{\"sandboxID\":{:?}}}", c.sandbox_id);
+            resp.info.insert("info".to_string(), info);
+        }
+        Ok(resp)
+    }
+
+    fn exec_sync(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        _timeout: Duration,
+    ) -> Result<api::ExecSyncResponse, CriError> {
+        let st = self.begin("ExecSync", || Call::ExecSync {
+            container: container_id.to_string(),
+            cmd: cmd.to_vec(),
+        })?;
+        let c = st
+            .containers
+            .get(container_id)
+            .ok_or_else(|| not_found("ExecSync", "container", container_id))?;
+        if c.status.state != ContainerState::CONTAINER_RUNNING {
+            return Err(unknown(
+                "ExecSync",
+                format!("container is in {:?} state", c.status.state),
+            ));
+        }
+        Ok(st.exec_result.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{container_config, sandbox_config};
+    use super::*;
+    use crate::cri::RpcCode;
+
+    const IMAGE: &str = "docker.io/library/busybox:local";
+
+    /// A fake with the test image on the node and one ready sandbox.
+    fn setup() -> (FakeRuntime, String, api::PodSandboxConfig) {
+        let fake = FakeRuntime::new();
+        fake.preload_image(IMAGE);
+        let cfg = sandbox_config("web", "uid-1", 0);
+        let sb = fake.run_pod_sandbox(&cfg, "runc").unwrap();
+        (fake, sb, cfg)
+    }
+
+    fn state(fake: &FakeRuntime, id: &str) -> ContainerState {
+        fake.container_status(id, false).unwrap().get_status().state
+    }
+
+    #[test]
+    fn container_lifecycle() {
+        let (fake, sb, cfg) = setup();
+        let id = fake
+            .create_container(&sb, &container_config("app", IMAGE), &cfg)
+            .unwrap();
+        assert_eq!(state(&fake, &id), ContainerState::CONTAINER_CREATED);
+        let status = fake.container_status(&id, true).unwrap();
+        let s = status.get_status();
+        assert_eq!(s.log_path, "/var/log/pods/default_web_uid-1/app/0.log");
+        assert_eq!(s.get_image().image, IMAGE);
+        assert!(s.image_id.starts_with("sha256:"));
+        assert!(s.image_ref.contains("@sha256:"));
+        assert_eq!(s.labels.get("io.kubernetes.container.name").unwrap(), "app");
+        assert!(status.info.contains_key("info"));
+
+        fake.start_container(&id).unwrap();
+        assert_eq!(state(&fake, &id), ContainerState::CONTAINER_RUNNING);
+        let err = fake.start_container(&id).unwrap_err();
+        assert_eq!(err.code(), Some(RpcCode::Unknown));
+        assert!(
+            err.to_string()
+                .contains("container is in CONTAINER_RUNNING state"),
+            "{err}"
+        );
+
+        fake.stop_container(&id, 30).unwrap();
+        let status = fake.container_status(&id, false).unwrap();
+        assert_eq!(status.get_status().state, ContainerState::CONTAINER_EXITED);
+        assert_eq!(status.get_status().exit_code, 143);
+        assert_eq!(status.get_status().reason, "Error");
+        assert_eq!(fake.stop_grace_period(&id), Some(30));
+        fake.stop_container(&id, 0).unwrap(); // already stopped: fine
+        assert_eq!(
+            fake.container_status(&id, false)
+                .unwrap()
+                .get_status()
+                .exit_code,
+            143
+        );
+
+        fake.remove_container(&id).unwrap();
+        fake.remove_container(&id).unwrap(); // idempotent
+        assert!(fake
+            .container_status(&id, false)
+            .unwrap_err()
+            .is_not_found());
+        assert!(fake.start_container(&id).unwrap_err().is_not_found());
+        assert!(fake.stop_container(&id, 0).unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn stopping_a_created_container_leaves_it_created() {
+        let (fake, sb, cfg) = setup();
+        let id = fake
+            .create_container(&sb, &container_config("app", IMAGE), &cfg)
+            .unwrap();
+        fake.stop_container(&id, 0).unwrap();
+        assert_eq!(state(&fake, &id), ContainerState::CONTAINER_CREATED);
+    }
+
+    #[test]
+    fn list_containers_mirrors_the_config() {
+        let (fake, sb, cfg) = setup();
+        let id = fake
+            .create_container(&sb, &container_config("app", IMAGE), &cfg)
+            .unwrap();
+        let listed = fake.list_containers(None).unwrap();
+        assert_eq!(listed.len(), 1);
+        let c = &listed[0];
+        assert_eq!(
+            (c.id.as_str(), c.pod_sandbox_id.as_str()),
+            (id.as_str(), sb.as_str())
+        );
+        assert_eq!(c.get_metadata().name, "app");
+        assert_eq!(c.get_image().image, IMAGE);
+        assert!(c.image_ref.starts_with("sha256:"));
+        assert_eq!(c.image_ref, c.image_id);
+    }
+
+    #[test]
+    fn sandbox_lifecycle() {
+        let (fake, sb, cfg) = setup();
+        let status = fake.pod_sandbox_status(&sb, false).unwrap();
+        let s = status.get_status();
+        assert_eq!(s.state, PodSandboxState::SANDBOX_READY);
+        assert_eq!(s.get_metadata().name, "web");
+        assert_eq!(s.runtime_handler, "runc");
+        assert!(s.get_network().ip.starts_with("10.88."));
+        assert!(status.timestamp >= s.created_at);
+
+        let c1 = fake
+            .create_container(&sb, &container_config("a", IMAGE), &cfg)
+            .unwrap();
+        let c2 = fake
+            .create_container(&sb, &container_config("b", IMAGE), &cfg)
+            .unwrap();
+        fake.start_container(&c1).unwrap();
+
+        let err = fake.remove_pod_sandbox(&sb).unwrap_err();
+        assert!(err.to_string().contains("is not fully stopped"), "{err}");
+
+        fake.stop_pod_sandbox(&sb).unwrap();
+        fake.stop_pod_sandbox(&sb).unwrap(); // idempotent
+        let s = fake.pod_sandbox_status(&sb, false).unwrap();
+        assert_eq!(s.get_status().state, PodSandboxState::SANDBOX_NOTREADY);
+        let c1s = fake.container_status(&c1, false).unwrap();
+        assert_eq!(c1s.get_status().state, ContainerState::CONTAINER_EXITED);
+        assert_eq!(c1s.get_status().exit_code, 137);
+        assert_eq!(state(&fake, &c2), ContainerState::CONTAINER_CREATED);
+
+        // No new containers in a stopped sandbox, and created ones cannot start.
+        let err = fake
+            .create_container(&sb, &container_config("c", IMAGE), &cfg)
+            .unwrap_err();
+        assert!(err.is_not_found(), "{err:?}");
+        let err = fake.start_container(&c2).unwrap_err();
+        assert!(err.to_string().contains("is not running"), "{err}");
+
+        fake.remove_pod_sandbox(&sb).unwrap();
+        assert!(fake.list_containers(None).unwrap().is_empty());
+        assert!(fake
+            .pod_sandbox_status(&sb, false)
+            .unwrap_err()
+            .is_not_found());
+        fake.remove_pod_sandbox(&sb).unwrap(); // idempotent
+        assert!(fake.stop_pod_sandbox(&sb).unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn names_are_reserved_until_removal() {
+        let (fake, sb, cfg) = setup();
+        let err = fake.run_pod_sandbox(&cfg, "").unwrap_err();
+        assert_eq!(err.code(), Some(RpcCode::Unknown));
+        let text = err.to_string();
+        assert!(
+            text.contains("failed to reserve sandbox name \"web_default_uid-1_0\""),
+            "{text}"
+        );
+        assert!(text.contains(&sb), "{text}");
+        let next = fake
+            .run_pod_sandbox(&sandbox_config("web", "uid-1", 1), "")
+            .unwrap();
+
+        let c = container_config("app", IMAGE);
+        let id = fake.create_container(&next, &c, &cfg).unwrap();
+        let err = fake.create_container(&next, &c, &cfg).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("failed to reserve container name \"app_web_default_uid-1_0\""),
+            "{err}"
+        );
+        fake.remove_container(&id).unwrap();
+        fake.create_container(&next, &c, &cfg).unwrap();
+
+        fake.stop_pod_sandbox(&sb).unwrap();
+        fake.remove_pod_sandbox(&sb).unwrap();
+        fake.run_pod_sandbox(&cfg, "").unwrap();
+    }
+
+    #[test]
+    fn create_needs_metadata_sandbox_and_image() {
+        let (fake, sb, cfg) = setup();
+        let err = fake
+            .run_pod_sandbox(&api::PodSandboxConfig::new(), "")
+            .unwrap_err();
+        assert!(err.to_string().contains("must include metadata"), "{err}");
+        let err = fake
+            .create_container("missing", &container_config("app", IMAGE), &cfg)
+            .unwrap_err();
+        assert!(err.is_not_found());
+        let err = fake
+            .create_container(&sb, &container_config("app", "nginx"), &cfg)
+            .unwrap_err();
+        assert!(err.is_not_found());
+        assert!(
+            err.to_string()
+                .contains("failed to resolve image \"nginx\""),
+            "{err}"
+        );
+        let err = fake
+            .create_container(&sb, &api::ContainerConfig::new(), &cfg)
+            .unwrap_err();
+        assert!(err.to_string().contains("must include metadata"), "{err}");
+    }
+
+    #[test]
+    fn host_network_sandbox_has_no_ip() {
+        let fake = FakeRuntime::new();
+        let mut cfg = sandbox_config("host", "u", 0);
+        cfg.mut_linux()
+            .mut_security_context()
+            .mut_namespace_options()
+            .network = api::NamespaceMode::NODE;
+        let sb = fake.run_pod_sandbox(&cfg, "").unwrap();
+        let status = fake.pod_sandbox_status(&sb, false).unwrap();
+        assert_eq!(status.get_status().get_network().ip, "");
+        let ns = status
+            .get_status()
+            .get_linux()
+            .get_namespaces()
+            .get_options();
+        assert_eq!(ns.network, api::NamespaceMode::NODE);
+    }
+
+    #[test]
+    fn sandbox_filters() {
+        let fake = FakeRuntime::new();
+        let a = fake
+            .run_pod_sandbox(&sandbox_config("a", "ua", 0), "")
+            .unwrap();
+        let b = fake
+            .run_pod_sandbox(&sandbox_config("b", "ub", 0), "")
+            .unwrap();
+        fake.stop_pod_sandbox(&b).unwrap();
+        let ids = |f: &api::PodSandboxFilter| -> Vec<String> {
+            fake.list_pod_sandbox(Some(f))
+                .unwrap()
+                .into_iter()
+                .map(|s| s.id)
+                .collect()
+        };
+        assert_eq!(fake.list_pod_sandbox(None).unwrap().len(), 2);
+        assert_eq!(ids(&api::PodSandboxFilter::new()).len(), 2);
+
+        let mut f = api::PodSandboxFilter::new();
+        f.id = a.clone();
+        assert_eq!(ids(&f), vec![a.clone()]);
+
+        let mut f = api::PodSandboxFilter::new();
+        f.mut_state().state = PodSandboxState::SANDBOX_READY;
+        assert_eq!(ids(&f), vec![a.clone()]);
+        f.mut_state().state = PodSandboxState::SANDBOX_NOTREADY;
+        assert_eq!(ids(&f), vec![b.clone()]);
+
+        let mut f = api::PodSandboxFilter::new();
+        f.label_selector
+            .insert("io.kubernetes.pod.uid".into(), "ub".into());
+        assert_eq!(ids(&f), vec![b.clone()]);
+        f.label_selector.insert("other".into(), "x".into());
+        assert!(ids(&f).is_empty());
+
+        let mut f = api::PodSandboxFilter::new();
+        f.id = a.clone();
+        f.mut_state().state = PodSandboxState::SANDBOX_NOTREADY;
+        assert!(ids(&f).is_empty(), "fields are ANDed");
+    }
+
+    #[test]
+    fn container_filters() {
+        let (fake, sb1, cfg) = setup();
+        let cfg2 = sandbox_config("other", "uid-2", 0);
+        let sb2 = fake.run_pod_sandbox(&cfg2, "").unwrap();
+        let c1 = fake
+            .create_container(&sb1, &container_config("a", IMAGE), &cfg)
+            .unwrap();
+        let c2 = fake
+            .create_container(&sb1, &container_config("b", IMAGE), &cfg)
+            .unwrap();
+        let c3 = fake
+            .create_container(&sb2, &container_config("a", IMAGE), &cfg2)
+            .unwrap();
+        fake.start_container(&c2).unwrap();
+        let ids = |f: &api::ContainerFilter| -> Vec<String> {
+            let mut v: Vec<String> = fake
+                .list_containers(Some(f))
+                .unwrap()
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            v.sort();
+            v
+        };
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        assert_eq!(ids(&api::ContainerFilter::new()).len(), 3);
+
+        let mut f = api::ContainerFilter::new();
+        f.pod_sandbox_id = sb1.clone();
+        assert_eq!(ids(&f), sorted(vec![c1.clone(), c2.clone()]));
+
+        let mut f = api::ContainerFilter::new();
+        f.mut_state().state = ContainerState::CONTAINER_RUNNING;
+        assert_eq!(ids(&f), vec![c2.clone()]);
+        f.mut_state().state = ContainerState::CONTAINER_CREATED;
+        assert_eq!(ids(&f), sorted(vec![c1.clone(), c3.clone()]));
+        f.pod_sandbox_id = sb2.clone();
+        assert_eq!(ids(&f), vec![c3.clone()]);
+
+        let mut f = api::ContainerFilter::new();
+        f.label_selector
+            .insert("io.kubernetes.container.name".into(), "a".into());
+        assert_eq!(ids(&f), sorted(vec![c1.clone(), c3.clone()]));
+
+        let mut f = api::ContainerFilter::new();
+        f.id = c3.clone();
+        assert_eq!(ids(&f), vec![c3.clone()]);
+        f.id = "unknown".into();
+        assert!(ids(&f).is_empty());
+    }
+
+    #[test]
+    fn exec_sync_needs_a_running_container() {
+        let (fake, sb, cfg) = setup();
+        let id = fake
+            .create_container(&sb, &container_config("app", IMAGE), &cfg)
+            .unwrap();
+        let cmd = vec!["cat".to_string(), "/tmp/healthy".to_string()];
+        let err = fake
+            .exec_sync(&id, &cmd, Duration::from_secs(1))
+            .unwrap_err();
+        assert!(err.to_string().contains("CONTAINER_CREATED"), "{err}");
+        fake.start_container(&id).unwrap();
+        let ok = fake.exec_sync(&id, &cmd, Duration::from_secs(1)).unwrap();
+        assert_eq!(ok.exit_code, 0);
+        fake.set_exec_result(b"out", b"err", 1);
+        let r = fake.exec_sync(&id, &cmd, Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            (r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code),
+            (&b"out"[..], &b"err"[..], 1)
+        );
+        assert!(fake.calls().contains(&Call::ExecSync {
+            container: id.clone(),
+            cmd
+        }));
+        assert!(fake
+            .exec_sync("nope", &[], Duration::ZERO)
+            .unwrap_err()
+            .is_not_found());
+    }
+
+    #[test]
+    fn sandbox_can_die_under_the_kubelet() {
+        let (fake, sb, _) = setup();
+        assert!(fake.set_sandbox_not_ready(&sb));
+        assert!(!fake.set_sandbox_not_ready("nope"));
+        let s = fake.pod_sandbox_status(&sb, false).unwrap();
+        assert_eq!(s.get_status().state, PodSandboxState::SANDBOX_NOTREADY);
+    }
+
+    #[test]
+    fn calls_are_typed() {
+        let (fake, sb, cfg) = setup();
+        let id = fake
+            .create_container(&sb, &container_config("app", IMAGE), &cfg)
+            .unwrap();
+        fake.start_container(&id).unwrap();
+        fake.stop_container(&id, 5).unwrap();
+        fake.remove_container(&id).unwrap();
+        fake.stop_pod_sandbox(&sb).unwrap();
+        fake.remove_pod_sandbox(&sb).unwrap();
+        assert_eq!(
+            fake.calls(),
+            vec![
+                Call::RunPodSandbox {
+                    name: "web".into(),
+                    uid: "uid-1".into()
+                },
+                Call::CreateContainer {
+                    sandbox: sb.clone(),
+                    name: "app".into()
+                },
+                Call::StartContainer(id.clone()),
+                Call::StopContainer(id.clone()),
+                Call::RemoveContainer(id.clone()),
+                Call::StopPodSandbox(sb.clone()),
+                Call::RemovePodSandbox(sb.clone()),
+            ]
+        );
+    }
+}

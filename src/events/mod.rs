@@ -1,0 +1,80 @@
+//! Events about pods and the node (`Pulled`, `Created`, `Started`, `Failed`, `BackOff`...), with
+//! upstream reasons and message texts. A [`Recorder`] decides where they go: the log when running
+//! standalone, the API server once one is configured, a list in tests.
+
+use std::sync::Mutex;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::types::pod_key;
+
+/// `Normal` or `Warning`, as in the Event API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// Routine.
+    Normal,
+    /// Something went wrong.
+    Warning,
+}
+
+/// One recorded event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// `namespace/name` of the pod, or the node name.
+    pub object: String,
+    /// Normal or Warning.
+    pub kind: EventType,
+    /// Upstream reason (`Started`, `Failed`, `BackOff`...).
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// Where events go.
+pub trait Recorder: Send + Sync {
+    /// Records an event about a pod.
+    fn pod_event(&self, pod: &Pod, kind: EventType, reason: &str, message: String);
+}
+
+/// Writes events to the log (`info` for Normal, `warn` for Warning).
+#[derive(Debug, Default)]
+pub struct LogRecorder;
+
+impl Recorder for LogRecorder {
+    fn pod_event(&self, pod: &Pod, kind: EventType, reason: &str, message: String) {
+        match kind {
+            EventType::Normal => {
+                log::info!("event pod=\"{}\" reason={reason}: {message}", pod_key(pod))
+            }
+            EventType::Warning => {
+                log::warn!("event pod=\"{}\" reason={reason}: {message}", pod_key(pod))
+            }
+        }
+    }
+}
+
+/// Keeps events in memory, for tests.
+#[derive(Debug, Default)]
+pub struct FakeRecorder {
+    events: Mutex<Vec<Event>>,
+}
+
+impl FakeRecorder {
+    /// Everything recorded so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+impl Recorder for FakeRecorder {
+    fn pod_event(&self, pod: &Pod, kind: EventType, reason: &str, message: String) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(Event {
+                object: pod_key(pod),
+                kind,
+                reason: reason.to_string(),
+                message,
+            });
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The kubelet: subsystem handles, the [`Bootstrap`] and [`SyncHandler`] traits and the
+//! `handle_pod_*` handlers the sync loop (in `sync_loop.rs`, on the `sync-loop` thread)
+//! calls. Construction follows upstream's chain: `main → create_and_init_kubelet →
+//! new_main_kubelet → start_kubelet → Kubelet::run`.
+
+mod run_once;
+mod sync_loop;
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Receiver;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::clock::Clock;
+use crate::config::mux::SourcesReady;
+use crate::config::settings::KubeletConfig;
+use crate::config::update::PodUpdate;
+use crate::cri::{ImageService, RuntimeService};
+use crate::events::Recorder;
+use crate::kuberuntime::{RunningPod, RuntimeManager, RuntimeSettings};
+use crate::pleg::{GenericPleg, PodLifecycleEvent, EVENT_CHANNEL_CAPACITY};
+use crate::pod_manager::PodManager;
+use crate::pod_sync::PodSync;
+use crate::pod_workers::{PodWorkers, UpdatePodOptions, UpdateType};
+use crate::status::{PodStatusEntry, StatusManager};
+use crate::types::{pod_key, uid_of};
+
+pub use run_once::{PodRunResult, RunOnceOutcome};
+
+/// Errors building or running the kubelet.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    /// A thread could not be started.
+    #[error("starting thread {name}: {source}")]
+    Thread {
+        /// Thread name.
+        name: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Run-once mode got no pods from its sources in time.
+    #[error("run once: no pod update from the sources within {0:?}")]
+    NoPods(std::time::Duration),
+}
+
+/// The external services and seams the kubelet is built on.
+pub struct Deps {
+    /// CRI runtime service.
+    pub runtime: Arc<dyn RuntimeService>,
+    /// CRI image service.
+    pub images: Arc<dyn ImageService>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Where events go.
+    pub recorder: Arc<dyn Recorder>,
+    /// Runtime name for container ids (`containerd`).
+    pub runtime_name: String,
+    /// Which sources have delivered their first full set.
+    pub sources_ready: Arc<SourcesReady>,
+}
+
+/// Upstream's `Bootstrap` interface: what starting a kubelet needs from it. The three serving
+/// methods join this trait with the kubelet API.
+pub trait Bootstrap {
+    /// The settings the kubelet runs with.
+    fn get_configuration(&self) -> Arc<KubeletConfig>;
+    /// Logs that the kubelet started (upstream emits a `Starting` event on the node).
+    fn birth_cry(&self);
+    /// Runs the main loop until `stop` fires; returns after every thread it started joined.
+    fn run(
+        self: Arc<Self>,
+        updates: Receiver<PodUpdate>,
+        stop: Receiver<()>,
+    ) -> Result<(), KubeletError>;
+    /// Runs the pods of the first update once and reports each one's result.
+    fn run_once(
+        self: Arc<Self>,
+        updates: Receiver<PodUpdate>,
+    ) -> Result<RunOnceOutcome, KubeletError>;
+}
+
+/// Upstream's `SyncHandler`: what the sync loop calls for each kind of event.
+pub trait SyncHandler {
+    /// New pods.
+    fn handle_pod_additions(&self, pods: Vec<Arc<Pod>>);
+    /// Changed pods (including graceful deletion).
+    fn handle_pod_updates(&self, pods: Vec<Arc<Pod>>);
+    /// Pods gone from their source.
+    fn handle_pod_removes(&self, pods: Vec<Arc<Pod>>);
+    /// Pods whose status only changed.
+    fn handle_pod_reconcile(&self, pods: Vec<Arc<Pod>>);
+    /// Pods due for a sync.
+    fn handle_pod_syncs(&self, pods: Vec<Arc<Pod>>);
+    /// Housekeeping: forget finished pods, stop pods no source wants.
+    fn handle_pod_cleanups(&self);
+}
+
+/// The kubelet.
+pub struct Kubelet {
+    config: Arc<KubeletConfig>,
+    runtime_manager: Arc<RuntimeManager>,
+    /// Desired pods; only the sync loop thread writes it (the mutex makes `&self` handlers work).
+    pod_manager: Mutex<PodManager>,
+    pod_workers: Arc<PodWorkers>,
+    pleg: Arc<GenericPleg>,
+    /// PLEG's events, read by the sync loop.
+    pleg_events: Receiver<PodLifecycleEvent>,
+    status_manager: Arc<StatusManager>,
+    sources_ready: Arc<SourcesReady>,
+    /// Set when `run` returns, so handles to threads started there can be joined.
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Kubelet {
+    /// Builds a kubelet and starts its pod workers (upstream `NewMainKubelet`).
+    pub fn new(config: Arc<KubeletConfig>, deps: Deps) -> Result<Kubelet, KubeletError> {
+        let settings = RuntimeSettings {
+            node_name: config.node_name.clone(),
+            pod_logs_dir: config.pod_logs_dir.clone(),
+            container_logs_dir: config.container_logs_dir.clone(),
+            resolv_conf: (!config.resolv_conf.as_os_str().is_empty())
+                .then(|| config.resolv_conf.clone()),
+            cluster_dns: config.cluster_dns.clone(),
+            cluster_domain: config.cluster_domain.clone(),
+        };
+        let runtime_manager = Arc::new(RuntimeManager::new(
+            deps.runtime,
+            deps.images,
+            Arc::clone(&deps.clock),
+            Arc::clone(&deps.recorder),
+            settings,
+        ));
+        let status_manager = Arc::new(StatusManager::default());
+        let syncer = Arc::new(PodSync {
+            runtime_manager: Arc::clone(&runtime_manager),
+            status_manager: Arc::clone(&status_manager),
+            recorder: Arc::clone(&deps.recorder),
+            clock: Arc::clone(&deps.clock),
+            runtime_name: deps.runtime_name,
+            host_ip: config.node_ip.map(|ip| ip.to_string()),
+        });
+        let pod_workers = PodWorkers::start(
+            config.pod_workers,
+            syncer,
+            Arc::clone(&deps.clock),
+            config.sync_frequency,
+        )
+        .map_err(|source| KubeletError::Thread {
+            name: "pod-worker",
+            source,
+        })?;
+        // Capacity as upstream; when full, PLEG drops and counts events (see pleg).
+        let (pleg_tx, pleg_events) = crossbeam_channel::bounded(EVENT_CHANNEL_CAPACITY);
+        let pleg = Arc::new(GenericPleg::new(
+            Arc::clone(&runtime_manager) as Arc<dyn crate::pleg::PodLister>,
+            Arc::clone(&deps.clock),
+            pleg_tx,
+        ));
+        Ok(Kubelet {
+            config,
+            runtime_manager,
+            pod_manager: Mutex::new(PodManager::default()),
+            pod_workers,
+            pleg,
+            pleg_events,
+            status_manager,
+            sources_ready: deps.sources_ready,
+            threads: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn pods(&self) -> std::sync::MutexGuard<'_, PodManager> {
+        self.pod_manager.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends work for a pod to the pod workers (upstream `dispatchWork`).
+    fn dispatch_work(&self, pod: &Arc<Pod>, update_type: UpdateType) {
+        self.pod_workers.update_pod(UpdatePodOptions {
+            update_type,
+            pod: Arc::clone(pod),
+            grace_period_override: None,
+            removed: false,
+        });
+    }
+
+    /// The latest API status of every pod.
+    pub fn pod_statuses(&self) -> Vec<(crate::types::PodUid, PodStatusEntry)> {
+        self.status_manager.all()
+    }
+
+    /// The pod workers (for benchmarks and tests that wait for them).
+    pub fn pod_workers(&self) -> &Arc<PodWorkers> {
+        &self.pod_workers
+    }
+
+    /// The runtime manager.
+    pub fn runtime_manager(&self) -> &Arc<RuntimeManager> {
+        &self.runtime_manager
+    }
+
+    /// The status manager.
+    pub fn status_manager(&self) -> &Arc<StatusManager> {
+        &self.status_manager
+    }
+
+    /// PLEG (its health and metrics).
+    pub fn pleg(&self) -> &Arc<GenericPleg> {
+        &self.pleg
+    }
+
+    /// Whether admitting one more pod stays within `maxPods` (upstream predicate admission,
+    /// pods resource only for now).
+    fn can_admit(&self, pods: &PodManager) -> bool {
+        let active = pods
+            .pods()
+            .filter(|p| {
+                self.pod_workers
+                    .state(&uid_of(p))
+                    .is_none_or(|s| s.can_start_containers())
+            })
+            .count();
+        u32::try_from(active).unwrap_or(u32::MAX) < self.config.max_pods
+    }
+
+    /// A stand-in pod object for a runtime pod no source knows, so the workers can stop it.
+    fn orphan_pod(&self, running: &RunningPod) -> Arc<Pod> {
+        Arc::new(Pod {
+            metadata: ObjectMeta {
+                name: Some(running.name.clone()),
+                namespace: Some(running.namespace.clone()),
+                uid: Some(running.uid.0.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    }
+}
+
+impl SyncHandler for Kubelet {
+    fn handle_pod_additions(&self, mut pods: Vec<Arc<Pod>>) {
+        pods.sort_by(|a, b| {
+            let ts = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            ts(a).cmp(&ts(b))
+        });
+        for pod in pods {
+            let mut manager = self.pods();
+            if !self.can_admit(&manager) {
+                log::warn!(
+                    "pod=\"{}\" uid={} rejected: node has no room for more pods (maxPods {})",
+                    pod_key(&pod),
+                    uid_of(&pod),
+                    self.config.max_pods
+                );
+                self.status_manager.set_pod_status(
+                    &uid_of(&pod),
+                    &pod_key(&pod),
+                    k8s_openapi::api::core::v1::PodStatus {
+                        phase: Some("Failed".into()),
+                        reason: Some("OutOfpods".into()),
+                        message: Some("Node didn't have enough resource: pods".into()),
+                        ..Default::default()
+                    },
+                );
+                continue;
+            }
+            manager.add_or_update(&pod);
+            drop(manager);
+            log::info!("pod=\"{}\" uid={} added", pod_key(&pod), uid_of(&pod));
+            self.dispatch_work(&pod, UpdateType::Create);
+        }
+    }
+
+    fn handle_pod_updates(&self, pods: Vec<Arc<Pod>>) {
+        for pod in pods {
+            self.pods().add_or_update(&pod);
+            if pod.metadata.deletion_timestamp.is_some() {
+                self.pod_workers.update_pod(UpdatePodOptions {
+                    update_type: UpdateType::Kill,
+                    grace_period_override: pod.metadata.deletion_grace_period_seconds,
+                    pod,
+                    removed: false,
+                });
+            } else {
+                log::info!("pod=\"{}\" uid={} updated", pod_key(&pod), uid_of(&pod));
+                self.dispatch_work(&pod, UpdateType::Update);
+            }
+        }
+    }
+
+    fn handle_pod_removes(&self, pods: Vec<Arc<Pod>>) {
+        for pod in pods {
+            self.pods().remove(&pod);
+            log::info!(
+                "pod=\"{}\" uid={} removed from its source",
+                pod_key(&pod),
+                uid_of(&pod)
+            );
+            self.pod_workers.update_pod(UpdatePodOptions {
+                update_type: UpdateType::Kill,
+                pod,
+                grace_period_override: None,
+                removed: true,
+            });
+        }
+    }
+
+    fn handle_pod_reconcile(&self, pods: Vec<Arc<Pod>>) {
+        let mut manager = self.pods();
+        for pod in &pods {
+            manager.add_or_update(pod);
+        }
+    }
+
+    fn handle_pod_syncs(&self, pods: Vec<Arc<Pod>>) {
+        for pod in pods {
+            self.dispatch_work(&pod, UpdateType::Sync);
+        }
+    }
+
+    fn handle_pod_cleanups(&self) {
+        let desired = self.pods().uids();
+        for uid in self.pod_workers.sync_known_pods(&desired) {
+            log::debug!("uid={uid} forgotten by the pod workers");
+        }
+        // Until every source has delivered its first full set, a pod missing from the desired
+        // set may simply not have been read yet: never stop anything before that.
+        if !self.sources_ready.all_ready() {
+            return;
+        }
+        let known = self.pod_workers.known_pods();
+        for running in self.pleg.running_pods().iter() {
+            if desired.contains(&running.uid) || known.contains(&running.uid) {
+                continue;
+            }
+            log::info!(
+                "pod=\"{}/{}\" uid={} is not wanted by any source, stopping and removing it",
+                running.namespace,
+                running.name,
+                running.uid
+            );
+            self.pod_workers.update_pod(UpdatePodOptions {
+                update_type: UpdateType::Kill,
+                pod: self.orphan_pod(running),
+                grace_period_override: None,
+                removed: true,
+            });
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The sync loop (upstream `syncLoop` / `syncLoopIteration`), on the `sync-loop` thread: one
+//! `select!` over config updates, PLEG events, the sync tick and the housekeeping tick; each
+//! arm calls one handler. Handlers only queue work for the pod workers, so an iteration never
+//! waits on the runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{select, tick, Receiver};
+
+use crate::config::update::{PodOperation, PodUpdate};
+use crate::pleg::PodLifecycleEvent;
+
+use super::{Bootstrap, Kubelet, KubeletError, RunOnceOutcome, SyncHandler};
+use crate::config::settings::KubeletConfig;
+
+/// How often pods due for a resync or retry are dispatched (upstream 1 s).
+pub const SYNC_TICK: Duration = Duration::from_secs(1);
+/// How often housekeeping runs (upstream 2 s).
+pub const HOUSEKEEPING_TICK: Duration = Duration::from_secs(2);
+
+/// What one iteration saw.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Iteration {
+    /// Keep looping.
+    Continue,
+    /// The config channel closed or stop fired.
+    Stop,
+}
+
+impl Kubelet {
+    /// One iteration of the sync loop.
+    pub fn sync_loop_iteration(
+        &self,
+        updates: &Receiver<PodUpdate>,
+        sync_tick: &Receiver<std::time::Instant>,
+        housekeeping_tick: &Receiver<std::time::Instant>,
+        stop: &Receiver<()>,
+    ) -> Iteration {
+        select! {
+            recv(updates) -> update => match update {
+                Ok(u) => self.handle_config_update(u),
+                Err(_) => {
+                    log::info!("pod config channel closed, sync loop exiting");
+                    return Iteration::Stop;
+                }
+            },
+            recv(self.pleg_events) -> event => {
+                if let Ok(e) = event {
+                    self.handle_pleg_event(e);
+                }
+            },
+            recv(sync_tick) -> _ => self.handle_pod_syncs(self.pod_workers.pods_due()),
+            recv(housekeeping_tick) -> _ => self.handle_pod_cleanups(),
+            recv(stop) -> _ => return Iteration::Stop,
+        }
+        Iteration::Continue
+    }
+
+    fn handle_config_update(&self, u: PodUpdate) {
+        log::debug!(
+            "config update from {}: {:?} of {} pods",
+            u.source,
+            u.op,
+            u.pods.len()
+        );
+        match u.op {
+            PodOperation::Add => self.handle_pod_additions(u.pods),
+            PodOperation::Update | PodOperation::Delete => self.handle_pod_updates(u.pods),
+            PodOperation::Remove => self.handle_pod_removes(u.pods),
+            PodOperation::Reconcile => self.handle_pod_reconcile(u.pods),
+            // The mux turns full sets into the incremental operations above.
+            PodOperation::Set => {
+                log::warn!("unexpected SET update from {} in the sync loop", u.source)
+            }
+        }
+    }
+
+    /// A container of a pod changed: sync that pod if a source still wants it; pods no source
+    /// wants are left to housekeeping.
+    fn handle_pleg_event(&self, e: PodLifecycleEvent) {
+        log::debug!("PLEG event {e:?}");
+        let pod = self.pods().get(&e.id).cloned();
+        if let Some(pod) = pod {
+            self.handle_pod_syncs(vec![pod]);
+        }
+    }
+
+    fn sync_loop(&self, updates: Receiver<PodUpdate>, stop: Receiver<()>) {
+        let sync_tick = tick(SYNC_TICK);
+        let housekeeping_tick = tick(HOUSEKEEPING_TICK);
+        log::info!("starting the sync loop");
+        while self.sync_loop_iteration(&updates, &sync_tick, &housekeeping_tick, &stop)
+            == Iteration::Continue
+        {}
+        log::info!("sync loop stopped");
+    }
+}
+
+impl Bootstrap for Kubelet {
+    fn get_configuration(&self) -> Arc<KubeletConfig> {
+        Arc::clone(&self.config)
+    }
+
+    fn birth_cry(&self) {
+        log::info!(
+            "Starting kubelet. node={} version={}",
+            self.config.node_name,
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+
+    fn run(
+        self: Arc<Self>,
+        updates: Receiver<PodUpdate>,
+        stop: Receiver<()>,
+    ) -> Result<(), KubeletError> {
+        let pleg = Arc::clone(&self.pleg);
+        let pleg_stop = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("pleg".into())
+            .spawn(move || pleg.run(pleg_stop))
+            .map_err(|source| KubeletError::Thread {
+                name: "pleg",
+                source,
+            })?;
+        if let Ok(mut t) = self.threads.lock() {
+            t.push(handle);
+        }
+        self.sync_loop(updates, stop);
+        self.pod_workers.stop();
+        let handles = self
+            .threads
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for h in handles {
+            if h.join().is_err() {
+                log::error!("a kubelet thread panicked");
+            }
+        }
+        Ok(())
+    }
+
+    fn run_once(
+        self: Arc<Self>,
+        updates: Receiver<PodUpdate>,
+    ) -> Result<RunOnceOutcome, KubeletError> {
+        super::run_once::run_once(&self, &updates)
+    }
+}

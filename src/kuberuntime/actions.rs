@@ -1,0 +1,519 @@
+//! Deciding what a sync must do (upstream `computePodActions`): compare the pod spec with what
+//! the runtime reports and list the sandbox and container operations. Pure: no runtime calls,
+//! so the table of cases is unit-tested directly.
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+use crate::types::{is_host_network, restart_policy, ContainerId};
+
+use super::hash::hash_container;
+use super::runtime_pod::{ContainerState, ContainerStatus, RuntimePodStatus};
+
+/// A container to stop, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KillAction {
+    /// Runtime id.
+    pub id: ContainerId,
+    /// Container name.
+    pub name: String,
+    /// Why it is being stopped (logged and shown in events).
+    pub message: String,
+}
+
+/// What one sync of a pod must do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodActions {
+    /// Stop every container and sandbox of the pod first (the sandbox is being replaced).
+    pub kill_pod: bool,
+    /// Create a new sandbox.
+    pub create_sandbox: bool,
+    /// The ready sandbox to start containers in, when no new one is created.
+    pub sandbox_id: Option<String>,
+    /// Attempt number for the new sandbox.
+    pub attempt: u32,
+    /// Index into `spec.initContainers` of the init container to start next.
+    pub next_init_container: Option<usize>,
+    /// An init container failed and the restart policy forbids retrying it: the pod fails.
+    pub init_failed: bool,
+    /// Indexes into `spec.containers` of containers to start.
+    pub containers_to_start: Vec<usize>,
+    /// Running containers to stop.
+    pub containers_to_kill: Vec<KillAction>,
+}
+
+impl PodActions {
+    /// True when the sync has nothing to do.
+    pub fn is_noop(&self) -> bool {
+        !self.kill_pod
+            && !self.create_sandbox
+            && self.next_init_container.is_none()
+            && self.containers_to_start.is_empty()
+            && self.containers_to_kill.is_empty()
+    }
+}
+
+/// Whether a container that is not running should be started again (upstream
+/// `ShouldContainerBeRestarted`): never-run containers always start; exited ones follow the
+/// restart policy.
+pub fn should_restart(policy: &str, latest: Option<&ContainerStatus>) -> bool {
+    let Some(status) = latest else {
+        return true;
+    };
+    match status.state {
+        ContainerState::Running => false,
+        // Created-but-not-started or unknown: the previous attempt never ran properly.
+        ContainerState::Created | ContainerState::Unknown => policy != "Never",
+        ContainerState::Exited => match policy {
+            "Never" => false,
+            "OnFailure" => status.exit_code != 0,
+            _ => true,
+        },
+    }
+}
+
+/// Why the sandbox must be (re)created, if it must: none, not ready, or no IP on a pod that
+/// needs one. Returns `(create, attempt, ready sandbox id)`.
+fn sandbox_changed(pod: &Pod, status: &RuntimePodStatus) -> (bool, u32, Option<String>) {
+    let Some(sandbox) = status.latest_sandbox() else {
+        return (true, 0, None);
+    };
+    let next_attempt = sandbox.attempt + 1;
+    let multiple_ready = status.sandboxes.iter().filter(|s| s.ready).count() > 1;
+    if !sandbox.ready || multiple_ready {
+        return (true, next_attempt, None);
+    }
+    if sandbox.host_network != is_host_network(pod) {
+        return (true, next_attempt, None);
+    }
+    if !sandbox.host_network && sandbox.ip.is_none() {
+        return (true, next_attempt, None);
+    }
+    (false, sandbox.attempt, Some(sandbox.id.clone()))
+}
+
+fn init_containers(pod: &Pod) -> &[Container] {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_deref())
+        .unwrap_or_default()
+}
+
+fn containers(pod: &Pod) -> &[Container] {
+    pod.spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default()
+}
+
+/// Whether every init container has run to success (trivially true without init containers).
+pub fn init_containers_done(pod: &Pod, status: &RuntimePodStatus) -> bool {
+    init_containers(pod).iter().all(|c| {
+        status
+            .latest(&c.name)
+            .is_some_and(|s| s.state == ContainerState::Exited && s.exit_code == 0)
+    })
+}
+
+/// Computes the actions that bring the runtime in line with the pod spec.
+pub fn compute_pod_actions(pod: &Pod, status: &RuntimePodStatus) -> PodActions {
+    let policy = restart_policy(pod);
+    let (create_sandbox, attempt, sandbox_id) = sandbox_changed(pod, status);
+    let mut actions = PodActions {
+        create_sandbox,
+        attempt,
+        sandbox_id,
+        ..Default::default()
+    };
+
+    if create_sandbox {
+        let has_history = !status.sandboxes.is_empty();
+        actions.kill_pod = has_history;
+        // A pod that must never restart does not get a second sandbox once it has run.
+        if policy == "Never" && has_history && !status.containers.is_empty() {
+            actions.create_sandbox = false;
+            return actions;
+        }
+        if !init_containers(pod).is_empty() {
+            actions.next_init_container = Some(0);
+            return actions;
+        }
+        actions.containers_to_start = containers(pod)
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| should_restart(policy, status.latest(&c.name)))
+            .map(|(i, _)| i)
+            .collect();
+        return actions;
+    }
+
+    // Init containers run one at a time, in order, each to success.
+    for (i, c) in init_containers(pod).iter().enumerate() {
+        match status.latest(&c.name) {
+            None => {
+                actions.next_init_container = Some(i);
+                return actions;
+            }
+            Some(s) if s.state == ContainerState::Running => return actions,
+            Some(s) if s.state == ContainerState::Exited && s.exit_code == 0 => continue,
+            Some(_) => {
+                if policy == "Never" {
+                    actions.init_failed = true;
+                } else {
+                    actions.next_init_container = Some(i);
+                }
+                return actions;
+            }
+        }
+    }
+
+    let specs = containers(pod);
+    for (i, c) in specs.iter().enumerate() {
+        let latest = status.latest(&c.name);
+        match latest {
+            Some(s) if s.state == ContainerState::Running => {
+                let want = hash_container(c);
+                if s.hash.is_some_and(|h| h != want) {
+                    actions.containers_to_kill.push(KillAction {
+                        id: s.id.clone(),
+                        name: c.name.clone(),
+                        message: format!(
+                            "Container {} definition changed, will be restarted",
+                            c.name
+                        ),
+                    });
+                    actions.containers_to_start.push(i);
+                }
+            }
+            _ => {
+                if should_restart(policy, latest) {
+                    actions.containers_to_start.push(i);
+                }
+            }
+        }
+    }
+
+    // Running containers the spec no longer names are stopped.
+    for s in &status.containers {
+        let known = specs.iter().any(|c| c.name == s.name)
+            || init_containers(pod).iter().any(|c| c.name == s.name);
+        if s.state == ContainerState::Running && !known {
+            actions.containers_to_kill.push(KillAction {
+                id: s.id.clone(),
+                name: s.name.clone(),
+                message: format!("Container {} is not in the pod spec", s.name),
+            });
+        }
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kuberuntime::runtime_pod::SandboxStatus;
+    use crate::types::PodUid;
+    use k8s_openapi::api::core::v1::PodSpec;
+
+    fn container(name: &str, image: &str) -> Container {
+        Container {
+            name: name.into(),
+            image: Some(image.into()),
+            ..Default::default()
+        }
+    }
+
+    fn pod(policy: &str, init: &[&str], names: &[&str]) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                restart_policy: Some(policy.into()),
+                init_containers: Some(init.iter().map(|n| container(n, "busybox")).collect()),
+                containers: names.iter().map(|n| container(n, "busybox")).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn sandbox(ready: bool, attempt: u32) -> SandboxStatus {
+        SandboxStatus {
+            id: format!("sb{attempt}"),
+            ready,
+            attempt,
+            created_at: i64::from(attempt),
+            ip: Some("10.0.0.2".into()),
+            host_network: false,
+        }
+    }
+
+    fn cstatus(name: &str, state: ContainerState, exit_code: i32, image: &str) -> ContainerStatus {
+        ContainerStatus {
+            id: ContainerId(format!("{name}-id")),
+            name: name.into(),
+            state,
+            restart_count: 0,
+            hash: Some(hash_container(&container(name, image))),
+            image: image.into(),
+            image_ref: String::new(),
+            created_at: 1,
+            started_at: 1,
+            finished_at: 2,
+            exit_code,
+            reason: String::new(),
+            message: String::new(),
+            sandbox_id: "sb0".into(),
+        }
+    }
+
+    fn status(sandboxes: Vec<SandboxStatus>, containers: Vec<ContainerStatus>) -> RuntimePodStatus {
+        RuntimePodStatus {
+            uid: PodUid::from("u"),
+            sandboxes,
+            containers,
+        }
+    }
+
+    use ContainerState::{Exited, Running};
+
+    #[test]
+    fn pod_actions_table() {
+        struct Case {
+            name: &'static str,
+            pod: Pod,
+            status: RuntimePodStatus,
+            want: PodActions,
+        }
+        let ready = || Some("sb0".to_string());
+        let cases = vec![
+            Case {
+                name: "new pod: sandbox and all containers",
+                pod: pod("Always", &[], &["a", "b"]),
+                status: status(vec![], vec![]),
+                want: PodActions {
+                    create_sandbox: true,
+                    containers_to_start: vec![0, 1],
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "all running: nothing to do",
+                pod: pod("Always", &[], &["a", "b"]),
+                status: status(
+                    vec![sandbox(true, 0)],
+                    vec![
+                        cstatus("a", Running, 0, "busybox"),
+                        cstatus("b", Running, 0, "busybox"),
+                    ],
+                ),
+                want: PodActions {
+                    sandbox_id: ready(),
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "exited under Always restarts",
+                pod: pod("Always", &[], &["a"]),
+                status: status(
+                    vec![sandbox(true, 0)],
+                    vec![cstatus("a", Exited, 0, "busybox")],
+                ),
+                want: PodActions {
+                    sandbox_id: ready(),
+                    containers_to_start: vec![0],
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "exit 0 under OnFailure stays down",
+                pod: pod("OnFailure", &[], &["a"]),
+                status: status(
+                    vec![sandbox(true, 0)],
+                    vec![cstatus("a", Exited, 0, "busybox")],
+                ),
+                want: PodActions {
+                    sandbox_id: ready(),
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "exit 1 under OnFailure restarts",
+                pod: pod("OnFailure", &[], &["a"]),
+                status: status(
+                    vec![sandbox(true, 0)],
+                    vec![cstatus("a", Exited, 1, "busybox")],
+                ),
+                want: PodActions {
+                    sandbox_id: ready(),
+                    containers_to_start: vec![0],
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "exit 1 under Never stays down",
+                pod: pod("Never", &[], &["a"]),
+                status: status(
+                    vec![sandbox(true, 0)],
+                    vec![cstatus("a", Exited, 1, "busybox")],
+                ),
+                want: PodActions {
+                    sandbox_id: ready(),
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "dead sandbox: kill and recreate with next attempt",
+                pod: pod("Always", &[], &["a"]),
+                status: status(
+                    vec![sandbox(false, 0)],
+                    vec![cstatus("a", Exited, 137, "busybox")],
+                ),
+                want: PodActions {
+                    kill_pod: true,
+                    create_sandbox: true,
+                    attempt: 1,
+                    containers_to_start: vec![0],
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "dead sandbox under Never: kill only",
+                pod: pod("Never", &[], &["a"]),
+                status: status(
+                    vec![sandbox(false, 0)],
+                    vec![cstatus("a", Exited, 0, "busybox")],
+                ),
+                want: PodActions {
+                    kill_pod: true,
+                    attempt: 1,
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "changed spec hash: kill and restart that container",
+                pod: pod("Always", &[], &["a", "b"]),
+                status: status(
+                    vec![sandbox(true, 0)],
+                    vec![
+                        cstatus("a", Running, 0, "busybox:old"),
+                        cstatus("b", Running, 0, "busybox"),
+                    ],
+                ),
+                want: PodActions {
+                    sandbox_id: ready(),
+                    containers_to_start: vec![0],
+                    containers_to_kill: vec![KillAction {
+                        id: ContainerId("a-id".into()),
+                        name: "a".into(),
+                        message: "Container a definition changed, will be restarted".into(),
+                    }],
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "container removed from spec is stopped",
+                pod: pod("Always", &[], &["a"]),
+                status: status(
+                    vec![sandbox(true, 0)],
+                    vec![
+                        cstatus("a", Running, 0, "busybox"),
+                        cstatus("gone", Running, 0, "busybox"),
+                    ],
+                ),
+                want: PodActions {
+                    sandbox_id: ready(),
+                    containers_to_kill: vec![KillAction {
+                        id: ContainerId("gone-id".into()),
+                        name: "gone".into(),
+                        message: "Container gone is not in the pod spec".into(),
+                    }],
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "new pod with init containers starts the first init only",
+                pod: pod("Always", &["i1", "i2"], &["a"]),
+                status: status(vec![], vec![]),
+                want: PodActions {
+                    create_sandbox: true,
+                    next_init_container: Some(0),
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "first init done: second init next",
+                pod: pod("Always", &["i1", "i2"], &["a"]),
+                status: status(
+                    vec![sandbox(true, 0)],
+                    vec![cstatus("i1", Exited, 0, "busybox")],
+                ),
+                want: PodActions {
+                    sandbox_id: ready(),
+                    next_init_container: Some(1),
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "init running: wait",
+                pod: pod("Always", &["i1"], &["a"]),
+                status: status(
+                    vec![sandbox(true, 0)],
+                    vec![cstatus("i1", Running, 0, "busybox")],
+                ),
+                want: PodActions {
+                    sandbox_id: ready(),
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "failed init under Never fails the pod",
+                pod: pod("Never", &["i1"], &["a"]),
+                status: status(
+                    vec![sandbox(true, 0)],
+                    vec![cstatus("i1", Exited, 2, "busybox")],
+                ),
+                want: PodActions {
+                    sandbox_id: ready(),
+                    init_failed: true,
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "inits done: regular containers start",
+                pod: pod("Always", &["i1"], &["a"]),
+                status: status(
+                    vec![sandbox(true, 0)],
+                    vec![cstatus("i1", Exited, 0, "busybox")],
+                ),
+                want: PodActions {
+                    sandbox_id: ready(),
+                    containers_to_start: vec![0],
+                    ..Default::default()
+                },
+            },
+        ];
+        for case in cases {
+            assert_eq!(
+                compute_pod_actions(&case.pod, &case.status),
+                case.want,
+                "case: {}",
+                case.name
+            );
+        }
+    }
+
+    #[test]
+    fn sandbox_without_ip_is_recreated_unless_host_network() {
+        let mut s = sandbox(true, 2);
+        s.ip = None;
+        let st = status(vec![s.clone()], vec![]);
+        let a = compute_pod_actions(&pod("Always", &[], &["a"]), &st);
+        assert!(a.create_sandbox && a.kill_pod);
+        assert_eq!(a.attempt, 3);
+        let mut p = pod("Always", &[], &["a"]);
+        if let Some(spec) = p.spec.as_mut() {
+            spec.host_network = Some(true);
+        }
+        s.host_network = true;
+        let a = compute_pod_actions(&p, &status(vec![s], vec![]));
+        assert!(!a.create_sandbox);
+    }
+}

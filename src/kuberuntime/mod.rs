@@ -1,0 +1,560 @@
+//! The runtime manager (upstream `kuberuntime`): turns a pod spec into CRI calls. A pod worker
+//! thread calls [`RuntimeManager::sync_pod`] for one pod at a time; PLEG and housekeeping call
+//! the read-only listing functions. The manager keeps no state the runtime does not also hold,
+//! apart from back-off and the last start failure per container (both rebuilt harmlessly
+//! after a restart).
+
+pub mod actions;
+mod container;
+pub mod hash;
+mod images;
+pub mod labels;
+pub mod logs;
+pub mod runtime_pod;
+pub mod sandbox;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::clock::{from_unix_nanos, Clock};
+use crate::cri::{api, CriError, ImageService, RuntimeService};
+use crate::events::{EventType, Recorder};
+use crate::types::{pod_key, uid_of, ContainerId, PodUid};
+use crate::util::backoff::Backoff;
+
+pub use actions::{compute_pod_actions, PodActions};
+pub use images::pull_policy;
+pub use runtime_pod::{ContainerState, ContainerStatus, RunningPod, RuntimePodStatus};
+
+use labels::{pod_name, POD_TERMINATION_GRACE_PERIOD_ANNOTATION, POD_UID_LABEL};
+
+/// Initial container restart back-off (upstream 10 s).
+pub const RESTART_BACKOFF_INITIAL: Duration = Duration::from_secs(10);
+/// Cap of the container restart back-off (upstream 5 min).
+pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Upstream never gives a container less than this to stop.
+const MIN_GRACE_PERIOD_SECS: i64 = 2;
+
+/// What the runtime manager needs from the kubelet's settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    /// Node name (hostname of host-network pods).
+    pub node_name: String,
+    /// `/var/log/pods` or its override.
+    pub pod_logs_dir: PathBuf,
+    /// `/var/log/containers` or its override.
+    pub container_logs_dir: PathBuf,
+    /// Host resolv.conf for pod DNS (`None` disables).
+    pub resolv_conf: Option<PathBuf>,
+    /// Cluster DNS servers.
+    pub cluster_dns: Vec<IpAddr>,
+    /// Cluster domain.
+    pub cluster_domain: Option<String>,
+}
+
+impl RuntimeSettings {
+    /// Settings rooted in a scratch directory, for tests and benchmarks.
+    pub fn for_tests(dir: &Path) -> Self {
+        RuntimeSettings {
+            node_name: "node".into(),
+            pod_logs_dir: dir.join("pods"),
+            container_logs_dir: dir.join("containers"),
+            resolv_conf: None,
+            cluster_dns: Vec::new(),
+            cluster_domain: None,
+        }
+    }
+}
+
+/// Why a container could not be started, with the waiting reason users see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartFailure {
+    /// Upstream waiting reason: `ErrImagePull`, `CrashLoopBackOff`, `CreateContainerError`...
+    pub reason: String,
+    /// Details.
+    pub message: String,
+}
+
+impl StartFailure {
+    /// A failure with a reason and message.
+    pub fn new(reason: &str, message: String) -> Self {
+        StartFailure {
+            reason: reason.to_string(),
+            message,
+        }
+    }
+}
+
+/// Errors of a sync that stop it early (container start failures are reported per container).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// A CRI call failed.
+    #[error("pod {pod}: {op}: {source}")]
+    Cri {
+        /// `namespace/name`.
+        pod: String,
+        /// What was being done.
+        op: &'static str,
+        /// The runtime's error.
+        #[source]
+        source: CriError,
+    },
+    /// Preparing files on disk failed.
+    #[error("pod {pod}: creating {path}: {source}")]
+    Io {
+        /// `namespace/name`.
+        pod: String,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SyncError {
+    /// Whether retrying later can help.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            SyncError::Cri { source, .. } => source.is_retriable(),
+            SyncError::Io { .. } => true,
+        }
+    }
+}
+
+/// Result of one sync: what was decided and which containers failed to start.
+#[derive(Debug, Default)]
+pub struct SyncOutcome {
+    /// The actions computed.
+    pub actions: PodActions,
+    /// `(container name, failure)` for containers that could not be started.
+    pub failures: Vec<(String, StartFailure)>,
+}
+
+type ContainerKey = (PodUid, String);
+
+/// Drives the CRI runtime for pods.
+pub struct RuntimeManager {
+    runtime: Arc<dyn RuntimeService>,
+    images: Arc<dyn ImageService>,
+    clock: Arc<dyn Clock>,
+    recorder: Arc<dyn Recorder>,
+    settings: RuntimeSettings,
+    /// Restart back-off per (pod, container): the CrashLoopBackOff delay.
+    restart_backoff: Mutex<Backoff<ContainerKey>>,
+    /// Pull back-off per (pod, image): the ImagePullBackOff delay.
+    pull_backoff: Mutex<Backoff<(PodUid, String)>>,
+    /// Last start failure per (pod, container), shown as the waiting reason until it starts
+    /// (upstream `ReasonCache`).
+    reasons: Mutex<HashMap<ContainerKey, StartFailure>>,
+}
+
+impl RuntimeManager {
+    /// A manager over the given runtime and image services.
+    pub fn new(
+        runtime: Arc<dyn RuntimeService>,
+        images: Arc<dyn ImageService>,
+        clock: Arc<dyn Clock>,
+        recorder: Arc<dyn Recorder>,
+        settings: RuntimeSettings,
+    ) -> Self {
+        RuntimeManager {
+            runtime,
+            images,
+            clock,
+            recorder,
+            settings,
+            restart_backoff: Mutex::new(Backoff::new(RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX)),
+            pull_backoff: Mutex::new(Backoff::new(RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX)),
+            reasons: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The runtime service (for PLEG and the server).
+    pub fn runtime(&self) -> &Arc<dyn RuntimeService> {
+        &self.runtime
+    }
+
+    /// Every kubelet-made pod the runtime has, from two list calls.
+    pub fn get_pods(&self) -> Result<Vec<RunningPod>, CriError> {
+        let sandboxes = self.runtime.list_pod_sandbox(None)?;
+        let containers = self.runtime.list_containers(None)?;
+        Ok(runtime_pod::group_running_pods(&sandboxes, &containers))
+    }
+
+    /// Full status of one pod: its sandboxes (with IP) and every container's CRI status.
+    pub fn get_pod_status(&self, uid: &PodUid) -> Result<RuntimePodStatus, CriError> {
+        let mut sandbox_filter = api::PodSandboxFilter::new();
+        sandbox_filter
+            .mut_label_selector()
+            .insert(POD_UID_LABEL.into(), uid.0.clone());
+        let mut sandboxes = self.runtime.list_pod_sandbox(Some(&sandbox_filter))?;
+        sandboxes.sort_by_key(|s| std::cmp::Reverse(s.get_created_at()));
+        let mut sandbox_statuses = Vec::with_capacity(sandboxes.len());
+        for (i, s) in sandboxes.iter().enumerate() {
+            let ready = s.get_state() == api::PodSandboxState::SANDBOX_READY;
+            let mut status = runtime_pod::SandboxStatus {
+                id: s.get_id().to_string(),
+                ready,
+                attempt: s.get_metadata().get_attempt(),
+                created_at: s.get_created_at(),
+                ip: None,
+                host_network: false,
+            };
+            // Only the newest sandbox's network matters; older ones are being replaced.
+            if i == 0 {
+                match self.runtime.pod_sandbox_status(s.get_id(), false) {
+                    Ok(resp) => {
+                        let st = resp.get_status();
+                        let ip = st.get_network().get_ip();
+                        status.ip = (!ip.is_empty()).then(|| ip.to_string());
+                        status.host_network =
+                            st.get_linux().get_namespaces().get_options().get_network()
+                                == api::NamespaceMode::NODE;
+                    }
+                    Err(e) if e.is_not_found() => status.ready = false,
+                    Err(e) => return Err(e),
+                }
+            }
+            sandbox_statuses.push(status);
+        }
+
+        let mut container_filter = api::ContainerFilter::new();
+        container_filter
+            .mut_label_selector()
+            .insert(POD_UID_LABEL.into(), uid.0.clone());
+        let containers = self.runtime.list_containers(Some(&container_filter))?;
+        let mut statuses = Vec::with_capacity(containers.len());
+        for c in &containers {
+            match self.runtime.container_status(c.get_id(), false) {
+                Ok(resp) => {
+                    let mut st = runtime_pod::container_status_from_cri(resp.get_status());
+                    st.sandbox_id = c.get_pod_sandbox_id().to_string();
+                    statuses.push(st);
+                }
+                // Removed between the list and the status call.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        statuses.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+        Ok(RuntimePodStatus {
+            uid: uid.clone(),
+            sandboxes: sandbox_statuses,
+            containers: statuses,
+        })
+    }
+
+    /// The last start failure of a container, if it has not started since.
+    pub fn start_failure(&self, uid: &PodUid, container: &str) -> Option<StartFailure> {
+        self.reasons
+            .lock()
+            .ok()?
+            .get(&(uid.clone(), container.to_string()))
+            .cloned()
+    }
+
+    fn set_start_failure(&self, uid: &PodUid, container: &str, failure: Option<StartFailure>) {
+        if let Ok(mut reasons) = self.reasons.lock() {
+            let key = (uid.clone(), container.to_string());
+            match failure {
+                Some(f) => reasons.insert(key, f),
+                None => reasons.remove(&key),
+            };
+        }
+    }
+
+    /// Brings the runtime in line with `pod` (upstream `SyncPod`).
+    pub fn sync_pod(&self, pod: &Pod, status: &RuntimePodStatus) -> Result<SyncOutcome, SyncError> {
+        let key = pod_key(pod);
+        let uid = uid_of(pod);
+        let actions = compute_pod_actions(pod, status);
+        log::debug!("pod=\"{key}\" uid={uid} actions: {actions:?}");
+        let mut outcome = SyncOutcome {
+            actions: actions.clone(),
+            failures: Vec::new(),
+        };
+        if actions.kill_pod {
+            self.kill_pod(&key, status, crate::types::termination_grace_period(pod))
+                .map_err(|source| SyncError::Cri {
+                    pod: key.clone(),
+                    op: "stopping pod before recreating its sandbox",
+                    source,
+                })?;
+        } else {
+            for kill in &actions.containers_to_kill {
+                let grace = crate::types::termination_grace_period(pod);
+                self.kill_container(&key, &kill.id, &kill.name, grace, &kill.message)
+                    .map_err(|source| SyncError::Cri {
+                        pod: key.clone(),
+                        op: "stopping container",
+                        source,
+                    })?;
+                self.recorder.pod_event(
+                    pod,
+                    EventType::Normal,
+                    "Killing",
+                    format!("Stopping container {}", kill.name),
+                );
+            }
+        }
+
+        let sandbox_config = sandbox::generate_sandbox_config(pod, actions.attempt, &self.settings);
+        let sandbox_id = if actions.create_sandbox {
+            let dir = PathBuf::from(sandbox_config.get_log_directory());
+            std::fs::create_dir_all(&dir).map_err(|source| SyncError::Io {
+                pod: key.clone(),
+                path: dir.clone(),
+                source,
+            })?;
+            log::info!(
+                "pod=\"{key}\" uid={uid} creating sandbox (attempt {})",
+                actions.attempt
+            );
+            match self.runtime.run_pod_sandbox(&sandbox_config, "") {
+                Ok(id) => id,
+                Err(source) => {
+                    self.recorder.pod_event(
+                        pod,
+                        EventType::Warning,
+                        "FailedCreatePodSandBox",
+                        format!("Failed to create pod sandbox: {source}"),
+                    );
+                    return Err(SyncError::Cri {
+                        pod: key,
+                        op: "creating sandbox",
+                        source,
+                    });
+                }
+            }
+        } else {
+            match &actions.sandbox_id {
+                Some(id) => id.clone(),
+                None => return Ok(outcome),
+            }
+        };
+
+        let spec = pod.spec.as_ref();
+        if let Some(i) = actions.next_init_container {
+            if let Some(c) = spec
+                .and_then(|s| s.init_containers.as_ref())
+                .and_then(|v| v.get(i))
+            {
+                if let Err(f) =
+                    self.start_with_backoff(pod, c, &sandbox_id, &sandbox_config, status)
+                {
+                    outcome.failures.push((c.name.clone(), f));
+                }
+            }
+        }
+        for i in &actions.containers_to_start {
+            if let Some(c) = spec.and_then(|s| s.containers.get(*i)) {
+                if let Err(f) =
+                    self.start_with_backoff(pod, c, &sandbox_id, &sandbox_config, status)
+                {
+                    outcome.failures.push((c.name.clone(), f));
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Starts a container unless its restart back-off holds it (CrashLoopBackOff), recording
+    /// the outcome in the reason cache.
+    fn start_with_backoff(
+        &self,
+        pod: &Pod,
+        container: &k8s_openapi::api::core::v1::Container,
+        sandbox_id: &str,
+        sandbox_config: &api::PodSandboxConfig,
+        status: &RuntimePodStatus,
+    ) -> Result<(), StartFailure> {
+        let uid = uid_of(pod);
+        let latest = status.latest(&container.name);
+        let restart_count = latest.map_or(0, |c| c.restart_count + 1);
+        if let Some(exited) = latest.filter(|c| c.state == ContainerState::Exited) {
+            let key = (uid.clone(), container.name.clone());
+            let finished = from_unix_nanos(exited.finished_at);
+            let now = self.clock.wall();
+            if let Ok(mut backoff) = self.restart_backoff.lock() {
+                if backoff.is_in_backoff_since(&key, finished, now) {
+                    let failure = StartFailure::new(
+                        "CrashLoopBackOff",
+                        format!(
+                            "back-off {} restarting failed container={} pod={}_{}({})",
+                            go_duration(backoff.delay(&key)),
+                            container.name,
+                            pod_name(pod),
+                            labels::pod_namespace(pod),
+                            uid
+                        ),
+                    );
+                    drop(backoff);
+                    self.recorder.pod_event(
+                        pod,
+                        EventType::Warning,
+                        "BackOff",
+                        "Back-off restarting failed container".to_string(),
+                    );
+                    self.set_start_failure(&uid, &container.name, Some(failure.clone()));
+                    return Err(failure);
+                }
+                backoff.next(&key, finished);
+            }
+        }
+        match self.start_container(pod, container, sandbox_id, sandbox_config, restart_count) {
+            Ok(id) => {
+                log::info!(
+                    "pod=\"{}\" container={} id={id} started (restart count {restart_count})",
+                    pod_key(pod),
+                    container.name
+                );
+                self.set_start_failure(&uid, &container.name, None);
+                self.prune_dead_containers(status, &container.name);
+                Ok(())
+            }
+            Err(f) => {
+                log::warn!(
+                    "pod=\"{}\" container={} failed to start: {}: {}",
+                    pod_key(pod),
+                    container.name,
+                    f.reason,
+                    f.message
+                );
+                self.set_start_failure(&uid, &container.name, Some(f.clone()));
+                Err(f)
+            }
+        }
+    }
+
+    /// After a new attempt of `name` started, removes its older dead attempts, keeping the most
+    /// recent one for `lastState` and `--previous` logs (upstream keeps one per container).
+    fn prune_dead_containers(&self, status: &RuntimePodStatus, name: &str) {
+        let dead = status
+            .containers
+            .iter()
+            .filter(|c| c.name == name && c.state != ContainerState::Running)
+            .skip(1);
+        for c in dead {
+            if let Err(e) = self.runtime.remove_container(&c.id.0) {
+                log::warn!("removing dead container {} ({name}): {e}", c.id);
+            }
+            logs::remove_legacy_symlinks(&self.settings.container_logs_dir, &[c.id.0.clone()]);
+        }
+    }
+
+    /// Stops every running container of a pod in parallel (each with the grace period), then
+    /// every sandbox (upstream `KillPod`).
+    pub fn kill_pod(
+        &self,
+        pod_desc: &str,
+        status: &RuntimePodStatus,
+        grace_secs: i64,
+    ) -> Result<(), CriError> {
+        let grace = grace_secs.max(MIN_GRACE_PERIOD_SECS);
+        let running: Vec<&ContainerStatus> = status
+            .containers
+            .iter()
+            .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Created))
+            .collect();
+        let results: Vec<Result<(), CriError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = running
+                .iter()
+                .map(|c| {
+                    scope.spawn(move || {
+                        self.kill_container(pod_desc, &c.id, &c.name, grace, "pod is being stopped")
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(Ok(())))
+                .collect()
+        });
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        for s in &status.sandboxes {
+            match self.runtime.stop_pod_sandbox(&s.id) {
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every container and sandbox of a stopped pod, their log symlinks and the pod
+    /// log directory.
+    pub fn remove_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &RuntimePodStatus,
+    ) -> Result<(), CriError> {
+        let ids: Vec<String> = status.containers.iter().map(|c| c.id.0.clone()).collect();
+        for id in &ids {
+            match self.runtime.remove_container(id) {
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => {}
+            }
+        }
+        for s in &status.sandboxes {
+            match self.runtime.remove_pod_sandbox(&s.id) {
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => {}
+            }
+        }
+        logs::remove_legacy_symlinks(&self.settings.container_logs_dir, &ids);
+        let dir = logs::pod_log_dir(&self.settings.pod_logs_dir, namespace, name, &status.uid.0);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("removing pod log directory {}: {e}", dir.display()),
+        }
+        if let Ok(mut reasons) = self.reasons.lock() {
+            reasons.retain(|(uid, _), _| uid != &status.uid);
+        }
+        if let Ok(mut b) = self.restart_backoff.lock() {
+            b.retain(|(uid, _)| uid != &status.uid);
+        }
+        Ok(())
+    }
+
+    /// The grace period recorded on a pod's containers (for orphans whose spec is gone).
+    pub fn recorded_grace_period(&self, status: &RuntimePodStatus) -> i64 {
+        status
+            .containers
+            .iter()
+            .find_map(|c| {
+                let resp = self.runtime.container_status(&c.id.0, false).ok()?;
+                resp.get_status()
+                    .get_annotations()
+                    .get(POD_TERMINATION_GRACE_PERIOD_ANNOTATION)?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(30)
+    }
+
+    /// Removes a container by id (used for containers whose pod is unknown).
+    pub fn remove_container(&self, id: &ContainerId) -> Result<(), CriError> {
+        self.runtime.remove_container(&id.0)
+    }
+}
+
+/// Formats a duration the way Go prints it (`10s`, `2m40s`, `5m0s`), as in upstream messages.
+pub fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs < 60 {
+        return format!("{secs}s");
+    }
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else {
+        format!("{m}m{s}s")
+    }
+}

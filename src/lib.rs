@@ -1,0 +1,24 @@
+//! rkubelet: a Kubernetes node agent built from OS threads and channels. See DESIGN in the
+//! README for how the pieces fit: pod sources → PodConfig mux → sync loop → pod workers →
+//! runtime manager → CRI.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod cri;
+pub mod events;
+pub mod kubelet;
+pub mod kuberuntime;
+pub mod pleg;
+pub mod pod_manager;
+pub mod pod_sync;
+pub mod pod_workers;
+pub mod status;
+pub mod types;
+pub mod util;

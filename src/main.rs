@@ -1,0 +1,51 @@
+//! `rkubelet`: parse flags and the config file, set up logging, run the kubelet, and turn the
+//! outcome into an exit code (0 on a clean stop, 1 on any error).
+
+use std::process::ExitCode;
+
+use rkubelet::config::settings::KubeletConfig;
+
+fn main() -> ExitCode {
+    let config = match KubeletConfig::from_args(std::env::args_os()) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = e.exit_code();
+            if code == 0 {
+                println!("{e}");
+            } else {
+                eprintln!("rkubelet: {e}");
+            }
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+    };
+    env_logger::Builder::new()
+        .parse_filters(&config.log_filter())
+        .format_timestamp_micros()
+        .init();
+    // One TLS crypto provider for the whole process (see Cargo.toml). Installing fails only
+    // if one is installed already, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match rkubelet::app::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("rkubelet: {}", error_chain(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,143 @@
+//! The work a pod worker does for one pod (upstream `Kubelet.SyncPod`,
+//! `SyncTerminatingPod`, `SyncTerminatedPod`): read the pod's runtime status, let the runtime
+//! manager act, and record the resulting API status. Runs on `pod-worker-N` threads.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::clock::Clock;
+use crate::events::{EventType, Recorder};
+use crate::kuberuntime::{RuntimeManager, RuntimePodStatus, SyncError};
+use crate::pod_workers::{PodSyncer, UpdateType};
+use crate::status::{generate_api_pod_status, StatusContext, StatusManager};
+use crate::types::{pod_key, termination_grace_period, uid_of};
+
+/// Implements [`PodSyncer`] over the runtime manager and status manager.
+pub struct PodSync {
+    /// Drives the runtime.
+    pub runtime_manager: Arc<RuntimeManager>,
+    /// Where statuses go.
+    pub status_manager: Arc<StatusManager>,
+    /// Events.
+    pub recorder: Arc<dyn Recorder>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Runtime name for container ids in statuses (`containerd`).
+    pub runtime_name: String,
+    /// The node IP for `status.hostIP`.
+    pub host_ip: Option<String>,
+}
+
+impl PodSync {
+    fn status_of(&self, pod: &Pod) -> Result<RuntimePodStatus, SyncError> {
+        self.runtime_manager
+            .get_pod_status(&uid_of(pod))
+            .map_err(|source| SyncError::Cri {
+                pod: pod_key(pod),
+                op: "reading pod status",
+                source,
+            })
+    }
+
+    /// Generates and stores the API status; returns its phase.
+    fn record_status(&self, pod: &Pod, runtime: &RuntimePodStatus) -> String {
+        let uid = uid_of(pod);
+        let lookup = |name: &str| self.runtime_manager.start_failure(&uid, name);
+        let ctx = StatusContext {
+            runtime_name: &self.runtime_name,
+            host_ip: self.host_ip.clone(),
+            start_failure: &lookup,
+            now: self.clock.wall(),
+        };
+        let status = generate_api_pod_status(pod, runtime, &ctx);
+        let phase = status.phase.clone().unwrap_or_default();
+        self.status_manager
+            .set_pod_status(&uid, &pod_key(pod), status);
+        phase
+    }
+}
+
+fn is_terminal(phase: &str) -> bool {
+    phase == "Succeeded" || phase == "Failed"
+}
+
+impl PodSyncer for PodSync {
+    fn sync_pod(&self, update_type: UpdateType, pod: &Arc<Pod>) -> Result<bool, SyncError> {
+        log::debug!(
+            "pod=\"{}\" uid={} sync ({update_type:?})",
+            pod_key(pod),
+            uid_of(pod)
+        );
+        let before = self.status_of(pod)?;
+        if is_terminal(&self.record_status(pod, &before)) {
+            return Ok(true);
+        }
+        let outcome = self.runtime_manager.sync_pod(pod, &before)?;
+        if outcome.actions.init_failed {
+            self.recorder.pod_event(
+                pod,
+                EventType::Warning,
+                "Failed",
+                "Init container failed and the restart policy is Never".to_string(),
+            );
+        }
+        let after = if outcome.actions.is_noop() {
+            before
+        } else {
+            self.status_of(pod)?
+        };
+        Ok(is_terminal(&self.record_status(pod, &after)))
+    }
+
+    fn sync_terminating_pod(
+        &self,
+        pod: &Arc<Pod>,
+        grace_override: Option<i64>,
+    ) -> Result<(), SyncError> {
+        let key = pod_key(pod);
+        let status = self.status_of(pod)?;
+        // A pod known only from the runtime (no spec) is stopped with the grace period its
+        // containers were created with.
+        let grace = grace_override.unwrap_or_else(|| match pod.spec {
+            Some(_) => termination_grace_period(pod),
+            None => self.runtime_manager.recorded_grace_period(&status),
+        });
+        log::info!(
+            "pod=\"{key}\" uid={} terminating (grace period {grace}s)",
+            uid_of(pod)
+        );
+        self.runtime_manager
+            .kill_pod(&key, &status, grace)
+            .map_err(|source| SyncError::Cri {
+                pod: key.clone(),
+                op: "stopping pod",
+                source,
+            })?;
+        let after = self.status_of(pod)?;
+        self.record_status(pod, &after);
+        Ok(())
+    }
+
+    fn sync_terminated_pod(&self, pod: &Arc<Pod>, removed: bool) -> Result<(), SyncError> {
+        let key = pod_key(pod);
+        let uid = uid_of(pod);
+        if !removed {
+            log::info!("pod=\"{key}\" uid={uid} terminated");
+            return Ok(());
+        }
+        let status = self.status_of(pod)?;
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        self.runtime_manager
+            .remove_pod(namespace, name, &status)
+            .map_err(|source| SyncError::Cri {
+                pod: key.clone(),
+                op: "removing pod",
+                source,
+            })?;
+        self.status_manager.remove(&uid);
+        log::info!("pod=\"{key}\" uid={uid} removed");
+        Ok(())
+    }
+}

@@ -1,0 +1,595 @@
+//! Pod workers: a bounded pool of `pod-worker-N` threads that run each pod's sync, never one
+//! pod on two workers at once (upstream `pod_workers.go`, with a fixed pool instead of a
+//! goroutine per pod).
+//!
+//! A pod's life as the workers see it:
+//!
+//! ```text
+//!   update_pod(Create/Update/Sync)        update_pod(Kill) or the sync reports
+//!          │                              the pod terminal (Succeeded/Failed)
+//!          ▼                                         │
+//!     ┌──────────┐  sync_pod (repeat on updates,     ▼
+//!     │ Syncing  │  resync and retry ticks) ──▶ ┌─────────────┐ sync_terminating_pod:
+//!     └──────────┘                              │ Terminating │ stop containers with the
+//!                                               └─────────────┘ grace period, stop sandbox
+//!                                                      │ ok
+//!                                                      ▼
+//!                                               ┌─────────────┐ sync_terminated_pod: remove
+//!                                               │ Terminated  │ containers and sandboxes of a
+//!                                               └─────────────┘ removed pod; then finished
+//!                                                      │
+//!                                   housekeeping forgets it (sync_known_pods) once no
+//!                                   source wants the pod any more
+//! ```
+//!
+//! Updates that arrive while a worker holds the pod are coalesced: only the newest pod object
+//! is kept, and a kill is never undone. A pod sits in the ready queue at most once, so the
+//! queue is bounded by the number of pods the kubelet tracks. Failed syncs are retried after a
+//! back-off by the sync loop's tick ([`PodWorkers::pods_due`]); successful ones are resynced
+//! every sync period.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::clock::Clock;
+use crate::kuberuntime::SyncError;
+use crate::types::{pod_key, uid_of, PodUid};
+
+/// Why a pod is being updated (upstream `SyncPodType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateType {
+    /// First time the kubelet sees the pod.
+    Create,
+    /// The pod spec changed.
+    Update,
+    /// Periodic or event-driven resync.
+    Sync,
+    /// Stop the pod.
+    Kill,
+}
+
+/// One request to the pod workers.
+#[derive(Debug, Clone)]
+pub struct UpdatePodOptions {
+    /// What kind of update.
+    pub update_type: UpdateType,
+    /// The newest pod object.
+    pub pod: Arc<Pod>,
+    /// For kills: a grace period overriding the pod's own.
+    pub grace_period_override: Option<i64>,
+    /// For kills: the pod is gone from its source, so its containers are removed once stopped.
+    pub removed: bool,
+}
+
+/// Where a pod is in its life (see the module timeline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodWorkerState {
+    /// Running (or starting) its containers.
+    Syncing,
+    /// Stopping its containers.
+    Terminating,
+    /// Stopped; cleanup of a removed pod pending or done.
+    Terminated,
+}
+
+impl PodWorkerState {
+    /// Whether containers may still be started.
+    pub fn can_start_containers(self) -> bool {
+        self == PodWorkerState::Syncing
+    }
+    /// Whether the pod is on its way out or gone.
+    pub fn is_terminating_or_terminated(self) -> bool {
+        self != PodWorkerState::Syncing
+    }
+}
+
+/// What the workers call to do the work (implemented by the kubelet; recorded by a fake in
+/// tests).
+pub trait PodSyncer: Send + Sync {
+    /// Syncs a running pod; returns true when it reached a terminal phase.
+    fn sync_pod(&self, update_type: UpdateType, pod: &Arc<Pod>) -> Result<bool, SyncError>;
+    /// Stops the pod's containers and sandbox.
+    fn sync_terminating_pod(
+        &self,
+        pod: &Arc<Pod>,
+        grace_override: Option<i64>,
+    ) -> Result<(), SyncError>;
+    /// Cleans up after a stopped pod; `removed` means no source wants it any more.
+    fn sync_terminated_pod(&self, pod: &Arc<Pod>, removed: bool) -> Result<(), SyncError>;
+}
+
+#[derive(Debug)]
+struct PodSyncStatus {
+    state: PodWorkerState,
+    /// The newest pod object.
+    pod: Arc<Pod>,
+    /// Update type of the newest pending request (`None` when nothing is pending).
+    pending: Option<UpdateType>,
+    /// A worker holds this pod now.
+    working: bool,
+    /// The pod is in the ready queue.
+    queued: bool,
+    grace_override: Option<i64>,
+    removed: bool,
+    /// Terminated work done: nothing more will run for this pod.
+    finished: bool,
+    /// When the sync tick should sync it again (resync or retry after an error).
+    next_sync: Option<Instant>,
+    /// Consecutive failures, for the retry back-off.
+    failures: u32,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    pods: HashMap<PodUid, PodSyncStatus>,
+    ready: VecDeque<PodUid>,
+    stopping: bool,
+}
+
+/// Handle to the pool; cheap to share between the sync loop and tests.
+pub struct PodWorkers {
+    shared: Mutex<Shared>,
+    /// Wakes an idle worker when a pod is queued, and waiters when work finishes.
+    wake: Condvar,
+    syncer: Arc<dyn PodSyncer>,
+    clock: Arc<dyn Clock>,
+    resync_interval: Duration,
+    backoff_base: Duration,
+    backoff_max: Duration,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl PodWorkers {
+    /// Starts `workers` threads (`pod-worker-0`...).
+    pub fn start(
+        workers: usize,
+        syncer: Arc<dyn PodSyncer>,
+        clock: Arc<dyn Clock>,
+        resync_interval: Duration,
+    ) -> std::io::Result<Arc<PodWorkers>> {
+        let pw = Arc::new(PodWorkers {
+            shared: Mutex::new(Shared::default()),
+            wake: Condvar::new(),
+            syncer,
+            clock,
+            resync_interval,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            handles: Mutex::new(Vec::new()),
+        });
+        let mut handles = Vec::with_capacity(workers);
+        for i in 0..workers.max(1) {
+            let w = Arc::clone(&pw);
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("pod-worker-{i}"))
+                    .spawn(move || w.worker_loop())?,
+            );
+        }
+        if let Ok(mut h) = pw.handles.lock() {
+            *h = handles;
+        }
+        Ok(pw)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A worker that panicked mid-update cannot leave the map inconsistent in a way that
+        // matters more than stopping all pod work, so keep going with the inner data.
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues work for a pod (upstream `UpdatePod`). Never blocks on a running sync.
+    pub fn update_pod(&self, options: UpdatePodOptions) {
+        let uid = uid_of(&options.pod);
+        let mut shared = self.lock();
+        let status = shared
+            .pods
+            .entry(uid.clone())
+            .or_insert_with(|| PodSyncStatus {
+                state: PodWorkerState::Syncing,
+                pod: Arc::clone(&options.pod),
+                pending: None,
+                working: false,
+                queued: false,
+                grace_override: None,
+                removed: false,
+                finished: false,
+                next_sync: None,
+                failures: 0,
+            });
+        if status.finished && options.update_type != UpdateType::Kill {
+            log::debug!(
+                "pod=\"{}\" uid={uid} already terminated, ignoring update",
+                pod_key(&options.pod)
+            );
+            return;
+        }
+        if options.update_type == UpdateType::Kill {
+            if status.state == PodWorkerState::Syncing {
+                status.state = PodWorkerState::Terminating;
+            }
+            status.removed |= options.removed;
+            if let Some(g) = options.grace_period_override {
+                status.grace_override = Some(status.grace_override.map_or(g, |old| old.min(g)));
+            }
+            if status.finished && status.removed {
+                // A finished pod that is now removed still needs its containers removed.
+                status.finished = false;
+                status.state = PodWorkerState::Terminated;
+            }
+        }
+        status.pod = options.pod;
+        status.pending = Some(match (status.pending, options.update_type) {
+            (Some(UpdateType::Create), UpdateType::Update | UpdateType::Sync) => UpdateType::Create,
+            (_, t) => t,
+        });
+        if !status.working && !status.queued {
+            status.queued = true;
+            shared.ready.push_back(uid);
+            self.wake.notify_one();
+        }
+    }
+
+    fn worker_loop(&self) {
+        loop {
+            let (uid, pod, state, update_type, grace, removed) = {
+                let mut shared = self.lock();
+                let uid = loop {
+                    if shared.stopping {
+                        return;
+                    }
+                    if let Some(uid) = shared.ready.pop_front() {
+                        break uid;
+                    }
+                    shared = self.wake.wait(shared).unwrap_or_else(|p| p.into_inner());
+                };
+                let Some(status) = shared.pods.get_mut(&uid) else {
+                    continue;
+                };
+                status.queued = false;
+                status.working = true;
+                let update_type = status.pending.take().unwrap_or(UpdateType::Sync);
+                (
+                    uid,
+                    Arc::clone(&status.pod),
+                    status.state,
+                    update_type,
+                    status.grace_override,
+                    status.removed,
+                )
+            };
+
+            let result = match state {
+                PodWorkerState::Syncing => self
+                    .syncer
+                    .sync_pod(update_type, &pod)
+                    .map(|terminal| terminal.then_some(PodWorkerState::Terminating)),
+                PodWorkerState::Terminating => self
+                    .syncer
+                    .sync_terminating_pod(&pod, grace)
+                    .map(|()| Some(PodWorkerState::Terminated)),
+                PodWorkerState::Terminated => self
+                    .syncer
+                    .sync_terminated_pod(&pod, removed)
+                    .map(|()| None),
+            };
+            self.complete(&uid, state, result);
+        }
+    }
+
+    /// Records the outcome of one step and queues the pod again if more work is waiting.
+    fn complete(
+        &self,
+        uid: &PodUid,
+        ran: PodWorkerState,
+        result: Result<Option<PodWorkerState>, SyncError>,
+    ) {
+        let now = self.clock.now();
+        let mut shared = self.lock();
+        let Some(status) = shared.pods.get_mut(uid) else {
+            return;
+        };
+        status.working = false;
+        match result {
+            Ok(next) => {
+                status.failures = 0;
+                status.next_sync = Some(now + self.resync_interval);
+                match next {
+                    // Only advance if nothing moved the pod further meanwhile.
+                    Some(next) if status.state == ran => {
+                        status.state = next;
+                        status.pending.get_or_insert(UpdateType::Sync);
+                    }
+                    Some(_) => {}
+                    None if ran == PodWorkerState::Terminated && status.state == ran => {
+                        status.finished = true;
+                        status.next_sync = None;
+                        status.pending = None;
+                    }
+                    None => {}
+                }
+            }
+            Err(e) => {
+                let level = if e.is_retriable() {
+                    log::Level::Warn
+                } else {
+                    log::Level::Error
+                };
+                log::log!(
+                    level,
+                    "pod=\"{}\" uid={uid} sync failed ({ran:?}): {e}",
+                    pod_key(&status.pod)
+                );
+                status.failures = status.failures.saturating_add(1);
+                let exp = status.failures.min(16) - 1;
+                let delay = (self.backoff_base * 2u32.pow(exp)).min(self.backoff_max);
+                status.next_sync = Some(now + delay);
+            }
+        }
+        if status.pending.is_some() && !status.queued {
+            status.queued = true;
+            shared.ready.push_back(uid.clone());
+            self.wake.notify_one();
+        }
+        self.wake.notify_all();
+    }
+
+    /// Pods whose resync or retry time has come (upstream `getPodsToSync`).
+    pub fn pods_due(&self) -> Vec<Arc<Pod>> {
+        let now = self.clock.now();
+        let mut shared = self.lock();
+        let mut due = Vec::new();
+        for status in shared.pods.values_mut() {
+            if status.next_sync.is_some_and(|t| t <= now) && !status.finished {
+                status.next_sync = None;
+                due.push(Arc::clone(&status.pod));
+            }
+        }
+        due
+    }
+
+    /// The worker state of a pod, if the workers know it.
+    pub fn state(&self, uid: &PodUid) -> Option<PodWorkerState> {
+        self.lock().pods.get(uid).map(|s| s.state)
+    }
+
+    /// Whether the pod's termination has fully finished.
+    pub fn is_finished(&self, uid: &PodUid) -> bool {
+        self.lock().pods.get(uid).is_some_and(|s| s.finished)
+    }
+
+    /// Every pod the workers know.
+    pub fn known_pods(&self) -> HashSet<PodUid> {
+        self.lock().pods.keys().cloned().collect()
+    }
+
+    /// Forgets finished pods no source wants any more (upstream `SyncKnownPods`); returns them.
+    pub fn sync_known_pods(&self, desired: &HashSet<PodUid>) -> Vec<PodUid> {
+        let mut shared = self.lock();
+        let forget: Vec<PodUid> = shared
+            .pods
+            .iter()
+            .filter(|(uid, s)| s.finished && !s.working && !desired.contains(*uid))
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in &forget {
+            shared.pods.remove(uid);
+        }
+        forget
+    }
+
+    /// Blocks until no pod is queued or being worked on, or `timeout` passes; true if idle.
+    /// For run-once mode, benchmarks and tests.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut shared = self.lock();
+        loop {
+            let busy = !shared.ready.is_empty() || shared.pods.values().any(|s| s.working);
+            if !busy {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            shared = self
+                .wake
+                .wait_timeout(shared, left.min(Duration::from_millis(100)))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    /// Stops the workers after their current step and joins them.
+    pub fn stop(&self) {
+        self.lock().stopping = true;
+        self.wake.notify_all();
+        let handles = match self.handles.lock() {
+            Ok(mut h) => std::mem::take(&mut *h),
+            Err(_) => Vec::new(),
+        };
+        for h in handles {
+            if h.join().is_err() {
+                log::error!("a pod worker thread panicked");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{FakeClock, RealClock};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn pod(uid: &str, version: &str) -> Arc<Pod> {
+        Arc::new(Pod {
+            metadata: ObjectMeta {
+                name: Some(format!("p-{uid}")),
+                namespace: Some("default".into()),
+                uid: Some(uid.into()),
+                resource_version: Some(version.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    }
+
+    #[derive(Default)]
+    struct Recorder {
+        /// Pods being synced right now, to catch overlap.
+        active: Mutex<HashSet<String>>,
+        overlaps: AtomicUsize,
+        calls: Mutex<Vec<(String, &'static str, String)>>,
+        delay: Duration,
+        terminal: Mutex<HashSet<String>>,
+    }
+
+    impl Recorder {
+        fn enter(&self, pod: &Pod, what: &'static str) {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            if !self.active.lock().unwrap().insert(uid.clone()) {
+                self.overlaps.fetch_add(1, Ordering::SeqCst);
+            }
+            let version = pod.metadata.resource_version.clone().unwrap_or_default();
+            self.calls.lock().unwrap().push((uid, what, version));
+            std::thread::sleep(self.delay);
+        }
+        fn leave(&self, pod: &Pod) {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            self.active.lock().unwrap().remove(&uid);
+        }
+        fn calls_for(&self, uid: &str) -> Vec<(&'static str, String)> {
+            self.calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.0 == uid)
+                .map(|c| (c.1, c.2.clone()))
+                .collect()
+        }
+    }
+
+    impl PodSyncer for Recorder {
+        fn sync_pod(&self, _t: UpdateType, pod: &Arc<Pod>) -> Result<bool, SyncError> {
+            self.enter(pod, "sync");
+            self.leave(pod);
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            Ok(self.terminal.lock().unwrap().contains(&uid))
+        }
+        fn sync_terminating_pod(&self, pod: &Arc<Pod>, _g: Option<i64>) -> Result<(), SyncError> {
+            self.enter(pod, "terminating");
+            self.leave(pod);
+            Ok(())
+        }
+        fn sync_terminated_pod(&self, pod: &Arc<Pod>, _removed: bool) -> Result<(), SyncError> {
+            self.enter(pod, "terminated");
+            self.leave(pod);
+            Ok(())
+        }
+    }
+
+    fn update(t: UpdateType, pod: Arc<Pod>) -> UpdatePodOptions {
+        UpdatePodOptions {
+            update_type: t,
+            pod,
+            grace_period_override: None,
+            removed: t == UpdateType::Kill,
+        }
+    }
+
+    #[test]
+    fn updates_for_one_pod_never_overlap_and_coalesce() {
+        let rec = Arc::new(Recorder {
+            delay: Duration::from_millis(20),
+            ..Default::default()
+        });
+        let pw = PodWorkers::start(4, rec.clone(), Arc::new(RealClock), Duration::from_secs(60))
+            .unwrap();
+        pw.update_pod(update(UpdateType::Create, pod("a", "1")));
+        for v in 2..=20 {
+            pw.update_pod(update(UpdateType::Update, pod("a", &v.to_string())));
+        }
+        assert!(pw.wait_idle(Duration::from_secs(10)));
+        assert_eq!(rec.overlaps.load(Ordering::SeqCst), 0);
+        let calls = rec.calls_for("a");
+        // The first sync ran while the rest arrived; they coalesced into one more sync of the newest.
+        assert!(calls.len() <= 3, "{calls:?}");
+        assert_eq!(calls.last().map(|c| c.1.as_str()), Some("20"));
+        pw.stop();
+    }
+
+    #[test]
+    fn a_thousand_pods_on_eight_workers_all_sync() {
+        let rec = Arc::new(Recorder::default());
+        let pw = PodWorkers::start(8, rec.clone(), Arc::new(RealClock), Duration::from_secs(60))
+            .unwrap();
+        for i in 0..1000 {
+            pw.update_pod(update(UpdateType::Create, pod(&i.to_string(), "1")));
+        }
+        assert!(pw.wait_idle(Duration::from_secs(30)));
+        let synced: HashSet<String> = rec
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.0.clone())
+            .collect();
+        assert_eq!(synced.len(), 1000);
+        assert_eq!(rec.overlaps.load(Ordering::SeqCst), 0);
+        pw.stop();
+    }
+
+    #[test]
+    fn kill_runs_terminating_then_terminated_and_is_final() {
+        let rec = Arc::new(Recorder::default());
+        let pw = PodWorkers::start(2, rec.clone(), Arc::new(RealClock), Duration::from_secs(60))
+            .unwrap();
+        pw.update_pod(update(UpdateType::Create, pod("k", "1")));
+        assert!(pw.wait_idle(Duration::from_secs(5)));
+        pw.update_pod(update(UpdateType::Kill, pod("k", "2")));
+        assert!(pw.wait_idle(Duration::from_secs(5)));
+        // An update after the kill does not bring the pod back.
+        pw.update_pod(update(UpdateType::Update, pod("k", "3")));
+        assert!(pw.wait_idle(Duration::from_secs(5)));
+        let steps: Vec<&str> = rec.calls_for("k").iter().map(|c| c.0).collect();
+        assert_eq!(steps, ["sync", "terminating", "terminated"]);
+        let uid = PodUid::from("k");
+        assert!(pw.is_finished(&uid));
+        assert_eq!(pw.sync_known_pods(&HashSet::new()), vec![uid.clone()]);
+        assert!(pw.state(&uid).is_none());
+        pw.stop();
+    }
+
+    #[test]
+    fn terminal_pod_terminates_by_itself() {
+        let rec = Arc::new(Recorder::default());
+        rec.terminal.lock().unwrap().insert("t".into());
+        let pw = PodWorkers::start(2, rec.clone(), Arc::new(RealClock), Duration::from_secs(60))
+            .unwrap();
+        pw.update_pod(update(UpdateType::Create, pod("t", "1")));
+        assert!(pw.wait_idle(Duration::from_secs(5)));
+        let steps: Vec<&str> = rec.calls_for("t").iter().map(|c| c.0).collect();
+        assert_eq!(steps, ["sync", "terminating", "terminated"]);
+        pw.stop();
+    }
+
+    #[test]
+    fn resync_comes_due_with_the_clock() {
+        let rec = Arc::new(Recorder::default());
+        let clock = Arc::new(FakeClock::new());
+        let pw = PodWorkers::start(1, rec, clock.clone(), Duration::from_secs(60)).unwrap();
+        pw.update_pod(update(UpdateType::Create, pod("r", "1")));
+        assert!(pw.wait_idle(Duration::from_secs(5)));
+        assert!(pw.pods_due().is_empty());
+        clock.step(Duration::from_secs(61));
+        assert_eq!(pw.pods_due().len(), 1);
+        assert!(pw.pods_due().is_empty());
+        pw.stop();
+    }
+}

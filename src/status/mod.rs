@@ -1,0 +1,137 @@
+//! The status manager: the kubelet's record of each pod's latest API status. Pod workers
+//! write it after every sync; readers (run-once, the kubelet API, the API status patcher)
+//! take `Arc` snapshots. Every change of a pod's phase or of a container's state is logged at
+//! info level, so a person watching the log sees pods move.
+
+pub mod generate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus};
+
+use crate::types::PodUid;
+
+pub use generate::{generate_api_pod_status, StatusContext};
+
+/// One pod's stored status.
+#[derive(Debug, Clone)]
+pub struct PodStatusEntry {
+    /// `namespace/name`.
+    pub key: String,
+    /// The status.
+    pub status: Arc<PodStatus>,
+}
+
+/// Latest status per pod.
+#[derive(Debug, Default)]
+pub struct StatusManager {
+    statuses: Mutex<HashMap<PodUid, PodStatusEntry>>,
+}
+
+/// One container's state in a word or two: `running`, `waiting(CrashLoopBackOff)`,
+/// `terminated(Completed, exit 0)`.
+fn container_summary(c: &ContainerStatus) -> String {
+    let state = c.state.as_ref();
+    if state.and_then(|s| s.running.as_ref()).is_some() {
+        format!("{}=running", c.name)
+    } else if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
+        format!(
+            "{}=terminated({}, exit {})",
+            c.name,
+            t.reason.as_deref().unwrap_or_default(),
+            t.exit_code
+        )
+    } else if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+        format!(
+            "{}=waiting({})",
+            c.name,
+            w.reason.as_deref().unwrap_or_default()
+        )
+    } else {
+        format!("{}=unknown", c.name)
+    }
+}
+
+/// A one-line summary of a status: phase, IP and each container's state and restarts.
+pub fn summary(status: &PodStatus) -> String {
+    let mut parts = vec![format!(
+        "phase={}",
+        status.phase.as_deref().unwrap_or("Unknown")
+    )];
+    if let Some(ip) = &status.pod_ip {
+        parts.push(format!("ip={ip}"));
+    }
+    for c in status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+    {
+        let mut s = container_summary(c);
+        if c.restart_count > 0 {
+            s.push_str(&format!(" restarts={}", c.restart_count));
+        }
+        parts.push(s);
+    }
+    parts.join(" ")
+}
+
+impl StatusManager {
+    /// Stores a pod's status; logs it if the summary changed. Condition transition times are
+    /// kept from the previous status when the condition did not change.
+    pub fn set_pod_status(&self, uid: &PodUid, key: &str, mut status: PodStatus) {
+        let Ok(mut statuses) = self.statuses.lock() else {
+            return;
+        };
+        let old = statuses.get(uid);
+        if let (Some(old), Some(conds)) = (old, status.conditions.as_mut()) {
+            for c in conds.iter_mut() {
+                let same = old
+                    .status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .find(|o| o.type_ == c.type_ && o.status == c.status);
+                if let Some(o) = same {
+                    c.last_transition_time = o.last_transition_time.clone();
+                }
+            }
+        }
+        let new_summary = summary(&status);
+        if old.map(|o| summary(&o.status)) != Some(new_summary.clone()) {
+            log::info!("pod=\"{key}\" uid={uid} status: {new_summary}");
+        }
+        statuses.insert(
+            uid.clone(),
+            PodStatusEntry {
+                key: key.to_string(),
+                status: Arc::new(status),
+            },
+        );
+    }
+
+    /// The latest status of a pod.
+    pub fn get(&self, uid: &PodUid) -> Option<Arc<PodStatus>> {
+        self.statuses
+            .lock()
+            .ok()?
+            .get(uid)
+            .map(|e| Arc::clone(&e.status))
+    }
+
+    /// Forgets a pod.
+    pub fn remove(&self, uid: &PodUid) {
+        if let Ok(mut s) = self.statuses.lock() {
+            s.remove(uid);
+        }
+    }
+
+    /// Every stored status.
+    pub fn all(&self) -> Vec<(PodUid, PodStatusEntry)> {
+        self.statuses
+            .lock()
+            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,69 @@
+//! Identifier newtypes and small pod accessors shared by every subsystem.
+
+use std::fmt;
+
+use k8s_openapi::api::core::v1::Pod;
+
+/// A pod's UID (`metadata.uid`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct PodUid(pub String);
+
+impl From<&str> for PodUid {
+    fn from(s: &str) -> Self {
+        PodUid(s.to_string())
+    }
+}
+
+impl fmt::Display for PodUid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A container ID as the runtime reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct ContainerId(pub String);
+
+impl fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The UID of a pod as a newtype.
+pub fn uid_of(pod: &Pod) -> PodUid {
+    PodUid(pod.metadata.uid.clone().unwrap_or_default())
+}
+
+/// `namespace/name`, the form every log line uses for a pod.
+pub fn pod_key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Whether the pod runs in the host's network namespace.
+pub fn is_host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+}
+
+/// The pod's restart policy (`Always` when unset, as the API server defaults it).
+pub fn restart_policy(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always")
+}
+
+/// The pod's termination grace period in seconds (30 when unset, as the API server defaults it).
+pub fn termination_grace_period(pod: &Pod) -> i64 {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
+}

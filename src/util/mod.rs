@@ -1,0 +1,4 @@
+//! Small helpers shared by several subsystems.
+
+pub mod backoff;
+pub mod metrics;

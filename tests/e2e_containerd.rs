@@ -1,0 +1,386 @@
+//! End-to-end tests: the real `rkubelet` binary against a real containerd. They need the
+//! containerd that `tests/run.sh` starts (its endpoint in `RKUBELET_E2E_CRI_ENDPOINT`) and the
+//! local test images, so they are ignored by a plain `cargo test`; `tests/run.sh` runs them
+//! with `--include-ignored`. They share one containerd, so they run one at a time.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rkubelet::cri::{api, RemoteRuntime, RuntimeService};
+use support::{manifest, scratch_dir, wait_for};
+
+const IMAGE: &str = "docker.io/library/busybox:local";
+const NODE: &str = "e2e-node";
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn endpoint() -> String {
+    std::env::var("RKUBELET_E2E_CRI_ENDPOINT")
+        .expect("RKUBELET_E2E_CRI_ENDPOINT must name the test containerd (run tests/run.sh)")
+}
+
+fn runtime() -> RemoteRuntime {
+    RemoteRuntime::connect(&endpoint(), Duration::from_secs(30)).unwrap()
+}
+
+/// Stops and removes every sandbox, so each test starts from an empty runtime.
+fn clean_runtime() {
+    let rt = runtime();
+    for s in rt.list_pod_sandbox(None).unwrap() {
+        rt.stop_pod_sandbox(s.get_id()).unwrap();
+        rt.remove_pod_sandbox(s.get_id()).unwrap();
+    }
+}
+
+struct Rkubelet {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Rkubelet {
+    fn start(dir: &Path, extra: &[&str]) -> Rkubelet {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("rkubelet.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+            .args(args(dir))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Rkubelet {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("rkubelet.log")).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(sig)
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, and the exit status once it exited (bounded).
+    fn terminate(mut self) -> (Option<i32>, Duration) {
+        let start = Instant::now();
+        self.signal("-TERM");
+        let status = wait_for(Duration::from_secs(15), || self.child.try_wait().unwrap());
+        (status.and_then(|s| s.code()), start.elapsed())
+    }
+
+    fn kill9(mut self) {
+        self.signal("-KILL");
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Rkubelet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn args(dir: &Path) -> Vec<String> {
+    vec![
+        format!("--container-runtime-endpoint={}", endpoint()),
+        format!("--pod-manifest-path={}", dir.join("manifests").display()),
+        format!("--root-dir={}", dir.join("root").display()),
+        format!("--pod-logs-dir={}", dir.join("logs/pods").display()),
+        format!("--hostname-override={NODE}"),
+        "--file-check-frequency=20s".into(),
+        "-v".into(),
+        "1".into(),
+    ]
+}
+
+fn write(dir: &Path, file: &str, text: &str) {
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    std::fs::write(dir.join("manifests").join(file), text).unwrap();
+}
+
+fn containers_of(pod: &str) -> Vec<api::Container> {
+    let mut f = api::ContainerFilter::new();
+    f.mut_label_selector()
+        .insert("io.kubernetes.pod.name".into(), format!("{pod}-{NODE}"));
+    runtime().list_containers(Some(&f)).unwrap()
+}
+
+fn sandboxes_of(pod: &str) -> Vec<api::PodSandbox> {
+    let mut f = api::PodSandboxFilter::new();
+    f.mut_label_selector()
+        .insert("io.kubernetes.pod.name".into(), format!("{pod}-{NODE}"));
+    runtime().list_pod_sandbox(Some(&f)).unwrap()
+}
+
+fn running(pod: &str) -> Vec<api::Container> {
+    containers_of(pod)
+        .into_iter()
+        .filter(|c| c.get_state() == api::ContainerState::CONTAINER_RUNNING)
+        .collect()
+}
+
+fn ids(cs: &[api::Container]) -> Vec<String> {
+    let mut v: Vec<String> = cs.iter().map(|c| c.get_id().to_string()).collect();
+    v.sort();
+    v
+}
+
+const START: Duration = Duration::from_secs(60);
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn two_container_pod_runs_logs_and_is_removed_with_its_manifest() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    clean_runtime();
+    let dir = scratch_dir("e2e-two");
+    write(
+        &dir,
+        "two.yaml",
+        &manifest(
+            "two",
+            "Always",
+            &[
+                ("a", IMAGE, "echo hello-from-a; sleep 1000"),
+                ("b", IMAGE, "echo hello-from-b; sleep 1000"),
+            ],
+        ),
+    );
+    let kubelet = Rkubelet::start(&dir, &[]);
+    wait_for(START, || (running("two").len() == 2).then_some(()))
+        .unwrap_or_else(|| panic!("pod did not run:\n{}", kubelet.log()));
+
+    // (a) each container's log file holds its output, in CRI log format, plus the symlinks.
+    let pod_dir = std::fs::read_dir(dir.join("logs/pods"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    assert!(pod_dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with(&format!("default_two-{NODE}_")));
+    for c in ["a", "b"] {
+        let path = pod_dir.join(c).join("0.log");
+        let text = wait_for(Duration::from_secs(10), || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .filter(|t| t.contains(&format!("hello-from-{c}")))
+        })
+        .unwrap_or_else(|| panic!("no output in {}", path.display()));
+        assert!(text.contains(" stdout F "), "CRI log format: {text}");
+    }
+    let links = std::fs::read_dir(dir.join("logs/containers"))
+        .unwrap()
+        .count();
+    assert_eq!(links, 2);
+
+    // (b) deleting the manifest stops and removes the sandbox and containers within 10 s.
+    let removed_at = Instant::now();
+    std::fs::remove_file(dir.join("manifests/two.yaml")).unwrap();
+    wait_for(Duration::from_secs(10), || {
+        (containers_of("two").is_empty() && sandboxes_of("two").is_empty()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not removed in 10 s:\n{}", kubelet.log()));
+    eprintln!("removed in {:?}", removed_at.elapsed());
+    let (code, took) = kubelet.terminate();
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(5), "SIGTERM exit took {took:?}");
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn malformed_manifest_is_reported_by_name_and_the_good_pod_runs() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    clean_runtime();
+    let dir = scratch_dir("e2e-malformed");
+    write(
+        &dir,
+        "good.yaml",
+        &manifest("good", "Always", &[("app", IMAGE, "sleep 1000")]),
+    );
+    write(
+        &dir,
+        "broken.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: [oops\n",
+    );
+    let kubelet = Rkubelet::start(&dir, &[]);
+    wait_for(START, || (running("good").len() == 1).then_some(()))
+        .unwrap_or_else(|| panic!("good pod did not run:\n{}", kubelet.log()));
+    let log = kubelet.log();
+    assert!(
+        log.contains("broken.yaml"),
+        "the bad file is named in the log:\n{log}"
+    );
+    assert_eq!(kubelet.terminate().0, Some(0));
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn kill_9_and_restart_keeps_the_same_containers() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    clean_runtime();
+    let dir = scratch_dir("e2e-restart");
+    write(
+        &dir,
+        "keep.yaml",
+        &manifest(
+            "keep",
+            "Always",
+            &[("a", IMAGE, "sleep 1000"), ("b", IMAGE, "sleep 1000")],
+        ),
+    );
+    let kubelet = Rkubelet::start(&dir, &[]);
+    wait_for(START, || (running("keep").len() == 2).then_some(()))
+        .unwrap_or_else(|| panic!("pod did not run:\n{}", kubelet.log()));
+    let before = ids(&containers_of("keep"));
+    let sandboxes = sandboxes_of("keep").len();
+    kubelet.kill9();
+
+    let kubelet = Rkubelet::start(&dir, &[]);
+    // Several sync, PLEG and housekeeping rounds.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(
+        ids(&containers_of("keep")),
+        before,
+        "same containers, none new:\n{}",
+        kubelet.log()
+    );
+    assert_eq!(ids(&running("keep")), before, "all still running");
+    assert_eq!(sandboxes_of("keep").len(), sandboxes);
+    // SIGTERM: exit 0 within 5 s, pods keep running.
+    let (code, took) = kubelet.terminate();
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(ids(&running("keep")), before);
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn exited_container_under_always_restarts_with_attempt_1() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    clean_runtime();
+    let dir = scratch_dir("e2e-exit");
+    write(
+        &dir,
+        "exit.yaml",
+        &manifest("exit", "Always", &[("app", IMAGE, "sleep 2; exit 3")]),
+    );
+    let kubelet = Rkubelet::start(&dir, &[]);
+    let again = wait_for(START, || {
+        running("exit")
+            .into_iter()
+            .find(|c| c.get_metadata().get_attempt() == 1)
+    });
+    assert!(again.is_some(), "no attempt 1:\n{}", kubelet.log());
+    let attempt0 = containers_of("exit")
+        .into_iter()
+        .find(|c| c.get_metadata().get_attempt() == 0);
+    assert_eq!(
+        attempt0.map(|c| c.get_state()),
+        Some(api::ContainerState::CONTAINER_EXITED)
+    );
+    assert_eq!(kubelet.terminate().0, Some(0));
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn unpullable_image_reports_err_image_pull_and_other_pods_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    clean_runtime();
+    let dir = scratch_dir("e2e-pull");
+    write(
+        &dir,
+        "fine.yaml",
+        &manifest("fine", "Always", &[("app", IMAGE, "sleep 1000")]),
+    );
+    write(
+        &dir,
+        "nopull.yaml",
+        &manifest(
+            "nopull",
+            "Always",
+            &[("app", "example.invalid/nope:1", "sleep 1000")],
+        ),
+    );
+    let kubelet = Rkubelet::start(&dir, &[]);
+    wait_for(START, || (running("fine").len() == 1).then_some(()))
+        .unwrap_or_else(|| panic!("fine pod did not run:\n{}", kubelet.log()));
+    wait_for(START, || {
+        kubelet.log().contains("ErrImagePull").then_some(())
+    })
+    .unwrap_or_else(|| panic!("no ErrImagePull in the log:\n{}", kubelet.log()));
+    let log = kubelet.log();
+    assert!(log.contains("nopull-e2e-node"), "{log}");
+    assert!(containers_of("nopull").is_empty());
+    assert_eq!(kubelet.terminate().0, Some(0));
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn run_once_exits_0_for_good_pods_and_non_zero_for_a_bad_one() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    clean_runtime();
+    let dir = scratch_dir("e2e-runonce");
+    write(
+        &dir,
+        "one.yaml",
+        &manifest("once", "Always", &[("app", IMAGE, "sleep 1000")]),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+        .args(args(&dir))
+        .arg("--runonce")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("default/once-{NODE}\tstarted")),
+        "{stdout}"
+    );
+
+    write(
+        &dir,
+        "two.yaml",
+        &manifest(
+            "badonce",
+            "Always",
+            &[("app", "example.invalid/nope:1", "sleep 1000")],
+        ),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+        .args(args(&dir))
+        .arg("--runonce")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!("default/badonce-{NODE}\tfailed")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("default/once-{NODE}\tstarted")),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,342 @@
+//! The whole kubelet (sources, mux, sync loop, pod workers, runtime manager, PLEG) against the
+//! in-memory fake runtime: the foundation's behaviour without a real containerd.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rkubelet::app::{make_pod_sources, new_main_kubelet, start_kubelet};
+use rkubelet::clock::RealClock;
+use rkubelet::config::settings::KubeletConfig;
+use rkubelet::cri::{Call, FakeRuntime, RuntimeService};
+use rkubelet::events::FakeRecorder;
+use rkubelet::kubelet::{Deps, Kubelet, KubeletError};
+use support::{manifest, scratch_dir, wait_for};
+
+const IMAGE: &str = "docker.io/library/busybox:local";
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Node {
+    kubelet: Arc<Kubelet>,
+    stop: Option<crossbeam_channel::Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+    sync_loop: Option<JoinHandle<Result<(), KubeletError>>>,
+}
+
+impl Node {
+    fn start(dir: &Path, runtime: &Arc<FakeRuntime>) -> Node {
+        let args = [
+            "rkubelet".to_string(),
+            format!("--pod-manifest-path={}", dir.join("manifests").display()),
+            format!("--root-dir={}", dir.join("root").display()),
+            format!("--pod-logs-dir={}", dir.join("logs/pods").display()),
+            "--hostname-override=node1".into(),
+            "--resolv-conf=".into(),
+        ];
+        let config = KubeletConfig::from_args(args.iter().map(Into::into)).unwrap();
+        let config = Arc::new(config);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let sources = make_pod_sources(&config, &stop_rx).unwrap();
+        let deps = Deps {
+            runtime: runtime.clone(),
+            images: runtime.clone(),
+            clock: Arc::new(RealClock),
+            recorder: Arc::new(FakeRecorder::default()),
+            runtime_name: "fake".into(),
+            sources_ready: sources.sources_ready.clone(),
+        };
+        let kubelet = new_main_kubelet(config, deps).unwrap();
+        let sync_loop = start_kubelet(kubelet.clone(), sources.updates, stop_rx).unwrap();
+        Node {
+            kubelet,
+            stop: Some(stop_tx),
+            threads: sources.threads,
+            sync_loop: Some(sync_loop),
+        }
+    }
+
+    fn stop(mut self) {
+        self.stop.take();
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+        if let Some(s) = self.sync_loop.take() {
+            s.join().unwrap().unwrap();
+        }
+    }
+
+    /// The summary line of the pod whose key ends with `name`.
+    fn phase_of(&self, name: &str) -> Option<String> {
+        self.kubelet
+            .pod_statuses()
+            .into_iter()
+            .find(|(_, e)| e.key.ends_with(name))
+            .map(|(_, e)| rkubelet::status::summary(&e.status))
+    }
+}
+
+fn write(dir: &Path, file: &str, text: &str) {
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    std::fs::write(dir.join("manifests").join(file), text).unwrap();
+}
+
+fn running_containers(rt: &FakeRuntime) -> Vec<String> {
+    rt.list_containers(None)
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.get_state() == rkubelet::cri::api::ContainerState::CONTAINER_RUNNING)
+        .map(|c| c.get_id().to_string())
+        .collect()
+}
+
+fn fake() -> Arc<FakeRuntime> {
+    let rt = Arc::new(FakeRuntime::new());
+    rt.add_image(IMAGE);
+    rt
+}
+
+#[test]
+fn static_pod_runs_and_is_removed_with_its_manifest() {
+    let dir = scratch_dir("run-remove");
+    let rt = fake();
+    write(
+        &dir,
+        "web.yaml",
+        &manifest(
+            "web",
+            "Always",
+            &[("a", IMAGE, "sleep 1000"), ("b", IMAGE, "sleep 1000")],
+        ),
+    );
+    let node = Node::start(&dir, &rt);
+    let status = wait_for(WAIT, || {
+        node.phase_of("web-node1")
+            .filter(|s| s.contains("phase=Running"))
+    })
+    .expect("pod runs");
+    assert!(
+        status.contains("a=running") && status.contains("b=running"),
+        "{status}"
+    );
+    assert_eq!(running_containers(&rt).len(), 2);
+    // Log directory layout and symlinks.
+    let pods = std::fs::read_dir(dir.join("logs/pods")).unwrap().count();
+    assert_eq!(pods, 1);
+    let links = std::fs::read_dir(dir.join("logs/containers"))
+        .unwrap()
+        .count();
+    assert_eq!(links, 2);
+
+    std::fs::remove_file(dir.join("manifests/web.yaml")).unwrap();
+    wait_for(WAIT, || {
+        (rt.list_containers(None).unwrap().is_empty()
+            && rt.list_pod_sandbox(None).unwrap().is_empty())
+        .then_some(())
+    })
+    .expect("containers and sandbox removed");
+    assert!(wait_for(WAIT, || node.phase_of("web-node1").is_none().then_some(())).is_some());
+    node.stop();
+}
+
+#[test]
+fn malformed_manifest_does_not_stop_the_good_one() {
+    let dir = scratch_dir("malformed");
+    let rt = fake();
+    write(
+        &dir,
+        "good.yaml",
+        &manifest("good", "Always", &[("a", IMAGE, "sleep 1000")]),
+    );
+    write(
+        &dir,
+        "bad.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: [this is not a map\n",
+    );
+    let node = Node::start(&dir, &rt);
+    wait_for(WAIT, || {
+        node.phase_of("good-node1")
+            .filter(|s| s.contains("phase=Running"))
+    })
+    .expect("good pod runs");
+    assert_eq!(node.kubelet.pod_statuses().len(), 1);
+    node.stop();
+}
+
+#[test]
+fn restart_adopts_running_containers_without_duplicates() {
+    let dir = scratch_dir("restart");
+    let rt = fake();
+    write(
+        &dir,
+        "web.yaml",
+        &manifest(
+            "web",
+            "Always",
+            &[("a", IMAGE, "sleep 1000"), ("b", IMAGE, "sleep 1000")],
+        ),
+    );
+    let node = Node::start(&dir, &rt);
+    wait_for(WAIT, || {
+        node.phase_of("web-node1")
+            .filter(|s| s.contains("phase=Running"))
+    })
+    .expect("pod runs");
+    let before = running_containers(&rt);
+    node.stop();
+
+    rt.clear_calls();
+    let node = Node::start(&dir, &rt);
+    wait_for(WAIT, || {
+        node.phase_of("web-node1")
+            .filter(|s| s.contains("phase=Running"))
+    })
+    .expect("pod adopted");
+    // Let a few housekeeping and PLEG rounds pass: still nothing created or stopped.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut after = running_containers(&rt);
+    let mut before = before;
+    before.sort();
+    after.sort();
+    assert_eq!(before, after);
+    let mutating: Vec<Call> = rt
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            matches!(
+                c,
+                Call::RunPodSandbox { .. }
+                    | Call::CreateContainer { .. }
+                    | Call::StopContainer(_)
+                    | Call::StopPodSandbox(_)
+                    | Call::RemoveContainer(_)
+                    | Call::RemovePodSandbox(_)
+            )
+        })
+        .collect();
+    assert!(mutating.is_empty(), "{mutating:?}");
+    node.stop();
+}
+
+#[test]
+fn exited_container_is_restarted_with_the_next_attempt() {
+    let dir = scratch_dir("restart-exited");
+    let rt = fake();
+    write(
+        &dir,
+        "crash.yaml",
+        &manifest("crash", "Always", &[("app", IMAGE, "exit 1")]),
+    );
+    let node = Node::start(&dir, &rt);
+    wait_for(WAIT, || {
+        node.phase_of("crash-node1")
+            .filter(|s| s.contains("app=running"))
+    })
+    .expect("runs");
+    let first = running_containers(&rt);
+    assert_eq!(first.len(), 1);
+    assert!(rt.exit_container(&first[0], 1));
+    let status = wait_for(WAIT, || {
+        node.phase_of("crash-node1")
+            .filter(|s| s.contains("app=running restarts=1"))
+    })
+    .expect("restarted once");
+    assert!(status.contains("phase=Running"), "{status}");
+    let attempts: Vec<u32> = rt
+        .list_containers(None)
+        .unwrap()
+        .iter()
+        .map(|c| c.get_metadata().get_attempt())
+        .collect();
+    assert!(attempts.contains(&1), "{attempts:?}");
+    node.stop();
+}
+
+#[test]
+fn unpullable_image_waits_with_err_image_pull_while_others_run() {
+    let dir = scratch_dir("bad-image");
+    let rt = fake();
+    write(
+        &dir,
+        "good.yaml",
+        &manifest("good", "Always", &[("a", IMAGE, "sleep 1000")]),
+    );
+    write(
+        &dir,
+        "bad.yaml",
+        &manifest(
+            "bad",
+            "Always",
+            &[("a", "example.invalid/nope:1", "sleep 1000")],
+        ),
+    );
+    let node = Node::start(&dir, &rt);
+    wait_for(WAIT, || {
+        node.phase_of("good-node1")
+            .filter(|s| s.contains("phase=Running"))
+    })
+    .expect("good runs");
+    let bad = wait_for(WAIT, || {
+        node.phase_of("bad-node1")
+            .filter(|s| s.contains("ErrImagePull") || s.contains("ImagePullBackOff"))
+    })
+    .expect("bad pod waits on its image");
+    assert!(bad.contains("phase=Pending"), "{bad}");
+    node.stop();
+}
+
+#[test]
+fn never_restart_pod_completes_and_is_not_restarted() {
+    let dir = scratch_dir("complete");
+    let rt = fake();
+    write(
+        &dir,
+        "job.yaml",
+        &manifest("job", "Never", &[("app", IMAGE, "true")]),
+    );
+    let node = Node::start(&dir, &rt);
+    wait_for(WAIT, || {
+        node.phase_of("job-node1")
+            .filter(|s| s.contains("app=running"))
+    })
+    .expect("runs");
+    let id = running_containers(&rt)[0].clone();
+    rt.exit_container(&id, 0);
+    let status = wait_for(WAIT, || {
+        node.phase_of("job-node1")
+            .filter(|s| s.contains("phase=Succeeded"))
+    })
+    .expect("succeeds");
+    assert!(status.contains("terminated(Completed, exit 0)"), "{status}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(rt.list_containers(None).unwrap().len(), 1);
+    node.stop();
+}
+
+#[test]
+fn orphaned_runtime_pod_is_stopped_once_sources_are_ready() {
+    let dir = scratch_dir("orphan");
+    let rt = fake();
+    write(
+        &dir,
+        "web.yaml",
+        &manifest("web", "Always", &[("a", IMAGE, "sleep 1000")]),
+    );
+    let node = Node::start(&dir, &rt);
+    wait_for(WAIT, || {
+        node.phase_of("web-node1")
+            .filter(|s| s.contains("phase=Running"))
+    })
+    .expect("runs");
+    node.stop();
+    // The manifest disappears while the kubelet is down.
+    std::fs::remove_file(dir.join("manifests/web.yaml")).unwrap();
+    let node = Node::start(&dir, &rt);
+    wait_for(WAIT, || {
+        rt.list_containers(None).unwrap().is_empty().then_some(())
+    })
+    .expect("orphan removed");
+    node.stop();
+}

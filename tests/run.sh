@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# rkubelet's test command: `sudo tests/run.sh` (CI runs exactly this through .ci/run).
+#
+# Steps, each under its own header:
+#   1. host set-up        packaging/host-setup.sh (Debian packages, local test images)
+#   2. toolchain          rustfmt and clippy present; CARGO_TARGET_DIR=/var/tmp/rkubelet-target
+#                         unless already set, so builds are reused between runs
+#   3. cargo fmt --all -- --check
+#   4. cargo clippy --all-targets -- -D warnings
+#   5. a private containerd  packaging/containerd.sh start /var/tmp/rkubelet-ci/containerd
+#   6. cargo test --all-targets -- --include-ignored
+#      with RKUBELET_E2E=1 and RKUBELET_E2E_CRI_ENDPOINT=unix://<its socket>, so the e2e tests
+#      (#[ignore] by default) run against the real runtime
+# containerd is always stopped at exit (trap), also on failure or Ctrl-C.
+# Every step runs even if an earlier check failed; the exit status is non-zero if any failed
+# (the tests' own status when they failed). Needs root, no stdin, works with CI=true.
+#
+# Environment:
+#   CARGO_TARGET_DIR          build directory (default /var/tmp/rkubelet-target)
+#   RKUBELET_CI_BASE          containerd base dir (default /var/tmp/rkubelet-ci/containerd)
+#   RKUBELET_TEST_TIMEOUT     seconds for `cargo test` (default 2700)
+#   RKUBELET_BUILD_TIMEOUT    seconds for `cargo clippy` (default 3600, a cold build is ~10 min)
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+ci_base="${RKUBELET_CI_BASE:-/var/tmp/rkubelet-ci/containerd}"
+test_timeout="${RKUBELET_TEST_TIMEOUT:-2700}"
+build_timeout="${RKUBELET_BUILD_TIMEOUT:-3600}"
+started_at=$SECONDS
+
+section() { printf '\n==================== %s ====================\n' "$*"; }
+elapsed() { echo "($((SECONDS - started_at)) s since start)"; }
+
+if [[ $EUID -ne 0 ]]; then
+    echo "tests/run.sh: needs root for containerd and network namespaces: sudo $0" >&2
+    exit 1
+fi
+
+# ---------------------------------------------------------------------------------------------
+section "1/6 host set-up"
+bash packaging/host-setup.sh
+
+# ---------------------------------------------------------------------------------------------
+section "2/6 rust toolchain"
+# sudo may reset PATH: look for the rustup toolchain in the usual places.
+if ! command -v cargo >/dev/null 2>&1; then
+    for d in "${CARGO_HOME:-$HOME/.cargo}/bin" /root/.cargo/bin; do
+        if [[ -x "$d/cargo" ]]; then PATH="$d:$PATH"; break; fi
+    done
+fi
+command -v cargo >/dev/null 2>&1 || { echo "tests/run.sh: cargo not found" >&2; exit 1; }
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    echo "installing rustfmt and clippy"
+    rustup component add rustfmt clippy
+fi
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/rkubelet-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+cargo --version
+cargo fmt --version
+cargo clippy --version
+echo "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
+
+failed=()
+
+# ---------------------------------------------------------------------------------------------
+section "3/6 cargo fmt --all -- --check"
+if timeout --foreground -k 10 600 cargo fmt --all -- --check </dev/null; then
+    echo "fmt: ok"
+else
+    failed+=("fmt")
+    echo "fmt: FAILED (run 'cargo fmt --all')"
+fi
+
+# ---------------------------------------------------------------------------------------------
+section "4/6 cargo clippy --all-targets -- -D warnings $(elapsed)"
+if timeout --foreground -k 30 "$build_timeout" cargo clippy --all-targets -- -D warnings </dev/null; then
+    echo "clippy: ok"
+else
+    failed+=("clippy")
+    echo "clippy: FAILED"
+fi
+
+# ---------------------------------------------------------------------------------------------
+section "5/6 containerd for e2e tests $(elapsed)"
+test_log="$(mktemp /tmp/rkubelet-test-log.XXXXXX)"
+test_rc=0
+# shellcheck disable=SC2317  # called through the EXIT trap
+on_exit() {
+    local rc=$?
+    if ((test_rc != 0)) && [[ -f "$ci_base/containerd.log" ]]; then
+        section "last lines of $ci_base/containerd.log"
+        tail -n 30 "$ci_base/containerd.log" || true
+    fi
+    section "stopping containerd"
+    bash "$repo_root/packaging/containerd.sh" stop "$ci_base" || echo "containerd stop reported a problem"
+    # One closing line with the totals of every `test result:` line cargo printed.
+    awk '/^test result: / {
+            for (i = 1; i <= NF; i++) {
+                if ($(i + 1) ~ /^passed/) p += $i
+                if ($(i + 1) ~ /^failed/) f += $i
+                if ($(i + 1) ~ /^ignored/) s += $i
+            }
+        }
+        END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$test_log" || true
+    rm -f "$test_log"
+    return "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+sock="$(bash packaging/containerd.sh start "$ci_base")"
+export RKUBELET_E2E=1
+export RKUBELET_E2E_CRI_ENDPOINT="unix://$sock"
+echo "RKUBELET_E2E=1 RKUBELET_E2E_CRI_ENDPOINT=$RKUBELET_E2E_CRI_ENDPOINT"
+
+# ---------------------------------------------------------------------------------------------
+section "6/6 cargo test --all-targets -- --include-ignored $(elapsed)"
+set +e
+timeout --foreground -k 30 "$test_timeout" cargo test --all-targets -- --include-ignored </dev/null 2>&1 \
+    | tee "$test_log"
+test_rc=${PIPESTATUS[0]}
+set -e
+((test_rc == 0)) || failed+=("tests (exit $test_rc)")
+
+# ---------------------------------------------------------------------------------------------
+section "summary $(elapsed)"
+if ((${#failed[@]})); then
+    echo "FAILED: ${failed[*]}"
+    ((test_rc != 0)) && exit "$test_rc"
+    exit 1
+fi
+echo "all checks passed: fmt, clippy, tests"
