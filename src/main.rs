@@ -10,10 +10,13 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let code = e.exit_code();
+            let text = e.to_string();
             if code == 0 {
-                println!("{e}");
+                println!("{text}");
+            } else if text.starts_with("error:") {
+                eprintln!("{text}");
             } else {
-                eprintln!("rkubelet: {e}");
+                eprintln!("rkubelet: {text}");
             }
             return ExitCode::from(u8::try_from(code).unwrap_or(1));
         }
@@ -22,6 +25,9 @@ fn main() -> ExitCode {
         .parse_filters(&config.log_filter())
         .format_timestamp_micros()
         .init();
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
     // One TLS crypto provider for the whole process (see Cargo.toml). Installing fails only
     // if one is installed already, which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();

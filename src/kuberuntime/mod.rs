@@ -444,7 +444,10 @@ impl RuntimeManager {
             if let Err(e) = self.runtime.remove_container(&c.id.0) {
                 log::warn!("removing dead container {} ({name}): {e}", c.id);
             }
-            logs::remove_legacy_symlinks(&self.settings.container_logs_dir, &[c.id.0.clone()]);
+            logs::remove_legacy_symlinks(
+                &self.settings.container_logs_dir,
+                std::slice::from_ref(&c.id.0),
+            );
         }
     }
 
