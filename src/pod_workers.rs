@@ -23,8 +23,11 @@
 //! ```
 //!
 //! Updates that arrive while a worker holds the pod are coalesced: only the newest pod object
-//! is kept, and a kill is never undone. A pod sits in the ready queue at most once, so the
-//! queue is bounded by the number of pods the kubelet tracks. Failed syncs are retried after a
+//! is kept, and a kill is never undone. Ready pods wait in two queues: `urgent` for creates,
+//! spec updates, kills and lifecycle steps, `routine` for plain resyncs (PLEG events, the
+//! periodic resync), so a burst of resyncs never delays a new pod. A pod is live in at most one
+//! queue; promoting it from routine to urgent leaves a stale routine entry that is skipped
+//! when popped, so the queues are bounded by twice the number of pods the kubelet tracks. Failed syncs are retried after a
 //! back-off by the sync loop's tick ([`PodWorkers::pods_due`]); successful ones are resynced
 //! every sync period.
 
@@ -102,6 +105,13 @@ pub trait PodSyncer: Send + Sync {
     fn sync_terminated_pod(&self, pod: &Arc<Pod>, removed: bool) -> Result<(), SyncError>;
 }
 
+/// Which ready queue a pod waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Priority {
+    Urgent,
+    Routine,
+}
+
 #[derive(Debug)]
 struct PodSyncStatus {
     state: PodWorkerState,
@@ -111,8 +121,8 @@ struct PodSyncStatus {
     pending: Option<UpdateType>,
     /// A worker holds this pod now.
     working: bool,
-    /// The pod is in the ready queue.
-    queued: bool,
+    /// Which ready queue holds the pod's live entry, if any.
+    queued: Option<Priority>,
     grace_override: Option<i64>,
     removed: bool,
     /// Terminated work done: nothing more will run for this pod.
@@ -126,7 +136,8 @@ struct PodSyncStatus {
 #[derive(Debug, Default)]
 struct Shared {
     pods: HashMap<PodUid, PodSyncStatus>,
-    ready: VecDeque<PodUid>,
+    urgent: VecDeque<PodUid>,
+    routine: VecDeque<PodUid>,
     stopping: bool,
 }
 
@@ -194,7 +205,7 @@ impl PodWorkers {
                 pod: Arc::clone(&options.pod),
                 pending: None,
                 working: false,
-                queued: false,
+                queued: None,
                 grace_override: None,
                 removed: false,
                 finished: false,
@@ -227,10 +238,51 @@ impl PodWorkers {
             (Some(UpdateType::Create), UpdateType::Update | UpdateType::Sync) => UpdateType::Create,
             (_, t) => t,
         });
-        if !status.working && !status.queued {
-            status.queued = true;
-            shared.ready.push_back(uid);
+        if !status.working {
+            Self::enqueue(&mut shared, uid);
             self.wake.notify_one();
+        }
+    }
+
+    /// Puts a pod with pending work in the queue its work calls for (see the module docs).
+    fn enqueue(shared: &mut Shared, uid: PodUid) {
+        let Some(status) = shared.pods.get_mut(&uid) else {
+            return;
+        };
+        let priority = if status.pending == Some(UpdateType::Sync)
+            && status.state == PodWorkerState::Syncing
+        {
+            Priority::Routine
+        } else {
+            Priority::Urgent
+        };
+        match (status.queued, priority) {
+            (Some(Priority::Urgent), _) | (Some(Priority::Routine), Priority::Routine) => {}
+            (_, Priority::Urgent) => {
+                status.queued = Some(Priority::Urgent);
+                shared.urgent.push_back(uid);
+            }
+            (None, Priority::Routine) => {
+                status.queued = Some(Priority::Routine);
+                shared.routine.push_back(uid);
+            }
+        }
+    }
+
+    /// The next pod to work on: urgent first; stale routine entries are skipped.
+    fn dequeue(shared: &mut Shared) -> Option<PodUid> {
+        loop {
+            let (uid, from) = if let Some(uid) = shared.urgent.pop_front() {
+                (uid, Priority::Urgent)
+            } else {
+                (shared.routine.pop_front()?, Priority::Routine)
+            };
+            if let Some(status) = shared.pods.get_mut(&uid) {
+                if status.queued == Some(from) {
+                    status.queued = None;
+                    return Some(uid);
+                }
+            }
         }
     }
 
@@ -242,7 +294,7 @@ impl PodWorkers {
                     if shared.stopping {
                         return;
                     }
-                    if let Some(uid) = shared.ready.pop_front() {
+                    if let Some(uid) = Self::dequeue(&mut shared) {
                         break uid;
                     }
                     shared = self.wake.wait(shared).unwrap_or_else(|p| p.into_inner());
@@ -250,7 +302,6 @@ impl PodWorkers {
                 let Some(status) = shared.pods.get_mut(&uid) else {
                     continue;
                 };
-                status.queued = false;
                 status.working = true;
                 let update_type = status.pending.take().unwrap_or(UpdateType::Sync);
                 (
@@ -330,9 +381,8 @@ impl PodWorkers {
                 status.next_sync = Some(now + delay);
             }
         }
-        if status.pending.is_some() && !status.queued {
-            status.queued = true;
-            shared.ready.push_back(uid.clone());
+        if status.pending.is_some() {
+            Self::enqueue(&mut shared, uid.clone());
             self.wake.notify_one();
         }
         self.wake.notify_all();
@@ -388,7 +438,10 @@ impl PodWorkers {
         let deadline = Instant::now() + timeout;
         let mut shared = self.lock();
         loop {
-            let busy = !shared.ready.is_empty() || shared.pods.values().any(|s| s.working);
+            let busy = shared
+                .pods
+                .values()
+                .any(|s| s.working || s.queued.is_some());
             if !busy {
                 return true;
             }
@@ -591,5 +644,42 @@ mod tests {
         assert_eq!(pw.pods_due().len(), 1);
         assert!(pw.pods_due().is_empty());
         pw.stop();
+    }
+
+    #[test]
+    fn new_pods_overtake_queued_resyncs() {
+        let mut shared = Shared::default();
+        let add = |shared: &mut Shared, uid: &str, pending| {
+            shared.pods.insert(
+                PodUid::from(uid),
+                PodSyncStatus {
+                    state: PodWorkerState::Syncing,
+                    pod: pod(uid, "1"),
+                    pending: Some(pending),
+                    working: false,
+                    queued: None,
+                    grace_override: None,
+                    removed: false,
+                    finished: false,
+                    next_sync: None,
+                    failures: 0,
+                },
+            );
+            PodWorkers::enqueue(shared, PodUid::from(uid));
+        };
+        add(&mut shared, "resync-1", UpdateType::Sync);
+        add(&mut shared, "resync-2", UpdateType::Sync);
+        add(&mut shared, "new", UpdateType::Create);
+        // resync-2 gets a spec update while queued: promoted, its routine entry goes stale.
+        shared
+            .pods
+            .get_mut(&PodUid::from("resync-2"))
+            .unwrap()
+            .pending = Some(UpdateType::Update);
+        PodWorkers::enqueue(&mut shared, PodUid::from("resync-2"));
+        let order: Vec<String> = std::iter::from_fn(|| PodWorkers::dequeue(&mut shared))
+            .map(|u| u.0)
+            .collect();
+        assert_eq!(order, ["new", "resync-2", "resync-1"]);
     }
 }

@@ -25,7 +25,7 @@
 //! name (`"RunPodSandbox"`, `"PullImage"`, ...), process exits, a call delay, the
 //! reported API version, runtime conditions and the `ExecSync` result.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -142,6 +142,9 @@ struct State {
     last_ns: i64,
     sandboxes: BTreeMap<String, Sandbox>,
     containers: BTreeMap<String, Container>,
+    /// Sandbox and container ids per `io.kubernetes.pod.uid` label, so the per-pod listings a
+    /// kubelet makes on every sync cost the pod's size, not the node's.
+    by_pod: HashMap<String, PodIndex>,
     sandbox_names: HashMap<String, String>,
     container_names: HashMap<String, String>,
     /// Last StopContainer timeout per container id.
@@ -179,6 +182,7 @@ impl FakeRuntime {
             last_ns: 0,
             sandboxes: BTreeMap::new(),
             containers: BTreeMap::new(),
+            by_pod: HashMap::new(),
             sandbox_names: HashMap::new(),
             container_names: HashMap::new(),
             stop_grace: HashMap::new(),
@@ -331,6 +335,29 @@ impl FakeRuntime {
 }
 
 impl State {
+    /// The index entry for a selector naming a pod UID; `None` when the selector names none
+    /// (list everything) or the pod has nothing.
+    fn pod_candidates(&self, selector: Option<&HashMap<String, String>>) -> Option<&PodIndex> {
+        self.by_pod.get(selector?.get(POD_UID_LABEL)?)
+    }
+
+    /// Drops an id from the pod index.
+    fn unindex(&mut self, labels: &HashMap<String, String>, id: &str, sandbox: bool) {
+        let Some(uid) = labels.get(POD_UID_LABEL) else {
+            return;
+        };
+        if let Some(index) = self.by_pod.get_mut(uid) {
+            if sandbox {
+                index.sandboxes.remove(id);
+            } else {
+                index.containers.remove(id);
+            }
+            if index.sandboxes.is_empty() && index.containers.is_empty() {
+                self.by_pod.remove(uid);
+            }
+        }
+    }
+
     /// Current time in ns since the epoch, strictly increasing across calls.
     fn now(&mut self) -> i64 {
         let wall = SystemTime::now()
@@ -392,6 +419,16 @@ fn unknown(method: &'static str, message: String) -> CriError {
         message,
     }
 }
+
+/// The ids of one pod's sandboxes and containers.
+#[derive(Debug, Default)]
+pub(crate) struct PodIndex {
+    pub(crate) sandboxes: BTreeSet<String>,
+    pub(crate) containers: BTreeSet<String>,
+}
+
+/// The label the index is keyed by.
+pub(crate) const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
 
 fn labels_match(selector: &HashMap<String, String>, labels: &HashMap<String, String>) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))

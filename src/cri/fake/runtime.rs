@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{
     exit, ip_string, labels_match, not_found, unknown, Call, Container, FakeRuntime, Sandbox,
+    POD_UID_LABEL,
 };
 use crate::cri::api::{self, ContainerState, PodSandboxState};
 use crate::cri::{CriError, RuntimeService};
@@ -88,6 +89,13 @@ impl RuntimeService for FakeRuntime {
             ip,
             log_directory: config.log_directory.clone(),
         };
+        if let Some(uid) = config.labels.get(POD_UID_LABEL) {
+            st.by_pod
+                .entry(uid.clone())
+                .or_default()
+                .sandboxes
+                .insert(id.clone());
+        }
         st.sandboxes.insert(id.clone(), sandbox);
         Ok(id)
     }
@@ -125,16 +133,22 @@ impl RuntimeService for FakeRuntime {
             ));
         }
         let st = &mut *st;
+        let mut removed = Vec::new();
         st.containers.retain(|_, c| {
             let keep = c.sandbox_id != pod_sandbox_id;
             if !keep {
                 st.container_names.remove(&c.name);
                 st.stop_grace.remove(&c.status.id);
+                removed.push((c.status.labels.clone(), c.status.id.clone()));
             }
             keep
         });
+        for (labels, id) in removed {
+            st.unindex(&labels, &id, false);
+        }
         if let Some(sandbox) = st.sandboxes.remove(pod_sandbox_id) {
             st.sandbox_names.remove(&sandbox.name);
+            st.unindex(&sandbox.status.labels, pod_sandbox_id, true);
             if let Some(ip) = sandbox.ip {
                 st.ips_in_use.remove(&ip);
             }
@@ -180,9 +194,20 @@ impl RuntimeService for FakeRuntime {
                     && labels_match(&f.label_selector, &s.labels)
             })
         };
-        let items = st
-            .sandboxes
-            .values()
+        let candidates: Vec<&super::Sandbox> =
+            match st.pod_candidates(filter.map(|f| &f.label_selector)) {
+                Some(index) => index
+                    .sandboxes
+                    .iter()
+                    .filter_map(|id| st.sandboxes.get(id))
+                    .collect(),
+                None if filter.is_some_and(|f| f.label_selector.contains_key(POD_UID_LABEL)) => {
+                    Vec::new()
+                }
+                None => st.sandboxes.values().collect(),
+            };
+        let items = candidates
+            .into_iter()
             .map(|s| &s.status)
             .filter(|s| matches(s))
             .map(|s| {
@@ -285,6 +310,13 @@ impl RuntimeService for FakeRuntime {
             name,
             image_spec: config.get_image().clone(),
         };
+        if let Some(uid) = config.labels.get(POD_UID_LABEL) {
+            st.by_pod
+                .entry(uid.clone())
+                .or_default()
+                .containers
+                .insert(id.clone());
+        }
         st.containers.insert(id.clone(), container);
         Ok(id)
     }
@@ -344,6 +376,7 @@ impl RuntimeService for FakeRuntime {
         if let Some(c) = st.containers.remove(container_id) {
             st.container_names.remove(&c.name);
             st.stop_grace.remove(container_id);
+            st.unindex(&c.status.labels, container_id, false);
         }
         Ok(())
     }
@@ -361,9 +394,20 @@ impl RuntimeService for FakeRuntime {
                     && labels_match(&f.label_selector, &c.status.labels)
             })
         };
-        let items = st
-            .containers
-            .values()
+        let candidates: Vec<&Container> = match st.pod_candidates(filter.map(|f| &f.label_selector))
+        {
+            Some(index) => index
+                .containers
+                .iter()
+                .filter_map(|id| st.containers.get(id))
+                .collect(),
+            None if filter.is_some_and(|f| f.label_selector.contains_key(POD_UID_LABEL)) => {
+                Vec::new()
+            }
+            None => st.containers.values().collect(),
+        };
+        let items = candidates
+            .into_iter()
             .filter(|c| matches(c))
             .map(|c| {
                 let s = &c.status;
@@ -709,9 +753,10 @@ mod tests {
         let c2 = fake
             .create_container(&sb1, &container_config("b", IMAGE), &cfg)
             .unwrap();
-        let c3 = fake
-            .create_container(&sb2, &container_config("a", IMAGE), &cfg2)
-            .unwrap();
+        let mut cc3 = container_config("a", IMAGE);
+        cc3.labels
+            .insert("io.kubernetes.pod.uid".into(), "uid-2".into());
+        let c3 = fake.create_container(&sb2, &cc3, &cfg2).unwrap();
         fake.start_container(&c2).unwrap();
         let ids = |f: &api::ContainerFilter| -> Vec<String> {
             let mut v: Vec<String> = fake
@@ -751,6 +796,29 @@ mod tests {
         assert_eq!(ids(&f), vec![c3.clone()]);
         f.id = "unknown".into();
         assert!(ids(&f).is_empty());
+
+        // Per-pod listings go through the pod index, which follows removals.
+        let mut f = api::ContainerFilter::new();
+        f.label_selector
+            .insert("io.kubernetes.pod.uid".into(), "uid-2".into());
+        assert_eq!(ids(&f), vec![c3.clone()]);
+        f.label_selector
+            .insert("io.kubernetes.container.name".into(), "b".into());
+        assert!(ids(&f).is_empty());
+        f.label_selector.remove("io.kubernetes.container.name");
+        fake.remove_container(&c3).unwrap();
+        assert!(ids(&f).is_empty());
+        fake.stop_pod_sandbox(&sb1).unwrap();
+        fake.remove_pod_sandbox(&sb1).unwrap();
+        f.label_selector.insert(
+            "io.kubernetes.pod.uid".into(),
+            cfg.get_metadata().uid.clone(),
+        );
+        assert!(ids(&f).is_empty());
+        let mut sf = api::PodSandboxFilter::new();
+        sf.label_selector
+            .insert("io.kubernetes.pod.uid".into(), "uid-2".into());
+        assert_eq!(fake.list_pod_sandbox(Some(&sf)).unwrap().len(), 1);
     }
 
     #[test]
