@@ -104,7 +104,7 @@ args=(
     --root-dir "$example_dir/root"
     --pod-logs-dir "$example_dir/logs/pods"
     --hostname-override "$node_name"
-    -v 1
+    -v 2
 )
 section "rkubelet (Ctrl-C to stop)"
 echo "$rkubelet ${args[*]}"

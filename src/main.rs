@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         }
     };
     env_logger::Builder::new()
-        .parse_filters(&config.log_filter())
+        .parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| config.log_filter()))
         .format_timestamp_micros()
         .init();
     for warning in &config.warnings {

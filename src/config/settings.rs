@@ -228,15 +228,16 @@ impl KubeletConfig {
 
     /// The `env_logger` filter for `verbosity`.
     ///
-    /// klog levels are finer than `log`'s, so they are folded: upstream logs routine detail
-    /// at V(2), debugging at V(4) and tracing at V(5) and above. Here 0 gives `info`; 1 to 3
-    /// add `debug` for rkubelet's own modules; 4 and above add `trace` for them. Other crates
-    /// (gRPC, HTTP) stay at `info` either way, and `RUST_LOG` still wins in `main`.
+    /// klog levels are finer than `log`'s, so they are folded: upstream logs what an operator
+    /// watches at V(0) to V(2), debugging at V(3) and V(4), and tracing at V(5) and above.
+    /// Here 0 to 2 give `info`; 3 and 4 add `debug` for rkubelet's own modules; 5 and above add
+    /// `trace` for them. Other crates (gRPC, HTTP) stay at `info` either way, and `RUST_LOG`,
+    /// when set, wins in `main`.
     pub fn log_filter(&self) -> String {
         let krate = env!("CARGO_CRATE_NAME");
         match self.verbosity {
-            0 => "info".to_string(),
-            1..=3 => format!("info,{krate}=debug"),
+            0..=2 => "info".to_string(),
+            3 | 4 => format!("info,{krate}=debug"),
             _ => format!("info,{krate}=trace"),
         }
     }
@@ -1010,9 +1011,10 @@ resolvConf: /run/systemd/resolve/resolv.conf
         let krate = env!("CARGO_CRATE_NAME");
         let cases = [
             ("0", "info".to_string()),
-            ("1", format!("info,{krate}=debug")),
+            ("2", "info".to_string()),
             ("3", format!("info,{krate}=debug")),
-            ("4", format!("info,{krate}=trace")),
+            ("4", format!("info,{krate}=debug")),
+            ("5", format!("info,{krate}=trace")),
             ("10", format!("info,{krate}=trace")),
             ("1000", format!("info,{krate}=trace")),
         ];
