@@ -133,6 +133,24 @@ struct PodSyncStatus {
     failures: u32,
 }
 
+impl PodSyncStatus {
+    /// A pod new to the workers: syncing, nothing pending yet.
+    fn new(pod: Arc<Pod>) -> Self {
+        PodSyncStatus {
+            state: PodWorkerState::Syncing,
+            pod,
+            pending: None,
+            working: false,
+            queued: None,
+            grace_override: None,
+            removed: false,
+            finished: false,
+            next_sync: None,
+            failures: 0,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Shared {
     pods: HashMap<PodUid, PodSyncStatus>,
@@ -200,18 +218,7 @@ impl PodWorkers {
         let status = shared
             .pods
             .entry(uid.clone())
-            .or_insert_with(|| PodSyncStatus {
-                state: PodWorkerState::Syncing,
-                pod: Arc::clone(&options.pod),
-                pending: None,
-                working: false,
-                queued: None,
-                grace_override: None,
-                removed: false,
-                finished: false,
-                next_sync: None,
-                failures: 0,
-            });
+            .or_insert_with(|| PodSyncStatus::new(Arc::clone(&options.pod)));
         if status.finished && options.update_type != UpdateType::Kill {
             log::debug!(
                 "pod=\"{}\" uid={uid} already terminated, ignoring update",
@@ -650,21 +657,9 @@ mod tests {
     fn new_pods_overtake_queued_resyncs() {
         let mut shared = Shared::default();
         let add = |shared: &mut Shared, uid: &str, pending| {
-            shared.pods.insert(
-                PodUid::from(uid),
-                PodSyncStatus {
-                    state: PodWorkerState::Syncing,
-                    pod: pod(uid, "1"),
-                    pending: Some(pending),
-                    working: false,
-                    queued: None,
-                    grace_override: None,
-                    removed: false,
-                    finished: false,
-                    next_sync: None,
-                    failures: 0,
-                },
-            );
+            let mut status = PodSyncStatus::new(pod(uid, "1"));
+            status.pending = Some(pending);
+            shared.pods.insert(PodUid::from(uid), status);
             PodWorkers::enqueue(shared, PodUid::from(uid));
         };
         add(&mut shared, "resync-1", UpdateType::Sync);
