@@ -179,6 +179,7 @@ fn harness(max_pods: usize) -> Harness {
         recorder: Arc::new(FakeRecorder::default()),
         runtime_name: "fake".into(),
         sources_ready: Arc::new(SourcesReady::default()),
+        api: None,
     };
     let kubelet = Arc::new(Kubelet::new(config, deps).expect("kubelet"));
     // Large enough to hand over a whole burst without blocking the sender.

@@ -167,6 +167,7 @@ pub fn create_and_init_kubelet(
         recorder: Arc::new(LogRecorder),
         runtime_name: version.get_runtime_name().to_string(),
         sources_ready,
+        api: None,
     };
     let kubelet = new_main_kubelet(config, deps)?;
     kubelet.birth_cry();

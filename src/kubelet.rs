@@ -13,6 +13,7 @@ use crossbeam_channel::Receiver;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::api::KubeClient;
 use crate::clock::Clock;
 use crate::config::mux::SourcesReady;
 use crate::config::settings::KubeletConfig;
@@ -20,10 +21,13 @@ use crate::config::update::PodUpdate;
 use crate::cri::{ImageService, RuntimeService};
 use crate::events::Recorder;
 use crate::kuberuntime::{RunningPod, RuntimeManager, RuntimeSettings};
+use crate::mirror::MirrorPods;
 use crate::pleg::{GenericPleg, PodLifecycleEvent, EVENT_CHANNEL_CAPACITY};
 use crate::pod_manager::PodManager;
+use crate::pod_sync::ApiContext;
 use crate::pod_sync::PodSync;
 use crate::pod_workers::{PodWorkers, UpdatePodOptions, UpdateType};
+use crate::status::sync::{is_mirror_pod, StatusSync};
 use crate::status::{PodStatusEntry, StatusManager};
 use crate::types::{pod_key, uid_of};
 
@@ -60,6 +64,8 @@ pub struct Deps {
     pub runtime_name: String,
     /// Which sources have delivered their first full set.
     pub sources_ready: Arc<SourcesReady>,
+    /// The API server, when the kubelet has a kubeconfig.
+    pub api: Option<Arc<dyn KubeClient>>,
 }
 
 /// Upstream's `Bootstrap` interface: what starting a kubelet needs from it. The three serving
@@ -110,6 +116,12 @@ pub struct Kubelet {
     pleg_events: Receiver<PodLifecycleEvent>,
     status_manager: Arc<StatusManager>,
     sources_ready: Arc<SourcesReady>,
+    /// The API server, when configured.
+    api: Option<Arc<dyn KubeClient>>,
+    /// Mirror pods seen from the API source.
+    mirrors: Arc<MirrorPods>,
+    /// This node's UID in the API, once registered.
+    node_uid: Arc<Mutex<Option<String>>>,
     /// Set when `run` returns, so handles to threads started there can be joined.
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -134,6 +146,14 @@ impl Kubelet {
             settings,
         ));
         let status_manager = Arc::new(StatusManager::default());
+        let mirrors = Arc::new(MirrorPods::default());
+        let node_uid = Arc::new(Mutex::new(None));
+        let api = deps.api.as_ref().map(|client| ApiContext {
+            client: Arc::clone(client),
+            mirrors: Arc::clone(&mirrors),
+            node_name: config.node_name.clone(),
+            node_uid: Arc::clone(&node_uid),
+        });
         let syncer = Arc::new(PodSync {
             runtime_manager: Arc::clone(&runtime_manager),
             status_manager: Arc::clone(&status_manager),
@@ -141,6 +161,7 @@ impl Kubelet {
             clock: Arc::clone(&deps.clock),
             runtime_name: deps.runtime_name,
             host_ip: config.node_ip.map(|ip| ip.to_string()),
+            api,
         });
         let pod_workers = PodWorkers::start(
             config.pod_workers,
@@ -168,6 +189,9 @@ impl Kubelet {
             pleg_events,
             status_manager,
             sources_ready: deps.sources_ready,
+            api: deps.api,
+            mirrors,
+            node_uid,
             threads: Mutex::new(Vec::new()),
         })
     }
@@ -194,6 +218,58 @@ impl Kubelet {
     /// The pod workers (for benchmarks and tests that wait for them).
     pub fn pod_workers(&self) -> &Arc<PodWorkers> {
         &self.pod_workers
+    }
+
+    /// The API client, when configured.
+    pub fn api(&self) -> Option<&Arc<dyn KubeClient>> {
+        self.api.as_ref()
+    }
+
+    /// Where the node's UID is recorded once registered (mirror pods name the node as owner).
+    pub fn node_uid(&self) -> &Arc<Mutex<Option<String>>> {
+        &self.node_uid
+    }
+
+    /// Starts the `status-manager` thread when an API server is configured.
+    fn start_status_sync(&self, stop: Receiver<()>) -> Result<(), KubeletError> {
+        let Some(client) = self.api.clone() else {
+            return Ok(());
+        };
+        let sync = StatusSync::new(Arc::clone(&self.status_manager), client);
+        let handle = std::thread::Builder::new()
+            .name("status-manager".into())
+            .spawn(move || sync.run(stop))
+            .map_err(|source| KubeletError::Thread {
+                name: "status-manager",
+                source,
+            })?;
+        if let Ok(mut t) = self.threads.lock() {
+            t.push(handle);
+        }
+        Ok(())
+    }
+
+    /// Records mirror pods and syncs their static pods; returns the pods that are not mirrors.
+    fn split_mirror_pods(&self, pods: Vec<Arc<Pod>>, removed: bool) -> Vec<Arc<Pod>> {
+        let (mirrors, regular): (Vec<_>, Vec<_>) = pods.into_iter().partition(|p| is_mirror_pod(p));
+        for mirror in mirrors {
+            if removed {
+                self.mirrors.remove(&mirror);
+            } else {
+                self.mirrors.set(&mirror);
+            }
+            // The static pod's worker creates a new mirror if this one is gone or going.
+            let key = pod_key(&mirror);
+            let static_pod = self
+                .pods()
+                .pods()
+                .find(|p| pod_key(p) == key && !is_mirror_pod(p))
+                .cloned();
+            if let Some(static_pod) = static_pod {
+                self.dispatch_work(&static_pod, UpdateType::Sync);
+            }
+        }
+        regular
     }
 
     /// The runtime manager.
@@ -240,7 +316,8 @@ impl Kubelet {
 }
 
 impl SyncHandler for Kubelet {
-    fn handle_pod_additions(&self, mut pods: Vec<Arc<Pod>>) {
+    fn handle_pod_additions(&self, pods: Vec<Arc<Pod>>) {
+        let mut pods = self.split_mirror_pods(pods, false);
         pods.sort_by(|a, b| {
             let ts = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
             ts(a).cmp(&ts(b))
@@ -255,8 +332,7 @@ impl SyncHandler for Kubelet {
                     self.config.max_pods
                 );
                 self.status_manager.set_pod_status(
-                    &uid_of(&pod),
-                    &pod_key(&pod),
+                    &pod,
                     k8s_openapi::api::core::v1::PodStatus {
                         phase: Some("Failed".into()),
                         reason: Some("OutOfpods".into()),
@@ -274,7 +350,7 @@ impl SyncHandler for Kubelet {
     }
 
     fn handle_pod_updates(&self, pods: Vec<Arc<Pod>>) {
-        for pod in pods {
+        for pod in self.split_mirror_pods(pods, false) {
             self.pods().add_or_update(&pod);
             if pod.metadata.deletion_timestamp.is_some() {
                 self.pod_workers.update_pod(UpdatePodOptions {
@@ -291,7 +367,7 @@ impl SyncHandler for Kubelet {
     }
 
     fn handle_pod_removes(&self, pods: Vec<Arc<Pod>>) {
-        for pod in pods {
+        for pod in self.split_mirror_pods(pods, true) {
             self.pods().remove(&pod);
             log::info!(
                 "pod=\"{}\" uid={} removed from its source",
@@ -308,6 +384,7 @@ impl SyncHandler for Kubelet {
     }
 
     fn handle_pod_reconcile(&self, pods: Vec<Arc<Pod>>) {
+        let pods = self.split_mirror_pods(pods, false);
         let mut manager = self.pods();
         for pod in &pods {
             manager.add_or_update(pod);

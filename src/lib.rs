@@ -8,6 +8,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod api;
 pub mod app;
 pub mod clock;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod cri;
 pub mod events;
 pub mod kubelet;
 pub mod kuberuntime;
+pub mod mirror;
 pub mod pleg;
 pub mod pod_manager;
 pub mod pod_sync;

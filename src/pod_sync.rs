@@ -6,10 +6,13 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::api::KubeClient;
 use crate::clock::Clock;
 use crate::events::{EventType, Recorder};
 use crate::kuberuntime::{RuntimeManager, RuntimePodStatus, SyncError};
+use crate::mirror::{delete_mirror_pod, ensure_mirror_pod, MirrorPods};
 use crate::pod_workers::{PodSyncer, UpdateType};
+use crate::status::sync::is_api_pod;
 use crate::status::{generate_api_pod_status, StatusContext, StatusManager};
 use crate::types::{pod_key, termination_grace_period, uid_of};
 
@@ -27,6 +30,20 @@ pub struct PodSync {
     pub runtime_name: String,
     /// The node IP for `status.hostIP`.
     pub host_ip: Option<String>,
+    /// The API server, when the kubelet has one (mirror pods).
+    pub api: Option<ApiContext>,
+}
+
+/// What pod workers need to keep static pods' mirror pods in the API.
+pub struct ApiContext {
+    /// The API client.
+    pub client: Arc<dyn KubeClient>,
+    /// Mirror pods the API source reported.
+    pub mirrors: Arc<MirrorPods>,
+    /// This node's name.
+    pub node_name: String,
+    /// This node's UID once registered (owner of mirror pods).
+    pub node_uid: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl PodSync {
@@ -41,7 +58,7 @@ impl PodSync {
     }
 
     /// Generates and stores the API status; returns its phase.
-    fn record_status(&self, pod: &Pod, runtime: &RuntimePodStatus) -> String {
+    fn record_status(&self, pod: &Arc<Pod>, runtime: &RuntimePodStatus) -> String {
         let uid = uid_of(pod);
         let lookup = |name: &str| self.runtime_manager.start_failure(&uid, name);
         let ctx = StatusContext {
@@ -52,8 +69,7 @@ impl PodSync {
         };
         let status = generate_api_pod_status(pod, runtime, &ctx);
         let phase = status.phase.clone().unwrap_or_default();
-        self.status_manager
-            .set_pod_status(&uid, &pod_key(pod), status);
+        self.status_manager.set_pod_status(pod, status);
         phase
     }
 }
@@ -69,6 +85,18 @@ impl PodSyncer for PodSync {
             pod_key(pod),
             uid_of(pod)
         );
+        if let Some(api) = self.api.as_ref().filter(|_| !is_api_pod(pod)) {
+            let node_uid = api.node_uid.lock().ok().and_then(|u| u.clone());
+            if let Err(e) = ensure_mirror_pod(
+                api.client.as_ref(),
+                &api.mirrors,
+                pod,
+                &api.node_name,
+                node_uid.as_deref(),
+            ) {
+                log::warn!("pod=\"{}\" mirror pod: {e}", pod_key(pod));
+            }
+        }
         let before = self.status_of(pod)?;
         if is_terminal(&self.record_status(pod, &before)) {
             return Ok(true);
@@ -124,7 +152,17 @@ impl PodSyncer for PodSync {
         let uid = uid_of(pod);
         if !removed {
             log::info!("pod=\"{key}\" uid={uid} terminated");
+            if pod.metadata.deletion_timestamp.is_some() && is_api_pod(pod) {
+                self.status_manager.mark_deletable(&uid);
+            }
             return Ok(());
+        }
+        if let Some(api) = self.api.as_ref().filter(|_| !is_api_pod(pod)) {
+            if let Some(mirror) = api.mirrors.get(pod) {
+                if let Err(e) = delete_mirror_pod(api.client.as_ref(), &mirror) {
+                    log::warn!("pod=\"{key}\" deleting mirror pod: {e}");
+                }
+            }
         }
         let status = self.status_of(pod)?;
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");

@@ -47,6 +47,7 @@ impl Node {
             recorder: Arc::new(FakeRecorder::default()),
             runtime_name: "fake".into(),
             sources_ready: sources.sources_ready.clone(),
+            api: None,
         };
         let kubelet = new_main_kubelet(config, deps).unwrap();
         let sync_loop = start_kubelet(kubelet.clone(), sources.updates, stop_rx).unwrap();

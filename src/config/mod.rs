@@ -2,6 +2,7 @@
 //! settings, and the pod sources (manifest directory, manifest URL) with the PodConfig mux
 //! that merges them into one stream of pod updates.
 
+pub mod apiserver;
 pub mod duration;
 pub mod file;
 pub mod flags;

@@ -127,6 +127,7 @@ impl Bootstrap for Kubelet {
         if let Ok(mut t) = self.threads.lock() {
             t.push(handle);
         }
+        self.start_status_sync(stop.clone())?;
         self.sync_loop(updates, stop);
         self.pod_workers.stop();
         let handles = self

@@ -1,16 +1,19 @@
 //! The status manager: the kubelet's record of each pod's latest API status. Pod workers
-//! write it after every sync; readers (run-once, the kubelet API, the API status patcher)
-//! take `Arc` snapshots. Every change of a pod's phase or of a container's state is logged at
-//! info level, so a person watching the log sees pods move.
+//! write it after every sync; readers (run-once, the kubelet API) take `Arc` snapshots; with
+//! an API server, the `status-manager` thread (`sync.rs`) patches changed statuses to it.
+//! Every change of a pod's phase or of a container's state is logged at info level, so a
+//! person watching the log sees pods move.
 
 pub mod generate;
+pub mod sync;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus};
+use crossbeam_channel::{Receiver, Sender};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 
-use crate::types::PodUid;
+use crate::types::{pod_key, uid_of, PodUid};
 
 pub use generate::{generate_api_pod_status, StatusContext};
 
@@ -19,14 +22,41 @@ pub use generate::{generate_api_pod_status, StatusContext};
 pub struct PodStatusEntry {
     /// `namespace/name`.
     pub key: String,
+    /// The pod the status belongs to (for its API identity).
+    pub pod: Arc<Pod>,
     /// The status.
     pub status: Arc<PodStatus>,
 }
 
-/// Latest status per pod.
-#[derive(Debug, Default)]
+/// Latest status per pod, and what the API sync still has to do.
+#[derive(Debug)]
 pub struct StatusManager {
     statuses: Mutex<HashMap<PodUid, PodStatusEntry>>,
+    /// Pods whose status changed since the API sync last looked, and pods whose API object may
+    /// be deleted (terminated with a deletion timestamp).
+    pending: Mutex<Pending>,
+    /// Wakes the sync thread. Capacity 1: one wake-up covers every change made before it runs;
+    /// when full, the sender skips sending (a wake-up is already due).
+    wake_tx: Sender<()>,
+    wake_rx: Receiver<()>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    dirty: HashSet<PodUid>,
+    deletable: HashSet<PodUid>,
+}
+
+impl Default for StatusManager {
+    fn default() -> Self {
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        StatusManager {
+            statuses: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Pending::default()),
+            wake_tx,
+            wake_rx,
+        }
+    }
 }
 
 /// One container's state in a word or two: `running`, `waiting(CrashLoopBackOff)`,
@@ -80,7 +110,9 @@ pub fn summary(status: &PodStatus) -> String {
 impl StatusManager {
     /// Stores a pod's status; logs it if the summary changed. Condition transition times are
     /// kept from the previous status when the condition did not change.
-    pub fn set_pod_status(&self, uid: &PodUid, key: &str, mut status: PodStatus) {
+    pub fn set_pod_status(&self, pod: &Arc<Pod>, mut status: PodStatus) {
+        let uid = &uid_of(pod);
+        let key = &pod_key(pod);
         let Ok(mut statuses) = self.statuses.lock() else {
             return;
         };
@@ -102,13 +134,65 @@ impl StatusManager {
         if old.map(|o| summary(&o.status)) != Some(new_summary.clone()) {
             log::info!("pod=\"{key}\" uid={uid} status: {new_summary}");
         }
+        let changed = old.is_none_or(|o| *o.status != status);
         statuses.insert(
             uid.clone(),
             PodStatusEntry {
                 key: key.to_string(),
+                pod: Arc::clone(pod),
                 status: Arc::new(status),
             },
         );
+        drop(statuses);
+        if changed {
+            if let Ok(mut p) = self.pending.lock() {
+                p.dirty.insert(uid.clone());
+            }
+            let _ = self.wake_tx.try_send(());
+        }
+    }
+
+    /// Marks a terminated pod whose API object carries a deletion timestamp: the sync thread
+    /// deletes the object (grace 0, UID precondition) after its final status is sent.
+    pub fn mark_deletable(&self, uid: &PodUid) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.deletable.insert(uid.clone());
+            p.dirty.insert(uid.clone());
+        }
+        let _ = self.wake_tx.try_send(());
+    }
+
+    /// Takes the pending work: `(dirty entries, deletable uids)`.
+    fn take_pending(&self) -> (Vec<(PodUid, Option<PodStatusEntry>)>, HashSet<PodUid>) {
+        let (dirty, deletable) = match self.pending.lock() {
+            Ok(mut p) => (
+                std::mem::take(&mut p.dirty),
+                std::mem::take(&mut p.deletable),
+            ),
+            Err(_) => return (Vec::new(), HashSet::new()),
+        };
+        let statuses = self.statuses.lock().map(|s| {
+            dirty
+                .into_iter()
+                .map(|uid| {
+                    let entry = s.get(&uid).cloned();
+                    (uid, entry)
+                })
+                .collect()
+        });
+        (statuses.unwrap_or_default(), deletable)
+    }
+
+    /// Puts work back after a retriable failure.
+    fn requeue(
+        &self,
+        dirty: impl IntoIterator<Item = PodUid>,
+        deletable: impl IntoIterator<Item = PodUid>,
+    ) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.dirty.extend(dirty);
+            p.deletable.extend(deletable);
+        }
     }
 
     /// The latest status of a pod.

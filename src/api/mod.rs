@@ -1,0 +1,193 @@
+//! The Kubernetes API client: kubeconfig loading, a blocking REST client (reqwest + rustls),
+//! client-side rate limiting, and the streaming watch decoder. Callers see only the
+//! [`KubeClient`] trait (the verbs the kubelet uses), so every subsystem can be tested against
+//! the recording fake.
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+
+/// Options of a list or watch call (the query parameters the kubelet uses).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListOptions {
+    /// `fieldSelector`, e.g. `spec.nodeName=node1`.
+    pub field_selector: Option<String>,
+    /// `labelSelector`.
+    pub label_selector: Option<String>,
+    /// `resourceVersion` to list at or watch from.
+    pub resource_version: Option<String>,
+    /// Server-side `timeoutSeconds` of a watch.
+    pub timeout_seconds: Option<u32>,
+    /// `allowWatchBookmarks`.
+    pub allow_watch_bookmarks: bool,
+}
+
+/// A list response: the items and the list's resourceVersion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct List<T> {
+    /// The objects.
+    pub items: Vec<T>,
+    /// `metadata.resourceVersion` of the list, to watch from.
+    pub resource_version: String,
+}
+
+/// One decoded watch event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchEvent<T> {
+    /// `ADDED`.
+    Added(T),
+    /// `MODIFIED`.
+    Modified(T),
+    /// `DELETED`.
+    Deleted(T),
+    /// `BOOKMARK`: only the resourceVersion matters.
+    Bookmark {
+        /// The bookmark's resourceVersion.
+        resource_version: String,
+    },
+    /// `ERROR` with the server's `Status` (410 Gone among others).
+    Error(ApiStatus),
+}
+
+/// The fields of a `meta/v1 Status` the kubelet acts on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiStatus {
+    /// HTTP code (`410`, `404`...).
+    pub code: u16,
+    /// `reason` (`Expired`, `NotFound`, `AlreadyExists`, `Conflict`...).
+    pub reason: String,
+    /// `message`.
+    pub message: String,
+}
+
+/// A stream of watch events read from one blocking response. Ends (`None`) when the server
+/// closes the watch (e.g. after `timeoutSeconds`).
+pub type WatchStream<T> = Box<dyn Iterator<Item = Result<WatchEvent<T>, ApiError>> + Send>;
+
+/// `DeleteOptions` the kubelet sends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteOptions {
+    /// `gracePeriodSeconds`.
+    pub grace_period_seconds: Option<i64>,
+    /// `preconditions.uid`.
+    pub precondition_uid: Option<String>,
+}
+
+/// Errors of API calls.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The server answered with a `Status` error (or an error code with a body).
+    #[error("{verb} {path}: {} ({}): {}", .status.code, .status.reason, .status.message)]
+    Status {
+        /// HTTP verb.
+        verb: &'static str,
+        /// Request path.
+        path: String,
+        /// The decoded status.
+        status: ApiStatus,
+        /// `Retry-After` seconds, when the server sent one.
+        retry_after: Option<u64>,
+    },
+    /// The request could not be sent or the response not read (connection refused, reset, timeout).
+    #[error("{verb} {path}: {message}")]
+    Transport {
+        /// HTTP verb.
+        verb: &'static str,
+        /// Request path.
+        path: String,
+        /// What failed.
+        message: String,
+        /// Whether it was a timeout.
+        timeout: bool,
+    },
+    /// A response body did not decode.
+    #[error("{what}: decoding response: {message}")]
+    Decode {
+        /// What was being decoded (path, or watch event position).
+        what: String,
+        /// The decoder's message.
+        message: String,
+    },
+    /// The kubeconfig or client settings are unusable.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ApiError {
+    /// The HTTP code of a `Status` error.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(status.code),
+            _ => None,
+        }
+    }
+    /// 404.
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some(404)
+    }
+    /// 409 with reason `AlreadyExists`.
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, ApiError::Status { status, .. } if status.code == 409 && status.reason == "AlreadyExists")
+    }
+    /// 409 with reason `Conflict` (resourceVersion or precondition mismatch).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, ApiError::Status { status, .. } if status.code == 409 && status.reason != "AlreadyExists")
+    }
+    /// 410 Gone (a watch or list resourceVersion too old).
+    pub fn is_gone(&self) -> bool {
+        self.code() == Some(410)
+    }
+    /// Whether retrying later can help: 429, 5xx, transport errors.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ApiError::Status { status, .. } => status.code == 429 || status.code >= 500,
+            ApiError::Transport { .. } => true,
+            ApiError::Decode { .. } | ApiError::Config(_) => false,
+        }
+    }
+}
+
+/// The API verbs the kubelet uses, one method per resource and verb. Implemented by the
+/// REST client and by the recording fake.
+pub trait KubeClient: Send + Sync {
+    /// `GET /api/v1/pods` (all namespaces) with options.
+    fn list_pods(&self, opts: &ListOptions) -> Result<List<Pod>, ApiError>;
+    /// `GET /api/v1/pods?watch=1` with options.
+    fn watch_pods(&self, opts: &ListOptions) -> Result<WatchStream<Pod>, ApiError>;
+    /// `GET /api/v1/namespaces/{ns}/pods/{name}`.
+    fn get_pod(&self, namespace: &str, name: &str) -> Result<Pod, ApiError>;
+    /// `POST /api/v1/namespaces/{ns}/pods`.
+    fn create_pod(&self, pod: &Pod) -> Result<Pod, ApiError>;
+    /// `DELETE /api/v1/namespaces/{ns}/pods/{name}` with DeleteOptions.
+    fn delete_pod(&self, namespace: &str, name: &str, opts: &DeleteOptions)
+        -> Result<(), ApiError>;
+    /// `PATCH .../pods/{name}/status` (merge patch).
+    fn patch_pod_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<Pod, ApiError>;
+    /// `GET /api/v1/nodes/{name}`.
+    fn get_node(&self, name: &str) -> Result<Node, ApiError>;
+    /// `POST /api/v1/nodes`.
+    fn create_node(&self, node: &Node) -> Result<Node, ApiError>;
+    /// `PATCH /api/v1/nodes/{name}` (merge patch).
+    fn patch_node(&self, name: &str, patch: &serde_json::Value) -> Result<Node, ApiError>;
+    /// `PATCH /api/v1/nodes/{name}/status` (merge patch).
+    fn patch_node_status(&self, name: &str, patch: &serde_json::Value) -> Result<Node, ApiError>;
+    /// `GET /apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}`.
+    fn get_lease(&self, namespace: &str, name: &str) -> Result<Lease, ApiError>;
+    /// `POST .../leases`.
+    fn create_lease(&self, lease: &Lease) -> Result<Lease, ApiError>;
+    /// `PUT .../leases/{name}` (with the resourceVersion of the object given).
+    fn update_lease(&self, lease: &Lease) -> Result<Lease, ApiError>;
+    /// `POST /api/v1/namespaces/{ns}/events`.
+    fn create_event(&self, event: &Event) -> Result<Event, ApiError>;
+    /// `PATCH /api/v1/namespaces/{ns}/events/{name}` (merge patch, for aggregated counts).
+    fn patch_event(
+        &self,
+        namespace: &str,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<Event, ApiError>;
+}

@@ -1,0 +1,207 @@
+//! Sending pod statuses to the API server (upstream `status_manager.go` `syncBatch`), on the
+//! `status-manager` thread. Pod workers only record statuses in the [`StatusManager`] and
+//! wake this thread; it patches `pods/status` for each pod whose status changed since it was
+//! last sent, so no API call is ever made from a pod worker. Static pods' statuses go to their
+//! mirror pods. Pods that terminated while their API object carries a deletion timestamp are
+//! deleted from the API (grace period 0, UID precondition) once their last status is sent.
+//! A retriable failure leaves the pod pending for the next round (woken by the next change
+//! or by the 10 s resync tick).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{select, tick, Receiver};
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+
+use crate::api::{ApiError, DeleteOptions, KubeClient};
+use crate::config::update::{API_SOURCE, CONFIG_MIRROR_ANNOTATION, CONFIG_SOURCE_ANNOTATION};
+use crate::types::{pod_key, PodUid};
+
+use super::StatusManager;
+
+/// How often pending work is retried even without a new change (upstream `syncPeriod`).
+pub const SYNC_PERIOD: Duration = Duration::from_secs(10);
+
+/// Pod conditions the kubelet owns; every other condition on the API object is kept.
+const KUBELET_CONDITIONS: &[&str] = &[
+    "Initialized",
+    "Ready",
+    "ContainersReady",
+    "PodReadyToStartContainers",
+];
+
+/// Whether a pod came from the API server (as opposed to a static pod).
+pub fn is_api_pod(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CONFIG_SOURCE_ANNOTATION))
+        .is_none_or(|s| s == API_SOURCE)
+}
+
+/// Whether a pod is a mirror pod (the API copy of a static pod).
+pub fn is_mirror_pod(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(CONFIG_MIRROR_ANNOTATION))
+}
+
+/// The status to send: ours, with the conditions other components own kept from the API
+/// object's current status.
+pub fn merge_conditions(ours: &PodStatus, api: Option<&PodStatus>) -> PodStatus {
+    let mut out = ours.clone();
+    let mut conditions: Vec<PodCondition> = out.conditions.take().unwrap_or_default();
+    let foreign = api
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| !KUBELET_CONDITIONS.contains(&c.type_.as_str()))
+        .filter(|c| !conditions.iter().any(|o| o.type_ == c.type_))
+        .cloned()
+        .collect::<Vec<_>>();
+    // Theirs (PodScheduled, DisruptionTarget...) replace ours of the same type only where
+    // we do not own the type.
+    conditions.retain(|c| {
+        KUBELET_CONDITIONS.contains(&c.type_.as_str())
+            || !foreign.iter().any(|f| f.type_ == c.type_)
+    });
+    conditions.extend(foreign);
+    out.conditions = Some(conditions);
+    out
+}
+
+/// The status sync loop's state, owned by its thread.
+pub struct StatusSync {
+    manager: Arc<StatusManager>,
+    client: Arc<dyn KubeClient>,
+    /// The last status sent per pod, so unchanged statuses are not patched again.
+    last_sent: HashMap<PodUid, PodStatus>,
+}
+
+impl StatusSync {
+    /// A sync for `manager`'s statuses through `client`.
+    pub fn new(manager: Arc<StatusManager>, client: Arc<dyn KubeClient>) -> Self {
+        StatusSync {
+            manager,
+            client,
+            last_sent: HashMap::new(),
+        }
+    }
+
+    /// Runs until `stop` fires (the `status-manager` thread).
+    pub fn run(mut self, stop: Receiver<()>) {
+        let resync = tick(SYNC_PERIOD);
+        let wake = self.manager.wake_rx.clone();
+        loop {
+            select! {
+                recv(wake) -> _ => {},
+                recv(resync) -> _ => {},
+                recv(stop) -> _ => break,
+            }
+            self.sync_batch();
+        }
+    }
+
+    /// Sends every pending status and deletion once; returns how many API writes succeeded.
+    pub fn sync_batch(&mut self) -> usize {
+        let (dirty, deletable) = self.manager.take_pending();
+        let mut writes = 0;
+        let mut retry_dirty = Vec::new();
+        let mut retry_delete = Vec::new();
+        for (uid, entry) in dirty {
+            let Some(entry) = entry else {
+                self.last_sent.remove(&uid);
+                continue;
+            };
+            let delete = deletable.contains(&uid);
+            match self.send(&uid, &entry.pod, &entry.status) {
+                Ok(sent) => writes += usize::from(sent),
+                Err(e) if e.is_retriable() => {
+                    log::warn!(
+                        "pod=\"{}\" uid={uid} status update failed, will retry: {e}",
+                        entry.key
+                    );
+                    retry_dirty.push(uid.clone());
+                    if delete {
+                        retry_delete.push(uid);
+                    }
+                    continue;
+                }
+                Err(e) => log::warn!("pod=\"{}\" uid={uid} status update failed: {e}", entry.key),
+            }
+            if delete && is_api_pod(&entry.pod) {
+                match self.delete(&entry.pod) {
+                    Ok(()) => writes += 1,
+                    Err(e) if e.is_retriable() => {
+                        log::warn!(
+                            "pod=\"{}\" uid={uid} delete failed, will retry: {e}",
+                            entry.key
+                        );
+                        retry_delete.push(uid);
+                    }
+                    Err(e) => log::warn!("pod=\"{}\" uid={uid} delete failed: {e}", entry.key),
+                }
+            }
+        }
+        if !retry_dirty.is_empty() || !retry_delete.is_empty() {
+            self.manager.requeue(retry_dirty, retry_delete);
+        }
+        writes
+    }
+
+    /// Patches one pod's status if it differs from what was last sent; true when patched.
+    fn send(&mut self, uid: &PodUid, pod: &Pod, status: &PodStatus) -> Result<bool, ApiError> {
+        if self.last_sent.get(uid) == Some(status) {
+            return Ok(false);
+        }
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let (target_uid, api_status) = if is_api_pod(pod) {
+            (uid.0.clone(), pod.status.clone())
+        } else {
+            // A static pod's status goes to its mirror pod, when it exists.
+            match self.client.get_pod(namespace, name) {
+                Ok(mirror) if is_mirror_pod(&mirror) => (
+                    mirror.metadata.uid.clone().unwrap_or_default(),
+                    mirror.status,
+                ),
+                Ok(_) => return Ok(false),
+                Err(e) if e.is_not_found() => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        };
+        let merged = merge_conditions(status, api_status.as_ref());
+        let body = serde_json::to_value(&merged).map_err(|e| ApiError::Decode {
+            what: format!("status of {}", pod_key(pod)),
+            message: e.to_string(),
+        })?;
+        // The UID makes the patch fail with a conflict if the name now belongs to another pod.
+        let patch = serde_json::json!({ "metadata": { "uid": target_uid }, "status": body });
+        self.client.patch_pod_status(namespace, name, &patch)?;
+        log::debug!("pod=\"{}\" uid={uid} status sent", pod_key(pod));
+        self.last_sent.insert(uid.clone(), status.clone());
+        Ok(true)
+    }
+
+    fn delete(&self, pod: &Pod) -> Result<(), ApiError> {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let opts = DeleteOptions {
+            grace_period_seconds: Some(0),
+            precondition_uid: pod.metadata.uid.clone(),
+        };
+        match self.client.delete_pod(namespace, name, &opts) {
+            Ok(()) => {
+                log::info!(
+                    "pod=\"{}\" terminated, deleted from the API server",
+                    pod_key(pod)
+                );
+                Ok(())
+            }
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
