@@ -8,14 +8,18 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
+use crate::api::client::RestClient;
+use crate::api::{ApiError, KubeClient};
 use crate::clock::{Clock, RealClock};
+use crate::config::apiserver::ApiserverSource;
 use crate::config::file::FileSource;
 use crate::config::http::{HttpSource, HttpSourceError};
 use crate::config::mux::{MuxError, PodConfig};
 use crate::config::settings::KubeletConfig;
-use crate::config::update::{PodUpdate, FILE_SOURCE, HTTP_SOURCE};
+use crate::config::update::{PodUpdate, API_SOURCE, FILE_SOURCE, HTTP_SOURCE};
 use crate::cri::{wait_for_runtime, CriError, RemoteRuntime};
-use crate::events::LogRecorder;
+use crate::events::{ApiRecorder, EventType, LogRecorder, Recorder};
+use crate::kubelet::node_status::{start_node_threads, KubeletNodeStatus, NodeStatusDeps};
 use crate::kubelet::{Bootstrap, Deps, Kubelet, KubeletError, RunOnceOutcome};
 
 /// How long start-up waits for the runtime to answer.
@@ -40,6 +44,9 @@ pub enum AppError {
     /// The kubelet could not be built or run.
     #[error(transparent)]
     Kubelet(#[from] KubeletError),
+    /// The kubeconfig or API client could not be set up.
+    #[error("--kubeconfig: {0}")]
+    Api(#[from] ApiError),
     /// The manifest URL source could not be set up.
     #[error("--manifest-url: {0}")]
     HttpSource(#[from] HttpSourceError),
@@ -78,13 +85,44 @@ pub struct PodSources {
     pub threads: Vec<JoinHandle<()>>,
 }
 
-/// Starts the file and HTTP sources the config names, and the mux (upstream `makePodSourceConfig`).
+/// Builds the API client from `--kubeconfig` with the configured rate limits
+/// (`kubeAPIQPS`/`kubeAPIBurst`, upstream defaults 50/100).
+pub fn make_api_client(config: &KubeletConfig) -> Result<Option<Arc<dyn KubeClient>>, AppError> {
+    let Some(path) = &config.kubeconfig else {
+        return Ok(None);
+    };
+    let rest = crate::api::kubeconfig::load(path)?;
+    let qps = config.raw.kube_api_qps.unwrap_or(50) as f32;
+    let burst = config
+        .raw
+        .kube_api_burst
+        .and_then(|b| u32::try_from(b).ok())
+        .unwrap_or(100);
+    log::info!("API server {} (qps {qps}, burst {burst})", rest.server);
+    let client = RestClient::new(rest, qps, burst, crate::api::client::DEFAULT_TIMEOUT)?;
+    Ok(Some(Arc::new(client)))
+}
+
+/// Starts the pod sources the config names (manifest directory, manifest URL, API server)
+/// and the mux (upstream `makePodSourceConfig`).
 pub fn make_pod_sources(
     config: &KubeletConfig,
+    api: Option<Arc<dyn KubeClient>>,
     stop: &Receiver<()>,
 ) -> Result<PodSources, AppError> {
     let (mut mux, updates) = PodConfig::new(POD_UPDATES_CAPACITY);
     let mut threads = Vec::new();
+    if let Some(client) = api {
+        let tx = mux.channel(API_SOURCE);
+        threads.push(
+            ApiserverSource::new(client, &config.node_name)
+                .start(tx, stop.clone())
+                .map_err(|source| AppError::Thread {
+                    name: "source-apiserver",
+                    source,
+                })?,
+        );
+    }
     if let Some(path) = &config.static_pod_path {
         let tx = mux.channel(FILE_SOURCE);
         let source = FileSource::new(path.clone(), &config.node_name, config.file_check_frequency);
@@ -127,7 +165,9 @@ pub fn make_pod_sources(
 pub fn create_and_init_kubelet(
     config: Arc<KubeletConfig>,
     sources_ready: Arc<crate::config::mux::SourcesReady>,
-) -> Result<Arc<Kubelet>, AppError> {
+    api: Option<Arc<dyn KubeClient>>,
+    stop: &Receiver<()>,
+) -> Result<(Arc<Kubelet>, Vec<JoinHandle<()>>), AppError> {
     let runtime_error = |endpoint: &str| {
         let endpoint = endpoint.to_string();
         move |source| AppError::Runtime { endpoint, source }
@@ -160,18 +200,56 @@ pub fn create_and_init_kubelet(
             )
         };
     let clock: Arc<dyn Clock> = Arc::new(RealClock);
+    let mut threads = Vec::new();
+    let recorder: Arc<dyn Recorder> = match &api {
+        Some(client) => {
+            let (recorder, handle) = ApiRecorder::start(
+                Arc::clone(client),
+                Arc::clone(&clock),
+                &config.node_name,
+                stop.clone(),
+            )
+            .map_err(|source| AppError::Thread {
+                name: "event-broadcaster",
+                source,
+            })?;
+            threads.push(handle);
+            recorder
+        }
+        None => Arc::new(LogRecorder),
+    };
     let deps = Deps {
-        runtime,
-        images,
-        clock,
-        recorder: Arc::new(LogRecorder),
+        runtime: Arc::clone(&runtime) as Arc<dyn crate::cri::RuntimeService>,
+        images: Arc::clone(&images),
+        clock: Arc::clone(&clock),
+        recorder: Arc::clone(&recorder),
         runtime_name: version.get_runtime_name().to_string(),
         sources_ready,
-        api: None,
+        api: api.clone(),
     };
-    let kubelet = new_main_kubelet(config, deps)?;
+    let kubelet = new_main_kubelet(Arc::clone(&config), deps)?;
     kubelet.birth_cry();
-    Ok(kubelet)
+    if let Some(client) = api {
+        recorder.node_event(
+            &config.node_name,
+            EventType::Normal,
+            "Starting",
+            "Starting kubelet.".into(),
+        );
+        let source = Arc::new(KubeletNodeStatus::new(
+            &config,
+            NodeStatusDeps {
+                runtime,
+                images,
+                pleg: Arc::clone(kubelet.pleg()),
+                recorder,
+                runtime_name: version.get_runtime_name().to_string(),
+                runtime_version: version.get_runtime_version().to_string(),
+            },
+        ));
+        threads.extend(start_node_threads(&config, client, clock, source, stop)?);
+    }
+    Ok((kubelet, threads))
 }
 
 /// Builds the kubelet from its dependencies (upstream `NewMainKubelet`).
@@ -218,8 +296,15 @@ pub fn run(config: KubeletConfig) -> Result<(), AppError> {
     // Dropping `stop_tx` disconnects every clone of `stop_rx`: the one broadcast that reaches
     // every thread. Capacity 0: nothing is ever sent.
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-    let sources = make_pod_sources(&config, &stop_rx)?;
-    let kubelet = create_and_init_kubelet(Arc::clone(&config), Arc::clone(&sources.sources_ready))?;
+    let api = make_api_client(&config)?;
+    let mut sources = make_pod_sources(&config, api.clone(), &stop_rx)?;
+    let (kubelet, threads) = create_and_init_kubelet(
+        Arc::clone(&config),
+        Arc::clone(&sources.sources_ready),
+        api,
+        &stop_rx,
+    )?;
+    sources.threads.extend(threads);
 
     if config.run_once {
         let outcome = Arc::clone(&kubelet).run_once(sources.updates)?;

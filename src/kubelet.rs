@@ -3,6 +3,7 @@
 //! calls. Construction follows upstream's chain: `main → create_and_init_kubelet →
 //! new_main_kubelet → start_kubelet → Kubelet::run`.
 
+pub mod node_status;
 mod run_once;
 mod sync_loop;
 

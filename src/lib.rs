@@ -17,6 +17,7 @@ pub mod events;
 pub mod kubelet;
 pub mod kuberuntime;
 pub mod mirror;
+pub mod nodestatus;
 pub mod pleg;
 pub mod pod_manager;
 pub mod pod_sync;

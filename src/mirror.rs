@@ -134,3 +134,78 @@ pub fn delete_mirror_pod(client: &dyn KubeClient, mirror: &Pod) -> Result<(), Ap
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Call, FakeClient};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn static_pod(hash: &str) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("web-node1".into()),
+                namespace: Some("default".into()),
+                uid: Some(hash.into()),
+                annotations: Some(
+                    [
+                        (CONFIG_HASH_ANNOTATION.to_string(), hash.to_string()),
+                        (
+                            "kubernetes.io/config.source".to_string(),
+                            "file".to_string(),
+                        ),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn mirror_is_created_once_and_replaced_when_stale_or_terminating() {
+        let fake = FakeClient::new();
+        let mirrors = MirrorPods::default();
+        let pod = static_pod("h1");
+        ensure_mirror_pod(&fake, &mirrors, &pod, "node1", Some("node-uid")).unwrap();
+        let created = fake.pod("default", "web-node1").expect("mirror created");
+        let annotations = created.metadata.annotations.clone().unwrap();
+        assert_eq!(
+            annotations
+                .get(CONFIG_MIRROR_ANNOTATION)
+                .map(String::as_str),
+            Some("h1")
+        );
+        assert_eq!(
+            created.metadata.owner_references.as_ref().unwrap()[0].uid,
+            "node-uid"
+        );
+        assert!(mirror_is_current(&pod, &created));
+
+        fake.clear_calls();
+        ensure_mirror_pod(&fake, &mirrors, &pod, "node1", None).unwrap();
+        assert!(fake.calls().is_empty(), "current mirror left alone");
+
+        // The user deletes the mirror: it is removed and created again.
+        let mut terminating = created.clone();
+        terminating.metadata.deletion_timestamp =
+            Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        mirrors.set(&Arc::new(terminating));
+        ensure_mirror_pod(&fake, &mirrors, &pod, "node1", None).unwrap();
+        let calls = fake.calls();
+        assert!(matches!(calls[0], Call::DeletePod { .. }), "{calls:?}");
+        assert!(matches!(calls[1], Call::CreatePod { .. }), "{calls:?}");
+        assert_ne!(
+            fake.pod("default", "web-node1").unwrap().metadata.uid,
+            created.metadata.uid
+        );
+
+        // A changed static pod (new hash) gets a new mirror.
+        let changed = static_pod("h2");
+        assert!(!mirror_is_current(
+            &changed,
+            &mirrors.get(&changed).unwrap()
+        ));
+    }
+}

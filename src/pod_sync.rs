@@ -86,7 +86,16 @@ impl PodSyncer for PodSync {
             uid_of(pod)
         );
         if let Some(api) = self.api.as_ref().filter(|_| !is_api_pod(pod)) {
-            let node_uid = api.node_uid.lock().ok().and_then(|u| u.clone());
+            let mut node_uid = api.node_uid.lock().ok().and_then(|u| u.clone());
+            if node_uid.is_none() {
+                // Learned once: the mirror pod names the node as its owner.
+                if let Ok(node) = api.client.get_node(&api.node_name) {
+                    node_uid = node.metadata.uid;
+                    if let Ok(mut slot) = api.node_uid.lock() {
+                        slot.clone_from(&node_uid);
+                    }
+                }
+            }
             if let Err(e) = ensure_mirror_pod(
                 api.client.as_ref(),
                 &api.mirrors,

@@ -3,6 +3,23 @@
 //! [`KubeClient`] trait (the verbs the kubelet uses), so every subsystem can be tested against
 //! the recording fake.
 
+pub mod client;
+pub mod fake;
+pub mod kubeconfig;
+pub mod merge_patch;
+pub mod rate_limit;
+mod request;
+pub mod selector;
+pub mod stats;
+pub mod store;
+mod tls;
+pub mod watch;
+
+pub use client::{RestClient, RetryPolicy};
+pub use fake::{Call, FakeClient};
+pub use kubeconfig::RestConfig;
+pub use stats::RequestStats;
+
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 

@@ -242,3 +242,136 @@ impl ApiserverSource {
         log::info!("stopped watching pods on the API server");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ApiStatus, FakeClient};
+    use k8s_openapi::api::core::v1::{Pod, PodSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn pod(name: &str, node: &str, rv: &str) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                uid: Some(format!("uid-{name}")),
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some(node.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn source(fake: &Arc<FakeClient>) -> ApiserverSource {
+        ApiserverSource::new(fake.clone(), "node1").with_watch_timeout(5)
+    }
+
+    #[test]
+    fn relist_sends_the_pods_of_this_node_as_a_set() {
+        let fake = Arc::new(FakeClient::new());
+        fake.insert_pod(&pod("mine", "node1", "")).unwrap();
+        fake.insert_pod(&pod("theirs", "node2", "")).unwrap();
+        let (update, rv) = source(&fake).relist().unwrap();
+        assert_eq!(update.op, PodOperation::Set);
+        assert_eq!(update.source, API_SOURCE);
+        let names: Vec<_> = update
+            .pods
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["mine"]);
+        assert!(!rv.is_empty());
+        let opts = match &fake.calls()[0] {
+            crate::api::Call::ListPods(o) => o.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(opts.field_selector.as_deref(), Some("spec.nodeName=node1"));
+    }
+
+    #[test]
+    fn watch_events_become_updates_and_track_the_resource_version() {
+        let fake = Arc::new(FakeClient::new());
+        fake.push_watch_event(WatchEvent::Added(pod("a", "node1", "11")));
+        fake.push_watch_event(WatchEvent::Modified(pod("a", "node1", "12")));
+        fake.push_watch_event(WatchEvent::Bookmark {
+            resource_version: "15".into(),
+        });
+        fake.push_watch_event(WatchEvent::Deleted(pod("a", "node1", "16")));
+        let (tx, rx) = crossbeam_channel::bounded(10);
+        let (_stop_tx, stop) = crossbeam_channel::bounded::<()>(0);
+        let mut rv = "10".to_string();
+        let end = source(&fake).watch_once(&mut rv, &tx, &stop).unwrap();
+        assert_eq!(end, WatchEnd::Closed);
+        assert_eq!(rv, "16");
+        let ops: Vec<PodOperation> = rx.try_iter().map(|u| u.op).collect();
+        assert_eq!(
+            ops,
+            [
+                PodOperation::Add,
+                PodOperation::Update,
+                PodOperation::Remove
+            ]
+        );
+        match &fake.calls()[0] {
+            crate::api::Call::WatchPods(o) => {
+                assert_eq!(o.resource_version.as_deref(), Some("10"));
+                assert!(o.allow_watch_bookmarks);
+                assert_eq!(o.timeout_seconds, Some(5));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn gone_and_error_events_end_the_watch() {
+        let fake = Arc::new(FakeClient::new());
+        let (tx, _rx) = crossbeam_channel::bounded(10);
+        let (_stop_tx, stop) = crossbeam_channel::bounded::<()>(0);
+        let mut rv = "3".to_string();
+        fake.push_watch_event(WatchEvent::Error(ApiStatus {
+            code: 410,
+            reason: "Expired".into(),
+            message: "too old".into(),
+        }));
+        assert_eq!(
+            source(&fake).watch_once(&mut rv, &tx, &stop).unwrap(),
+            WatchEnd::Gone
+        );
+        fake.push_watch_event(WatchEvent::Error(ApiStatus {
+            code: 500,
+            reason: "InternalError".into(),
+            message: "x".into(),
+        }));
+        assert_eq!(
+            source(&fake).watch_once(&mut rv, &tx, &stop).unwrap(),
+            WatchEnd::Failed
+        );
+        assert_eq!(rv, "3");
+    }
+
+    #[test]
+    fn run_relists_after_gone_without_losing_pods() {
+        let fake = Arc::new(FakeClient::new());
+        fake.insert_pod(&pod("a", "node1", "")).unwrap();
+        fake.push_watch_event(WatchEvent::Error(ApiStatus {
+            code: 410,
+            reason: "Expired".into(),
+            message: "too old".into(),
+        }));
+        let (tx, rx) = crossbeam_channel::bounded(10);
+        let (stop_tx, stop) = crossbeam_channel::bounded::<()>(0);
+        let src = source(&fake);
+        let handle = std::thread::spawn(move || src.run(tx, stop));
+        let first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let second = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        drop(stop_tx);
+        handle.join().unwrap();
+        assert_eq!((first.op, first.pods.len()), (PodOperation::Set, 1));
+        assert_eq!((second.op, second.pods.len()), (PodOperation::Set, 1));
+    }
+}

@@ -8,6 +8,10 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::types::pod_key;
 
+pub mod api;
+
+pub use api::ApiRecorder;
+
 /// `Normal` or `Warning`, as in the Event API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -34,6 +38,17 @@ pub struct Event {
 pub trait Recorder: Send + Sync {
     /// Records an event about a pod.
     fn pod_event(&self, pod: &Pod, kind: EventType, reason: &str, message: String);
+    /// Records an event about the node.
+    fn node_event(&self, node_name: &str, kind: EventType, reason: &str, message: String) {
+        log_event(&format!("node=\"{node_name}\""), kind, reason, &message);
+    }
+}
+
+fn log_event(object: &str, kind: EventType, reason: &str, message: &str) {
+    match kind {
+        EventType::Normal => log::info!("event {object} reason={reason}: {message}"),
+        EventType::Warning => log::warn!("event {object} reason={reason}: {message}"),
+    }
 }
 
 /// Writes events to the log (`info` for Normal, `warn` for Warning).
@@ -42,14 +57,7 @@ pub struct LogRecorder;
 
 impl Recorder for LogRecorder {
     fn pod_event(&self, pod: &Pod, kind: EventType, reason: &str, message: String) {
-        match kind {
-            EventType::Normal => {
-                log::info!("event pod=\"{}\" reason={reason}: {message}", pod_key(pod))
-            }
-            EventType::Warning => {
-                log::warn!("event pod=\"{}\" reason={reason}: {message}", pod_key(pod))
-            }
-        }
+        log_event(&format!("pod=\"{}\"", pod_key(pod)), kind, reason, &message);
     }
 }
 
@@ -66,15 +74,24 @@ impl FakeRecorder {
     }
 }
 
-impl Recorder for FakeRecorder {
-    fn pod_event(&self, pod: &Pod, kind: EventType, reason: &str, message: String) {
+impl FakeRecorder {
+    fn push(&self, object: String, kind: EventType, reason: &str, message: String) {
         if let Ok(mut events) = self.events.lock() {
             events.push(Event {
-                object: pod_key(pod),
+                object,
                 kind,
                 reason: reason.to_string(),
                 message,
             });
         }
+    }
+}
+
+impl Recorder for FakeRecorder {
+    fn pod_event(&self, pod: &Pod, kind: EventType, reason: &str, message: String) {
+        self.push(pod_key(pod), kind, reason, message);
+    }
+    fn node_event(&self, node_name: &str, kind: EventType, reason: &str, message: String) {
+        self.push(node_name.to_string(), kind, reason, message);
     }
 }

@@ -72,6 +72,13 @@ pub fn merge_conditions(ours: &PodStatus, api: Option<&PodStatus>) -> PodStatus 
     out
 }
 
+/// What sending one status did.
+enum Sent {
+    Patched,
+    Unchanged,
+    NoMirror,
+}
+
 /// The status sync loop's state, owned by its thread.
 pub struct StatusSync {
     manager: Arc<StatusManager>,
@@ -117,7 +124,10 @@ impl StatusSync {
             };
             let delete = deletable.contains(&uid);
             match self.send(&uid, &entry.pod, &entry.status) {
-                Ok(sent) => writes += usize::from(sent),
+                Ok(Sent::Patched) => writes += 1,
+                Ok(Sent::Unchanged) => {}
+                // The mirror pod is still being created: try again next round.
+                Ok(Sent::NoMirror) => retry_dirty.push(uid.clone()),
                 Err(e) if e.is_retriable() => {
                     log::warn!(
                         "pod=\"{}\" uid={uid} status update failed, will retry: {e}",
@@ -151,10 +161,10 @@ impl StatusSync {
         writes
     }
 
-    /// Patches one pod's status if it differs from what was last sent; true when patched.
-    fn send(&mut self, uid: &PodUid, pod: &Pod, status: &PodStatus) -> Result<bool, ApiError> {
+    /// Patches one pod's status if it differs from what was last sent.
+    fn send(&mut self, uid: &PodUid, pod: &Pod, status: &PodStatus) -> Result<Sent, ApiError> {
         if self.last_sent.get(uid) == Some(status) {
-            return Ok(false);
+            return Ok(Sent::Unchanged);
         }
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         let name = pod.metadata.name.as_deref().unwrap_or_default();
@@ -167,8 +177,8 @@ impl StatusSync {
                     mirror.metadata.uid.clone().unwrap_or_default(),
                     mirror.status,
                 ),
-                Ok(_) => return Ok(false),
-                Err(e) if e.is_not_found() => return Ok(false),
+                Ok(_) => return Ok(Sent::NoMirror),
+                Err(e) if e.is_not_found() => return Ok(Sent::NoMirror),
                 Err(e) => return Err(e),
             }
         };
@@ -182,7 +192,7 @@ impl StatusSync {
         self.client.patch_pod_status(namespace, name, &patch)?;
         log::debug!("pod=\"{}\" uid={uid} status sent", pod_key(pod));
         self.last_sent.insert(uid.clone(), status.clone());
-        Ok(true)
+        Ok(Sent::Patched)
     }
 
     fn delete(&self, pod: &Pod) -> Result<(), ApiError> {
@@ -203,5 +213,164 @@ impl StatusSync {
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ApiStatus, Call, FakeClient};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+    fn api_pod(name: &str) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                annotations: Some(
+                    [(CONFIG_SOURCE_ANNOTATION.to_string(), API_SOURCE.to_string())].into(),
+                ),
+                ..Default::default()
+            },
+            status: Some(PodStatus {
+                conditions: Some(vec![condition("PodScheduled", "True")]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn condition(kind: &str, status: &str) -> PodCondition {
+        PodCondition {
+            type_: kind.into(),
+            status: status.into(),
+            ..Default::default()
+        }
+    }
+
+    fn status(phase: &str) -> PodStatus {
+        PodStatus {
+            phase: Some(phase.into()),
+            conditions: Some(vec![condition("Ready", "True")]),
+            ..Default::default()
+        }
+    }
+
+    fn setup() -> (Arc<FakeClient>, Arc<StatusManager>, StatusSync, Arc<Pod>) {
+        let fake = Arc::new(FakeClient::new());
+        let created = fake.insert_pod(&api_pod("web")).unwrap();
+        let manager = Arc::new(StatusManager::default());
+        let sync = StatusSync::new(manager.clone(), fake.clone());
+        (fake, manager, sync, Arc::new(created))
+    }
+
+    fn patches(fake: &FakeClient) -> Vec<serde_json::Value> {
+        fake.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::PatchPodStatus { patch, .. } => Some(patch),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn changed_statuses_are_patched_once_with_foreign_conditions_kept() {
+        let (fake, manager, mut sync, pod) = setup();
+        manager.set_pod_status(&pod, status("Running"));
+        assert_eq!(sync.sync_batch(), 1);
+        let p = patches(&fake);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0]["metadata"]["uid"], serde_json::json!(pod.metadata.uid));
+        let kinds: Vec<&str> = p[0]["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["Ready", "PodScheduled"]);
+        assert_eq!(
+            fake.pod("default", "web")
+                .unwrap()
+                .status
+                .unwrap()
+                .phase
+                .as_deref(),
+            Some("Running")
+        );
+
+        // Same status again: nothing sent; a new one: sent.
+        manager.set_pod_status(&pod, status("Running"));
+        assert_eq!(sync.sync_batch(), 0);
+        manager.set_pod_status(&pod, status("Succeeded"));
+        assert_eq!(sync.sync_batch(), 1);
+        assert_eq!(patches(&fake).len(), 2);
+    }
+
+    #[test]
+    fn retriable_failures_are_retried_next_round() {
+        let (fake, manager, mut sync, pod) = setup();
+        fake.inject_error(
+            "patch_pod_status",
+            ApiError::Status {
+                verb: "PATCH",
+                path: "/x".into(),
+                status: ApiStatus {
+                    code: 503,
+                    reason: "ServiceUnavailable".into(),
+                    message: "down".into(),
+                },
+                retry_after: None,
+            },
+        );
+        manager.set_pod_status(&pod, status("Running"));
+        assert_eq!(sync.sync_batch(), 0);
+        assert_eq!(sync.sync_batch(), 1);
+    }
+
+    #[test]
+    fn terminated_pod_with_deletion_timestamp_is_deleted_with_grace_zero() {
+        let (fake, manager, mut sync, pod) = setup();
+        let mut deleting = (*pod).clone();
+        deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        let deleting = Arc::new(deleting);
+        manager.set_pod_status(&deleting, status("Succeeded"));
+        manager.mark_deletable(&crate::types::uid_of(&deleting));
+        assert_eq!(sync.sync_batch(), 2);
+        let delete = fake.calls().into_iter().find_map(|c| match c {
+            Call::DeletePod { opts, .. } => Some(opts),
+            _ => None,
+        });
+        let opts = delete.expect("deleted");
+        assert_eq!(opts.grace_period_seconds, Some(0));
+        assert_eq!(opts.precondition_uid, pod.metadata.uid);
+        assert!(fake.pod("default", "web").is_none());
+    }
+
+    #[test]
+    fn static_pod_status_goes_to_its_mirror_or_waits() {
+        let (fake, manager, mut sync, _) = setup();
+        let mut static_pod = api_pod("kube-web-node1");
+        static_pod.metadata.uid = Some("static-uid".into());
+        static_pod.metadata.annotations =
+            Some([(CONFIG_SOURCE_ANNOTATION.to_string(), "file".to_string())].into());
+        let static_pod = Arc::new(static_pod);
+        manager.set_pod_status(&static_pod, status("Running"));
+        assert_eq!(sync.sync_batch(), 0, "no mirror yet");
+        let mut mirror = api_pod("kube-web-node1");
+        mirror.metadata.annotations = Some(
+            [(
+                CONFIG_MIRROR_ANNOTATION.to_string(),
+                "static-uid".to_string(),
+            )]
+            .into(),
+        );
+        let mirror = fake.insert_pod(&mirror).unwrap();
+        manager.set_pod_status(&static_pod, status("Succeeded"));
+        assert_eq!(sync.sync_batch(), 1);
+        assert_eq!(
+            patches(&fake)[0]["metadata"]["uid"],
+            serde_json::json!(mirror.metadata.uid)
+        );
     }
 }

@@ -1,0 +1,247 @@
+//! What the node status threads need from the kubelet: [`KubeletNodeStatus`] gathers the
+//! inputs of the node status setters (machine facts read once at start-up, the runtime's
+//! `Status` conditions and images, PLEG health) and turns condition transitions into node
+//! events; [`start_node_threads`] starts `node-status` and `node-lease`.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Receiver;
+
+use crate::api::KubeClient;
+use crate::clock::Clock;
+use crate::cri::{ImageService, RuntimeService};
+use crate::events::{EventType, Recorder};
+use crate::nodestatus::lease::NodeLeaseController;
+use crate::nodestatus::machine::{read_machine_info, MachineInfo};
+use crate::nodestatus::node_ip::detect_node_ip;
+use crate::nodestatus::registration::NodeRegistration;
+use crate::nodestatus::updater::{NodeStatusConfig, NodeStatusSource, NodeStatusUpdater};
+use crate::nodestatus::{
+    AllocatableReservation, ImageInfo, NodeEvent, NodeStatusInputs, RuntimeCondition, RuntimeSync,
+};
+use crate::pleg::GenericPleg;
+
+use super::KubeletError;
+
+/// Upstream lease duration (`nodeLeaseDurationSeconds`).
+const LEASE_DURATION_SECONDS: i32 = 40;
+
+/// The kubelet side of node status.
+pub struct KubeletNodeStatus {
+    node_name: String,
+    node_ips: Vec<IpAddr>,
+    machine: MachineInfo,
+    max_pods: u32,
+    pods_per_core: u32,
+    reservation: AllocatableReservation,
+    kubelet_port: u16,
+    runtime_name: String,
+    runtime_version: String,
+    runtime: Arc<dyn RuntimeService>,
+    images: Arc<dyn ImageService>,
+    pleg: Arc<GenericPleg>,
+    recorder: Arc<dyn Recorder>,
+}
+
+/// Everything [`KubeletNodeStatus`] is built from.
+pub struct NodeStatusDeps {
+    /// CRI runtime (Status).
+    pub runtime: Arc<dyn RuntimeService>,
+    /// CRI images (node images list).
+    pub images: Arc<dyn ImageService>,
+    /// PLEG (health).
+    pub pleg: Arc<GenericPleg>,
+    /// Node events.
+    pub recorder: Arc<dyn Recorder>,
+    /// Runtime name from CRI Version (`containerd`).
+    pub runtime_name: String,
+    /// Runtime version from CRI Version (`1.6.20`).
+    pub runtime_version: String,
+}
+
+impl KubeletNodeStatus {
+    /// Reads the machine facts once (they do not change while the kubelet runs) and resolves
+    /// the node IP once (resolution may block on DNS).
+    pub fn new(config: &crate::config::settings::KubeletConfig, deps: NodeStatusDeps) -> Self {
+        let machine = read_machine_info(Path::new("/"), &config.root_dir).unwrap_or_else(|e| {
+            log::error!("reading machine information: {e}");
+            MachineInfo::default()
+        });
+        let node_ips = if config.node_ips.is_empty() {
+            detect_node_ip(Path::new("/"), &config.node_name)
+                .into_iter()
+                .collect()
+        } else {
+            config.node_ips.clone()
+        };
+        let raw = &config.raw;
+        let reservation = AllocatableReservation::from_config(
+            raw.system_reserved.as_ref(),
+            raw.kube_reserved.as_ref(),
+            raw.eviction_hard.as_ref(),
+        )
+        .unwrap_or_else(|e| {
+            log::error!("systemReserved/kubeReserved/evictionHard: {e}; reserving nothing");
+            AllocatableReservation::default()
+        });
+        KubeletNodeStatus {
+            node_name: config.node_name.clone(),
+            node_ips,
+            machine,
+            max_pods: config.max_pods,
+            pods_per_core: raw
+                .pods_per_core
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0),
+            reservation,
+            kubelet_port: raw
+                .port
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(10250),
+            runtime_name: deps.runtime_name,
+            runtime_version: deps.runtime_version,
+            runtime: deps.runtime,
+            images: deps.images,
+            pleg: deps.pleg,
+            recorder: deps.recorder,
+        }
+    }
+}
+
+impl NodeStatusSource for KubeletNodeStatus {
+    fn node_status_inputs(&self) -> NodeStatusInputs {
+        let (runtime_sync, runtime_conditions) = match self.runtime.status(false) {
+            Ok(resp) => {
+                let conditions = resp
+                    .get_status()
+                    .get_conditions()
+                    .iter()
+                    .map(|c| RuntimeCondition {
+                        type_: c.get_field_type().to_string(),
+                        status: c.get_status(),
+                        reason: c.get_reason().to_string(),
+                        message: c.get_message().to_string(),
+                    })
+                    .collect();
+                (RuntimeSync::Recent, Some(conditions))
+            }
+            Err(e) => {
+                log::warn!("container runtime status: {e}");
+                (RuntimeSync::Stale, None)
+            }
+        };
+        let images = match self.images.list_images(None) {
+            Ok(list) => list
+                .iter()
+                .map(|i| ImageInfo {
+                    id: i.get_id().to_string(),
+                    repo_tags: i.get_repo_tags().to_vec(),
+                    repo_digests: i.get_repo_digests().to_vec(),
+                    size_bytes: i.get_size(),
+                })
+                .collect(),
+            Err(e) => {
+                log::warn!("listing images for node status: {e}");
+                Vec::new()
+            }
+        };
+        let pleg_healthy = self.pleg.healthy();
+        NodeStatusInputs {
+            hostname: self.node_name.clone(),
+            node_ips: self.node_ips.clone(),
+            machine: self.machine.clone(),
+            max_pods: self.max_pods,
+            pods_per_core: self.pods_per_core,
+            reservation: self.reservation.clone(),
+            runtime_name: self.runtime_name.clone(),
+            runtime_version: Some(self.runtime_version.clone()),
+            kubelet_version: format!("v{}", env!("CARGO_PKG_VERSION")),
+            kubelet_port: self.kubelet_port,
+            images,
+            runtime_sync,
+            runtime_conditions,
+            pleg_healthy,
+            pleg_message: if pleg_healthy {
+                String::new()
+            } else {
+                format!(
+                    "pleg was last seen active more than {:?} ago",
+                    crate::pleg::RELIST_THRESHOLD
+                )
+            },
+            ..Default::default()
+        }
+    }
+
+    fn record_node_event(&self, event: &NodeEvent) {
+        let kind = if event.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        self.recorder
+            .node_event(&self.node_name, kind, event.reason, event.message.clone());
+    }
+}
+
+/// Starts the `node-status` and `node-lease` threads.
+pub fn start_node_threads(
+    config: &crate::config::settings::KubeletConfig,
+    client: Arc<dyn KubeClient>,
+    clock: Arc<dyn Clock>,
+    source: Arc<KubeletNodeStatus>,
+    stop: &Receiver<()>,
+) -> Result<Vec<JoinHandle<()>>, KubeletError> {
+    let mut status_config = NodeStatusConfig::new(NodeRegistration::new(
+        config.node_name.clone(),
+        config.node_name.clone(),
+    ));
+    if let Some(d) = config
+        .raw
+        .node_status_update_frequency
+        .and_then(|d| d.to_std())
+        .filter(|d| !d.is_zero())
+    {
+        status_config.update_frequency = d;
+    }
+    if let Some(d) = config
+        .raw
+        .node_status_report_frequency
+        .and_then(|d| d.to_std())
+        .filter(|d| !d.is_zero())
+    {
+        status_config.report_frequency = d;
+    }
+    let updater = Arc::new(NodeStatusUpdater::new(
+        status_config,
+        Arc::clone(&client),
+        source,
+        Arc::clone(&clock),
+    ));
+    let lease = Arc::new(NodeLeaseController::new(
+        client,
+        clock,
+        config.node_name.clone(),
+        LEASE_DURATION_SECONDS,
+    ));
+    let stop_status = stop.clone();
+    let stop_lease = stop.clone();
+    let status = std::thread::Builder::new()
+        .name("node-status".into())
+        .spawn(move || updater.run(stop_status))
+        .map_err(|source| KubeletError::Thread {
+            name: "node-status",
+            source,
+        })?;
+    let lease = std::thread::Builder::new()
+        .name("node-lease".into())
+        .spawn(move || lease.run(stop_lease))
+        .map_err(|source| KubeletError::Thread {
+            name: "node-lease",
+            source,
+        })?;
+    Ok(vec![status, lease])
+}
