@@ -39,7 +39,7 @@ impl Node {
         let config = KubeletConfig::from_args(args.iter().map(Into::into)).unwrap();
         let config = Arc::new(config);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let sources = make_pod_sources(&config, &stop_rx).unwrap();
+        let sources = make_pod_sources(&config, None, &stop_rx).unwrap();
         let deps = Deps {
             runtime: runtime.clone(),
             images: runtime.clone(),
