@@ -1,6 +1,8 @@
-//! Shared test helpers: scratch directories and bounded waiting.
+//! Shared test helpers: scratch directories, bounded waiting and the API server double.
 
 #![allow(dead_code)]
+
+pub mod apiserver;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

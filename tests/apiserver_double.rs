@@ -1,0 +1,736 @@
+//! The API server test double against the API semantics the kubelet relies on (and that
+//! kube-apiserver has): resourceVersions, Status errors, the status subresource, merge patch,
+//! graceful deletion, selectors, watches (410, bookmarks, timeouts), fault injection,
+//! authentication, and kubectl v1.32 as a real client.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use support::apiserver::client::Api;
+use support::apiserver::{ApiServer, ApiServerConfig};
+use support::{scratch_dir, wait_for};
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+
+fn pod(name: &str, node: Option<&str>) -> Value {
+    let mut pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name, "labels": { "app": "web" } },
+        "spec": { "containers": [{ "name": "c", "image": "busybox:1.36" }] },
+    });
+    if let Some(node) = node {
+        pod["spec"]["nodeName"] = json!(node);
+    }
+    pod
+}
+
+fn rv_of(object: &Value) -> u64 {
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn names(list: &Value) -> Vec<&str> {
+    let items = list["items"].as_array().unwrap();
+    items
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn create_get_and_list_with_field_selectors() {
+    let server = ApiServer::start();
+    let api = Api::new(&server);
+    let (code, created) = api.call("POST", PODS, Some(pod("a", Some("node-a"))));
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["metadata"]["namespace"], "default");
+    assert_eq!(
+        created["status"],
+        json!({ "phase": "Pending", "qosClass": "BestEffort" })
+    );
+    assert_eq!(created["spec"]["restartPolicy"], "Always");
+    let uid = created["metadata"]["uid"].as_str().unwrap();
+    assert_eq!((uid.len(), &uid[14..15]), (36, "4"), "v4 UUID: {uid}");
+    assert!(created["metadata"]["creationTimestamp"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    api.call("POST", PODS, Some(pod("b", Some("node-b"))));
+    api.call(
+        "POST",
+        "/api/v1/namespaces/kube-system/pods",
+        Some(pod("c", None)),
+    );
+
+    let (code, got) = api.get(&format!("{PODS}/a"));
+    assert_eq!((code, got["metadata"]["uid"].as_str()), (200, Some(uid)));
+    let (_, all) = api.get("/api/v1/pods");
+    assert_eq!(
+        (all["kind"].as_str(), all["apiVersion"].as_str()),
+        (Some("PodList"), Some("v1"))
+    );
+    assert_eq!(rv_of(&all), server.resource_version());
+    assert_eq!(names(&all), ["a", "b", "c"]);
+    assert!(
+        all["items"][0].get("kind").is_none(),
+        "list items carry no kind"
+    );
+    let selected = |query: &str| api.get(&format!("/api/v1/pods?{query}")).1;
+    assert_eq!(
+        names(&selected("fieldSelector=spec.nodeName%3Dnode-a")),
+        ["a"]
+    );
+    assert_eq!(names(&selected("fieldSelector=spec.nodeName%3D")), ["c"]);
+    assert_eq!(
+        names(&selected("fieldSelector=spec.nodeName!%3Dnode-a")),
+        ["b", "c"]
+    );
+    assert_eq!(
+        names(&selected("fieldSelector=metadata.namespace%3Dkube-system")),
+        ["c"]
+    );
+    assert_eq!(
+        names(&selected(
+            "fieldSelector=metadata.name%3Db&resourceVersion=0"
+        )),
+        ["b"]
+    );
+    assert_eq!(names(&selected("labelSelector=app%3Dweb")).len(), 3);
+    assert_eq!(names(&api.get(PODS).1), ["a", "b"]);
+    let (code, status) = api.get("/api/v1/pods?fieldSelector=spec.bogus%3Dx");
+    assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")));
+    assert_eq!(server.list_pods().len(), 3);
+    assert_eq!(server.request_count("list", "pods"), 9);
+}
+
+#[test]
+fn every_write_bumps_the_one_global_resource_version() {
+    let server = ApiServer::start();
+    let api = Api::new(&server);
+    let mut last = server.resource_version();
+    let writes = [
+        ("POST", PODS.to_string(), pod("a", Some("n1"))),
+        (
+            "PATCH",
+            format!("{PODS}/a"),
+            json!({ "metadata": { "labels": { "x": "1" } } }),
+        ),
+        (
+            "POST",
+            "/api/v1/nodes".to_string(),
+            json!({ "metadata": { "name": "n1" } }),
+        ),
+        (
+            "PATCH",
+            format!("{PODS}/a/status"),
+            json!({ "status": { "phase": "Running" } }),
+        ),
+    ];
+    for (method, path, body) in writes {
+        let (code, object) = api.call(method, &path, Some(body));
+        assert!(code < 300, "{method} {path}: {object}");
+        assert_eq!(rv_of(&object), last + 1, "{method} {path}");
+        last += 1;
+    }
+    assert_eq!(server.resource_version(), last);
+}
+
+#[test]
+fn errors_are_status_objects_with_upstream_reasons() {
+    let server = ApiServer::start();
+    let api = Api::new(&server);
+    let (_, created) = api.call("POST", PODS, Some(pod("a", None)));
+    let reason = |(code, status): (u16, Value)| {
+        assert_eq!(status["kind"], "Status", "{status}");
+        assert_eq!(status["code"], code);
+        (
+            code,
+            status["reason"].as_str().unwrap().to_string(),
+            status["message"].clone(),
+        )
+    };
+    let (code, why, message) = reason(api.call("POST", PODS, Some(pod("a", None))));
+    assert_eq!((code, why.as_str()), (409, "AlreadyExists"));
+    assert_eq!(message, "pods \"a\" already exists");
+    let (code, why, message) = reason(api.get(&format!("{PODS}/nope")));
+    assert_eq!(
+        (code, why.as_str(), message.as_str()),
+        (404, "NotFound", Some("pods \"nope\" not found"))
+    );
+    let mut stale = created.clone();
+    stale["metadata"]["resourceVersion"] = json!("1");
+    let (code, why, _) = reason(api.call("PUT", &format!("{PODS}/a"), Some(stale)));
+    assert_eq!((code, why.as_str()), (409, "Conflict"));
+    let (code, why, _) = reason(api.get("/api/v1/secrets"));
+    assert_eq!((code, why.as_str()), (404, "NotFound"));
+    let (code, why, _) =
+        reason(api.call("POST", "/api/v1/namespaces/nope/pods", Some(pod("b", None))));
+    assert_eq!((code, why.as_str()), (404, "NotFound"));
+    let response = api.send(
+        "POST",
+        PODS,
+        "application/json",
+        Some(json!("not an object")),
+    );
+    assert_eq!(response.status().as_u16(), 400);
+    let response = api.send(
+        "PATCH",
+        &format!("{PODS}/a"),
+        "application/json-patch+json",
+        Some(json!([])),
+    );
+    assert_eq!(response.status().as_u16(), 415);
+}
+
+#[test]
+fn status_subresource_and_main_resource_change_separate_parts() {
+    let server = ApiServer::start();
+    let api = Api::new(&server);
+    api.call("POST", PODS, Some(pod("a", Some("n1"))));
+    let main_patch =
+        json!({ "metadata": { "labels": { "tier": "1" } }, "status": { "phase": "Failed" } });
+    let (_, patched) = api.call("PATCH", &format!("{PODS}/a"), Some(main_patch));
+    assert_eq!(patched["metadata"]["labels"]["tier"], "1");
+    assert_eq!(
+        patched["status"]["phase"], "Pending",
+        "main resource keeps status"
+    );
+    let status_patch =
+        json!({ "metadata": { "labels": { "tier": "2" } }, "status": { "phase": "Running" } });
+    let (_, patched) = api.call("PATCH", &format!("{PODS}/a/status"), Some(status_patch));
+    assert_eq!(
+        patched["metadata"]["labels"]["tier"], "1",
+        "status keeps the rest"
+    );
+    assert_eq!(patched["status"]["phase"], "Running");
+    let mut put = patched.clone();
+    put["status"]["podIP"] = json!("10.0.0.5");
+    put["spec"]["nodeName"] = json!("elsewhere");
+    let (code, updated) = api.call("PUT", &format!("{PODS}/a/status"), Some(put));
+    assert_eq!(
+        (code, &updated["status"]["podIP"]),
+        (200, &json!("10.0.0.5"))
+    );
+    assert_eq!(updated["spec"]["nodeName"], "n1");
+    let spec_change = json!({ "spec": { "restartPolicy": "Never" } });
+    let (code, status) = api.call("PATCH", &format!("{PODS}/a"), Some(spec_change));
+    assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")));
+    assert_eq!(server.request_count("patch", "pods/status"), 1);
+}
+
+#[test]
+fn merge_patch_follows_rfc_7386_and_noop_patches_keep_the_version() {
+    let server = ApiServer::start();
+    let api = Api::new(&server);
+    let mut body = pod("a", Some("n1"));
+    body["metadata"]["annotations"] = json!({ "keep": "1", "drop": "2" });
+    api.call("POST", PODS, Some(body));
+    let patch = json!({ "metadata": { "annotations": { "drop": null, "new": "3" } } });
+    let (_, patched) = api.call("PATCH", &format!("{PODS}/a"), Some(patch.clone()));
+    assert_eq!(
+        patched["metadata"]["annotations"],
+        json!({ "keep": "1", "new": "3" })
+    );
+    let (_, again) = api.call("PATCH", &format!("{PODS}/a"), Some(patch));
+    assert_eq!(
+        rv_of(&again),
+        rv_of(&patched),
+        "a no-op patch writes nothing"
+    );
+    let conditions = json!({ "status": { "conditions": [{ "type": "Ready", "status": "True" }] } });
+    let smp = "application/strategic-merge-patch+json";
+    let response = api.send("PATCH", &format!("{PODS}/a/status"), smp, Some(conditions));
+    let patched: Value = serde_json::from_slice(&response.bytes().unwrap()).unwrap();
+    assert_eq!(patched["status"]["conditions"][0]["type"], "Ready");
+    assert_eq!(patched["status"]["phase"], "Pending");
+    let directive = json!({ "status": { "$setElementOrder/conditions": [{ "type": "Ready" }] } });
+    let response = api.send("PATCH", &format!("{PODS}/a/status"), smp, Some(directive));
+    assert_eq!(response.status().as_u16(), 400);
+    let stale = json!({ "metadata": { "resourceVersion": "1" }, "status": { "phase": "Running" } });
+    assert_eq!(
+        api.call("PATCH", &format!("{PODS}/a/status"), Some(stale))
+            .0,
+        409
+    );
+    let wrong_uid = json!({ "metadata": { "uid": "nope" }, "status": { "phase": "Running" } });
+    assert_eq!(
+        api.call("PATCH", &format!("{PODS}/a/status"), Some(wrong_uid))
+            .0,
+        409
+    );
+}
+
+#[test]
+fn graceful_pod_deletion_then_grace_zero_removes() {
+    let server = ApiServer::start();
+    let api = Api::new(&server);
+    let mut body = pod("a", Some("n1"));
+    body["spec"]["terminationGracePeriodSeconds"] = json!(20);
+    api.call("POST", PODS, Some(body));
+    let (code, deleting) = api.call("DELETE", &format!("{PODS}/a"), None);
+    assert_eq!(code, 200);
+    assert_eq!(deleting["metadata"]["deletionGracePeriodSeconds"], 20);
+    let stored = server
+        .get_pod("default", "a")
+        .expect("still there while terminating");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let created = stored.metadata.creation_timestamp.unwrap().0.as_second();
+    let deadline = stored.metadata.deletion_timestamp.unwrap().0.as_second();
+    assert!((now - created).abs() <= 5, "creationTimestamp is now");
+    assert!(
+        (deadline - now - 20).abs() <= 5,
+        "deletionTimestamp is now + grace"
+    );
+    let longer = json!({ "gracePeriodSeconds": 60 });
+    let (_, unchanged) = api.call("DELETE", &format!("{PODS}/a"), Some(longer));
+    assert_eq!(
+        unchanged["metadata"]["deletionGracePeriodSeconds"], 20,
+        "grace only shortens"
+    );
+    let (code, _) = api.call("DELETE", &format!("{PODS}/a?gracePeriodSeconds=0"), None);
+    assert_eq!(code, 200);
+    assert_eq!(api.get(&format!("{PODS}/a")).0, 404);
+    api.call("POST", PODS, Some(pod("unscheduled", None)));
+    api.call("DELETE", &format!("{PODS}/unscheduled"), None);
+    assert!(server.get_pod("default", "unscheduled").is_none());
+    api.call(
+        "POST",
+        "/api/v1/nodes",
+        Some(json!({ "metadata": { "name": "n1" } })),
+    );
+    let (code, status) = api.call("DELETE", "/api/v1/nodes/n1", None);
+    assert_eq!((code, status["status"].as_str()), (200, Some("Success")));
+}
+
+#[test]
+fn delete_preconditions_must_match() {
+    let server = ApiServer::start();
+    let api = Api::new(&server);
+    let (_, created) = api.call("POST", PODS, Some(pod("a", None)));
+    let uid = created["metadata"]["uid"].clone();
+    for preconditions in [json!({ "uid": "other" }), json!({ "resourceVersion": "1" })] {
+        let options = json!({ "preconditions": preconditions });
+        let (code, status) = api.call("DELETE", &format!("{PODS}/a"), Some(options));
+        assert_eq!(
+            (code, status["reason"].as_str()),
+            (409, Some("Conflict")),
+            "{status}"
+        );
+    }
+    let options = json!({ "gracePeriodSeconds": 0, "preconditions": { "uid": uid } });
+    assert_eq!(
+        api.call("DELETE", &format!("{PODS}/a"), Some(options)).0,
+        200
+    );
+    assert!(server.get_pod("default", "a").is_none());
+}
+
+#[test]
+fn watch_from_a_resource_version_sends_only_later_events() {
+    let server = ApiServer::start();
+    let api = Api::new(&server);
+    api.call("POST", PODS, Some(pod("before", Some("n1"))));
+    let from = server.resource_version();
+    api.call("POST", PODS, Some(pod("after", Some("n1"))));
+    api.call(
+        "DELETE",
+        &format!("{PODS}/after?gracePeriodSeconds=0"),
+        None,
+    );
+    let watch = api.watch(&format!(
+        "/api/v1/pods?watch=1&resourceVersion={from}&timeoutSeconds=1"
+    ));
+    let expected =
+        [("ADDED", "after"), ("DELETED", "after")].map(|(t, n)| (t.to_string(), n.to_string()));
+    assert_eq!(watch.drain(), expected);
+    let watch = api.watch(&format!("{PODS}?watch=true&timeoutSeconds=1"));
+    let names: Vec<_> = watch
+        .drain()
+        .into_iter()
+        .map(|(t, n)| format!("{t} {n}"))
+        .collect();
+    assert_eq!(
+        names,
+        ["ADDED before"],
+        "no resourceVersion: current objects first"
+    );
+}
+
+#[test]
+fn watch_from_a_compacted_resource_version_gets_410_expired() {
+    let server = ApiServer::start_with(ApiServerConfig {
+        event_window: 3,
+        ..ApiServerConfig::default()
+    });
+    let api = Api::new(&server);
+    for name in ["a", "b", "c", "d"] {
+        api.call("POST", PODS, Some(pod(name, None)));
+    }
+    let mut watch = api.watch("/api/v1/pods?watch=1&resourceVersion=2&timeoutSeconds=5");
+    let event = watch.next_event().unwrap();
+    assert_eq!(event["type"], "ERROR");
+    let status = &event["object"];
+    assert_eq!(
+        (status["code"].as_u64(), status["reason"].as_str()),
+        (Some(410), Some("Expired"))
+    );
+    assert_eq!(status["message"], "too old resource version: 2 (4)");
+    assert!(
+        watch.next_event().is_none(),
+        "the stream ends after the error"
+    );
+    server.compact();
+    let now = server.resource_version();
+    let mut watch = api.watch(&format!("/api/v1/pods?watch=1&resourceVersion={}", now - 1));
+    assert_eq!(watch.next_event().unwrap()["object"]["code"], 410);
+    let watch = api.watch(&format!(
+        "/api/v1/pods?watch=1&resourceVersion={now}&timeoutSeconds=1"
+    ));
+    assert!(
+        watch.drain().is_empty(),
+        "the current version is still watchable"
+    );
+}
+
+#[test]
+fn watches_send_bookmarks_and_end_at_timeout_seconds() {
+    let server = ApiServer::start_with(ApiServerConfig {
+        bookmark_interval: Duration::from_millis(200),
+        ..ApiServerConfig::default()
+    });
+    let api = Api::new(&server);
+    api.call("POST", PODS, Some(pod("a", None)));
+    let rv = server.resource_version();
+    let started = Instant::now();
+    let query =
+        format!("{PODS}?watch=1&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=1");
+    let events = api.watch(&query).drain();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(4),
+        "{elapsed:?}"
+    );
+    assert!(events.len() >= 3, "{events:?}");
+    for (kind, version) in events {
+        assert_eq!((kind.as_str(), version), ("BOOKMARK", rv.to_string()));
+    }
+    let plain = api.watch(&format!(
+        "{PODS}?watch=1&resourceVersion={rv}&timeoutSeconds=1"
+    ));
+    assert!(plain.drain().is_empty(), "no bookmarks unless allowed");
+}
+
+#[test]
+fn watch_field_selectors_follow_objects_in_and_out() {
+    let server = ApiServer::start();
+    let api = Api::new(&server);
+    let rv = server.resource_version();
+    api.call("POST", PODS, Some(pod("other", Some("node-b"))));
+    api.call("POST", PODS, Some(pod("later", None)));
+    server.bind_pod("default", "later", "node-a").unwrap();
+    api.call(
+        "PATCH",
+        &format!("{PODS}/later/status"),
+        Some(json!({ "status": { "phase": "Running" } })),
+    );
+    let selector = "fieldSelector=spec.nodeName%3Dnode-a,status.phase!%3DSucceeded";
+    api.call(
+        "PATCH",
+        &format!("{PODS}/later/status"),
+        Some(json!({ "status": { "phase": "Succeeded" } })),
+    );
+    let query = format!("/api/v1/pods?watch=1&{selector}&resourceVersion={rv}&timeoutSeconds=1");
+    let events: Vec<_> = api
+        .watch(&query)
+        .drain()
+        .into_iter()
+        .map(|(t, n)| format!("{t} {n}"))
+        .collect();
+    assert_eq!(events, ["ADDED later", "MODIFIED later", "DELETED later"]);
+}
+
+#[test]
+fn faults_fail_stall_and_close() {
+    let server = ApiServer::start();
+    let api = Api::new(&server);
+    server.fail_next(2, 500);
+    for _ in 0..2 {
+        let (code, status) = api.get(PODS);
+        assert_eq!(
+            (code, status["reason"].as_str()),
+            (500, Some("InternalError"))
+        );
+    }
+    assert_eq!(api.get(PODS).0, 200);
+    server.fail_next(1, 429);
+    let response = api.send("GET", PODS, "", None);
+    assert_eq!(response.status().as_u16(), 429);
+    assert_eq!(response.headers()["retry-after"], "1");
+    server.set_stall(Duration::from_millis(300));
+    let started = Instant::now();
+    assert_eq!(api.get(PODS).0, 200);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    server.set_stall(Duration::ZERO);
+
+    let mut watch = api.watch(&format!(
+        "{PODS}?watch=1&resourceVersion={}",
+        server.resource_version()
+    ));
+    wait_for(Duration::from_secs(5), || {
+        (server.open_watches() == 1).then_some(())
+    })
+    .unwrap();
+    server.inject_raw_watch_line(b"{\"type\":\"ADDED\",\"object\":{\"kind\":\"Pod\"}}");
+    assert_eq!(watch.next_event().unwrap()["object"]["kind"], "Pod");
+    server.close_watches();
+    assert!(
+        watch.next_event().is_none(),
+        "close_watches ends the stream"
+    );
+    wait_for(Duration::from_secs(5), || {
+        (server.open_watches() == 0).then_some(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn going_down_refuses_connections_until_it_comes_back() {
+    let server = ApiServer::start();
+    let api = Api::new(&server);
+    let mut watch = api.watch(&format!("{PODS}?watch=1"));
+    assert_eq!(api.get("/version").0, 200);
+    server.go_down();
+    assert!(watch.next_event().is_none(), "open watches are dropped");
+    assert!(TcpStream::connect(server.addr()).is_err());
+    assert!(api
+        .http
+        .get(format!("{}/version", api.base))
+        .send()
+        .is_err());
+    server.come_back();
+    let (code, version) = api.get("/version");
+    assert_eq!(
+        (code, version["gitVersion"].as_str()),
+        (200, Some("v1.32.0"))
+    );
+    let addr = server.addr();
+    let _watch = api.watch(&format!("{PODS}?watch=1"));
+    let started = Instant::now();
+    server.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "stop is prompt with a watch open"
+    );
+    assert!(TcpStream::connect(addr).is_err(), "stopped");
+}
+
+#[test]
+fn malformed_requests_get_400_and_the_double_keeps_serving() {
+    let server = ApiServer::start();
+    let mut plain = TcpStream::connect(server.addr()).unwrap();
+    plain.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let _ = plain.read(&mut [0u8; 64]); // the TLS handshake fails; the server closes
+    let tls = rustls::ClientConnection::new(
+        Arc::new(server.tls_client_config()),
+        "127.0.0.1".try_into().unwrap(),
+    )
+    .unwrap();
+    let mut conn = rustls::StreamOwned::new(tls, TcpStream::connect(server.addr()).unwrap());
+    conn.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("\"reason\":\"BadRequest\""), "{answer}");
+    assert_eq!(Api::new(&server).get(PODS).0, 200);
+}
+
+#[test]
+fn requests_need_a_client_certificate_or_the_token() {
+    let server = ApiServer::start_with(ApiServerConfig {
+        bearer_token: Some("s3cret".into()),
+        ..ApiServerConfig::default()
+    });
+    let anonymous = Api::with_tls(&server, server.tls_client_config_anonymous());
+    let (code, status) = anonymous.get(PODS);
+    assert_eq!(
+        (code, status["reason"].as_str()),
+        (401, Some("Unauthorized"))
+    );
+    let with_token = |token: &str| {
+        let url = format!("{}{PODS}", anonymous.base);
+        anonymous
+            .http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!((with_token("s3cret"), with_token("wrong")), (200, 401));
+    assert_eq!(Api::new(&server).get(PODS).0, 200);
+}
+
+#[test]
+fn leases_events_namespaces_and_discovery() {
+    let server = ApiServer::start();
+    let api = Api::new(&server);
+    let lease = json!({
+        "metadata": { "name": "n1" },
+        "spec": { "holderIdentity": "n1", "leaseDurationSeconds": 40 },
+    });
+    let path = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1";
+    assert_eq!(
+        api.call("PUT", path, Some(lease)).0,
+        201,
+        "PUT creates a lease"
+    );
+    let renew = json!({ "spec": { "renewTime": "2024-01-01T00:00:00.000000Z" } });
+    assert_eq!(api.call("PATCH", path, Some(renew)).0, 200);
+    let lease = server.get_lease("kube-node-lease", "n1").unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("n1"));
+    let event = json!({
+        "metadata": { "generateName": "a." },
+        "involvedObject": { "kind": "Pod", "name": "a" },
+        "reason": "Started",
+    });
+    assert_eq!(
+        api.call("POST", "/api/v1/namespaces/default/events", Some(event))
+            .0,
+        201
+    );
+    assert_eq!(server.events()[0].reason.as_deref(), Some("Started"));
+    let (_, namespaces) = api.get("/api/v1/namespaces");
+    assert_eq!(
+        names(&namespaces),
+        ["default", "kube-node-lease", "kube-system"]
+    );
+    let (_, resources) = api.get("/api/v1");
+    let listed: Vec<_> = resources["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "pods",
+        "pods/status",
+        "nodes",
+        "nodes/status",
+        "events",
+        "namespaces",
+    ] {
+        assert!(listed.contains(&name), "{name} in {listed:?}");
+    }
+    let (_, groups) = api.get("/apis");
+    assert_eq!(
+        groups["groups"][0]["preferredVersion"]["groupVersion"],
+        "coordination.k8s.io/v1"
+    );
+}
+
+/// kubectl, or a clear failure if the machine lacks it.
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> Command {
+    let binary = Path::new("/usr/bin/kubectl");
+    assert!(
+        binary.exists(),
+        "kubectl v1.32 is expected at /usr/bin/kubectl (preinstalled on the test machines)"
+    );
+    let mut command = Command::new(binary);
+    let cache = kubeconfig.with_file_name("kubectl-cache");
+    command
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(args);
+    command.stdin(Stdio::null());
+    command
+}
+
+fn run_kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+    let output = kubectl(kubeconfig, args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "kubectl {args:?}: {stderr}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn kubectl_gets_and_deletes() {
+    let server = ApiServer::start();
+    let dir = scratch_dir("apiserver-kubectl");
+    let kubeconfig = dir.join("kubeconfig");
+    server
+        .write_kubeconfig(&kubeconfig, "kubernetes-admin")
+        .unwrap();
+    let api = Api::new(&server);
+    let node = json!({
+        "metadata": { "name": "n1" },
+        "status": { "conditions": [{ "type": "Ready", "status": "True" }] },
+    });
+    api.call("POST", "/api/v1/nodes", Some(node));
+    for name in ["web", "quick", "gone"] {
+        api.call("POST", PODS, Some(pod(name, Some("n1"))));
+    }
+    let nodes = run_kubectl(&kubeconfig, &["get", "nodes"]);
+    assert!(
+        nodes.lines().nth(1).unwrap().starts_with("n1 ") && nodes.contains("Ready"),
+        "{nodes}"
+    );
+    let pods = run_kubectl(&kubeconfig, &["get", "pods"]);
+    assert!(pods.contains("web") && pods.contains("Pending"), "{pods}");
+    let list: Value = serde_json::from_str(&run_kubectl(
+        &kubeconfig,
+        &["get", "pods", "-A", "-o", "json"],
+    ))
+    .unwrap();
+    assert_eq!(names(&list), ["gone", "quick", "web"]);
+
+    let out = run_kubectl(&kubeconfig, &["delete", "pod", "quick", "--wait=false"]);
+    assert!(out.contains("pod \"quick\" deleted"), "{out}");
+    assert!(server
+        .get_pod("default", "quick")
+        .unwrap()
+        .metadata
+        .deletion_timestamp
+        .is_some());
+    let out = run_kubectl(
+        &kubeconfig,
+        &["delete", "pod", "gone", "--grace-period=0", "--force"],
+    );
+    assert!(
+        out.contains("deleted") && server.get_pod("default", "gone").is_none(),
+        "{out}"
+    );
+
+    // With wait, kubectl watches until the pod is gone: play the kubelet's final delete.
+    let mut child = kubectl(&kubeconfig, &["delete", "pod", "web", "--timeout=20s"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watching = wait_for(Duration::from_secs(15), || {
+        (server.open_watches() > 0).then_some(())
+    });
+    server.delete_pod("default", "web", Some(0)).unwrap();
+    let status = wait_for(Duration::from_secs(15), || child.try_wait().unwrap());
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    assert!(watching.is_some(), "kubectl delete never watched");
+    assert!(status.unwrap().success(), "kubectl delete with wait failed");
+    assert!(server.get_pod("default", "web").is_none());
+}

@@ -1,0 +1,116 @@
+//! Discovery documents in their plain (non-aggregated) forms: `/version`, `/api`, `/api/v1`,
+//! `/apis`, `/apis/coordination.k8s.io[/v1]`. kubectl asks for the aggregated
+//! `apidiscovery.k8s.io/v2` form first but lists `application/json` as a fallback, and falls
+//! back to these documents when the answer is plain JSON.
+
+use serde_json::{json, Value};
+
+use super::resources::{Resource, COORDINATION_GROUP};
+
+/// The version the double claims to be.
+pub fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": "32",
+        "gitVersion": "v1.32.0",
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2024-12-11T00:00:00Z",
+        "goVersion": "go1.23.3",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}
+
+/// `/api`: the core group's versions.
+pub fn api_versions(server_address: &str) -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [
+            { "clientCIDR": "0.0.0.0/0", "serverAddress": server_address }
+        ],
+    })
+}
+
+fn group_version() -> Value {
+    json!({ "groupVersion": "coordination.k8s.io/v1", "version": "v1" })
+}
+
+/// `/apis/coordination.k8s.io`.
+pub fn coordination_group() -> Value {
+    json!({
+        "kind": "APIGroup",
+        "apiVersion": "v1",
+        "name": COORDINATION_GROUP,
+        "versions": [group_version()],
+        "preferredVersion": group_version(),
+    })
+}
+
+/// `/apis`: the named groups (only coordination.k8s.io).
+pub fn api_groups() -> Value {
+    let mut group = coordination_group();
+    if let Some(map) = group.as_object_mut() {
+        map.remove("kind");
+        map.remove("apiVersion");
+    }
+    json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": [group] })
+}
+
+const ITEM_VERBS: [&str; 7] = [
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
+
+fn api_resource(resource: Resource) -> Value {
+    let mut entry = json!({
+        "name": resource.plural(),
+        "singularName": resource.singular(),
+        "namespaced": resource.namespaced(),
+        "kind": resource.kind(),
+        "verbs": ITEM_VERBS,
+    });
+    if !resource.short_names().is_empty() {
+        entry["shortNames"] = json!(resource.short_names());
+    }
+    if resource == Resource::Pods {
+        entry["categories"] = json!(["all"]);
+    }
+    entry
+}
+
+fn subresource(resource: Resource, sub: &str, kind: &str, verbs: &[&str]) -> Value {
+    json!({
+        "name": format!("{}/{sub}", resource.plural()),
+        "singularName": "",
+        "namespaced": resource.namespaced(),
+        "kind": kind,
+        "verbs": verbs,
+    })
+}
+
+/// `/api/v1` or `/apis/coordination.k8s.io/v1`: the resources of one group version.
+pub fn resource_list(group: &str) -> Value {
+    let mut resources = Vec::new();
+    for resource in Resource::ALL.into_iter().filter(|r| r.group() == group) {
+        resources.push(api_resource(resource));
+        if resource == Resource::Pods {
+            resources.push(subresource(resource, "binding", "Binding", &["create"]));
+        }
+        if resource.has_status() {
+            let verbs = ["get", "patch", "update"];
+            resources.push(subresource(resource, "status", resource.kind(), &verbs));
+        }
+    }
+    let group_version = if group.is_empty() {
+        "v1".to_string()
+    } else {
+        format!("{group}/v1")
+    };
+    json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    })
+}

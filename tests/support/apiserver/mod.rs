@@ -1,0 +1,436 @@
+//! An in-process Kubernetes API server test double for rkubelet's integration tests and
+//! benchmarks.
+//!
+//! It serves core/v1 pods (with `status` and `binding`), nodes (with `status`), events,
+//! namespaces and coordination.k8s.io/v1 leases over HTTPS on `127.0.0.1:<random port>`, with
+//! the semantics a kubelet depends on: one global resourceVersion, 409 `AlreadyExists` and
+//! `Conflict`, the status subresource split, merge patch, graceful pod deletion, field and
+//! label selectors, watches with bookmarks and 410 `Expired`, plus enough discovery and
+//! `Table` output for kubectl. Tests reach the store directly (`create_pod`, `get_pod`, ...)
+//! and inject faults (`fail_next`, `set_stall`, `go_down`, `close_watches`, ...).
+//!
+//! Threads: one acceptor (`apiserver-accept`) and one thread per connection
+//! (`apiserver-conn-N`, at most [`ApiServerConfig::max_connections`]); all end and are joined
+//! on [`ApiServer::stop`] or drop.
+//!
+//! Simplifications (each also noted where it is implemented):
+//! - strategic merge patch is applied as a JSON merge patch (lists replaced, not merged by
+//!   key); a patch using `$` directives is refused with 400;
+//! - JSON patch and server-side apply get 415; no finalizers, no `deletecollection`, no
+//!   `limit`/`continue` paging (every list is complete), no admission plugins;
+//! - a list or watch at a resourceVersion newer than the store is served from the current
+//!   state instead of waiting;
+//! - `.../status` writes change only `.status` (upstream also keeps metadata changes made
+//!   there); `dryRun` is refused with 400; watches never answer as `Table`
+//!   (`kubectl get -w` is not supported).
+//!
+//! ```ignore
+//! let server = ApiServer::start();
+//! server.write_kubeconfig(&path, "system:node:node1").unwrap();
+//! server.create_pod(pod).unwrap();
+//! ```
+
+pub mod client;
+mod defaults;
+mod deletion;
+mod discovery;
+mod faults;
+mod http;
+mod kubeconfig;
+mod meta;
+mod registry;
+mod resources;
+mod router;
+mod selectors;
+mod server;
+mod status;
+mod store;
+mod table;
+mod tls;
+mod watch;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use deletion::DeleteOptions;
+use registry::{Part, PatchType};
+use resources::Resource;
+use server::Shared;
+
+pub use status::ApiError;
+pub use tls::Identity;
+
+/// Settings of one double.
+#[derive(Debug, Clone)]
+pub struct ApiServerConfig {
+    /// How many changes are retained for watches; a watch from an older resourceVersion gets
+    /// 410 `Expired`.
+    pub event_window: usize,
+    /// Interval of BOOKMARK events on watches with `allowWatchBookmarks=true`.
+    pub bookmark_interval: Duration,
+    /// How long a watch without `timeoutSeconds` lasts (upstream: 30 to 60 minutes).
+    pub default_watch_timeout: Duration,
+    /// A bearer token accepted instead of a client certificate.
+    pub bearer_token: Option<String>,
+    /// Most connections served at once (one thread each); further ones are closed at once.
+    pub max_connections: usize,
+    /// The user of [`ApiServer::client_cert_pem`].
+    pub default_user: String,
+}
+
+impl Default for ApiServerConfig {
+    fn default() -> ApiServerConfig {
+        ApiServerConfig {
+            event_window: 1000,
+            bookmark_interval: Duration::from_secs(1),
+            default_watch_timeout: Duration::from_secs(1800),
+            bearer_token: None,
+            max_connections: 64,
+            default_user: "kubernetes-admin".to_string(),
+        }
+    }
+}
+
+/// A running API server double. Stops on [`ApiServer::stop`] or drop.
+pub struct ApiServer {
+    shared: Arc<Shared>,
+    default_identity: Identity,
+    acceptor: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Converts a typed object to the JSON the store holds.
+fn to_json<T: Serialize>(object: &T) -> Value {
+    serde_json::to_value(object).expect("k8s-openapi objects serialize to JSON")
+}
+
+/// Converts a stored object back to its type.
+fn from_json<T: DeserializeOwned>(object: Value) -> T {
+    serde_json::from_value(object).expect("stored objects deserialize to their type")
+}
+
+impl ApiServer {
+    /// Starts a double with default settings. Panics if the port or certificates cannot be
+    /// set up (a broken test machine, not a test failure to handle).
+    pub fn start() -> ApiServer {
+        ApiServer::start_with(ApiServerConfig::default())
+    }
+
+    /// Starts a double with `config`.
+    pub fn start_with(config: ApiServerConfig) -> ApiServer {
+        let pki = tls::Pki::generate().expect("generate test certificates");
+        let tls_config = pki.server_config().expect("build the TLS server config");
+        let default_identity = pki
+            .issue_client(&config.default_user)
+            .expect("issue the default client certificate");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("listener address");
+        let shared = Arc::new(Shared::new(config, pki, tls_config, addr));
+        for namespace in ["default", "kube-system", "kube-node-lease"] {
+            let object = serde_json::json!({ "metadata": { "name": namespace } });
+            registry::create(&shared.store, Resource::Namespaces, "", object)
+                .expect("create the initial namespaces");
+        }
+        let acceptor = server::spawn_acceptor(shared.clone(), listener);
+        ApiServer {
+            shared,
+            default_identity,
+            acceptor: Mutex::new(Some(acceptor)),
+        }
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.shared.addr)
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// The CA certificate (PEM) that signed the serving and client certificates.
+    pub fn ca_pem(&self) -> String {
+        self.shared.pki.ca_pem()
+    }
+
+    /// The default client certificate (PEM), user [`ApiServerConfig::default_user`].
+    pub fn client_cert_pem(&self) -> String {
+        self.default_identity.cert_pem.clone()
+    }
+
+    /// The default client certificate's private key (PKCS#8 PEM).
+    pub fn client_key_pem(&self) -> String {
+        self.default_identity.key_pem.clone()
+    }
+
+    /// A new client certificate for user `user_cn` (e.g. `system:node:node1`).
+    pub fn issue_client_cert(&self, user_cn: &str) -> Identity {
+        self.shared
+            .pki
+            .issue_client(user_cn)
+            .expect("issue a client certificate")
+    }
+
+    /// A rustls client config (ring provider) trusting the double's CA and presenting the
+    /// default client certificate: for `reqwest`'s `use_preconfigured_tls` in tests.
+    pub fn tls_client_config(&self) -> rustls::ClientConfig {
+        kubeconfig::client_config(&self.shared.pki, Some(&self.default_identity))
+    }
+
+    /// Like [`ApiServer::tls_client_config`] but presenting no client certificate.
+    pub fn tls_client_config_anonymous(&self) -> rustls::ClientConfig {
+        kubeconfig::client_config(&self.shared.pki, None)
+    }
+
+    /// Writes a kubeconfig for user `user_cn` (a fresh client certificate) with the CA,
+    /// certificate and key inline (`*-data` fields).
+    pub fn write_kubeconfig(&self, path: &Path, user_cn: &str) -> std::io::Result<()> {
+        let identity = self.issue_client_cert(user_cn);
+        let text = kubeconfig::render(&self.url(), &self.ca_pem(), &identity, user_cn);
+        std::fs::write(path, text)
+    }
+
+    /// Creates a pod as `POST` would (defaults, `Pending` status, new uid).
+    pub fn create_pod(&self, pod: Pod) -> Result<Pod, ApiError> {
+        let namespace = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        registry::create(
+            &self.shared.store,
+            Resource::Pods,
+            &namespace,
+            to_json(&pod),
+        )
+        .map(from_json)
+    }
+
+    /// One pod.
+    pub fn get_pod(&self, namespace: &str, name: &str) -> Option<Pod> {
+        self.get_json(Resource::Pods, namespace, name)
+            .map(from_json)
+    }
+
+    /// Every pod, ordered by namespace and name.
+    pub fn list_pods(&self) -> Vec<Pod> {
+        self.list_json(Resource::Pods)
+            .into_iter()
+            .map(from_json)
+            .collect()
+    }
+
+    /// Merge-patches a pod (not its status), as `PATCH` would.
+    pub fn patch_pod(&self, namespace: &str, name: &str, patch: Value) -> Result<Pod, ApiError> {
+        self.patch(Resource::Pods, namespace, name, patch, Part::Main)
+            .map(from_json)
+    }
+
+    /// Merge-patches a pod's status, as `PATCH .../status` would.
+    pub fn patch_pod_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        patch: Value,
+    ) -> Result<Pod, ApiError> {
+        self.patch(Resource::Pods, namespace, name, patch, Part::Status)
+            .map(from_json)
+    }
+
+    /// Schedules a pod onto `node`, as the scheduler's binding does.
+    pub fn bind_pod(&self, namespace: &str, name: &str, node: &str) -> Result<Pod, ApiError> {
+        registry::bind(&self.shared.store, namespace, name, node).map(from_json)
+    }
+
+    /// Deletes a pod as `DELETE` would: with grace (`None` = the pod's own) a scheduled pod
+    /// only gets a `deletionTimestamp` and is returned; grace 0 removes it (`Ok(None)`).
+    pub fn delete_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        grace_period_seconds: Option<i64>,
+    ) -> Result<Option<Pod>, ApiError> {
+        let options = DeleteOptions {
+            grace_period_seconds,
+            ..DeleteOptions::default()
+        };
+        let written = deletion::delete(
+            &self.shared.store,
+            Resource::Pods,
+            namespace,
+            name,
+            &options,
+        )?;
+        let still_there = self.get_json(Resource::Pods, namespace, name).is_some();
+        Ok(still_there.then(|| from_json(written.object)))
+    }
+
+    /// Creates a node.
+    pub fn create_node(&self, node: Node) -> Result<Node, ApiError> {
+        registry::create(&self.shared.store, Resource::Nodes, "", to_json(&node)).map(from_json)
+    }
+
+    /// One node.
+    pub fn get_node(&self, name: &str) -> Option<Node> {
+        self.get_json(Resource::Nodes, "", name).map(from_json)
+    }
+
+    /// Every node.
+    pub fn list_nodes(&self) -> Vec<Node> {
+        self.list_json(Resource::Nodes)
+            .into_iter()
+            .map(from_json)
+            .collect()
+    }
+
+    /// Deletes a node.
+    pub fn delete_node(&self, name: &str) -> Result<(), ApiError> {
+        deletion::delete(
+            &self.shared.store,
+            Resource::Nodes,
+            "",
+            name,
+            &DeleteOptions::default(),
+        )
+        .map(|_| ())
+    }
+
+    /// One lease (`kube-node-lease/<node>` for node heartbeats).
+    pub fn get_lease(&self, namespace: &str, name: &str) -> Option<Lease> {
+        self.get_json(Resource::Leases, namespace, name)
+            .map(from_json)
+    }
+
+    /// Every event, ordered by namespace and name.
+    pub fn events(&self) -> Vec<Event> {
+        self.list_json(Resource::Events)
+            .into_iter()
+            .map(from_json)
+            .collect()
+    }
+
+    /// Any stored object as JSON; `resource` is the plural (`pods`, `leases`, ...).
+    pub fn get_object(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        let resource = Resource::ALL.into_iter().find(|r| r.plural() == resource)?;
+        self.get_json(resource, namespace, name)
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store.current_rv()
+    }
+
+    /// How many requests had `verb` (`get`, `list`, `watch`, `create`, `update`, `patch`,
+    /// `delete`) on `resource` (`pods`, `pods/status`, `leases`, ...), faulted ones included.
+    pub fn request_count(&self, verb: &str, resource: &str) -> u64 {
+        self.shared.request_count(verb, resource)
+    }
+
+    /// How many watches are streaming now.
+    pub fn open_watches(&self) -> usize {
+        self.shared.faults.open_watches()
+    }
+
+    /// Ends every open watch now (a clean end of the chunked stream).
+    pub fn close_watches(&self) {
+        self.shared.faults.close_watches();
+        self.shared.store.poke();
+    }
+
+    /// Holds every later response for `stall` (`Duration::ZERO` to stop).
+    pub fn set_stall(&self, stall: Duration) {
+        self.shared.faults.set_stall(stall);
+    }
+
+    /// The next `count` requests fail with `code` (a `Status`; 429 adds `Retry-After: 1`).
+    pub fn fail_next(&self, count: u32, code: u16) {
+        self.shared.faults.fail_next(count, code);
+    }
+
+    /// Stops listening and drops every connection; returns once the port refuses
+    /// connections.
+    pub fn go_down(&self) {
+        self.shared.go_down();
+    }
+
+    /// Listens on the same port again; returns once it accepts connections.
+    pub fn come_back(&self) {
+        self.shared.come_back();
+    }
+
+    /// Sends `line` (a newline is added if missing) to every open watch, as is.
+    pub fn inject_raw_watch_line(&self, line: &[u8]) {
+        let mut line = line.to_vec();
+        if line.last() != Some(&b'\n') {
+            line.push(b'\n');
+        }
+        self.shared.faults.inject_raw_line(&line);
+        self.shared.store.poke();
+    }
+
+    /// Forgets every retained change: watches from any older resourceVersion get 410.
+    pub fn compact(&self) {
+        self.shared.store.compact();
+    }
+
+    /// Stops the server: no more connections, every thread ended and joined. Idempotent.
+    pub fn stop(&self) {
+        self.shared.begin_stop();
+        let acceptor = self
+            .acceptor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(acceptor) = acceptor {
+            let _ = acceptor.join();
+        }
+        self.shared.join_connections();
+    }
+
+    fn get_json(&self, resource: Resource, namespace: &str, name: &str) -> Option<Value> {
+        let namespace = if resource.namespaced() { namespace } else { "" };
+        let key = (resource, namespace.to_string(), name.to_string());
+        self.shared.store.get(&key)
+    }
+
+    fn list_json(&self, resource: Resource) -> Vec<Value> {
+        self.shared.store.list(resource, None).0
+    }
+
+    fn patch(
+        &self,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+        patch: Value,
+        part: Part,
+    ) -> Result<Value, ApiError> {
+        let body = patch.to_string().into_bytes();
+        let store = &self.shared.store;
+        registry::patch(
+            store,
+            resource,
+            namespace,
+            name,
+            PatchType::Merge,
+            &body,
+            part,
+        )
+        .map(|written| written.object)
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

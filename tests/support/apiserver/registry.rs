@@ -1,0 +1,394 @@
+//! The API rules of create, update, patch and binding, after kube-apiserver's generic
+//! registry and the pod, node and namespace strategies: what create fills in, what update may
+//! change (status subresource split, immutable metadata, pod spec immutability,
+//! resourceVersion and UID preconditions, no-op updates) and merge patch. Deletion is in
+//! `deletion.rs`. Runs on the calling thread, inside [`Store::write`] so each decision sees
+//! the current object.
+
+use serde_json::{json, Value};
+
+use super::defaults::{default_pod_spec, initial_pod_status};
+use super::meta::{format_time, merge_patch, metadata_mut, name_suffix, new_uid, str_at, unix_now};
+use super::resources::Resource;
+use super::status::ApiError;
+use super::store::{Store, Write, Written};
+
+/// Which part of an object a write addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The resource itself: may not change `.status`.
+    Main,
+    /// The `status` subresource: changes nothing but `.status`.
+    Status,
+}
+
+pub(super) fn key(resource: Resource, namespace: &str, name: &str) -> (Resource, String, String) {
+    let namespace = if resource.namespaced() { namespace } else { "" };
+    (resource, namespace.to_string(), name.to_string())
+}
+
+/// `POST` to a collection: fills in identity and defaults, 409 if the name is taken.
+pub fn create(
+    store: &Store,
+    resource: Resource,
+    namespace: &str,
+    body: Value,
+) -> Result<Value, ApiError> {
+    let object = prepare_create(store, resource, namespace, body)?;
+    let name = str_at(&object, "/metadata/name").to_string();
+    let written = store.write(key(resource, namespace, &name), |current| match current {
+        Some(_) => Err(ApiError::already_exists(resource, &name)),
+        None => Ok(Write::Put(object)),
+    })?;
+    Ok(written.object)
+}
+
+/// Validates a new object and sets what the server owns: name from `generateName`,
+/// namespace from the URL, `uid`, `creationTimestamp`, defaults and initial status.
+fn prepare_create(
+    store: &Store,
+    resource: Resource,
+    namespace: &str,
+    mut object: Value,
+) -> Result<Value, ApiError> {
+    check_type(resource, &object)?;
+    check_namespace(resource, namespace, &object)?;
+    if resource.namespaced()
+        && store
+            .get(&key(Resource::Namespaces, "", namespace))
+            .is_none()
+    {
+        return Err(ApiError::not_found(Resource::Namespaces, namespace));
+    }
+    if !str_at(&object, "/metadata/resourceVersion").is_empty() {
+        return Err(ApiError::internal(
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
+    let mut name = str_at(&object, "/metadata/name").to_string();
+    let generate_name = str_at(&object, "/metadata/generateName");
+    if name.is_empty() && !generate_name.is_empty() {
+        name = format!("{generate_name}{}", name_suffix());
+    }
+    check_name(resource, &name)?;
+    object["kind"] = json!(resource.kind());
+    object["apiVersion"] = json!(resource.api_version());
+    let meta = metadata_mut(&mut object);
+    meta.insert("name".into(), json!(name));
+    if resource.namespaced() {
+        meta.insert("namespace".into(), json!(namespace));
+    }
+    meta.insert("uid".into(), json!(new_uid()));
+    meta.insert("creationTimestamp".into(), json!(format_time(unix_now())));
+    meta.remove("deletionTimestamp");
+    meta.remove("deletionGracePeriodSeconds");
+    match resource {
+        Resource::Pods => {
+            default_pod_spec(&mut object);
+            object["status"] = initial_pod_status(&object);
+        }
+        Resource::Namespaces => {
+            object["spec"] = json!({ "finalizers": ["kubernetes"] });
+            object["status"] = json!({ "phase": "Active" });
+        }
+        _ => {}
+    }
+    Ok(object)
+}
+
+/// `PUT`: replaces the object (or its status). Events and leases are created if missing.
+pub fn update(
+    store: &Store,
+    resource: Resource,
+    namespace: &str,
+    name: &str,
+    body: Value,
+    part: Part,
+) -> Result<Written, ApiError> {
+    check_type(resource, &body)?;
+    check_namespace(resource, namespace, &body)?;
+    let body_name = str_at(&body, "/metadata/name");
+    if body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let create_on_update = part == Part::Main && resource.allow_create_on_update();
+    let new_object = if create_on_update && store.get(&key(resource, namespace, name)).is_none() {
+        Some(prepare_create(store, resource, namespace, body.clone())?)
+    } else {
+        None
+    };
+    store.write(key(resource, namespace, name), |current| {
+        match (current, new_object) {
+            (Some(current), _) => updated(resource, current, body, part),
+            (None, Some(object)) => Ok(Write::Put(object)),
+            (None, None) => Err(ApiError::not_found(resource, name)),
+        }
+    })
+}
+
+/// The patch formats the double applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    /// `application/merge-patch+json` (RFC 7386).
+    Merge,
+    /// `application/strategic-merge-patch+json`, applied as a merge patch: lists are
+    /// replaced, not merged by key. Patches with `$` directives are refused with 400 so a
+    /// client that depends on them fails loudly here rather than only on a real cluster.
+    Strategic,
+}
+
+impl PatchType {
+    /// The patch type of a `Content-Type`; other types (JSON patch, apply) get 415.
+    pub fn from_content_type(content_type: &str) -> Result<PatchType, ApiError> {
+        let media_type = content_type.split(';').next().unwrap_or("").trim();
+        match media_type {
+            "application/merge-patch+json" => Ok(PatchType::Merge),
+            "application/strategic-merge-patch+json" => Ok(PatchType::Strategic),
+            _ => Err(ApiError::unsupported_media_type(content_type)),
+        }
+    }
+}
+
+/// `PATCH`: merges `patch` into the current object, then applies the update rules. A
+/// `metadata.resourceVersion` or `metadata.uid` in the patch acts as a precondition.
+pub fn patch(
+    store: &Store,
+    resource: Resource,
+    namespace: &str,
+    name: &str,
+    patch_type: PatchType,
+    patch: &[u8],
+    part: Part,
+) -> Result<Written, ApiError> {
+    let patch: Value = serde_json::from_slice(patch)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    if !patch.is_object() {
+        return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+    }
+    if patch_type == PatchType::Strategic {
+        if let Some(directive) = find_directive(&patch) {
+            return Err(ApiError::bad_request(format!(
+                "strategic merge patch directive {directive:?} is not supported by the API server test double; send a merge patch"
+            )));
+        }
+    }
+    store.write(key(resource, namespace, name), |current| {
+        let current = current.ok_or_else(|| ApiError::not_found(resource, name))?;
+        let mut merged = current.clone();
+        merge_patch(&mut merged, &patch);
+        check_type(resource, &merged)?;
+        let same_place = |field: &str| str_at(&merged, field) == str_at(current, field);
+        if !same_place("/metadata/name") || !same_place("/metadata/namespace") {
+            return Err(ApiError::bad_request(
+                "a patch may not change metadata.name or metadata.namespace",
+            ));
+        }
+        updated(resource, current, merged, part)
+    })
+}
+
+/// The first `$`-prefixed key (a strategic merge directive) in a patch.
+fn find_directive(patch: &Value) -> Option<String> {
+    match patch {
+        Value::Object(map) => map.iter().find_map(|(key, value)| {
+            if key.starts_with('$') {
+                Some(key.clone())
+            } else {
+                find_directive(value)
+            }
+        }),
+        Value::Array(items) => items.iter().find_map(find_directive),
+        _ => None,
+    }
+}
+
+/// The shared update rules: preconditions, then the new object with the server-owned parts
+/// kept from `current`. Unchanged objects are kept as they are (no new resourceVersion).
+fn updated(resource: Resource, current: &Value, new: Value, part: Part) -> Result<Write, ApiError> {
+    let name = str_at(current, "/metadata/name");
+    let sent_rv = str_at(&new, "/metadata/resourceVersion");
+    if !sent_rv.is_empty() && sent_rv != str_at(current, "/metadata/resourceVersion") {
+        return Err(ApiError::stale(resource, name));
+    }
+    let (sent_uid, uid) = (
+        str_at(&new, "/metadata/uid"),
+        str_at(current, "/metadata/uid"),
+    );
+    if !sent_uid.is_empty() && sent_uid != uid {
+        return Err(ApiError::conflict(
+            resource,
+            name,
+            &format!(
+                "Precondition failed: UID in precondition: {sent_uid}, UID in object meta: {uid}"
+            ),
+        ));
+    }
+    let mut next = match part {
+        Part::Status => with_status_of(current.clone(), &new),
+        Part::Main => {
+            let mut next = new;
+            if resource.has_status() {
+                next = with_status_of(next, current);
+            }
+            if resource == Resource::Pods {
+                check_pod_spec_update(current, &next)?;
+            }
+            let meta = metadata_mut(&mut next);
+            for field in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "namespace",
+            ] {
+                match current["metadata"].get(field) {
+                    Some(value) => meta.insert(field.into(), value.clone()),
+                    None => meta.remove(field),
+                };
+            }
+            next
+        }
+    };
+    next["kind"] = json!(resource.kind());
+    next["apiVersion"] = json!(resource.api_version());
+    metadata_mut(&mut next).insert(
+        "resourceVersion".into(),
+        current["metadata"]["resourceVersion"].clone(),
+    );
+    if next == *current {
+        Ok(Write::Keep)
+    } else {
+        Ok(Write::Put(next))
+    }
+}
+
+/// `object` with its `.status` replaced by that of `source` (removed if `source` has none).
+fn with_status_of(mut object: Value, source: &Value) -> Value {
+    if let Some(map) = object.as_object_mut() {
+        match source.get("status") {
+            Some(status) => map.insert("status".into(), status.clone()),
+            None => map.remove("status"),
+        };
+    }
+    object
+}
+
+/// Upstream allows few pod spec changes after create: container images, active deadline,
+/// tolerations, the grace period and removing scheduling gates. Anything else is 422.
+fn check_pod_spec_update(current: &Value, next: &Value) -> Result<(), ApiError> {
+    let mutable_masked = |pod: &Value| {
+        let mut spec = pod.get("spec").cloned().unwrap_or(Value::Null);
+        if let Some(map) = spec.as_object_mut() {
+            for field in [
+                "activeDeadlineSeconds",
+                "tolerations",
+                "terminationGracePeriodSeconds",
+                "schedulingGates",
+            ] {
+                map.remove(field);
+            }
+            for list in ["containers", "initContainers"] {
+                for container in map
+                    .get_mut(list)
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(container) = container.as_object_mut() {
+                        container.remove("image");
+                    }
+                }
+            }
+        }
+        spec
+    };
+    if mutable_masked(current) == mutable_masked(next) {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        Resource::Pods,
+        str_at(current, "/metadata/name"),
+        "spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations), `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+    ))
+}
+
+/// `POST .../pods/{name}/binding`: sets `spec.nodeName` of an unscheduled pod.
+pub fn bind(store: &Store, namespace: &str, name: &str, node: &str) -> Result<Value, ApiError> {
+    if node.is_empty() {
+        return Err(ApiError::bad_request("binding target name is required"));
+    }
+    let written = store.write(key(Resource::Pods, namespace, name), |current| {
+        let current = current.ok_or_else(|| ApiError::not_found(Resource::Pods, name))?;
+        let assigned = str_at(current, "/spec/nodeName");
+        if !assigned.is_empty() {
+            let why = format!("pod {name} is already assigned to node \"{assigned}\"");
+            return Err(ApiError::conflict(Resource::Pods, name, &why));
+        }
+        if !str_at(current, "/metadata/deletionTimestamp").is_empty() {
+            let why = format!("pod {name} is being deleted, cannot be assigned to a host");
+            return Err(ApiError::conflict(Resource::Pods, name, &why));
+        }
+        let mut next = current.clone();
+        next["spec"]["nodeName"] = json!(node);
+        Ok(Write::Put(next))
+    })?;
+    Ok(written.object)
+}
+
+/// The body must be a JSON object of this resource's kind and apiVersion (when it says).
+fn check_type(resource: Resource, body: &Value) -> Result<(), ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
+    let kind = str_at(body, "/kind");
+    let api_version = str_at(body, "/apiVersion");
+    if (!kind.is_empty() && kind != resource.kind())
+        || (!api_version.is_empty() && api_version != resource.api_version())
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) or kind ({kind}) does not match the expected {} {}",
+            resource.api_version(),
+            resource.kind()
+        )));
+    }
+    Ok(())
+}
+
+fn check_namespace(resource: Resource, namespace: &str, body: &Value) -> Result<(), ApiError> {
+    let sent = str_at(body, "/metadata/namespace");
+    if resource.namespaced() && !sent.is_empty() && sent != namespace {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    Ok(())
+}
+
+/// Names must be DNS-1123 subdomains (lowercase alphanumerics, `-` and `.`, at most 253).
+fn check_name(resource: Resource, name: &str) -> Result<(), ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::invalid(
+            resource,
+            name,
+            "metadata.name: Required value: name or generateName is required",
+        ));
+    }
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if name.len() > 253
+        || !name.chars().all(allowed)
+        || !edge_ok(name.chars().next())
+        || !edge_ok(name.chars().last())
+    {
+        return Err(ApiError::invalid(
+            resource,
+            name,
+            &format!("metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! The resources the double serves, with the per-resource facts kube-apiserver's registry
+//! strategies encode: names, kinds, scope, status subresource, graceful deletion and the field
+//! labels a field selector may use. Plain data, used from every request thread.
+
+use serde_json::Value;
+
+/// One served resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Resource {
+    /// core/v1 pods (status subresource, graceful deletion).
+    Pods,
+    /// core/v1 nodes (cluster-scoped, status subresource).
+    Nodes,
+    /// core/v1 events.
+    Events,
+    /// core/v1 namespaces (cluster-scoped, status subresource).
+    Namespaces,
+    /// coordination.k8s.io/v1 leases.
+    Leases,
+}
+
+/// The API group of coordination.k8s.io leases.
+pub const COORDINATION_GROUP: &str = "coordination.k8s.io";
+
+impl Resource {
+    /// Every served resource, in discovery order.
+    pub const ALL: [Resource; 5] = [
+        Resource::Pods,
+        Resource::Nodes,
+        Resource::Events,
+        Resource::Namespaces,
+        Resource::Leases,
+    ];
+
+    /// The plural name used in URLs (`pods`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Resource::Pods => "pods",
+            Resource::Nodes => "nodes",
+            Resource::Events => "events",
+            Resource::Namespaces => "namespaces",
+            Resource::Leases => "leases",
+        }
+    }
+
+    /// The singular name shown in discovery (`pod`).
+    pub fn singular(self) -> &'static str {
+        let plural = self.plural();
+        &plural[..plural.len() - 1]
+    }
+
+    /// The object kind (`Pod`).
+    pub fn kind(self) -> &'static str {
+        match self {
+            Resource::Pods => "Pod",
+            Resource::Nodes => "Node",
+            Resource::Events => "Event",
+            Resource::Namespaces => "Namespace",
+            Resource::Leases => "Lease",
+        }
+    }
+
+    /// The API group, empty for core.
+    pub fn group(self) -> &'static str {
+        match self {
+            Resource::Leases => COORDINATION_GROUP,
+            _ => "",
+        }
+    }
+
+    /// `apiVersion` of the objects (`v1`, `coordination.k8s.io/v1`).
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Resource::Leases => "coordination.k8s.io/v1",
+            _ => "v1",
+        }
+    }
+
+    /// Whether objects live in a namespace.
+    pub fn namespaced(self) -> bool {
+        !matches!(self, Resource::Nodes | Resource::Namespaces)
+    }
+
+    /// Whether the resource has a `status` subresource (then the main resource cannot
+    /// change `.status`, and `.../status` can change nothing else).
+    pub fn has_status(self) -> bool {
+        matches!(
+            self,
+            Resource::Pods | Resource::Nodes | Resource::Namespaces
+        )
+    }
+
+    /// kubectl's short names.
+    pub fn short_names(self) -> &'static [&'static str] {
+        match self {
+            Resource::Pods => &["po"],
+            Resource::Nodes => &["no"],
+            Resource::Events => &["ev"],
+            Resource::Namespaces => &["ns"],
+            Resource::Leases => &[],
+        }
+    }
+
+    /// PUT on a missing object creates it (the strategies' `AllowCreateOnUpdate`).
+    pub fn allow_create_on_update(self) -> bool {
+        matches!(self, Resource::Events | Resource::Leases)
+    }
+
+    /// A delete answers with the object (the registry's `ReturnDeletedObject`) instead of a
+    /// `Status`.
+    pub fn returns_deleted_object(self) -> bool {
+        self == Resource::Pods
+    }
+
+    /// The resource named by a URL segment within an API group (`""` for core).
+    pub fn from_path(group: &str, plural: &str) -> Option<Resource> {
+        Resource::ALL
+            .into_iter()
+            .find(|r| r.group() == group && r.plural() == plural)
+    }
+
+    /// `plural` or `plural.group`, as error messages name a resource.
+    pub fn qualified(self) -> String {
+        match self.group() {
+            "" => self.plural().to_string(),
+            group => format!("{}.{group}", self.plural()),
+        }
+    }
+
+    /// The value of a field label for field selectors, or `None` if the resource does not
+    /// support that label (kube-apiserver answers 400 then). Missing fields read as `""`,
+    /// missing booleans as `false`.
+    pub fn field_value(self, obj: &Value, label: &str) -> Option<String> {
+        let path = field_path(self, label)?;
+        let value = obj.pointer(path.pointer).unwrap_or(&Value::Null);
+        Some(match (value, path.boolean) {
+            (Value::String(s), _) => s.clone(),
+            (Value::Bool(b), _) => b.to_string(),
+            (Value::Null, true) => "false".to_string(),
+            (Value::Null, false) => String::new(),
+            (other, _) => other.to_string(),
+        })
+    }
+}
+
+/// Where a field label's value lives in the object.
+struct FieldPath {
+    pointer: &'static str,
+    /// Booleans default to `false` when absent.
+    boolean: bool,
+}
+
+/// The field labels of each resource (the registries' `GetAttrs` / field label conversions).
+fn field_path(resource: Resource, label: &str) -> Option<FieldPath> {
+    let string = |pointer| {
+        Some(FieldPath {
+            pointer,
+            boolean: false,
+        })
+    };
+    let boolean = |pointer| {
+        Some(FieldPath {
+            pointer,
+            boolean: true,
+        })
+    };
+    match (label, resource) {
+        ("metadata.name", _) => string("/metadata/name"),
+        ("metadata.namespace", r) if r.namespaced() => string("/metadata/namespace"),
+        ("spec.nodeName", Resource::Pods) => string("/spec/nodeName"),
+        ("spec.restartPolicy", Resource::Pods) => string("/spec/restartPolicy"),
+        ("spec.schedulerName", Resource::Pods) => string("/spec/schedulerName"),
+        ("spec.serviceAccountName", Resource::Pods) => string("/spec/serviceAccountName"),
+        ("spec.hostNetwork", Resource::Pods) => boolean("/spec/hostNetwork"),
+        ("status.phase", Resource::Pods | Resource::Namespaces) => string("/status/phase"),
+        ("status.podIP", Resource::Pods) => string("/status/podIP"),
+        ("status.nominatedNodeName", Resource::Pods) => string("/status/nominatedNodeName"),
+        ("spec.unschedulable", Resource::Nodes) => boolean("/spec/unschedulable"),
+        ("involvedObject.kind", Resource::Events) => string("/involvedObject/kind"),
+        ("involvedObject.namespace", Resource::Events) => string("/involvedObject/namespace"),
+        ("involvedObject.name", Resource::Events) => string("/involvedObject/name"),
+        ("involvedObject.uid", Resource::Events) => string("/involvedObject/uid"),
+        ("involvedObject.apiVersion", Resource::Events) => string("/involvedObject/apiVersion"),
+        ("involvedObject.fieldPath", Resource::Events) => string("/involvedObject/fieldPath"),
+        ("reason", Resource::Events) => string("/reason"),
+        ("reportingComponent", Resource::Events) => string("/reportingComponent"),
+        ("source", Resource::Events) => string("/source/component"),
+        ("type", Resource::Events) => string("/type"),
+        _ => None,
+    }
+}

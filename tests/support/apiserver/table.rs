@@ -1,0 +1,341 @@
+//! `meta.k8s.io/v1 Table` answers for kubectl's default output (it asks with
+//! `Accept: application/json;as=Table;v=v1;g=meta.k8s.io`). The columns follow kube-apiserver's
+//! printers for pods, nodes, events, namespaces and leases; the cell values are simplified
+//! (e.g. the pod STATUS column knows the common reasons, not every corner of `printPod`).
+
+use serde_json::{json, Value};
+
+use super::meta::{human_age, parse_time, str_at, unix_now};
+use super::resources::Resource;
+
+/// One column: name, type, priority (1 = shown only with `-o wide`), description.
+type Column = (&'static str, &'static str, u8, &'static str);
+
+fn columns(resource: Resource) -> Vec<Column> {
+    let name: Column = (
+        "Name",
+        "string",
+        0,
+        "Name must be unique within a namespace.",
+    );
+    let age: Column = ("Age", "string", 0, "Time since the object was created.");
+    match resource {
+        Resource::Pods => vec![
+            name,
+            (
+                "Ready",
+                "string",
+                0,
+                "The aggregate readiness state of this pod for accepting traffic.",
+            ),
+            (
+                "Status",
+                "string",
+                0,
+                "The aggregate status of the containers in this pod.",
+            ),
+            (
+                "Restarts",
+                "string",
+                0,
+                "The number of times the containers in this pod have been restarted.",
+            ),
+            age,
+            ("IP", "string", 1, "IP address allocated to the pod."),
+            (
+                "Node",
+                "string",
+                1,
+                "Name of the node the pod is assigned to.",
+            ),
+            (
+                "Nominated Node",
+                "string",
+                1,
+                "Nominated node name, if any.",
+            ),
+            ("Readiness Gates", "string", 1, "Pod readiness gates."),
+        ],
+        Resource::Nodes => vec![
+            name,
+            ("Status", "string", 0, "The status of the node."),
+            ("Roles", "string", 0, "The roles of the node."),
+            age,
+            (
+                "Version",
+                "string",
+                0,
+                "Kubelet Version reported by the node.",
+            ),
+            ("Internal-IP", "string", 1, "The node's internal IP."),
+            ("External-IP", "string", 1, "The node's external IP."),
+            ("OS-Image", "string", 1, "OS image reported by the node."),
+            (
+                "Kernel-Version",
+                "string",
+                1,
+                "Kernel version reported by the node.",
+            ),
+            (
+                "Container-Runtime",
+                "string",
+                1,
+                "Container runtime reported by the node.",
+            ),
+        ],
+        Resource::Events => vec![
+            (
+                "Last Seen",
+                "string",
+                0,
+                "Time since the event was last seen.",
+            ),
+            ("Type", "string", 0, "Type of this event (Normal, Warning)."),
+            ("Reason", "string", 0, "Why the action was taken."),
+            ("Object", "string", 0, "The object this event is about."),
+            ("Message", "string", 0, "A human-readable description."),
+        ],
+        Resource::Namespaces => vec![
+            name,
+            ("Status", "string", 0, "The status of the namespace."),
+            age,
+        ],
+        Resource::Leases => vec![
+            name,
+            ("Holder", "string", 0, "The holder of the lease."),
+            age,
+        ],
+    }
+}
+
+fn or_none(text: &str) -> String {
+    if text.is_empty() {
+        "<none>".to_string()
+    } else {
+        text.to_string()
+    }
+}
+
+fn age_of(obj: &Value, pointer: &str, now: i64) -> String {
+    parse_time(str_at(obj, pointer))
+        .map(|t| human_age(t, now))
+        .unwrap_or_else(|| "<unknown>".to_string())
+}
+
+fn cells(resource: Resource, obj: &Value, now: i64) -> Vec<Value> {
+    let name = str_at(obj, "/metadata/name");
+    let age = age_of(obj, "/metadata/creationTimestamp", now);
+    match resource {
+        Resource::Pods => pod_cells(obj, age),
+        Resource::Nodes => node_cells(obj, age),
+        Resource::Events => {
+            let seen = [
+                "/lastTimestamp",
+                "/eventTime",
+                "/metadata/creationTimestamp",
+            ]
+            .into_iter()
+            .find(|p| !str_at(obj, p).is_empty())
+            .map(|p| age_of(obj, p, now))
+            .unwrap_or_else(|| "<unknown>".to_string());
+            let object = format!(
+                "{}/{}",
+                str_at(obj, "/involvedObject/kind").to_lowercase(),
+                str_at(obj, "/involvedObject/name")
+            );
+            let [kind, reason, message] = ["/type", "/reason", "/message"].map(|p| str_at(obj, p));
+            vec![
+                json!(seen),
+                json!(kind),
+                json!(reason),
+                json!(object),
+                json!(message),
+            ]
+        }
+        Resource::Namespaces => vec![json!(name), json!(str_at(obj, "/status/phase")), json!(age)],
+        Resource::Leases => vec![
+            json!(name),
+            json!(or_none(str_at(obj, "/spec/holderIdentity"))),
+            json!(age),
+        ],
+    }
+}
+
+fn pod_cells(pod: &Value, age: String) -> Vec<Value> {
+    let statuses = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let total = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let ready = statuses
+        .iter()
+        .filter(|s| s["ready"] == json!(true))
+        .count();
+    let restarts: i64 = statuses
+        .iter()
+        .filter_map(|s| s["restartCount"].as_i64())
+        .sum();
+    let gates = pod
+        .pointer("/spec/readinessGates")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    vec![
+        json!(str_at(pod, "/metadata/name")),
+        json!(format!("{ready}/{total}")),
+        json!(pod_status(pod, &statuses)),
+        json!(restarts.to_string()),
+        json!(age),
+        json!(or_none(str_at(pod, "/status/podIP"))),
+        json!(or_none(str_at(pod, "/spec/nodeName"))),
+        json!(or_none(str_at(pod, "/status/nominatedNodeName"))),
+        json!(if gates == 0 {
+            "<none>".to_string()
+        } else {
+            format!("0/{gates}")
+        }),
+    ]
+}
+
+/// The STATUS column: the phase, overridden by the first container's waiting or terminated
+/// reason, `Init:` states while init containers run, and `Terminating` once deleted.
+fn pod_status(pod: &Value, statuses: &[Value]) -> String {
+    let mut reason = match str_at(pod, "/status/reason") {
+        "" => str_at(pod, "/status/phase").to_string(),
+        r => r.to_string(),
+    };
+    let init = pod
+        .pointer("/status/initContainerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let init_done = init
+        .iter()
+        .filter(|s| s.pointer("/state/terminated/exitCode") == Some(&json!(0)))
+        .count();
+    let mut initializing = false;
+    if let Some(waiting) = init.iter().find_map(|s| s.pointer("/state/waiting/reason")) {
+        initializing = true;
+        reason = format!("Init:{}", waiting.as_str().unwrap_or(""));
+    } else if init_done < init.len() {
+        initializing = true;
+        reason = format!("Init:{init_done}/{}", init.len());
+    }
+    if !initializing {
+        for status in statuses.iter().rev() {
+            let waiting = str_at(status, "/state/waiting/reason");
+            let terminated = str_at(status, "/state/terminated/reason");
+            if !waiting.is_empty() {
+                reason = waiting.to_string();
+            } else if !terminated.is_empty() {
+                reason = terminated.to_string();
+            }
+        }
+    }
+    if !str_at(pod, "/metadata/deletionTimestamp").is_empty() && reason != "NodeLost" {
+        reason = "Terminating".to_string();
+    }
+    reason
+}
+
+fn node_cells(node: &Value, age: String) -> Vec<Value> {
+    let conditions = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let ready = conditions.iter().find(|c| c["type"] == "Ready");
+    let mut status = match ready.map(|c| str_at(c, "/status")) {
+        Some("True") => "Ready".to_string(),
+        Some("False") => "NotReady".to_string(),
+        _ => "Unknown".to_string(),
+    };
+    if node.pointer("/spec/unschedulable") == Some(&json!(true)) {
+        status.push_str(",SchedulingDisabled");
+    }
+    let mut roles: Vec<String> = node
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(
+            |(key, value)| match key.strip_prefix("node-role.kubernetes.io/") {
+                Some(role) if !role.is_empty() => Some(role.to_string()),
+                _ if key == "kubernetes.io/role" => value.as_str().map(str::to_string),
+                _ => None,
+            },
+        )
+        .collect();
+    roles.sort();
+    let address = |kind: &str| {
+        node.pointer("/status/addresses")
+            .and_then(Value::as_array)
+            .and_then(|list| list.iter().find(|a| a["type"] == kind))
+            .map(|a| str_at(a, "/address").to_string())
+            .unwrap_or_else(|| "<none>".to_string())
+    };
+    let info = |field: &str| or_none(str_at(node, &format!("/status/nodeInfo/{field}")));
+    vec![
+        json!(str_at(node, "/metadata/name")),
+        json!(status),
+        json!(if roles.is_empty() {
+            "<none>".to_string()
+        } else {
+            roles.join(",")
+        }),
+        json!(age),
+        json!(str_at(node, "/status/nodeInfo/kubeletVersion")),
+        json!(address("InternalIP")),
+        json!(address("ExternalIP")),
+        json!(info("osImage")),
+        json!(info("kernelVersion")),
+        json!(info("containerRuntimeVersion")),
+    ]
+}
+
+/// The table of `objects`. `include_object` is the request's `includeObject` (`None`,
+/// `Object`, or the default `Metadata`); `api_version` is `meta.k8s.io/v1` or `.../v1beta1`.
+pub fn table(
+    resource: Resource,
+    objects: &[Value],
+    resource_version: u64,
+    include_object: Option<&str>,
+    api_version: &str,
+) -> Value {
+    let now = unix_now();
+    let column_definitions: Vec<Value> = columns(resource)
+        .into_iter()
+        .map(|(name, kind, priority, description)| {
+            let format = if name == "Name" { "name" } else { "" };
+            json!({ "name": name, "type": kind, "format": format, "description": description, "priority": priority })
+        })
+        .collect();
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|obj| {
+            let mut row = json!({ "cells": cells(resource, obj, now) });
+            match include_object {
+                Some("None") => {}
+                Some("Object") => row["object"] = obj.clone(),
+                _ => {
+                    row["object"] = json!({
+                        "kind": "PartialObjectMetadata",
+                        "apiVersion": api_version,
+                        "metadata": obj["metadata"].clone(),
+                    })
+                }
+            }
+            row
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": api_version,
+        "metadata": { "resourceVersion": resource_version.to_string() },
+        "columnDefinitions": column_definitions,
+        "rows": rows,
+    })
+}
