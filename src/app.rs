@@ -18,7 +18,7 @@ use crate::config::mux::{MuxError, PodConfig};
 use crate::config::settings::KubeletConfig;
 use crate::config::update::{PodUpdate, API_SOURCE, FILE_SOURCE, HTTP_SOURCE};
 use crate::cri::{wait_for_runtime, CriError, RemoteRuntime};
-use crate::events::{ApiRecorder, EventType, LogRecorder, Recorder};
+use crate::events::{ApiRecorder, LogRecorder, Recorder};
 use crate::kubelet::node_status::{start_node_threads, KubeletNodeStatus, NodeStatusDeps};
 use crate::kubelet::{Bootstrap, Deps, Kubelet, KubeletError, RunOnceOutcome};
 
@@ -230,12 +230,6 @@ pub fn create_and_init_kubelet(
     let kubelet = new_main_kubelet(Arc::clone(&config), deps)?;
     kubelet.birth_cry();
     if let Some(client) = api {
-        recorder.node_event(
-            &config.node_name,
-            EventType::Normal,
-            "Starting",
-            "Starting kubelet.".into(),
-        );
         let source = Arc::new(KubeletNodeStatus::new(
             &config,
             NodeStatusDeps {

@@ -121,6 +121,8 @@ pub struct Kubelet {
     api: Option<Arc<dyn KubeClient>>,
     /// Mirror pods seen from the API source.
     mirrors: Arc<MirrorPods>,
+    /// Node events (the birth cry).
+    recorder: Arc<dyn Recorder>,
     /// This node's UID in the API, once registered.
     node_uid: Arc<Mutex<Option<String>>>,
     /// Set when `run` returns, so handles to threads started there can be joined.
@@ -192,6 +194,7 @@ impl Kubelet {
             sources_ready: deps.sources_ready,
             api: deps.api,
             mirrors,
+            recorder: Arc::clone(&deps.recorder),
             node_uid,
             threads: Mutex::new(Vec::new()),
         })

@@ -13,6 +13,7 @@ use crate::pleg::PodLifecycleEvent;
 
 use super::{Bootstrap, Kubelet, KubeletError, RunOnceOutcome, SyncHandler};
 use crate::config::settings::KubeletConfig;
+use crate::events::EventType;
 
 /// How often pods due for a resync or retry are dispatched (upstream 1 s).
 pub const SYNC_TICK: Duration = Duration::from_secs(1);
@@ -108,6 +109,14 @@ impl Bootstrap for Kubelet {
             self.config.node_name,
             env!("CARGO_PKG_VERSION")
         );
+        if self.api.is_some() {
+            self.recorder.node_event(
+                &self.config.node_name,
+                EventType::Normal,
+                "Starting",
+                "Starting kubelet.".into(),
+            );
+        }
     }
 
     fn run(
