@@ -1,0 +1,335 @@
+//! End-to-end: the real `rkubelet` binary on the test containerd, joined to the API server
+//! test double, driven with the real `kubectl`. Ignored in a plain `cargo test` (they need the
+//! containerd `tests/run.sh` starts); they share that containerd, so they run one at a time.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use rkubelet::cri::{api, RemoteRuntime, RuntimeService};
+use support::apiserver::ApiServer;
+use support::{scratch_dir, wait_for};
+
+const IMAGE: &str = "docker.io/library/busybox:local";
+const NODE: &str = "e2e-cluster-node";
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn endpoint() -> String {
+    std::env::var("RKUBELET_E2E_CRI_ENDPOINT")
+        .expect("RKUBELET_E2E_CRI_ENDPOINT must name the test containerd (run tests/run.sh)")
+}
+
+fn runtime() -> RemoteRuntime {
+    RemoteRuntime::connect(&endpoint(), Duration::from_secs(30)).unwrap()
+}
+
+fn clean_runtime() {
+    let rt = runtime();
+    for s in rt.list_pod_sandbox(None).unwrap() {
+        rt.stop_pod_sandbox(s.get_id()).unwrap();
+        rt.remove_pod_sandbox(s.get_id()).unwrap();
+    }
+}
+
+struct Cluster {
+    server: ApiServer,
+    kubelet: Child,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    fn start(name: &str) -> Cluster {
+        clean_runtime();
+        let dir = scratch_dir(name);
+        let server = ApiServer::start();
+        server
+            .write_kubeconfig(&dir.join("kubelet.conf"), &format!("system:node:{NODE}"))
+            .unwrap();
+        server
+            .write_kubeconfig(&dir.join("admin.conf"), "kubernetes-admin")
+            .unwrap();
+        std::fs::create_dir_all(dir.join("root")).unwrap();
+        let log = std::fs::File::create(dir.join("rkubelet.log")).unwrap();
+        let kubelet = Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+            .arg(format!(
+                "--kubeconfig={}",
+                dir.join("kubelet.conf").display()
+            ))
+            .arg(format!("--container-runtime-endpoint={}", endpoint()))
+            .arg(format!("--root-dir={}", dir.join("root").display()))
+            .arg(format!(
+                "--pod-logs-dir={}",
+                dir.join("logs/pods").display()
+            ))
+            .arg(format!("--hostname-override={NODE}"))
+            .arg("--node-ip=127.0.0.1")
+            .args(["-v", "2"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Cluster {
+            server,
+            kubelet,
+            dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("rkubelet.log")).unwrap_or_default()
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg(format!(
+                "--kubeconfig={}",
+                self.dir.join("admin.conf").display()
+            ))
+            .args(args)
+            .output()
+            .expect("kubectl must be installed (/usr/bin/kubectl)")
+    }
+
+    fn phase(&self, name: &str) -> Option<String> {
+        self.server.get_pod("default", name)?.status?.phase
+    }
+
+    fn wait_ready_node(&self) {
+        wait_for(Duration::from_secs(60), || {
+            let n = self.server.get_node(NODE)?;
+            n.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        })
+        .unwrap_or_else(|| panic!("node not Ready:\n{}", self.log()));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.kubelet.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && matches!(self.kubelet.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.kubelet.kill();
+        let _ = self.kubelet.wait();
+        clean_runtime();
+    }
+}
+
+fn pod(name: &str, script: &str, grace: i64) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(NODE.into()),
+            termination_grace_period_seconds: Some(grace),
+            containers: vec![Container {
+                name: "app".into(),
+                image: Some(IMAGE.into()),
+                image_pull_policy: Some("IfNotPresent".into()),
+                command: Some(vec!["sh".into(), "-c".into(), script.into()]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn running_of(pod: &str) -> Vec<String> {
+    let mut f = api::ContainerFilter::new();
+    f.mut_label_selector()
+        .insert("io.kubernetes.pod.name".into(), pod.into());
+    let mut ids: Vec<String> = runtime()
+        .list_containers(Some(&f))
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.get_state() == api::ContainerState::CONTAINER_RUNNING)
+        .map(|c| c.get_id().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Everything the container logged so far (the pod's log directory goes with the pod).
+fn container_log(dir: &Path, pod: &str) -> String {
+    let Ok(entries) = std::fs::read_dir(dir.join("logs/pods")) else {
+        return String::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("default_{pod}_"))
+        })
+        .map(|e| std::fs::read_to_string(e.path().join("app/0.log")).unwrap_or_default())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn api_pod_runs_and_kubectl_sees_it_and_deletes_it_gracefully() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = Cluster::start("e2e-cluster-pod");
+    c.wait_ready_node();
+    let nodes = c.kubectl(&["get", "nodes"]);
+    let text = String::from_utf8_lossy(&nodes.stdout);
+    assert!(
+        text.contains(NODE) && text.contains("Ready"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&nodes.stderr)
+    );
+
+    let created = Instant::now();
+    c.server
+        .create_pod(pod("trap", "trap 'echo got SIGTERM; sleep 1; exit 0' TERM; echo started; while true; do sleep 0.2; done", 30))
+        .unwrap();
+    wait_for(Duration::from_secs(30), || {
+        (c.phase("trap").as_deref() == Some("Running")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not Running:\n{}", c.log()));
+    let took = created.elapsed();
+    eprintln!("pod Running in the API {took:?} after creation");
+    assert!(
+        took < Duration::from_secs(3),
+        "Running in the API within 3 s, took {took:?}"
+    );
+    let status = c.server.get_pod("default", "trap").unwrap().status.unwrap();
+    let cs = &status.container_statuses.unwrap()[0];
+    assert!(
+        cs.container_id
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("containerd://"),
+        "{cs:?}"
+    );
+    assert_eq!(cs.image, IMAGE);
+    assert!(!cs.image_id.is_empty());
+    assert!(cs
+        .state
+        .as_ref()
+        .unwrap()
+        .running
+        .as_ref()
+        .unwrap()
+        .started_at
+        .is_some());
+    let table = c.kubectl(&["get", "pods"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("trap") && text.contains("Running"), "{text}");
+
+    // kubectl delete (grace 30 s): SIGTERM reaches the trap, which logs and exits; the
+    // object disappears, and kubectl's wait returns.
+    let watcher_dir = c.dir.clone();
+    let seen = std::thread::spawn(move || {
+        wait_for(Duration::from_secs(40), || {
+            let log = container_log(&watcher_dir, "trap");
+            log.contains("got SIGTERM").then_some(log)
+        })
+    });
+    let started = Instant::now();
+    let out = c.kubectl(&["delete", "pod", "trap", "--timeout=60s"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.log()
+    );
+    assert!(c.server.get_pod("default", "trap").is_none());
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the trap exits at once, not at the deadline"
+    );
+    assert!(
+        seen.join().unwrap().is_some(),
+        "SIGTERM trap ran:\n{}",
+        c.log()
+    );
+
+    // A container that ignores SIGTERM is killed at the grace deadline.
+    c.server
+        .create_pod(pod(
+            "stubborn",
+            "trap '' TERM; while true; do sleep 0.2; done",
+            3,
+        ))
+        .unwrap();
+    wait_for(Duration::from_secs(30), || {
+        (c.phase("stubborn").as_deref() == Some("Running")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not Running:\n{}", c.log()));
+    let started = Instant::now();
+    let out = c.kubectl(&["delete", "pod", "stubborn", "--timeout=60s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(20),
+        "killed at the 3 s deadline, took {took:?}"
+    );
+    assert!(running_of("stubborn").is_empty());
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn api_outage_of_30_seconds_restarts_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = Cluster::start("e2e-cluster-outage");
+    c.wait_ready_node();
+    c.server
+        .create_pod(pod("steady", "while true; do sleep 1; done", 2))
+        .unwrap();
+    wait_for(Duration::from_secs(30), || {
+        (c.phase("steady").as_deref() == Some("Running")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not Running:\n{}", c.log()));
+    let before = running_of("steady");
+    assert_eq!(before.len(), 1);
+
+    c.server.go_down();
+    std::thread::sleep(Duration::from_secs(30));
+    assert_eq!(
+        running_of("steady"),
+        before,
+        "still running during the outage"
+    );
+    c.server.come_back();
+    c.server
+        .create_pod(pod("after", "while true; do sleep 1; done", 2))
+        .unwrap();
+    wait_for(Duration::from_secs(60), || {
+        (c.phase("after").as_deref() == Some("Running")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no catch-up after the outage:\n{}", c.log()));
+    assert_eq!(running_of("steady"), before, "nothing restarted");
+    let restarts = c
+        .server
+        .get_pod("default", "steady")
+        .unwrap()
+        .status
+        .unwrap()
+        .container_statuses
+        .unwrap()[0]
+        .restart_count;
+    assert_eq!(restarts, 0);
+    assert!(c.log().contains("retrying"), "outage logged with retries");
+}
