@@ -5,106 +5,19 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use rkubelet::app::{make_api_client, make_pod_sources, new_main_kubelet, start_kubelet};
-use rkubelet::clock::{Clock, RealClock};
-use rkubelet::config::settings::KubeletConfig;
 use rkubelet::cri::{api, Call, FakeRuntime, RuntimeService};
-use rkubelet::events::{ApiRecorder, Recorder};
-use rkubelet::kubelet::node_status::{start_node_threads, KubeletNodeStatus, NodeStatusDeps};
-use rkubelet::kubelet::{Bootstrap, Deps, KubeletError};
 use support::apiserver::ApiServer;
+use support::cluster::{ClusterNode, NODE};
 use support::{manifest, scratch_dir, wait_for};
 
 const IMAGE: &str = "docker.io/library/busybox:local";
-const NODE: &str = "node1";
 const WAIT: Duration = Duration::from_secs(20);
-
-struct Node {
-    stop: Option<crossbeam_channel::Sender<()>>,
-    threads: Vec<JoinHandle<()>>,
-    sync_loop: Option<JoinHandle<Result<(), KubeletError>>>,
-}
-
-impl Node {
-    fn start(dir: &Path, server: &ApiServer, runtime: &Arc<FakeRuntime>) -> Node {
-        let kubeconfig = dir.join("kubeconfig");
-        server
-            .write_kubeconfig(&kubeconfig, &format!("system:node:{NODE}"))
-            .unwrap();
-        std::fs::create_dir_all(dir.join("root")).unwrap();
-        let args = [
-            "rkubelet".to_string(),
-            format!("--kubeconfig={}", kubeconfig.display()),
-            format!("--pod-manifest-path={}", dir.join("manifests").display()),
-            format!("--root-dir={}", dir.join("root").display()),
-            format!("--pod-logs-dir={}", dir.join("logs/pods").display()),
-            format!("--hostname-override={NODE}"),
-            "--node-ip=127.0.0.1".into(),
-            "--resolv-conf=".into(),
-        ];
-        let config = Arc::new(KubeletConfig::from_args(args.iter().map(Into::into)).unwrap());
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let client = make_api_client(&config).unwrap().expect("client");
-        let mut sources = make_pod_sources(&config, Some(client.clone()), &stop_rx).unwrap();
-        let clock: Arc<dyn Clock> = Arc::new(RealClock);
-        let (recorder, events) =
-            ApiRecorder::start(client.clone(), clock.clone(), NODE, stop_rx.clone()).unwrap();
-        sources.threads.push(events);
-        let recorder: Arc<dyn Recorder> = recorder;
-        let deps = Deps {
-            runtime: runtime.clone(),
-            images: runtime.clone(),
-            clock: clock.clone(),
-            recorder: recorder.clone(),
-            runtime_name: "fake".into(),
-            sources_ready: sources.sources_ready.clone(),
-            api: Some(client.clone()),
-        };
-        let kubelet = new_main_kubelet(config.clone(), deps).unwrap();
-        let source = Arc::new(KubeletNodeStatus::new(
-            &config,
-            NodeStatusDeps {
-                runtime: runtime.clone(),
-                images: runtime.clone(),
-                pleg: kubelet.pleg().clone(),
-                recorder,
-                runtime_name: "fake".into(),
-                runtime_version: "0.1.0".into(),
-            },
-        ));
-        sources
-            .threads
-            .extend(start_node_threads(&config, client, clock, source, &stop_rx).unwrap());
-        kubelet.birth_cry();
-        let sync_loop = start_kubelet(kubelet, sources.updates, stop_rx).unwrap();
-        Node {
-            stop: Some(stop_tx),
-            threads: sources.threads,
-            sync_loop: Some(sync_loop),
-        }
-    }
-
-    fn stop(mut self) {
-        self.stop.take();
-        // The pod watch may sit in a blocking read; the double closes it on request.
-        for t in self.threads.drain(..) {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        if let Some(s) = self.sync_loop.take() {
-            s.join().unwrap().unwrap();
-        }
-    }
-}
 
 fn fake() -> Arc<FakeRuntime> {
     let rt = Arc::new(FakeRuntime::new());
@@ -166,7 +79,7 @@ fn dir(name: &str) -> PathBuf {
 fn node_registers_ready_with_real_capacity_and_renews_its_lease() {
     let d = dir("node");
     let server = ApiServer::start();
-    let node = Node::start(&d, &server, &fake());
+    let node = ClusterNode::start(&d, &server, &fake());
     let registered = wait_for(WAIT, || {
         let n = server.get_node(NODE)?;
         let ready = n
@@ -217,10 +130,14 @@ fn node_registers_ready_with_real_capacity_and_renews_its_lease() {
         (t.0 > first.0).then_some(t)
     });
     assert!(renewed.is_some(), "lease renewed within 25 s");
-    assert!(server
-        .events()
-        .iter()
-        .any(|e| e.reason.as_deref() == Some("Starting")));
+    let birth_cry = wait_for(WAIT, || {
+        server
+            .events()
+            .iter()
+            .any(|e| e.message.as_deref() == Some("Starting kubelet."))
+            .then_some(())
+    });
+    assert!(birth_cry.is_some(), "Starting kubelet. event");
     node.stop();
 }
 
@@ -229,7 +146,7 @@ fn api_pod_runs_reports_status_and_is_deleted_gracefully() {
     let d = dir("pod");
     let server = ApiServer::start();
     let rt = fake();
-    let node = Node::start(&d, &server, &rt);
+    let node = ClusterNode::start(&d, &server, &rt);
     let created = Instant::now();
     server.create_pod(api_pod("web", 5)).unwrap();
     wait_for(WAIT, || {
@@ -261,12 +178,15 @@ fn api_pod_runs_reports_status_and_is_deleted_gracefully() {
     );
     assert_eq!(status.host_ip.as_deref(), Some("127.0.0.1"));
     assert!(status.pod_ip.is_some());
-    let reasons: Vec<String> = server
-        .events()
-        .iter()
-        .filter_map(|e| e.reason.clone())
-        .collect();
-    assert!(reasons.iter().any(|r| r == "Started"), "{reasons:?}");
+    // Events are written by their own thread: wait for them.
+    let started_event = wait_for(WAIT, || {
+        server
+            .events()
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Started"))
+            .then_some(())
+    });
+    assert!(started_event.is_some(), "Started event recorded");
 
     // Graceful deletion: the container is stopped with the grace period, then the object goes.
     let id = running_ids(&rt)[0].clone();
@@ -296,7 +216,7 @@ fn static_pod_gets_a_mirror_that_comes_back_when_deleted() {
         manifest("static", "Always", &[("app", IMAGE, "sleep 1000")]),
     )
     .unwrap();
-    let node = Node::start(&d, &server, &fake());
+    let node = ClusterNode::start(&d, &server, &fake());
     let name = format!("static-{NODE}");
     let mirror = wait_for(WAIT, || server.get_pod("default", &name)).expect("mirror pod");
     assert!(mirror
@@ -325,7 +245,7 @@ fn api_outage_410_and_malformed_events_lose_and_duplicate_nothing() {
     let d = dir("outage");
     let server = ApiServer::start();
     let rt = fake();
-    let node = Node::start(&d, &server, &rt);
+    let node = ClusterNode::start(&d, &server, &rt);
     for name in ["a", "b"] {
         server.create_pod(api_pod(name, 5)).unwrap();
     }

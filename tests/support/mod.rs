@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod cluster;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,0 +1,104 @@
+//! An in-process kubelet joined to the API server test double over the in-memory fake
+//! runtime: what `app::run` assembles for `--kubeconfig`, with the runtime swapped for the
+//! fake. Used by the cluster integration tests and the cluster benchmark.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rkubelet::app::{make_api_client, make_pod_sources, new_main_kubelet, start_kubelet};
+use rkubelet::clock::{Clock, RealClock};
+use rkubelet::config::settings::KubeletConfig;
+use rkubelet::cri::FakeRuntime;
+use rkubelet::events::{ApiRecorder, Recorder};
+use rkubelet::kubelet::node_status::{start_node_threads, KubeletNodeStatus, NodeStatusDeps};
+use rkubelet::kubelet::{Bootstrap, Deps, KubeletError};
+
+use super::apiserver::ApiServer;
+
+/// The node name the in-process kubelet registers as.
+pub const NODE: &str = "node1";
+
+/// A running in-process kubelet.
+pub struct ClusterNode {
+    stop: Option<crossbeam_channel::Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+    sync_loop: Option<JoinHandle<Result<(), KubeletError>>>,
+}
+
+impl ClusterNode {
+    /// Starts a kubelet for node [`NODE`] with its files under `dir`.
+    pub fn start(dir: &Path, server: &ApiServer, runtime: &Arc<FakeRuntime>) -> ClusterNode {
+        let kubeconfig = dir.join("kubeconfig");
+        server
+            .write_kubeconfig(&kubeconfig, &format!("system:node:{NODE}"))
+            .unwrap();
+        std::fs::create_dir_all(dir.join("root")).unwrap();
+        let args = [
+            "rkubelet".to_string(),
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--pod-manifest-path={}", dir.join("manifests").display()),
+            format!("--root-dir={}", dir.join("root").display()),
+            format!("--pod-logs-dir={}", dir.join("logs/pods").display()),
+            format!("--hostname-override={NODE}"),
+            "--node-ip=127.0.0.1".into(),
+            "--resolv-conf=".into(),
+        ];
+        let config = Arc::new(KubeletConfig::from_args(args.iter().map(Into::into)).unwrap());
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let client = make_api_client(&config).unwrap().expect("client");
+        let mut sources = make_pod_sources(&config, Some(client.clone()), &stop_rx).unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(RealClock);
+        let (recorder, events) =
+            ApiRecorder::start(client.clone(), clock.clone(), NODE, stop_rx.clone()).unwrap();
+        sources.threads.push(events);
+        let recorder: Arc<dyn Recorder> = recorder;
+        let deps = Deps {
+            runtime: runtime.clone(),
+            images: runtime.clone(),
+            clock: clock.clone(),
+            recorder: recorder.clone(),
+            runtime_name: "fake".into(),
+            sources_ready: sources.sources_ready.clone(),
+            api: Some(client.clone()),
+        };
+        let kubelet = new_main_kubelet(config.clone(), deps).unwrap();
+        let source = Arc::new(KubeletNodeStatus::new(
+            &config,
+            NodeStatusDeps {
+                runtime: runtime.clone(),
+                images: runtime.clone(),
+                pleg: kubelet.pleg().clone(),
+                recorder,
+                runtime_name: "fake".into(),
+                runtime_version: "0.1.0".into(),
+            },
+        ));
+        sources
+            .threads
+            .extend(start_node_threads(&config, client, clock, source, &stop_rx).unwrap());
+        kubelet.birth_cry();
+        let sync_loop = start_kubelet(kubelet, sources.updates, stop_rx).unwrap();
+        ClusterNode {
+            stop: Some(stop_tx),
+            threads: sources.threads,
+            sync_loop: Some(sync_loop),
+        }
+    }
+
+    /// Stops every thread (bounded wait for the pod watch).
+    pub fn stop(mut self) {
+        self.stop.take();
+        // The pod watch may sit in a blocking read; the double closes it on request.
+        for t in self.threads.drain(..) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if let Some(s) = self.sync_loop.take() {
+            s.join().unwrap().unwrap();
+        }
+    }
+}
