@@ -30,6 +30,16 @@ pub struct ClusterNode {
 impl ClusterNode {
     /// Starts a kubelet for node [`NODE`] with its files under `dir`.
     pub fn start(dir: &Path, server: &ApiServer, runtime: &Arc<FakeRuntime>) -> ClusterNode {
+        Self::start_with_max_pods(dir, server, runtime, 110)
+    }
+
+    /// Like [`start`](ClusterNode::start) with `--max-pods`.
+    pub fn start_with_max_pods(
+        dir: &Path,
+        server: &ApiServer,
+        runtime: &Arc<FakeRuntime>,
+        max_pods: u32,
+    ) -> ClusterNode {
         let kubeconfig = dir.join("kubeconfig");
         server
             .write_kubeconfig(&kubeconfig, &format!("system:node:{NODE}"))
@@ -44,6 +54,7 @@ impl ClusterNode {
             format!("--hostname-override={NODE}"),
             "--node-ip=127.0.0.1".into(),
             "--resolv-conf=".into(),
+            format!("--max-pods={max_pods}"),
         ];
         let config = Arc::new(KubeletConfig::from_args(args.iter().map(Into::into)).unwrap());
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
