@@ -363,3 +363,303 @@ pub fn qos_class(pod: &Pod) -> &'static str {
         "Burstable"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kuberuntime::runtime_pod::SandboxStatus;
+    use crate::types::{ContainerId, PodUid};
+    use k8s_openapi::api::core::v1::{PodSpec, ResourceRequirements};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn pod(policy: &str, init: &[&str], names: &[&str]) -> Pod {
+        let c = |n: &&str| Container {
+            name: n.to_string(),
+            image: Some("busybox".into()),
+            ..Default::default()
+        };
+        Pod {
+            spec: Some(PodSpec {
+                restart_policy: Some(policy.into()),
+                init_containers: Some(init.iter().map(c).collect()),
+                containers: names.iter().map(c).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn cs(
+        name: &str,
+        state: ContainerState,
+        exit_code: i32,
+        restart_count: u32,
+        created_at: i64,
+    ) -> ContainerStatus {
+        ContainerStatus {
+            id: ContainerId(format!("{name}-{restart_count}")),
+            name: name.into(),
+            state,
+            restart_count,
+            hash: None,
+            image: "docker.io/library/busybox:latest".into(),
+            image_ref: "sha256:abc".into(),
+            created_at,
+            started_at: if state == ContainerState::Created {
+                0
+            } else {
+                1_700_000_000_000_000_000
+            },
+            finished_at: if state == ContainerState::Exited {
+                1_700_000_001_000_000_000
+            } else {
+                0
+            },
+            exit_code,
+            reason: String::new(),
+            message: String::new(),
+            sandbox_id: "sb".into(),
+        }
+    }
+
+    fn runtime(containers: Vec<ContainerStatus>) -> RuntimePodStatus {
+        let mut containers = containers;
+        containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+        RuntimePodStatus {
+            uid: PodUid::from("u"),
+            sandboxes: vec![SandboxStatus {
+                id: "sb".into(),
+                ready: true,
+                attempt: 0,
+                created_at: 1_700_000_000_000_000_000,
+                ip: Some("10.0.0.5".into()),
+                host_network: false,
+            }],
+            containers,
+        }
+    }
+
+    fn generate(pod: &Pod, rt: &RuntimePodStatus, failure: Option<(&str, &str)>) -> PodStatus {
+        let lookup = move |_: &str| failure.map(|(r, m)| StartFailure::new(r, m.to_string()));
+        let ctx = StatusContext {
+            runtime_name: "containerd",
+            host_ip: Some("192.0.2.2".into()),
+            start_failure: &lookup,
+            now: SystemTime::now(),
+        };
+        generate_api_pod_status(pod, rt, &ctx)
+    }
+
+    fn waiting_reason(s: &ApiContainerStatus) -> Option<&str> {
+        s.state.as_ref()?.waiting.as_ref()?.reason.as_deref()
+    }
+
+    use ContainerState::{Exited, Running};
+
+    #[test]
+    fn phase_and_container_states_table() {
+        struct Case {
+            name: &'static str,
+            pod: Pod,
+            containers: Vec<ContainerStatus>,
+            failure: Option<(&'static str, &'static str)>,
+            phase: &'static str,
+            first_state: &'static str,
+        }
+        let state_of = |s: &ApiContainerStatus| -> String {
+            let st = s.state.as_ref().unwrap();
+            if st.running.is_some() {
+                "running".into()
+            } else if let Some(t) = &st.terminated {
+                format!("terminated:{}", t.reason.clone().unwrap_or_default())
+            } else {
+                format!("waiting:{}", waiting_reason(s).unwrap_or_default())
+            }
+        };
+        let cases = vec![
+            Case {
+                name: "nothing yet",
+                pod: pod("Always", &[], &["a"]),
+                containers: vec![],
+                failure: None,
+                phase: "Pending",
+                first_state: "waiting:ContainerCreating",
+            },
+            Case {
+                name: "running",
+                pod: pod("Always", &[], &["a"]),
+                containers: vec![cs("a", Running, 0, 0, 1)],
+                failure: None,
+                phase: "Running",
+                first_state: "running",
+            },
+            Case {
+                name: "image pull failure",
+                pod: pod("Always", &[], &["a"]),
+                containers: vec![],
+                failure: Some(("ErrImagePull", "rpc error")),
+                phase: "Pending",
+                first_state: "waiting:ErrImagePull",
+            },
+            Case {
+                name: "crash loop: waiting with last state",
+                pod: pod("Always", &[], &["a"]),
+                containers: vec![cs("a", Exited, 1, 2, 3)],
+                failure: Some(("CrashLoopBackOff", "back-off 20s")),
+                phase: "Running",
+                first_state: "waiting:CrashLoopBackOff",
+            },
+            Case {
+                name: "completed under Never",
+                pod: pod("Never", &[], &["a"]),
+                containers: vec![cs("a", Exited, 0, 0, 1)],
+                failure: None,
+                phase: "Succeeded",
+                first_state: "terminated:Completed",
+            },
+            Case {
+                name: "failed under Never",
+                pod: pod("Never", &[], &["a"]),
+                containers: vec![cs("a", Exited, 2, 0, 1)],
+                failure: None,
+                phase: "Failed",
+                first_state: "terminated:Error",
+            },
+            Case {
+                name: "failed under OnFailure keeps running",
+                pod: pod("OnFailure", &[], &["a"]),
+                containers: vec![cs("a", Exited, 2, 0, 1)],
+                failure: None,
+                phase: "Running",
+                first_state: "terminated:Error",
+            },
+            Case {
+                name: "one of two exited 0 under Never",
+                pod: pod("Never", &[], &["a", "b"]),
+                containers: vec![cs("a", Exited, 0, 0, 1), cs("b", Running, 0, 0, 2)],
+                failure: None,
+                phase: "Running",
+                first_state: "terminated:Completed",
+            },
+            Case {
+                name: "init running",
+                pod: pod("Always", &["init"], &["a"]),
+                containers: vec![cs("init", Running, 0, 0, 1)],
+                failure: None,
+                phase: "Pending",
+                first_state: "waiting:PodInitializing",
+            },
+            Case {
+                name: "init failed under Never",
+                pod: pod("Never", &["init"], &["a"]),
+                containers: vec![cs("init", Exited, 1, 0, 1)],
+                failure: None,
+                phase: "Failed",
+                first_state: "waiting:PodInitializing",
+            },
+        ];
+        for c in cases {
+            let status = generate(&c.pod, &runtime(c.containers), c.failure);
+            assert_eq!(status.phase.as_deref(), Some(c.phase), "{}: phase", c.name);
+            let first = &status.container_statuses.as_ref().unwrap()[0];
+            assert_eq!(state_of(first), c.first_state, "{}: state", c.name);
+        }
+    }
+
+    #[test]
+    fn running_container_status_fields_and_conditions() {
+        let rt = runtime(vec![cs("a", Exited, 1, 0, 1), cs("a", Running, 0, 1, 2)]);
+        let status = generate(&pod("Always", &[], &["a"]), &rt, None);
+        let c = &status.container_statuses.as_ref().unwrap()[0];
+        assert_eq!(c.container_id.as_deref(), Some("containerd://a-1"));
+        assert_eq!(c.image, "docker.io/library/busybox:latest");
+        assert_eq!(c.image_id, "sha256:abc");
+        assert_eq!(c.restart_count, 1);
+        assert!(c.ready);
+        assert_eq!(c.started, Some(true));
+        let last = c.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+        assert_eq!((last.exit_code, last.reason.as_deref()), (1, Some("Error")));
+        assert!(c
+            .state
+            .as_ref()
+            .unwrap()
+            .running
+            .as_ref()
+            .unwrap()
+            .started_at
+            .is_some());
+        let conditions = status.conditions.unwrap();
+        let get = |t: &str| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == t)
+                .unwrap()
+                .status
+                .clone()
+        };
+        assert_eq!(
+            (get("Initialized"), get("Ready"), get("ContainersReady")),
+            ("True".into(), "True".into(), "True".into())
+        );
+        assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.5"));
+        assert_eq!(status.pod_ips.unwrap()[0].ip, "10.0.0.5");
+        assert_eq!(status.host_ip.as_deref(), Some("192.0.2.2"));
+        assert_eq!(status.qos_class.as_deref(), Some("BestEffort"));
+        assert!(status.start_time.is_some());
+    }
+
+    #[test]
+    fn unready_message_names_containers_as_upstream() {
+        let status = generate(
+            &pod("Always", &[], &["app", "side"]),
+            &runtime(vec![cs("side", Running, 0, 0, 1)]),
+            None,
+        );
+        let ready = status
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason.as_deref(), Some("ContainersNotReady"));
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("containers with unready status: [app]")
+        );
+    }
+
+    #[test]
+    fn qos_classes() {
+        let with = |req: &[(&str, &str)], lim: &[(&str, &str)]| {
+            let q = |v: &[(&str, &str)]| {
+                (!v.is_empty()).then(|| {
+                    v.iter()
+                        .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                        .collect()
+                })
+            };
+            let mut p = pod("Always", &[], &["a"]);
+            p.spec.as_mut().unwrap().containers[0].resources = Some(ResourceRequirements {
+                requests: q(req),
+                limits: q(lim),
+                ..Default::default()
+            });
+            qos_class(&p)
+        };
+        assert_eq!(with(&[], &[]), "BestEffort");
+        assert_eq!(with(&[("cpu", "100m")], &[]), "Burstable");
+        assert_eq!(
+            with(
+                &[("cpu", "1"), ("memory", "1Gi")],
+                &[("cpu", "1"), ("memory", "1Gi")]
+            ),
+            "Guaranteed"
+        );
+        assert_eq!(with(&[], &[("cpu", "1"), ("memory", "1Gi")]), "Guaranteed");
+        assert_eq!(
+            with(&[("cpu", "1")], &[("cpu", "2"), ("memory", "1Gi")]),
+            "Burstable"
+        );
+    }
+}
