@@ -62,6 +62,15 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    /// The root directory could not be created.
+    #[error("creating {}: {source}", .path.display())]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -83,6 +92,17 @@ pub struct PodSources {
     pub sources_ready: Arc<crate::config::mux::SourcesReady>,
     /// Source and mux threads.
     pub threads: Vec<JoinHandle<()>>,
+}
+
+/// Creates the root directory and its `pods` directory (upstream `setupDataDirs`).
+pub fn setup_data_dirs(config: &KubeletConfig) -> Result<(), AppError> {
+    for dir in [config.root_dir.clone(), config.root_dir.join("pods")] {
+        std::fs::create_dir_all(&dir).map_err(|source| AppError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Builds the API client from `--kubeconfig` with the configured rate limits
@@ -287,6 +307,7 @@ fn join_until(threads: Vec<JoinHandle<()>>, deadline: Instant) {
 /// Runs a kubelet until SIGTERM or SIGINT (or, with `--runonce`, until its pods started).
 pub fn run(config: KubeletConfig) -> Result<(), AppError> {
     let config = Arc::new(config);
+    setup_data_dirs(&config)?;
     // Dropping `stop_tx` disconnects every clone of `stop_rx`: the one broadcast that reaches
     // every thread. Capacity 0: nothing is ever sent.
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);

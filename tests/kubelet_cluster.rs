@@ -237,6 +237,13 @@ fn static_pod_gets_a_mirror_that_comes_back_when_deleted() {
             .filter(|p| p.metadata.uid != first_uid && p.metadata.deletion_timestamp.is_none())
     });
     assert!(again.is_some(), "mirror recreated");
+
+    // Removing the static pod removes its mirror.
+    std::fs::remove_file(d.join("manifests/static.yaml")).unwrap();
+    let gone = wait_for(WAIT, || {
+        server.get_pod("default", &name).is_none().then_some(())
+    });
+    assert!(gone.is_some(), "mirror removed with the static pod");
     node.stop();
 }
 
