@@ -11,30 +11,14 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use rkubelet::cri::{api, RemoteRuntime, RuntimeService};
+use rkubelet::cri::{api, RuntimeService};
 use support::apiserver::ApiServer;
+use support::cri::{clean_runtime, endpoint, runtime};
 use support::{scratch_dir, wait_for};
 
 const IMAGE: &str = "docker.io/library/busybox:local";
 const NODE: &str = "e2e-cluster-node";
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn endpoint() -> String {
-    std::env::var("RKUBELET_E2E_CRI_ENDPOINT")
-        .expect("RKUBELET_E2E_CRI_ENDPOINT must name the test containerd (run tests/run.sh)")
-}
-
-fn runtime() -> RemoteRuntime {
-    RemoteRuntime::connect(&endpoint(), Duration::from_secs(30)).unwrap()
-}
-
-fn clean_runtime() {
-    let rt = runtime();
-    for s in rt.list_pod_sandbox(None).unwrap() {
-        rt.stop_pod_sandbox(s.get_id()).unwrap();
-        rt.remove_pod_sandbox(s.get_id()).unwrap();
-    }
-}
 
 struct Cluster {
     server: ApiServer,

@@ -10,30 +10,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rkubelet::cri::{api, RemoteRuntime, RuntimeService};
+use rkubelet::cri::{api, RuntimeService};
+use support::cri::{clean_runtime, endpoint, runtime};
 use support::{manifest, scratch_dir, wait_for};
 
 const IMAGE: &str = "docker.io/library/busybox:local";
 const NODE: &str = "e2e-node";
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn endpoint() -> String {
-    std::env::var("RKUBELET_E2E_CRI_ENDPOINT")
-        .expect("RKUBELET_E2E_CRI_ENDPOINT must name the test containerd (run tests/run.sh)")
-}
-
-fn runtime() -> RemoteRuntime {
-    RemoteRuntime::connect(&endpoint(), Duration::from_secs(30)).unwrap()
-}
-
-/// Stops and removes every sandbox, so each test starts from an empty runtime.
-fn clean_runtime() {
-    let rt = runtime();
-    for s in rt.list_pod_sandbox(None).unwrap() {
-        rt.stop_pod_sandbox(s.get_id()).unwrap();
-        rt.remove_pod_sandbox(s.get_id()).unwrap();
-    }
-}
 
 struct Rkubelet {
     child: Child,

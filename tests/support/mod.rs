@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod cluster;
+pub mod cri;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
