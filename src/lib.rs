@@ -25,3 +25,4 @@ pub mod pod_workers;
 pub mod status;
 pub mod types;
 pub mod util;
+pub mod volume;

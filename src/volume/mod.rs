@@ -1,0 +1,59 @@
+//! Pod volumes: the building blocks the volume manager (upstream `pkg/kubelet/volumemanager`,
+//! `pkg/volume`) will be assembled from.
+//!
+//! What lives here today are self-contained, synchronous helpers that run on whichever
+//! thread calls them (the pod worker's `sync_pod`, later the volume manager's reconciler):
+//!
+//! - [`atomic_writer`]: projects a set of files (secret, configMap, downwardAPI,
+//!   projected volumes) into a directory so that readers never see a half-written set
+//!   (upstream `pkg/volume/util/atomic_writer.go`).
+//! - [`etc_hosts`]: the kubelet-managed `/etc/hosts` of a pod (upstream
+//!   `managedHostsFileContent` in `pkg/kubelet/kubelet_pods.go`).
+//! - [`host_path`]: the `hostPath.type` checks (upstream `pkg/volume/hostpath`).
+//! - [`mount`]: tmpfs mounts for `emptyDir.medium: Memory` and secret volumes, and
+//!   mount-table queries for teardown.
+//!
+//! The manager that owns the desired/actual state of the world loop comes later and
+//! will sit on top of these.
+
+pub mod atomic_writer;
+pub mod error;
+pub mod etc_hosts;
+pub mod host_path;
+pub mod mount;
+
+pub use atomic_writer::{AtomicWriter, FileProjection};
+pub use error::VolumeError;
+
+/// Scratch directories for this module's tests, removed on drop.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+
+    /// A fresh directory under the system temp dir, unique per process and call.
+    pub(crate) struct TestDir(PathBuf);
+
+    impl TestDir {
+        pub(crate) fn new(tag: &str) -> TestDir {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir()
+                .join(format!("rkubelet-volume-{tag}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("create test dir");
+            TestDir(dir)
+        }
+
+        pub(crate) fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
