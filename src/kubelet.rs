@@ -140,6 +140,7 @@ impl Kubelet {
                 .then(|| config.resolv_conf.clone()),
             cluster_dns: config.cluster_dns.clone(),
             cluster_domain: config.cluster_domain.clone(),
+            root_dir: config.root_dir.clone(),
         };
         let runtime_manager = Arc::new(RuntimeManager::new(
             deps.runtime,
@@ -412,7 +413,17 @@ impl SyncHandler for Kubelet {
             return;
         }
         let known = self.pod_workers.known_pods();
-        for running in self.pleg.running_pods().iter() {
+        let running_pods = self.pleg.running_pods();
+        let keep: std::collections::HashSet<crate::types::PodUid> = desired
+            .iter()
+            .chain(known.iter())
+            .chain(running_pods.iter().map(|p| &p.uid))
+            .cloned()
+            .collect();
+        for uid in self.runtime_manager.volumes().cleanup_orphans(&keep) {
+            log::info!("uid={uid} removed the directory of a pod that no longer exists");
+        }
+        for running in running_pods.iter() {
             if desired.contains(&running.uid) || known.contains(&running.uid) {
                 continue;
             }

@@ -367,3 +367,132 @@ fn run_once_exits_0_for_good_pods_and_non_zero_for_a_bad_one() {
         "{stdout}"
     );
 }
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn empty_dirs_are_shared_memory_ones_are_tmpfs_and_nothing_remains_after_removal() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    clean_runtime();
+    let dir = scratch_dir("e2e-volumes");
+    let host_dir = dir.join("host-data");
+    write(
+        &dir,
+        "vols.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: vols
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - name: shared
+    emptyDir: {{}}
+  - name: mem
+    emptyDir:
+      medium: Memory
+      sizeLimit: 16Mi
+  - name: host
+    hostPath:
+      path: {host}
+      type: DirectoryOrCreate
+  containers:
+  - name: writer
+    image: {IMAGE}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo hello > /shared/msg; echo mem > /mem/m; echo host > /host/h; sleep 1000"]
+    volumeMounts:
+    - {{name: shared, mountPath: /shared}}
+    - {{name: mem, mountPath: /mem}}
+    - {{name: host, mountPath: /host}}
+  - name: reader
+    image: {IMAGE}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "while ! test -f /from-writer/msg; do sleep 0.2; done; echo read: $(cat /from-writer/msg); grep -q ' /mem tmpfs ' /proc/mounts || true; sleep 1000"]
+    volumeMounts:
+    - {{name: shared, mountPath: /from-writer}}
+"#,
+            host = host_dir.display()
+        ),
+    );
+    let kubelet = Rkubelet::start(&dir, &[]);
+    wait_for(START, || (running("vols").len() == 2).then_some(()))
+        .unwrap_or_else(|| panic!("pod did not run:\n{}", kubelet.log()));
+
+    // The reader sees what the writer wrote into the shared emptyDir.
+    let pod_dir = std::fs::read_dir(dir.join("logs/pods"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let reader_log = pod_dir.join("reader/0.log");
+    wait_for(Duration::from_secs(15), || {
+        std::fs::read_to_string(&reader_log)
+            .ok()
+            .filter(|t| t.contains("read: hello"))
+    })
+    .unwrap_or_else(|| panic!("reader did not see the shared file:\n{}", kubelet.log()));
+    let uid = pod_dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .rsplit('_')
+        .next()
+        .unwrap()
+        .to_string();
+    let volumes = dir.join("root/pods").join(&uid).join("volumes");
+    let mem = volumes.join("kubernetes.io~empty-dir/mem");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mem_line = mounts
+        .lines()
+        .find(|l| l.contains(&*mem.to_string_lossy()))
+        .unwrap_or_else(|| panic!("no tmpfs at {}", mem.display()));
+    assert!(mem_line.contains(" - tmpfs "), "{mem_line}");
+    assert_eq!(std::fs::read_to_string(mem.join("m")).unwrap(), "mem\n");
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("h")).unwrap(),
+        "host\n"
+    );
+    assert!(dir.join("root/pods").join(&uid).join("etc-hosts").is_file());
+
+    // Deleting the manifest leaves nothing of the pod under the root dir and no mount behind.
+    std::fs::remove_file(dir.join("manifests/vols.yaml")).unwrap();
+    wait_for(Duration::from_secs(15), || {
+        (!dir.join("root/pods").join(&uid).exists()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("pod directory left behind:\n{}", kubelet.log()));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&*dir.join("root").to_string_lossy()),
+        "a mount leaked"
+    );
+    assert!(host_dir.join("h").is_file(), "hostPath data stays");
+    assert_eq!(kubelet.terminate().0, Some(0));
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn bad_host_path_type_keeps_the_pod_waiting_with_a_clear_error() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    clean_runtime();
+    let dir = scratch_dir("e2e-hostpath");
+    write(
+        &dir,
+        "hp.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hp\nspec:\n  volumes:\n  - name: s\n    hostPath:\n      path: /etc/hostname\n      type: Directory\n  containers:\n  - name: app\n    image: {IMAGE}\n    command: [\"sleep\", \"1000\"]\n    volumeMounts:\n    - {{name: s, mountPath: /s}}\n"
+        ),
+    );
+    let kubelet = Rkubelet::start(&dir, &[]);
+    wait_for(START, || {
+        kubelet
+            .log()
+            .contains("hostPath type check failed: /etc/hostname is not a directory")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no clear error:\n{}", kubelet.log()));
+    assert!(kubelet.log().contains("FailedMount"));
+    assert!(containers_of("hp").is_empty());
+    assert_eq!(kubelet.terminate().0, Some(0));
+}

@@ -8,6 +8,7 @@ use protobuf::RepeatedField;
 use crate::cri::api;
 use crate::events::EventType;
 use crate::types::{pod_key, ContainerId};
+use crate::volume::PodVolumes;
 
 use super::labels::{new_container_annotations, new_container_labels, pod_name, pod_namespace};
 use super::logs::{container_log_relative_path, create_legacy_symlink, legacy_symlink_path};
@@ -20,6 +21,7 @@ pub fn generate_container_config(
     container: &Container,
     restart_count: u32,
     image_ref: &str,
+    mounts: Vec<api::Mount>,
 ) -> api::ContainerConfig {
     let mut meta = api::ContainerMetadata::new();
     meta.set_name(container.name.clone());
@@ -63,6 +65,7 @@ pub fn generate_container_config(
             .to_string_lossy()
             .into_owned(),
     );
+    config.set_mounts(RepeatedField::from_vec(mounts));
     config.set_stdin(container.stdin.unwrap_or(false));
     config.set_stdin_once(container.stdin_once.unwrap_or(false));
     config.set_tty(container.tty.unwrap_or(false));
@@ -85,6 +88,7 @@ impl RuntimeManager {
         sandbox_id: &str,
         sandbox_config: &api::PodSandboxConfig,
         restart_count: u32,
+        volumes: &PodVolumes,
     ) -> Result<ContainerId, StartFailure> {
         let image_ref = self.ensure_image(pod, container, sandbox_config)?;
         let log_dir = std::path::Path::new(sandbox_config.get_log_directory());
@@ -98,7 +102,11 @@ impl RuntimeManager {
                 ),
             ));
         }
-        let config = generate_container_config(pod, container, restart_count, &image_ref);
+        let mounts = self
+            .volumes
+            .container_mounts(container, volumes)
+            .map_err(|e| StartFailure::new("CreateContainerConfigError", e.to_string()))?;
+        let config = generate_container_config(pod, container, restart_count, &image_ref, mounts);
         let id = self
             .runtime
             .create_container(sandbox_id, &config, sandbox_config)
@@ -193,7 +201,7 @@ mod tests {
             }]),
             ..Default::default()
         };
-        let cfg = generate_container_config(&pod, &c, 4, "sha256:abc");
+        let cfg = generate_container_config(&pod, &c, 4, "sha256:abc", Vec::new());
         assert_eq!(cfg.get_metadata().get_name(), "app");
         assert_eq!(cfg.get_metadata().get_attempt(), 4);
         assert_eq!(cfg.get_image().get_image(), "sha256:abc");

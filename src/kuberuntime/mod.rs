@@ -26,6 +26,7 @@ use crate::cri::{api, CriError, ImageService, RuntimeService};
 use crate::events::{EventType, Recorder};
 use crate::types::{pod_key, uid_of, ContainerId, PodUid};
 use crate::util::backoff::Backoff;
+use crate::volume::{PodVolumes, VolumeManager};
 
 pub use actions::{compute_pod_actions, PodActions};
 pub use images::pull_policy;
@@ -55,6 +56,8 @@ pub struct RuntimeSettings {
     pub cluster_dns: Vec<IpAddr>,
     /// Cluster domain.
     pub cluster_domain: Option<String>,
+    /// `--root-dir` (pod volume directories live under it).
+    pub root_dir: PathBuf,
 }
 
 impl RuntimeSettings {
@@ -67,6 +70,7 @@ impl RuntimeSettings {
             resolv_conf: None,
             cluster_dns: Vec::new(),
             cluster_domain: None,
+            root_dir: dir.join("root"),
         }
     }
 }
@@ -104,6 +108,15 @@ pub enum SyncError {
         #[source]
         source: CriError,
     },
+    /// A volume could not be set up; the pod waits in ContainerCreating and is retried.
+    #[error("pod {pod}: {source}")]
+    Volume {
+        /// `namespace/name`.
+        pod: String,
+        /// The volume error.
+        #[source]
+        source: crate::volume::VolumeError,
+    },
     /// Preparing files on disk failed.
     #[error("pod {pod}: creating {path}: {source}")]
     Io {
@@ -123,6 +136,7 @@ impl SyncError {
         match self {
             SyncError::Cri { source, .. } => source.is_retriable(),
             SyncError::Io { .. } => true,
+            SyncError::Volume { source, .. } => source.is_retriable(),
         }
     }
 }
@@ -152,6 +166,8 @@ pub struct RuntimeManager {
     /// Last start failure per (pod, container), shown as the waiting reason until it starts
     /// (upstream `ReasonCache`).
     reasons: Mutex<HashMap<ContainerKey, StartFailure>>,
+    /// Pod volumes and `/etc/hosts`.
+    volumes: VolumeManager,
 }
 
 impl RuntimeManager {
@@ -168,11 +184,17 @@ impl RuntimeManager {
             images,
             clock,
             recorder,
-            settings,
             restart_backoff: Mutex::new(Backoff::new(RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX)),
             pull_backoff: Mutex::new(Backoff::new(RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX)),
             reasons: Mutex::new(HashMap::new()),
+            volumes: VolumeManager::new(&settings.root_dir),
+            settings,
         }
+    }
+
+    /// The volume manager (housekeeping cleans up orphaned pod directories through it).
+    pub fn volumes(&self) -> &VolumeManager {
+        &self.volumes
     }
 
     /// The runtime service (for PLEG and the server).
@@ -339,6 +361,45 @@ impl RuntimeManager {
             }
         };
 
+        if actions.next_init_container.is_none() && actions.containers_to_start.is_empty() {
+            return Ok(outcome);
+        }
+        let pod_ips: Vec<String> = if actions.create_sandbox {
+            match self.runtime.pod_sandbox_status(&sandbox_id, false) {
+                Ok(resp) => {
+                    let ip = resp.get_status().get_network().get_ip();
+                    (!ip.is_empty())
+                        .then(|| ip.to_string())
+                        .into_iter()
+                        .collect()
+                }
+                Err(_) => Vec::new(),
+            }
+        } else {
+            status.ip().map(str::to_string).into_iter().collect()
+        };
+        let volumes = match self.volumes.setup_pod(pod, &uid, &pod_ips) {
+            Ok(v) => v,
+            Err(source) => {
+                self.recorder.pod_event(
+                    pod,
+                    EventType::Warning,
+                    "FailedMount",
+                    format!("MountVolume.SetUp failed: {source}"),
+                );
+                return Err(SyncError::Volume { pod: key, source });
+            }
+        };
+        if actions.create_sandbox {
+            for (name, kind) in &volumes.unsupported {
+                self.recorder.pod_event(
+                    pod,
+                    EventType::Warning,
+                    "FailedMount",
+                    format!("volume \"{name}\" of type {kind} is not supported yet; containers start without it"),
+                );
+            }
+        }
         let spec = pod.spec.as_ref();
         if let Some(i) = actions.next_init_container {
             if let Some(c) = spec
@@ -346,7 +407,7 @@ impl RuntimeManager {
                 .and_then(|v| v.get(i))
             {
                 if let Err(f) =
-                    self.start_with_backoff(pod, c, &sandbox_id, &sandbox_config, status)
+                    self.start_with_backoff(pod, c, &sandbox_id, &sandbox_config, status, &volumes)
                 {
                     outcome.failures.push((c.name.clone(), f));
                 }
@@ -355,7 +416,7 @@ impl RuntimeManager {
         for i in &actions.containers_to_start {
             if let Some(c) = spec.and_then(|s| s.containers.get(*i)) {
                 if let Err(f) =
-                    self.start_with_backoff(pod, c, &sandbox_id, &sandbox_config, status)
+                    self.start_with_backoff(pod, c, &sandbox_id, &sandbox_config, status, &volumes)
                 {
                     outcome.failures.push((c.name.clone(), f));
                 }
@@ -373,6 +434,7 @@ impl RuntimeManager {
         sandbox_id: &str,
         sandbox_config: &api::PodSandboxConfig,
         status: &RuntimePodStatus,
+        volumes: &PodVolumes,
     ) -> Result<(), StartFailure> {
         let uid = uid_of(pod);
         let latest = status.latest(&container.name);
@@ -407,7 +469,14 @@ impl RuntimeManager {
                 backoff.next(&key, finished);
             }
         }
-        match self.start_container(pod, container, sandbox_id, sandbox_config, restart_count) {
+        match self.start_container(
+            pod,
+            container,
+            sandbox_id,
+            sandbox_config,
+            restart_count,
+            volumes,
+        ) {
             Ok(id) => {
                 log::info!(
                     "pod=\"{}\" container={} id={id} started (restart count {restart_count})",
@@ -511,6 +580,12 @@ impl RuntimeManager {
             }
         }
         logs::remove_legacy_symlinks(&self.settings.container_logs_dir, &ids);
+        if let Err(e) = self.volumes.teardown_pod(&status.uid) {
+            log::warn!(
+                "pod=\"{namespace}/{name}\" uid={} tearing down volumes: {e}",
+                status.uid
+            );
+        }
         let dir = logs::pod_log_dir(&self.settings.pod_logs_dir, namespace, name, &status.uid.0);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}

@@ -20,10 +20,12 @@ pub mod atomic_writer;
 pub mod error;
 pub mod etc_hosts;
 pub mod host_path;
+pub mod manager;
 pub mod mount;
 
 pub use atomic_writer::{AtomicWriter, FileProjection};
 pub use error::VolumeError;
+pub use manager::{PodVolumes, VolumeManager};
 
 /// Scratch directories for this module's tests, removed on drop.
 #[cfg(test)]
