@@ -43,6 +43,12 @@ impl Rkubelet {
         }
     }
 
+    /// Waits until `n` containers of the pod run.
+    fn wait_running(&self, pod: &str, n: usize) {
+        wait_for(START, || (running(pod).len() == n).then_some(()))
+            .unwrap_or_else(|| panic!("pod {pod} did not run:\n{}", self.log()));
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("rkubelet.log")).unwrap_or_default()
     }
@@ -88,6 +94,16 @@ fn args(dir: &Path) -> Vec<String> {
         "-v".into(),
         "1".into(),
     ]
+}
+
+/// The log directory of the one pod a test ran.
+fn only_pod_log_dir(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir.join("logs/pods"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path()
 }
 
 fn write(dir: &Path, file: &str, text: &str) {
@@ -143,16 +159,10 @@ fn two_container_pod_runs_logs_and_is_removed_with_its_manifest() {
         ),
     );
     let kubelet = Rkubelet::start(&dir, &[]);
-    wait_for(START, || (running("two").len() == 2).then_some(()))
-        .unwrap_or_else(|| panic!("pod did not run:\n{}", kubelet.log()));
+    kubelet.wait_running("two", 2);
 
     // (a) each container's log file holds its output, in CRI log format, plus the symlinks.
-    let pod_dir = std::fs::read_dir(dir.join("logs/pods"))
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
+    let pod_dir = only_pod_log_dir(&dir);
     assert!(pod_dir
         .file_name()
         .unwrap()
@@ -203,8 +213,7 @@ fn malformed_manifest_is_reported_by_name_and_the_good_pod_runs() {
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: [oops\n",
     );
     let kubelet = Rkubelet::start(&dir, &[]);
-    wait_for(START, || (running("good").len() == 1).then_some(()))
-        .unwrap_or_else(|| panic!("good pod did not run:\n{}", kubelet.log()));
+    kubelet.wait_running("good", 1);
     let log = kubelet.log();
     assert!(
         log.contains("broken.yaml"),
@@ -229,8 +238,7 @@ fn kill_9_and_restart_keeps_the_same_containers() {
         ),
     );
     let kubelet = Rkubelet::start(&dir, &[]);
-    wait_for(START, || (running("keep").len() == 2).then_some(()))
-        .unwrap_or_else(|| panic!("pod did not run:\n{}", kubelet.log()));
+    kubelet.wait_running("keep", 2);
     let before = ids(&containers_of("keep"));
     let sandboxes = sandboxes_of("keep").len();
     kubelet.kill9();
@@ -302,8 +310,7 @@ fn unpullable_image_reports_err_image_pull_and_other_pods_run() {
         ),
     );
     let kubelet = Rkubelet::start(&dir, &[]);
-    wait_for(START, || (running("fine").len() == 1).then_some(()))
-        .unwrap_or_else(|| panic!("fine pod did not run:\n{}", kubelet.log()));
+    kubelet.wait_running("fine", 1);
     wait_for(START, || {
         kubelet.log().contains("ErrImagePull").then_some(())
     })
@@ -416,16 +423,10 @@ spec:
         ),
     );
     let kubelet = Rkubelet::start(&dir, &[]);
-    wait_for(START, || (running("vols").len() == 2).then_some(()))
-        .unwrap_or_else(|| panic!("pod did not run:\n{}", kubelet.log()));
+    kubelet.wait_running("vols", 2);
 
     // The reader sees what the writer wrote into the shared emptyDir.
-    let pod_dir = std::fs::read_dir(dir.join("logs/pods"))
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
+    let pod_dir = only_pod_log_dir(&dir);
     let reader_log = pod_dir.join("reader/0.log");
     wait_for(Duration::from_secs(15), || {
         std::fs::read_to_string(&reader_log)
