@@ -172,7 +172,7 @@ fn errors_are_status_objects_with_upstream_reasons() {
     stale["metadata"]["resourceVersion"] = json!("1");
     let (code, why, _) = reason(api.call("PUT", &format!("{PODS}/a"), Some(stale)));
     assert_eq!((code, why.as_str()), (409, "Conflict"));
-    let (code, why, _) = reason(api.get("/api/v1/secrets"));
+    let (code, why, _) = reason(api.get("/api/v1/serviceaccounts"));
     assert_eq!((code, why.as_str()), (404, "NotFound"));
     let (code, why, _) =
         reason(api.call("POST", "/api/v1/namespaces/nope/pods", Some(pod("b", None))));
@@ -641,6 +641,149 @@ fn leases_events_namespaces_and_discovery() {
         groups["groups"][0]["preferredVersion"]["groupVersion"],
         "coordination.k8s.io/v1"
     );
+}
+
+/// Decodes one base64url (no padding) JWT segment.
+fn base64url_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in text.bytes() {
+        let v = ALPHABET.iter().position(|&a| a == c).unwrap() as u32;
+        bits = (bits << 6) | v;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn configmaps_secrets_and_token_requests() {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    use rkubelet::api::KubeClient;
+
+    let server = ApiServer::start();
+    let api = Api::new(&server);
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let cm = json!({ "metadata": { "name": "cfg" }, "data": { "a": "1" } });
+    let (code, created) = api.call("POST", cms, Some(cm.clone()));
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["kind"], "ConfigMap");
+    assert_eq!(api.call("POST", cms, Some(cm)).0, 409);
+    let (code, got) = api.get(&format!("{cms}/cfg"));
+    assert_eq!((code, &got["data"]["a"]), (200, &json!("1")));
+    let mut update = got.clone();
+    update["data"]["a"] = json!("2");
+    let (code, updated) = api.call("PUT", &format!("{cms}/cfg"), Some(update));
+    assert_eq!(code, 200, "{updated}");
+    assert!(rv_of(&updated) > rv_of(&got));
+    let (code, stale) = api.call("PUT", &format!("{cms}/cfg"), Some(got));
+    assert_eq!(code, 409, "{stale}");
+    assert_eq!(api.get(&format!("{cms}/none")).0, 404);
+    assert_eq!(names(&api.get(cms).1), ["cfg"]);
+    let stored = server.get_config_map("default", "cfg").unwrap();
+    assert_eq!(stored.data.clone().unwrap()["a"], "2");
+    let mut typed = stored;
+    typed.data.as_mut().unwrap().insert("b".into(), "3".into());
+    let typed = server.update_config_map(typed).unwrap();
+    assert_eq!(typed.data.unwrap().len(), 2);
+    let other: ConfigMap =
+        serde_json::from_value(json!({ "metadata": { "name": "other" } })).unwrap();
+    server.create_config_map(other).unwrap();
+    let (_, discovery) = api.get("/api/v1");
+    let entries = discovery["resources"].as_array().unwrap();
+    let entry = |name: &str| entries.iter().find(|r| r["name"] == name).cloned();
+    assert_eq!(entry("configmaps").unwrap()["shortNames"], json!(["cm"]));
+    assert_eq!(entry("secrets").unwrap()["kind"], "Secret");
+    assert_eq!(
+        entry("serviceaccounts/token").unwrap()["kind"],
+        "TokenRequest"
+    );
+
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "s", "namespace": "kube-system" },
+        "stringData": { "password": "hunter2" },
+    }))
+    .unwrap();
+    server.create_secret(secret).unwrap();
+    let (code, got) = api.get("/api/v1/namespaces/kube-system/secrets/s");
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(got["data"]["password"], "aHVudGVyMg==");
+    assert_eq!(got["type"], "Opaque");
+    assert!(got.get("stringData").is_none());
+
+    let token_path = "/api/v1/namespaces/default/serviceaccounts/default/token";
+    let (_, pod) = api.call("POST", PODS, Some(pod("web", Some("node-a"))));
+    let request = json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {
+            "audiences": ["vault"],
+            "expirationSeconds": 1200,
+            "boundObjectRef": { "kind": "Pod", "apiVersion": "v1", "name": "web" },
+        },
+    });
+    let before = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (code, answer) = api.call("POST", token_path, Some(request));
+    assert_eq!(code, 201, "{answer}");
+    let token = answer["status"]["token"].as_str().unwrap();
+    let segments: Vec<&str> = token.split('.').collect();
+    assert_eq!(segments.len(), 3, "{token}");
+    let claims: Value = serde_json::from_slice(&base64url_decode(segments[1])).unwrap();
+    assert_eq!(claims["aud"], json!(["vault"]));
+    assert_eq!(claims["sub"], "system:serviceaccount:default:default");
+    let exp = claims["exp"].as_i64().unwrap();
+    assert!((before + 1200..=before + 1202).contains(&exp), "{claims}");
+    assert_eq!(claims["kubernetes.io"]["pod"]["name"], "web");
+    assert_eq!(
+        claims["kubernetes.io"]["pod"]["uid"],
+        pod["metadata"]["uid"]
+    );
+    assert!(answer["status"]["expirationTimestamp"].is_string());
+    let short = json!({ "spec": { "expirationSeconds": 599 } });
+    let (code, status) = api.call("POST", token_path, Some(short));
+    assert_eq!(code, 400, "{status}");
+    assert_eq!(status["reason"], "BadRequest");
+    assert_eq!(server.token_requests(), 1);
+    assert_eq!(server.request_count("create", "serviceaccounts/token"), 2);
+
+    // The library's REST client against the same routes.
+    let dir = scratch_dir("configmaps-secrets-tokens");
+    let kubeconfig = dir.join("kubeconfig");
+    server
+        .write_kubeconfig(&kubeconfig, "system:node:node-a")
+        .unwrap();
+    let config = rkubelet::api::kubeconfig::load(&kubeconfig).unwrap();
+    let client = rkubelet::api::RestClient::new(config, 0.0, 0, Duration::from_secs(10)).unwrap();
+    let cm = client.get_config_map("default", "cfg").unwrap();
+    assert_eq!(cm.data.unwrap()["b"], "3");
+    assert!(client
+        .get_config_map("default", "none")
+        .unwrap_err()
+        .is_not_found());
+    let secret = client.get_secret("kube-system", "s").unwrap();
+    assert_eq!(secret.data.unwrap()["password"].0, b"hunter2");
+    let request: TokenRequest =
+        serde_json::from_value(json!({ "spec": { "audiences": ["api"] } })).unwrap();
+    let answer = client.create_token("default", "sa", &request).unwrap();
+    let status = answer.status.unwrap();
+    let exp = status.expiration_timestamp.0.as_second();
+    assert!((before + 3600..=before + 3700).contains(&exp), "{exp}");
+    assert!(!status.token.is_empty());
+    let stats = client.stats();
+    assert_eq!(stats.count("GET", "configmaps"), 2);
+    assert_eq!(stats.count("GET", "secrets"), 1);
+    assert_eq!(stats.count("POST", "serviceaccounts/token"), 1);
+    assert_eq!(server.token_requests(), 2);
 }
 
 /// kubectl, or a clear failure if the machine lacks it.

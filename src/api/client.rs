@@ -12,8 +12,9 @@ use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 use reqwest::blocking::Response;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
@@ -430,6 +431,27 @@ impl KubeClient for RestClient {
             &core_path(namespace, "events", Some(name)),
             patch,
         )
+    }
+
+    fn get_config_map(&self, namespace: &str, name: &str) -> Result<ConfigMap, ApiError> {
+        self.get(
+            Op::GetConfigMap,
+            &core_path(namespace, "configmaps", Some(name)),
+        )
+    }
+
+    fn get_secret(&self, namespace: &str, name: &str) -> Result<Secret, ApiError> {
+        self.get(Op::GetSecret, &core_path(namespace, "secrets", Some(name)))
+    }
+
+    fn create_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        request: &TokenRequest,
+    ) -> Result<TokenRequest, ApiError> {
+        let sa_path = core_path(namespace, "serviceaccounts", Some(service_account));
+        self.write(Op::CreateToken, &format!("{sa_path}/token"), request)
     }
 }
 

@@ -1,22 +1,27 @@
 //! An in-memory [`KubeClient`] for unit tests of the subsystems that talk to the API server.
-//! It stores pods, nodes, leases and events by namespace and name with a monotonic
+//! It stores pods, nodes, leases, events, config maps and secrets by namespace and name with a monotonic
 //! resourceVersion, records every call as a typed [`Call`], applies merge patches, and can be
 //! told to fail the next call of a verb. Tests hold it in an `Arc` and inspect it afterwards.
 //!
 //! Semantics follow the API server where tests rely on them: create of an existing name is
 //! 409 AlreadyExists, get/patch/delete of a missing object 404 NotFound, a lease update with a
 //! stale resourceVersion 409 Conflict, a `/status` patch changes only `status`, and a
-//! `metadata.uid` in a patch or a delete precondition must match.
+//! `metadata.uid` in a patch or a delete precondition must match. `create_token` needs no
+//! service account: it answers with a deterministic fake token (`fake-token-<ns>-<sa>-<n>`,
+//! `n` counting the tokens issued) expiring `expirationSeconds` (default 3600) from now.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestStatus};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
 use super::selector::{matches_fields, matches_labels};
-use super::store::Objects;
+use super::store::{status_error, Objects};
 use super::{ApiError, DeleteOptions, KubeClient, List, ListOptions, WatchEvent, WatchStream};
 
 /// One recorded call, with the arguments tests assert on.
@@ -74,7 +79,21 @@ pub enum Call {
         name: String,
         patch: Value,
     },
+    /// `get_config_map`.
+    GetConfigMap { namespace: String, name: String },
+    /// `get_secret`.
+    GetSecret { namespace: String, name: String },
+    /// `create_token` for a service account, with the request's audiences and lifetime.
+    CreateToken {
+        namespace: String,
+        service_account: String,
+        audiences: Vec<String>,
+        expiration_seconds: Option<i64>,
+    },
 }
+
+/// Lifetime of a token whose request names none (the API's default).
+const DEFAULT_TOKEN_SECONDS: i64 = 3600;
 
 #[derive(Default)]
 struct Store {
@@ -84,6 +103,10 @@ struct Store {
     nodes: Objects<Node>,
     leases: Objects<Lease>,
     events: Objects<Event>,
+    config_maps: Objects<ConfigMap>,
+    secrets: Objects<Secret>,
+    /// Tokens issued so far.
+    tokens: u64,
     /// Events the next `watch_pods` returns.
     watch_events: VecDeque<WatchEvent<Pod>>,
     /// One-shot errors by verb name, oldest first.
@@ -163,6 +186,23 @@ impl FakeClient {
     pub fn insert_node(&self, node: &Node) -> Result<Node, ApiError> {
         let store = &mut *self.store();
         store.nodes.create(node, &mut store.rv)
+    }
+
+    /// Stores a config map as if created (not recorded as a call); returns it as stored.
+    pub fn insert_config_map(&self, config_map: &ConfigMap) -> Result<ConfigMap, ApiError> {
+        let store = &mut *self.store();
+        store.config_maps.create(config_map, &mut store.rv)
+    }
+
+    /// Stores a secret as if created (not recorded as a call); returns it as stored.
+    pub fn insert_secret(&self, secret: &Secret) -> Result<Secret, ApiError> {
+        let store = &mut *self.store();
+        store.secrets.create(secret, &mut store.rv)
+    }
+
+    /// How many tokens `create_token` has issued.
+    pub fn tokens_issued(&self) -> u64 {
+        self.store().tokens
     }
 
     /// The stored pod, if any.
@@ -362,6 +402,62 @@ impl KubeClient for FakeClient {
         store
             .events
             .patch(namespace, name, patch, false, &mut store.rv)
+    }
+
+    fn get_config_map(&self, namespace: &str, name: &str) -> Result<ConfigMap, ApiError> {
+        let call = Call::GetConfigMap {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.begin("get_config_map", call)?
+            .config_maps
+            .get(namespace, name)
+    }
+
+    fn get_secret(&self, namespace: &str, name: &str) -> Result<Secret, ApiError> {
+        let call = Call::GetSecret {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.begin("get_secret", call)?.secrets.get(namespace, name)
+    }
+
+    fn create_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        request: &TokenRequest,
+    ) -> Result<TokenRequest, ApiError> {
+        let call = Call::CreateToken {
+            namespace: namespace.into(),
+            service_account: service_account.into(),
+            audiences: request.spec.audiences.clone(),
+            expiration_seconds: request.spec.expiration_seconds,
+        };
+        let mut store = self.begin("create_token", call)?;
+        let seconds = request
+            .spec
+            .expiration_seconds
+            .unwrap_or(DEFAULT_TOKEN_SECONDS);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let expires = now
+            .checked_add(seconds)
+            .and_then(|secs| Timestamp::new(secs, 0).ok())
+            .ok_or_else(|| {
+                let message = format!("spec.expirationSeconds: Invalid value: {seconds}");
+                status_error("POST", 422, "Invalid", message)
+            })?;
+        store.tokens += 1;
+        let mut answer = request.clone();
+        answer.metadata.namespace = Some(namespace.to_string());
+        answer.metadata.name = Some(service_account.to_string());
+        answer.status = Some(TokenRequestStatus {
+            token: format!("fake-token-{namespace}-{service_account}-{}", store.tokens),
+            expiration_timestamp: Time(expires),
+        });
+        Ok(answer)
     }
 }
 
@@ -632,6 +728,119 @@ mod tests {
                 reason: "Started".into(),
                 message: "Started container c".into()
             }
+        );
+    }
+    #[test]
+    fn config_maps_and_secrets_are_read_from_the_store() {
+        let fake = FakeClient::new();
+        let cm: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"namespace": "ns", "name": "cfg"},
+            "data": {"key": "value"},
+        }))
+        .unwrap();
+        let stored = fake.insert_config_map(&cm).unwrap();
+        assert_eq!(stored.metadata.resource_version.as_deref(), Some("1"));
+        assert!(fake.insert_config_map(&cm).unwrap_err().is_already_exists());
+        let got = fake.get_config_map("ns", "cfg").unwrap();
+        assert_eq!(got.data.unwrap()["key"], "value");
+        assert!(fake.get_config_map("ns", "x").unwrap_err().is_not_found());
+
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"namespace": "ns", "name": "s"},
+            "data": {"password": "aHVudGVyMg=="},
+        }))
+        .unwrap();
+        fake.insert_secret(&secret).unwrap();
+        let got = fake.get_secret("ns", "s").unwrap();
+        assert_eq!(got.data.unwrap()["password"].0, b"hunter2");
+        assert!(fake.get_secret("other", "s").unwrap_err().is_not_found());
+        assert_eq!(
+            fake.calls()[0],
+            Call::GetConfigMap {
+                namespace: "ns".into(),
+                name: "cfg".into()
+            }
+        );
+        assert_eq!(
+            fake.calls()[2],
+            Call::GetSecret {
+                namespace: "ns".into(),
+                name: "s".into()
+            }
+        );
+
+        let boom = || crate::api::store::status_error("GET", 500, "InternalError", "boom".into());
+        fake.inject_error("get_secret", boom());
+        fake.inject_error("get_config_map", boom());
+        assert_eq!(fake.get_secret("ns", "s").unwrap_err().code(), Some(500));
+        assert!(fake.get_secret("ns", "s").is_ok());
+        assert_eq!(
+            fake.get_config_map("ns", "cfg").unwrap_err().code(),
+            Some(500)
+        );
+        assert!(fake.get_config_map("ns", "cfg").is_ok());
+    }
+
+    #[test]
+    fn create_token_returns_a_fake_token_with_its_expiry() {
+        let fake = FakeClient::new();
+        let request: TokenRequest = serde_json::from_value(json!({
+            "spec": {"audiences": ["api"], "expirationSeconds": 7200},
+        }))
+        .unwrap();
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let answer = fake.create_token("ns", "default", &request).unwrap();
+        let status = answer.status.unwrap();
+        assert_eq!(status.token, "fake-token-ns-default-1");
+        let expires = status.expiration_timestamp.0.as_second();
+        assert!(
+            (before + 7200..=before + 7202).contains(&expires),
+            "{expires}"
+        );
+        assert_eq!(answer.spec.audiences, ["api"]);
+
+        let default_life = fake
+            .create_token("ns", "sa", &TokenRequest::default())
+            .unwrap();
+        let status = default_life.status.unwrap();
+        assert_eq!(status.token, "fake-token-ns-sa-2");
+        let expires = status.expiration_timestamp.0.as_second();
+        assert!(
+            (before + 3600..=before + 3602).contains(&expires),
+            "{expires}"
+        );
+        assert_eq!(fake.tokens_issued(), 2);
+
+        let boom = || crate::api::store::status_error("POST", 403, "Forbidden", "no".into());
+        fake.inject_error("create_token", boom());
+        let err = fake.create_token("ns", "sa", &request).unwrap_err();
+        assert_eq!(err.code(), Some(403));
+        assert_eq!(fake.tokens_issued(), 2);
+        assert_eq!(
+            fake.calls(),
+            vec![
+                Call::CreateToken {
+                    namespace: "ns".into(),
+                    service_account: "default".into(),
+                    audiences: vec!["api".into()],
+                    expiration_seconds: Some(7200),
+                },
+                Call::CreateToken {
+                    namespace: "ns".into(),
+                    service_account: "sa".into(),
+                    audiences: vec![],
+                    expiration_seconds: None,
+                },
+                Call::CreateToken {
+                    namespace: "ns".into(),
+                    service_account: "sa".into(),
+                    audiences: vec!["api".into()],
+                    expiration_seconds: Some(7200),
+                },
+            ]
         );
     }
 }

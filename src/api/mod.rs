@@ -20,8 +20,9 @@ pub use fake::{Call, FakeClient};
 pub use kubeconfig::RestConfig;
 pub use stats::RequestStats;
 
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
 
 /// Options of a list or watch call (the query parameters the kubelet uses).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -207,4 +208,17 @@ pub trait KubeClient: Send + Sync {
         name: &str,
         patch: &serde_json::Value,
     ) -> Result<Event, ApiError>;
+    /// `GET /api/v1/namespaces/{ns}/configmaps/{name}`.
+    fn get_config_map(&self, namespace: &str, name: &str) -> Result<ConfigMap, ApiError>;
+    /// `GET /api/v1/namespaces/{ns}/secrets/{name}`.
+    fn get_secret(&self, namespace: &str, name: &str) -> Result<Secret, ApiError>;
+    /// `POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token`: asks for a bound
+    /// service account token; the answer is the request with `status.token` and
+    /// `status.expirationTimestamp` filled in.
+    fn create_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        request: &TokenRequest,
+    ) -> Result<TokenRequest, ApiError>;
 }

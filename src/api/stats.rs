@@ -22,11 +22,14 @@ pub(crate) enum Op {
     UpdateLease,
     CreateEvent,
     PatchEvent,
+    GetConfigMap,
+    GetSecret,
+    CreateToken,
 }
 
 /// (verb, resource) of each [`Op`], indexed by `Op as usize`. Verbs are named as the API
 /// server's metrics name them (`LIST` and `WATCH` are GETs on the wire).
-const OPS: [(&str, &str); 15] = [
+const OPS: [(&str, &str); 18] = [
     ("LIST", "pods"),
     ("WATCH", "pods"),
     ("GET", "pods"),
@@ -42,6 +45,9 @@ const OPS: [(&str, &str); 15] = [
     ("PUT", "leases"),
     ("POST", "events"),
     ("PATCH", "events"),
+    ("GET", "configmaps"),
+    ("GET", "secrets"),
+    ("POST", "serviceaccounts/token"),
 ];
 
 const WRITE_VERBS: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
@@ -66,7 +72,8 @@ impl Op {
 pub struct RequestCount {
     /// `LIST`, `WATCH`, `GET`, `POST`, `PUT`, `PATCH` or `DELETE`.
     pub verb: &'static str,
-    /// `pods`, `pods/status`, `nodes`, `nodes/status`, `leases` or `events`.
+    /// `pods`, `pods/status`, `nodes`, `nodes/status`, `leases`, `events`, `configmaps`,
+    /// `secrets` or `serviceaccounts/token`.
     pub resource: &'static str,
     /// Calls made (a call tried three times counts once here and twice in `retries`).
     pub count: u64,
@@ -171,7 +178,7 @@ mod tests {
         c.call(Op::GetPod);
         c.retry();
         let s = c.snapshot();
-        assert_eq!(s.requests.len(), 15);
+        assert_eq!(s.requests.len(), 18);
         assert_eq!(s.count("PATCH", "pods/status"), 2);
         assert_eq!((s.writes(), s.total(), s.retries), (3, 4, 1));
     }

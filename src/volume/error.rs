@@ -55,6 +55,21 @@ pub enum VolumeError {
         #[source]
         source: io::Error,
     },
+    /// A key a volume lists in `items` is missing from its object (and the volume is not
+    /// optional); the object may still get the key, so this is retried.
+    #[error("{what}: key \"{key}\" not found")]
+    MissingKey {
+        /// `configmap "name"` or `secret "name"`.
+        what: String,
+        /// The missing key.
+        key: String,
+    },
+    /// A downward API field path rkubelet does not support.
+    #[error("unsupported downward API field path \"{path}\"")]
+    UnsupportedField {
+        /// The field path.
+        path: String,
+    },
     /// `umount(2)` of `target` failed, even with the lazy-detach fallback.
     #[error("unmount {}: {source}", target.display())]
     Unmount {
@@ -85,7 +100,8 @@ impl VolumeError {
     pub fn is_retriable(&self) -> bool {
         match self {
             VolumeError::InvalidPath { .. } | VolumeError::InvalidHostPathType { .. } => false,
-            VolumeError::HostPathType { .. } => true,
+            VolumeError::HostPathType { .. } | VolumeError::MissingKey { .. } => true,
+            VolumeError::UnsupportedField { .. } => false,
             VolumeError::Io { source, .. } => source.kind() != io::ErrorKind::PermissionDenied,
             VolumeError::Mount { source, .. } | VolumeError::Unmount { source, .. } => {
                 source.kind() != io::ErrorKind::PermissionDenied

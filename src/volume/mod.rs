@@ -22,6 +22,7 @@ pub mod etc_hosts;
 pub mod host_path;
 pub mod manager;
 pub mod mount;
+pub mod projection;
 
 pub use atomic_writer::{AtomicWriter, FileProjection};
 pub use error::VolumeError;

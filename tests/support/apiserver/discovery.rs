@@ -102,6 +102,18 @@ pub fn resource_list(group: &str) -> Value {
             resources.push(subresource(resource, "status", resource.kind(), &verbs));
         }
     }
+    if group.is_empty() {
+        // Service accounts are not served, only their token subresource.
+        resources.push(json!({
+            "name": "serviceaccounts/token",
+            "singularName": "",
+            "namespaced": true,
+            "group": "authentication.k8s.io",
+            "version": "v1",
+            "kind": "TokenRequest",
+            "verbs": ["create"],
+        }));
+    }
     let group_version = if group.is_empty() {
         "v1".to_string()
     } else {

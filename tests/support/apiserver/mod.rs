@@ -2,7 +2,8 @@
 //! benchmarks.
 //!
 //! It serves core/v1 pods (with `status` and `binding`), nodes (with `status`), events,
-//! namespaces and coordination.k8s.io/v1 leases over HTTPS on `127.0.0.1:<random port>`, with
+//! namespaces, configmaps, secrets, the `serviceaccounts/{name}/token` subresource
+//! (TokenRequest; see `token.rs`) and coordination.k8s.io/v1 leases over HTTPS on `127.0.0.1:<random port>`, with
 //! the semantics a kubelet depends on: one global resourceVersion, 409 `AlreadyExists` and
 //! `Conflict`, the status subresource split, merge patch, graceful pod deletion, field and
 //! label selectors, watches with bookmarks and 410 `Expired`, plus enough discovery and
@@ -22,7 +23,9 @@
 //!   state instead of waiting;
 //! - `.../status` writes change only `.status` (upstream also keeps metadata changes made
 //!   there); `dryRun` is refused with 400; watches never answer as `Table`
-//!   (`kubectl get -w` is not supported).
+//!   (`kubectl get -w` is not supported);
+//! - service accounts are not stored: a TokenRequest for any name in an existing namespace
+//!   gets a JWT-shaped but unverifiable token (see `token.rs`).
 //!
 //! ```ignore
 //! let server = ApiServer::start();
@@ -47,6 +50,7 @@ mod status;
 mod store;
 mod table;
 mod tls;
+mod token;
 mod watch;
 
 use std::net::{SocketAddr, TcpListener};
@@ -56,7 +60,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -110,6 +115,14 @@ pub struct ApiServer {
 /// Converts a typed object to the JSON the store holds.
 fn to_json<T: Serialize>(object: &T) -> Value {
     serde_json::to_value(object).expect("k8s-openapi objects serialize to JSON")
+}
+
+/// The object's namespace, `default` when unset.
+fn namespace_or_default(meta: &ObjectMeta) -> String {
+    meta.namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into())
 }
 
 /// Converts a stored object back to its type.
@@ -316,6 +329,46 @@ impl ApiServer {
             .into_iter()
             .map(from_json)
             .collect()
+    }
+
+    /// Creates a config map as `POST` would (namespace `default` when unset).
+    pub fn create_config_map(&self, config_map: ConfigMap) -> Result<ConfigMap, ApiError> {
+        let namespace = namespace_or_default(&config_map.metadata);
+        let object = to_json(&config_map);
+        registry::create(&self.shared.store, Resource::ConfigMaps, &namespace, object)
+            .map(from_json)
+    }
+
+    /// Replaces a config map as `PUT` would (a `metadata.resourceVersion` must be current).
+    pub fn update_config_map(&self, config_map: ConfigMap) -> Result<ConfigMap, ApiError> {
+        let namespace = namespace_or_default(&config_map.metadata);
+        let name = config_map.metadata.name.clone().unwrap_or_default();
+        let object = to_json(&config_map);
+        let store = &self.shared.store;
+        let resource = Resource::ConfigMaps;
+        registry::update(store, resource, &namespace, &name, object, Part::Main)
+            .map(|written| from_json(written.object))
+    }
+
+    /// One config map.
+    pub fn get_config_map(&self, namespace: &str, name: &str) -> Option<ConfigMap> {
+        self.get_json(Resource::ConfigMaps, namespace, name)
+            .map(from_json)
+    }
+
+    /// Creates a secret as `POST` would (`stringData` folded into `data`, type `Opaque` by
+    /// default; namespace `default` when unset).
+    pub fn create_secret(&self, secret: Secret) -> Result<Secret, ApiError> {
+        let namespace = namespace_or_default(&secret.metadata);
+        let object = to_json(&secret);
+        registry::create(&self.shared.store, Resource::Secrets, &namespace, object).map(from_json)
+    }
+
+    /// How many TokenRequests were answered with a token.
+    pub fn token_requests(&self) -> u64 {
+        self.shared
+            .tokens_issued
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Any stored object as JSON; `resource` is the plural (`pods`, `leases`, ...).

@@ -12,6 +12,7 @@ use super::meta::{format_time, merge_patch, metadata_mut, name_suffix, new_uid, 
 use super::resources::Resource;
 use super::status::ApiError;
 use super::store::{Store, Write, Written};
+use super::token::base64;
 
 /// Which part of an object a write addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +91,12 @@ fn prepare_create(
         Resource::Namespaces => {
             object["spec"] = json!({ "finalizers": ["kubernetes"] });
             object["status"] = json!({ "phase": "Active" });
+        }
+        Resource::Secrets => {
+            fold_string_data(&mut object)?;
+            if str_at(&object, "/type").is_empty() {
+                object["type"] = json!("Opaque");
+            }
         }
         _ => {}
     }
@@ -235,6 +242,22 @@ fn updated(resource: Resource, current: &Value, new: Value, part: Part) -> Resul
             if resource == Resource::Pods {
                 check_pod_spec_update(current, &next)?;
             }
+            if resource == Resource::Secrets {
+                fold_string_data(&mut next)?;
+                if str_at(&next, "/type").is_empty() {
+                    next["type"] = current["type"].clone();
+                }
+                if next["type"] != current["type"] {
+                    return Err(ApiError::invalid(
+                        resource,
+                        name,
+                        "type: Invalid value: field is immutable",
+                    ));
+                }
+            }
+            if matches!(resource, Resource::ConfigMaps | Resource::Secrets) {
+                check_immutable_data(resource, current, &next)?;
+            }
             let meta = metadata_mut(&mut next);
             for field in [
                 "uid",
@@ -261,6 +284,48 @@ fn updated(resource: Resource, current: &Value, new: Value, part: Part) -> Resul
         Ok(Write::Keep)
     } else {
         Ok(Write::Put(next))
+    }
+}
+
+/// A secret's write-only `stringData` merged into `data` (base64), as upstream's conversion
+/// does; `stringData` wins on shared keys.
+fn fold_string_data(secret: &mut Value) -> Result<(), ApiError> {
+    let Some(map) = secret.as_object_mut() else {
+        return Ok(());
+    };
+    let Some(string_data) = map.remove("stringData") else {
+        return Ok(());
+    };
+    let Value::Object(string_data) = string_data else {
+        return Err(ApiError::bad_request("stringData must be a map of strings"));
+    };
+    let data = map.entry("data").or_insert_with(|| json!({}));
+    if data.is_null() {
+        *data = json!({});
+    }
+    for (k, v) in string_data {
+        let text = v
+            .as_str()
+            .ok_or_else(|| ApiError::bad_request(format!("stringData.{k} must be a string")))?;
+        data[k.as_str()] = json!(base64(text.as_bytes()));
+    }
+    Ok(())
+}
+
+/// Config maps and secrets with `immutable: true` keep their data and stay immutable (422).
+fn check_immutable_data(resource: Resource, current: &Value, next: &Value) -> Result<(), ApiError> {
+    if current.get("immutable") != Some(&Value::Bool(true)) {
+        return Ok(());
+    }
+    let name = str_at(current, "/metadata/name");
+    let fields = ["data", "binaryData", "immutable"];
+    match fields.into_iter().find(|f| current.get(*f) != next.get(*f)) {
+        None => Ok(()),
+        Some(field) => Err(ApiError::invalid(
+            resource,
+            name,
+            &format!("{field}: Forbidden: field is immutable when `immutable` is set"),
+        )),
     }
 }
 

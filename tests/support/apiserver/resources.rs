@@ -17,6 +17,10 @@ pub enum Resource {
     Namespaces,
     /// coordination.k8s.io/v1 leases.
     Leases,
+    /// core/v1 configmaps.
+    ConfigMaps,
+    /// core/v1 secrets (`stringData` folded into `data`, `type` defaulted to `Opaque`).
+    Secrets,
 }
 
 /// The API group of coordination.k8s.io leases.
@@ -24,12 +28,14 @@ pub const COORDINATION_GROUP: &str = "coordination.k8s.io";
 
 impl Resource {
     /// Every served resource, in discovery order.
-    pub const ALL: [Resource; 5] = [
+    pub const ALL: [Resource; 7] = [
         Resource::Pods,
         Resource::Nodes,
         Resource::Events,
         Resource::Namespaces,
         Resource::Leases,
+        Resource::ConfigMaps,
+        Resource::Secrets,
     ];
 
     /// The plural name used in URLs (`pods`).
@@ -40,6 +46,8 @@ impl Resource {
             Resource::Events => "events",
             Resource::Namespaces => "namespaces",
             Resource::Leases => "leases",
+            Resource::ConfigMaps => "configmaps",
+            Resource::Secrets => "secrets",
         }
     }
 
@@ -57,6 +65,8 @@ impl Resource {
             Resource::Events => "Event",
             Resource::Namespaces => "Namespace",
             Resource::Leases => "Lease",
+            Resource::ConfigMaps => "ConfigMap",
+            Resource::Secrets => "Secret",
         }
     }
 
@@ -97,7 +107,8 @@ impl Resource {
             Resource::Nodes => &["no"],
             Resource::Events => &["ev"],
             Resource::Namespaces => &["ns"],
-            Resource::Leases => &[],
+            Resource::ConfigMaps => &["cm"],
+            Resource::Leases | Resource::Secrets => &[],
         }
     }
 
@@ -185,7 +196,7 @@ fn field_path(resource: Resource, label: &str) -> Option<FieldPath> {
         ("reason", Resource::Events) => string("/reason"),
         ("reportingComponent", Resource::Events) => string("/reportingComponent"),
         ("source", Resource::Events) => string("/source/component"),
-        ("type", Resource::Events) => string("/type"),
+        ("type", Resource::Events | Resource::Secrets) => string("/type"),
         _ => None,
     }
 }

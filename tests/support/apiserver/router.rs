@@ -3,6 +3,7 @@
 //! mapping of kube-apiserver's REST paths and the JSON (or `Table`) answer.
 
 use std::io;
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use super::selectors::Filter;
 use super::server::{Conn, Shared};
 use super::status::{delete_success, ApiError};
 use super::table::table;
+use super::token;
 use super::watch::{self, WatchParams};
 
 /// What a path names.
@@ -41,6 +43,11 @@ enum Route {
         namespace: String,
         name: String,
         sub: Sub,
+    },
+    /// `namespaces/{ns}/serviceaccounts/{name}/token` (service accounts are not stored).
+    Token {
+        namespace: String,
+        name: String,
     },
     Unknown,
 }
@@ -70,6 +77,12 @@ fn parse_route(path: &str) -> Route {
 }
 
 fn resource_route(group: &str, rest: &[&str]) -> Route {
+    if let ("", ["namespaces", namespace, "serviceaccounts", name, "token"]) = (group, rest) {
+        return Route::Token {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+    }
     if let ["namespaces", namespace, plural, tail @ ..] = rest {
         if let Some(resource) = Resource::from_path(group, plural).filter(|r| r.namespaced()) {
             return item_or_collection(resource, Some(namespace), tail);
@@ -112,6 +125,14 @@ fn item_or_collection(resource: Resource, namespace: Option<&str>, tail: &[&str]
 /// The (verb, resource) a request is counted under, as in kube-apiserver's audit log.
 fn verb_and_resource(request: &Request, route: &Route) -> Option<(&'static str, String)> {
     let (resource, sub, collection) = match route {
+        Route::Token { .. } => {
+            let verb = if request.method == "POST" {
+                "create"
+            } else {
+                "unknown"
+            };
+            return Some((verb, "serviceaccounts/token".to_string()));
+        }
         Route::Collection { resource, .. } => (*resource, Sub::None, true),
         Route::Item { resource, sub, .. } => (*resource, *sub, false),
         _ => return None,
@@ -224,6 +245,15 @@ fn dispatch(
         _ if request.query("dryRun").is_some() => Err(ApiError::bad_request(
             "dryRun is not supported by the API server test double",
         )),
+        Route::Token { namespace, name } => {
+            if request.method != "POST" {
+                return Err(ApiError::method_not_allowed());
+            }
+            let body = parse_body(request)?;
+            let answer = token::create_token(&shared.store, &namespace, &name, body)?;
+            shared.tokens_issued.fetch_add(1, Ordering::SeqCst);
+            Ok(Outcome::Respond(Response::json(201, &answer)))
+        }
         Route::Collection {
             resource,
             namespace,

@@ -47,6 +47,8 @@ pub struct Shared {
     tls: Arc<ServerConfig>,
     /// The address, kept across `go_down` / `come_back`.
     pub addr: SocketAddr,
+    /// Tokens issued by `serviceaccounts/{name}/token`.
+    pub tokens_issued: AtomicU64,
     /// Requests per (verb, resource).
     counts: Mutex<HashMap<(String, String), u64>>,
     /// A clone of every open connection's socket, to shut them down from outside.
@@ -79,6 +81,7 @@ impl Shared {
             pki,
             tls,
             addr,
+            tokens_issued: AtomicU64::new(0),
             counts: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),

@@ -105,6 +105,17 @@ fn columns(resource: Resource) -> Vec<Column> {
             ("Holder", "string", 0, "The holder of the lease."),
             age,
         ],
+        Resource::ConfigMaps => vec![
+            name,
+            ("Data", "string", 0, "Number of keys in the config map."),
+            age,
+        ],
+        Resource::Secrets => vec![
+            name,
+            ("Type", "string", 0, "The type of the secret."),
+            ("Data", "string", 0, "Number of keys in the secret."),
+            age,
+        ],
     }
 }
 
@@ -158,7 +169,24 @@ fn cells(resource: Resource, obj: &Value, now: i64) -> Vec<Value> {
             json!(or_none(str_at(obj, "/spec/holderIdentity"))),
             json!(age),
         ],
+        Resource::ConfigMaps => {
+            let keys = key_count(obj, "/data") + key_count(obj, "/binaryData");
+            vec![json!(name), json!(keys), json!(age)]
+        }
+        Resource::Secrets => vec![
+            json!(name),
+            json!(str_at(obj, "/type")),
+            json!(key_count(obj, "/data")),
+            json!(age),
+        ],
     }
+}
+
+/// How many keys the map at `pointer` has (0 if absent).
+fn key_count(obj: &Value, pointer: &str) -> usize {
+    obj.pointer(pointer)
+        .and_then(Value::as_object)
+        .map_or(0, |map| map.len())
 }
 
 fn pod_cells(pod: &Value, age: String) -> Vec<Value> {
