@@ -175,6 +175,17 @@ pub fn container_status_from_cri(s: &api::ContainerStatus) -> ContainerStatus {
     }
 }
 
+/// The pod entry for a labeled object, created empty on first sight.
+fn entry_for(pods: &mut BTreeMap<PodUid, RunningPod>, id: labels::LabeledPod) -> &mut RunningPod {
+    pods.entry(id.uid.clone()).or_insert_with(|| RunningPod {
+        uid: id.uid,
+        name: id.name,
+        namespace: id.namespace,
+        sandboxes: Vec::new(),
+        containers: Vec::new(),
+    })
+}
+
 /// Groups listed sandboxes and containers by the pod labels on them; objects without kubelet
 /// labels are not ours and are left out.
 pub fn group_running_pods(
@@ -186,13 +197,7 @@ pub fn group_running_pods(
         let Some(id) = labels::labeled_pod(s.get_labels()) else {
             continue;
         };
-        let pod = pods.entry(id.uid.clone()).or_insert_with(|| RunningPod {
-            uid: id.uid,
-            name: id.name,
-            namespace: id.namespace,
-            sandboxes: Vec::new(),
-            containers: Vec::new(),
-        });
+        let pod = entry_for(&mut pods, id);
         let ready = s.get_state() == api::PodSandboxState::SANDBOX_READY;
         pod.sandboxes.push((s.get_id().to_string(), ready));
     }
@@ -200,13 +205,7 @@ pub fn group_running_pods(
         let Some(id) = labels::labeled_pod(c.get_labels()) else {
             continue;
         };
-        let pod = pods.entry(id.uid.clone()).or_insert_with(|| RunningPod {
-            uid: id.uid,
-            name: id.name,
-            namespace: id.namespace,
-            sandboxes: Vec::new(),
-            containers: Vec::new(),
-        });
+        let pod = entry_for(&mut pods, id);
         pod.containers.push(RunningContainer {
             id: ContainerId(c.get_id().to_string()),
             name: c
