@@ -180,6 +180,7 @@ fn harness(max_pods: usize) -> Harness {
         runtime_name: "fake".into(),
         sources_ready: Arc::new(SourcesReady::default()),
         api: None,
+        tmpfs: false,
     };
     let kubelet = Arc::new(Kubelet::new(config, deps).expect("kubelet"));
     // Large enough to hand over a whole burst without blocking the sender.

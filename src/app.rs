@@ -246,6 +246,7 @@ pub fn create_and_init_kubelet(
         runtime_name: version.get_runtime_name().to_string(),
         sources_ready,
         api: api.clone(),
+        tmpfs: true,
     };
     let kubelet = new_main_kubelet(Arc::clone(&config), deps)?;
     kubelet.birth_cry();

@@ -31,6 +31,7 @@ use crate::pod_workers::{PodWorkers, UpdatePodOptions, UpdateType};
 use crate::status::sync::{is_mirror_pod, StatusSync};
 use crate::status::{PodStatusEntry, StatusManager};
 use crate::types::{pod_key, uid_of};
+use crate::volume::{NodeResources, VolumeManager, VolumeSettings};
 
 pub use run_once::{PodRunResult, RunOnceOutcome};
 
@@ -67,6 +68,9 @@ pub struct Deps {
     pub sources_ready: Arc<SourcesReady>,
     /// The API server, when the kubelet has a kubeconfig.
     pub api: Option<Arc<dyn KubeClient>>,
+    /// Whether memory-backed volumes (secret, projected, `emptyDir.medium: Memory`) are
+    /// real tmpfs mounts; hollow nodes and in-process tests use plain directories.
+    pub tmpfs: bool,
 }
 
 /// Upstream's `Bootstrap` interface: what starting a kubelet needs from it. The three serving
@@ -129,6 +133,18 @@ pub struct Kubelet {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// The machine's CPU, memory and root-dir filesystem size: what a downward API
+/// `resourceFieldRef` reports for a container without a limit.
+fn node_resources(root_dir: &std::path::Path) -> NodeResources {
+    use crate::nodestatus::machine::{filesystem_capacity, read_memory_capacity, read_num_cores};
+    let root = std::path::Path::new("/");
+    NodeResources {
+        cpu_millis: read_num_cores(root).map_or(0, |n| i128::from(n) * 1000),
+        memory_bytes: read_memory_capacity(root).map_or(0, i128::from),
+        ephemeral_storage_bytes: filesystem_capacity(root_dir).map_or(0, i128::from),
+    }
+}
+
 impl Kubelet {
     /// Builds a kubelet and starts its pod workers (upstream `NewMainKubelet`).
     pub fn new(config: Arc<KubeletConfig>, deps: Deps) -> Result<Kubelet, KubeletError> {
@@ -142,12 +158,22 @@ impl Kubelet {
             cluster_domain: config.cluster_domain.clone(),
             root_dir: config.root_dir.clone(),
         };
+        let volumes = VolumeManager::with_settings(
+            &config.root_dir,
+            VolumeSettings {
+                api: deps.api.clone(),
+                clock: Arc::clone(&deps.clock),
+                tmpfs: deps.tmpfs,
+                node: node_resources(&config.root_dir),
+            },
+        );
         let runtime_manager = Arc::new(RuntimeManager::new(
             deps.runtime,
             deps.images,
             Arc::clone(&deps.clock),
             Arc::clone(&deps.recorder),
             settings,
+            volumes,
         ));
         let status_manager = Arc::new(StatusManager::default());
         let mirrors = Arc::new(MirrorPods::default());

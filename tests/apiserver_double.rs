@@ -719,7 +719,7 @@ fn configmaps_secrets_and_token_requests() {
     assert!(got.get("stringData").is_none());
 
     let token_path = "/api/v1/namespaces/default/serviceaccounts/default/token";
-    let (_, pod) = api.call("POST", PODS, Some(pod("web", Some("node-a"))));
+    let (_, web) = api.call("POST", PODS, Some(pod("web", Some("node-a"))));
     let request = json!({
         "apiVersion": "authentication.k8s.io/v1",
         "kind": "TokenRequest",
@@ -746,13 +746,13 @@ fn configmaps_secrets_and_token_requests() {
     assert_eq!(claims["kubernetes.io"]["pod"]["name"], "web");
     assert_eq!(
         claims["kubernetes.io"]["pod"]["uid"],
-        pod["metadata"]["uid"]
+        web["metadata"]["uid"]
     );
     assert!(answer["status"]["expirationTimestamp"].is_string());
     let short = json!({ "spec": { "expirationSeconds": 599 } });
     let (code, status) = api.call("POST", token_path, Some(short));
-    assert_eq!(code, 400, "{status}");
-    assert_eq!(status["reason"], "BadRequest");
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(status["reason"], "Invalid");
     assert_eq!(server.token_requests(), 1);
     assert_eq!(server.request_count("create", "serviceaccounts/token"), 2);
 
@@ -764,25 +764,73 @@ fn configmaps_secrets_and_token_requests() {
         .unwrap();
     let config = rkubelet::api::kubeconfig::load(&kubeconfig).unwrap();
     let client = rkubelet::api::RestClient::new(config, 0.0, 0, Duration::from_secs(10)).unwrap();
+    // The node authorizer: nothing a pod on node-a references yet.
+    let denied = client.get_config_map("default", "cfg").unwrap_err();
+    assert_eq!(denied.code(), Some(403), "{denied}");
+    assert!(
+        denied
+            .to_string()
+            .contains("no relationship found between node 'node-a' and this object"),
+        "{denied}"
+    );
+    let mut uses = pod("uses", Some("node-a"));
+    uses["spec"]["serviceAccountName"] = json!("sa");
+    uses["spec"]["volumes"] = json!([
+        { "name": "a", "configMap": { "name": "cfg" } },
+        { "name": "b", "projected": { "sources": [{ "configMap": { "name": "none" } }] } },
+    ]);
+    let (code, uses) = api.call("POST", PODS, Some(uses));
+    assert_eq!(code, 201, "{uses}");
     let cm = client.get_config_map("default", "cfg").unwrap();
     assert_eq!(cm.data.unwrap()["b"], "3");
     assert!(client
         .get_config_map("default", "none")
         .unwrap_err()
         .is_not_found());
+    assert_eq!(
+        client.get_secret("kube-system", "s").unwrap_err().code(),
+        Some(403)
+    );
+    let mut holder = pod("holder", Some("node-a"));
+    holder["metadata"]["namespace"] = json!("kube-system");
+    holder["spec"]["volumes"] = json!([{ "name": "s", "secret": { "secretName": "s" } }]);
+    let (code, holder) = api.call("POST", "/api/v1/namespaces/kube-system/pods", Some(holder));
+    assert_eq!(code, 201, "{holder}");
     let secret = client.get_secret("kube-system", "s").unwrap();
     assert_eq!(secret.data.unwrap()["password"].0, b"hunter2");
-    let request: TokenRequest =
+    // Tokens: only for a pod of this node running as that service account.
+    let unbound: TokenRequest =
         serde_json::from_value(json!({ "spec": { "audiences": ["api"] } })).unwrap();
+    assert_eq!(
+        client
+            .create_token("default", "sa", &unbound)
+            .unwrap_err()
+            .code(),
+        Some(403)
+    );
+    let request: TokenRequest = serde_json::from_value(json!({ "spec": {
+        "audiences": ["api"],
+        "boundObjectRef": { "kind": "Pod", "apiVersion": "v1", "name": "uses",
+                            "uid": uses["metadata"]["uid"] },
+    }}))
+    .unwrap();
+    assert_eq!(
+        client
+            .create_token("default", "default", &request)
+            .unwrap_err()
+            .code(),
+        Some(403),
+        "the pod runs as sa, not default"
+    );
     let answer = client.create_token("default", "sa", &request).unwrap();
     let status = answer.status.unwrap();
     let exp = status.expiration_timestamp.0.as_second();
     assert!((before + 3600..=before + 3700).contains(&exp), "{exp}");
     assert!(!status.token.is_empty());
     let stats = client.stats();
-    assert_eq!(stats.count("GET", "configmaps"), 2);
-    assert_eq!(stats.count("GET", "secrets"), 1);
-    assert_eq!(stats.count("POST", "serviceaccounts/token"), 1);
+    assert_eq!(stats.count("GET", "configmaps"), 3);
+    assert_eq!(stats.count("GET", "secrets"), 2);
+    assert_eq!(stats.count("POST", "serviceaccounts/token"), 3);
     assert_eq!(server.token_requests(), 2);
 }
 

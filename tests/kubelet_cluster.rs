@@ -278,3 +278,169 @@ fn api_outage_410_and_malformed_events_lose_and_duplicate_nothing() {
     );
     node.stop();
 }
+
+/// A pod as the API server stores it after ServiceAccount admission: the
+/// `kube-api-access-*` projected volume mounted in every container.
+fn admitted_pod(name: &str, extra_volumes: serde_json::Value) -> Pod {
+    let mut volumes = vec![serde_json::json!({
+        "name": "kube-api-access-4xkqz",
+        "projected": {
+            "defaultMode": 420,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt",
+                               "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace",
+                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+            ]
+        }
+    })];
+    let mut mounts = vec![serde_json::json!({
+        "name": "kube-api-access-4xkqz",
+        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+        "readOnly": true
+    })];
+    for v in extra_volumes.as_array().into_iter().flatten() {
+        mounts.push(serde_json::json!({"name": v["name"], "mountPath": "/config"}));
+        volumes.push(v.clone());
+    }
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": NODE,
+            "serviceAccountName": "default",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "app", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                            "volumeMounts": mounts}],
+            "volumes": volumes
+        }
+    }))
+    .unwrap()
+}
+
+fn root_ca(server: &ApiServer) {
+    server
+        .create_config_map(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "kube-root-ca.crt", "namespace": "default"},
+                "data": {"ca.crt": server.ca_pem()}
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+}
+
+#[test]
+fn service_account_volume_is_projected_and_mounted_read_only() {
+    let d = dir("sa-volume");
+    let server = ApiServer::start();
+    root_ca(&server);
+    let rt = fake();
+    let node = ClusterNode::start(&d, &server, &rt);
+    server
+        .create_pod(admitted_pod("sa", serde_json::json!([])))
+        .unwrap();
+    wait_for(WAIT, || {
+        (phase(&server, "sa").as_deref() == Some("Running")).then_some(())
+    })
+    .expect("Running in the API");
+    let uid = server
+        .get_pod("default", "sa")
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let vol = d.join(format!(
+        "root/pods/{uid}/volumes/kubernetes.io~projected/kube-api-access-4xkqz"
+    ));
+    let read = |f: &str| std::fs::read_to_string(vol.join(f)).unwrap();
+    assert_eq!(read("ca.crt"), server.ca_pem());
+    assert_eq!(read("namespace"), "default");
+    let token = read("token");
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    assert_eq!(server.token_requests(), 1);
+
+    let id = running_ids(&rt)[0].clone();
+    let status = rt.container_status(&id, false).unwrap();
+    let mount = status
+        .get_status()
+        .get_mounts()
+        .iter()
+        .find(|m| m.get_container_path() == "/var/run/secrets/kubernetes.io/serviceaccount")
+        .expect("service account mount")
+        .clone();
+    assert_eq!(mount.get_host_path(), vol.to_string_lossy());
+    assert!(mount.get_readonly());
+
+    server.delete_pod("default", "sa", Some(0)).unwrap();
+    wait_for(WAIT, || {
+        (!d.join(format!("root/pods/{uid}")).exists()).then_some(())
+    })
+    .expect("pod directory removed after deletion");
+    node.stop();
+}
+
+#[test]
+fn missing_config_map_keeps_the_pod_creating_until_it_exists() {
+    let d = dir("missing-cm");
+    let server = ApiServer::start();
+    root_ca(&server);
+    let rt = fake();
+    let node = ClusterNode::start(&d, &server, &rt);
+    let cfg = serde_json::json!([{"name": "cfg", "configMap": {"name": "app-config"}}]);
+    server.create_pod(admitted_pod("needs-cfg", cfg)).unwrap();
+    let expected =
+        "MountVolume.SetUp failed for volume \"cfg\" : configmap \"app-config\" not found";
+    wait_for(WAIT, || {
+        server
+            .events()
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("FailedMount")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.message.as_deref() == Some(expected)
+            })
+            .then_some(())
+    })
+    .expect("FailedMount event naming the volume and the ConfigMap");
+    let pod = server.get_pod("default", "needs-cfg").unwrap();
+    let status = pod.status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    let waiting = status.container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .waiting
+        .unwrap();
+    assert_eq!(waiting.reason.as_deref(), Some("ContainerCreating"));
+    assert!(
+        rt.list_pod_sandbox(None).unwrap().is_empty(),
+        "no sandbox yet"
+    );
+
+    server
+        .create_config_map(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "app-config", "namespace": "default"},
+                "data": {"mode": "blue"}
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+    // Retried with back-off (1 s doubling, at most 60 s).
+    wait_for(Duration::from_secs(90), || {
+        (phase(&server, "needs-cfg").as_deref() == Some("Running")).then_some(())
+    })
+    .expect("Running once the ConfigMap exists");
+    let uid = server
+        .get_pod("default", "needs-cfg")
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let file = d.join(format!(
+        "root/pods/{uid}/volumes/kubernetes.io~configmap/cfg/mode"
+    ));
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "blue");
+    node.stop();
+}

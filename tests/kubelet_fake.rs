@@ -48,6 +48,7 @@ impl Node {
             runtime_name: "fake".into(),
             sources_ready: sources.sources_ready.clone(),
             api: None,
+            tmpfs: false,
         };
         let kubelet = new_main_kubelet(config, deps).unwrap();
         let sync_loop = start_kubelet(kubelet.clone(), sources.updates, stop_rx).unwrap();

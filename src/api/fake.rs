@@ -105,6 +105,8 @@ struct Store {
     events: Objects<Event>,
     config_maps: Objects<ConfigMap>,
     secrets: Objects<Secret>,
+    /// Token requests received, in order.
+    token_requests: Vec<(String, String, TokenRequest)>,
     /// Tokens issued so far.
     tokens: u64,
     /// Events the next `watch_pods` returns.
@@ -198,6 +200,24 @@ impl FakeClient {
     pub fn insert_secret(&self, secret: &Secret) -> Result<Secret, ApiError> {
         let store = &mut *self.store();
         store.secrets.create(secret, &mut store.rv)
+    }
+
+    /// Creates the config map, or replaces the stored one of that name (a user's edit).
+    pub fn put_config_map(&self, config_map: ConfigMap) {
+        let store = &mut *self.store();
+        let (namespace, name) = Objects::<ConfigMap>::key_of(&config_map);
+        if store.config_maps.find(&namespace, &name).is_some() {
+            let mut updated = config_map;
+            updated.metadata.resource_version = None;
+            let _ = store.config_maps.update(&updated, &mut store.rv);
+        } else {
+            let _ = store.config_maps.create(&config_map, &mut store.rv);
+        }
+    }
+
+    /// Every `create_token` call so far: namespace, service account and the request.
+    pub fn token_requests(&self) -> Vec<(String, String, TokenRequest)> {
+        self.store().token_requests.clone()
     }
 
     /// How many tokens `create_token` has issued.
@@ -450,6 +470,9 @@ impl KubeClient for FakeClient {
                 status_error("POST", 422, "Invalid", message)
             })?;
         store.tokens += 1;
+        store
+            .token_requests
+            .push((namespace.into(), service_account.into(), request.clone()));
         let mut answer = request.clone();
         answer.metadata.namespace = Some(namespace.to_string());
         answer.metadata.name = Some(service_account.to_string());

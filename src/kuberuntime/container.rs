@@ -104,7 +104,7 @@ impl RuntimeManager {
         }
         let mounts = self
             .volumes
-            .container_mounts(container, volumes)
+            .container_mounts(pod, container, volumes)
             .map_err(|e| StartFailure::new("CreateContainerConfigError", e.to_string()))?;
         let config = generate_container_config(pod, container, restart_count, &image_ref, mounts);
         let id = self

@@ -113,9 +113,9 @@ pub enum SyncError {
     Volume {
         /// `namespace/name`.
         pod: String,
-        /// The volume error.
+        /// The volume and its error.
         #[source]
-        source: crate::volume::VolumeError,
+        source: crate::volume::MountError,
     },
     /// Preparing files on disk failed.
     #[error("pod {pod}: creating {path}: {source}")]
@@ -136,7 +136,7 @@ impl SyncError {
         match self {
             SyncError::Cri { source, .. } => source.is_retriable(),
             SyncError::Io { .. } => true,
-            SyncError::Volume { source, .. } => source.is_retriable(),
+            SyncError::Volume { source, .. } => source.source.is_retriable(),
         }
     }
 }
@@ -178,6 +178,7 @@ impl RuntimeManager {
         clock: Arc<dyn Clock>,
         recorder: Arc<dyn Recorder>,
         settings: RuntimeSettings,
+        volumes: VolumeManager,
     ) -> Self {
         RuntimeManager {
             runtime,
@@ -187,7 +188,7 @@ impl RuntimeManager {
             restart_backoff: Mutex::new(Backoff::new(RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX)),
             pull_backoff: Mutex::new(Backoff::new(RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX)),
             reasons: Mutex::new(HashMap::new()),
-            volumes: VolumeManager::new(&settings.root_dir),
+            volumes,
             settings,
         }
     }
@@ -301,6 +302,34 @@ impl RuntimeManager {
             actions: actions.clone(),
             failures: Vec::new(),
         };
+        // Volumes first, on every sync: API-backed ones are refreshed, and nothing starts
+        // (or is restarted) while one of them fails, as upstream waits for mounts.
+        let mut volumes = self.volumes.setup_pod(pod, &uid);
+        if actions.create_sandbox {
+            for (name, kind) in &volumes.unsupported {
+                self.recorder.pod_event(
+                    pod,
+                    EventType::Warning,
+                    "FailedMount",
+                    format!("volume \"{name}\" of type {kind} is not supported; containers start without it"),
+                );
+            }
+        }
+        if !volumes.failed.is_empty() {
+            for failure in &volumes.failed {
+                self.recorder.pod_event(
+                    pod,
+                    EventType::Warning,
+                    "FailedMount",
+                    failure.to_string(),
+                );
+            }
+            let first = volumes.failed.remove(0);
+            return Err(SyncError::Volume {
+                pod: key,
+                source: first,
+            });
+        }
         if actions.kill_pod {
             self.kill_pod(&key, status, crate::types::termination_grace_period(pod))
                 .map_err(|source| SyncError::Cri {
@@ -378,26 +407,16 @@ impl RuntimeManager {
         } else {
             status.ip().map(str::to_string).into_iter().collect()
         };
-        let volumes = match self.volumes.setup_pod(pod, &uid, &pod_ips) {
-            Ok(v) => v,
+        match self.volumes.etc_hosts(pod, &uid, &pod_ips) {
+            Ok(path) => volumes.etc_hosts = path,
             Err(source) => {
-                self.recorder.pod_event(
-                    pod,
-                    EventType::Warning,
-                    "FailedMount",
-                    format!("MountVolume.SetUp failed: {source}"),
-                );
-                return Err(SyncError::Volume { pod: key, source });
-            }
-        };
-        if actions.create_sandbox {
-            for (name, kind) in &volumes.unsupported {
-                self.recorder.pod_event(
-                    pod,
-                    EventType::Warning,
-                    "FailedMount",
-                    format!("volume \"{name}\" of type {kind} is not supported yet; containers start without it"),
-                );
+                return Err(SyncError::Volume {
+                    pod: key,
+                    source: crate::volume::MountError {
+                        volume: "etc-hosts".into(),
+                        source,
+                    },
+                })
             }
         }
         let spec = pod.spec.as_ref();

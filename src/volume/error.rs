@@ -70,6 +70,38 @@ pub enum VolumeError {
         /// The field path.
         path: String,
     },
+    /// A ConfigMap or Secret a volume needs does not exist (and the volume is not optional).
+    #[error("{kind} \"{name}\" not found")]
+    NotFound {
+        /// `configmap` or `secret`, as upstream words it.
+        kind: &'static str,
+        /// The object's name.
+        name: String,
+    },
+    /// Reading an object or asking for a token failed at the API server (403 from the node
+    /// authorizer, an outage...).
+    #[error("{what}: {source}")]
+    Api {
+        /// `configmap "name"`, `token for serviceaccount "name"`...
+        what: String,
+        /// The API error.
+        #[source]
+        source: Box<crate::api::ApiError>,
+    },
+    /// A volume needs an API object but this kubelet runs without an API server.
+    #[error("{what}: no API server is configured (--kubeconfig)")]
+    NoApiServer {
+        /// What was needed.
+        what: String,
+    },
+    /// The TokenRequest answer is unusable.
+    #[error("{what}: {reason}")]
+    BadToken {
+        /// Which token.
+        what: String,
+        /// What is wrong with the answer.
+        reason: &'static str,
+    },
     /// `umount(2)` of `target` failed, even with the lazy-detach fallback.
     #[error("unmount {}: {source}", target.display())]
     Unmount {
@@ -101,7 +133,9 @@ impl VolumeError {
         match self {
             VolumeError::InvalidPath { .. } | VolumeError::InvalidHostPathType { .. } => false,
             VolumeError::HostPathType { .. } | VolumeError::MissingKey { .. } => true,
-            VolumeError::UnsupportedField { .. } => false,
+            VolumeError::UnsupportedField { .. } | VolumeError::NoApiServer { .. } => false,
+            VolumeError::NotFound { .. } | VolumeError::Api { .. } => true,
+            VolumeError::BadToken { .. } => true,
             VolumeError::Io { source, .. } => source.kind() != io::ErrorKind::PermissionDenied,
             VolumeError::Mount { source, .. } | VolumeError::Unmount { source, .. } => {
                 source.kind() != io::ErrorKind::PermissionDenied

@@ -1,20 +1,15 @@
-//! Pod volumes: the building blocks the volume manager (upstream `pkg/kubelet/volumemanager`,
-//! `pkg/volume`) will be assembled from.
+//! Pod volumes (upstream `pkg/kubelet/volumemanager`, `pkg/volume`).
 //!
-//! What lives here today are self-contained, synchronous helpers that run on whichever
-//! thread calls them (the pod worker's `sync_pod`, later the volume manager's reconciler):
-//!
-//! - [`atomic_writer`]: projects a set of files (secret, configMap, downwardAPI,
-//!   projected volumes) into a directory so that readers never see a half-written set
-//!   (upstream `pkg/volume/util/atomic_writer.go`).
+//! - [`manager`]: the volume manager a pod worker calls on every sync of a pod: sets up and
+//!   refreshes its volumes, gives each container its CRI mounts, tears down what is gone.
+//! - [`sources`]: ConfigMaps and Secrets through a TTL cache, bound service-account tokens.
+//! - [`projection`]: which files a configMap, secret, downwardAPI or projected volume holds.
+//! - [`atomic_writer`]: projects such a file set into a directory so that readers never see
+//!   a half-written set (upstream `pkg/volume/util/atomic_writer.go`).
 //! - [`etc_hosts`]: the kubelet-managed `/etc/hosts` of a pod (upstream
 //!   `managedHostsFileContent` in `pkg/kubelet/kubelet_pods.go`).
 //! - [`host_path`]: the `hostPath.type` checks (upstream `pkg/volume/hostpath`).
-//! - [`mount`]: tmpfs mounts for `emptyDir.medium: Memory` and secret volumes, and
-//!   mount-table queries for teardown.
-//!
-//! The manager that owns the desired/actual state of the world loop comes later and
-//! will sit on top of these.
+//! - [`mount`]: tmpfs mounts for memory-backed volumes, and mount-table queries for teardown.
 
 pub mod atomic_writer;
 pub mod error;
@@ -23,10 +18,12 @@ pub mod host_path;
 pub mod manager;
 pub mod mount;
 pub mod projection;
+pub mod sources;
 
 pub use atomic_writer::{AtomicWriter, FileProjection};
 pub use error::VolumeError;
-pub use manager::{PodVolumes, VolumeManager};
+pub use manager::{MountError, PodVolumes, VolumeManager, VolumeSettings};
+pub use projection::NodeResources;
 
 /// Scratch directories for this module's tests, removed on drop.
 #[cfg(test)]

@@ -6,7 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, ResourceFieldSelector, Secret,
+};
+
+use crate::nodestatus::quantity::parse_millis;
 
 use super::atomic_writer::FileProjection;
 use super::error::VolumeError;
@@ -165,25 +169,116 @@ pub fn field_ref_value(pod: &Pod, path: &str) -> Result<String, VolumeError> {
     Ok(value)
 }
 
-/// The files of a downwardAPI volume (or projection); `resourceFieldRef` items are skipped
-/// until resources are supported.
+/// What a container gets when it sets no limit: the node's capacity (upstream uses the
+/// node's allocatable).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeResources {
+    /// CPU in millicores.
+    pub cpu_millis: i128,
+    /// Memory in bytes.
+    pub memory_bytes: i128,
+    /// Ephemeral storage in bytes.
+    pub ephemeral_storage_bytes: i128,
+}
+
+/// The value of a downward API `resourceFieldRef` (upstream `ExtractContainerResourceValue`):
+/// the container's request or limit divided by `divisor` (default 1) and rounded up; an
+/// unset limit is the node's capacity.
+pub fn resource_field_value(
+    pod: &Pod,
+    field: &ResourceFieldSelector,
+    default_container: Option<&str>,
+    node: &NodeResources,
+) -> Result<String, VolumeError> {
+    let invalid = |reason: String| VolumeError::UnsupportedField {
+        path: format!("{} ({reason})", field.resource),
+    };
+    let name = field
+        .container_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .or(default_container)
+        .ok_or_else(|| invalid("no containerName".into()))?;
+    let spec = pod.spec.as_ref();
+    let container = spec
+        .into_iter()
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .find(|c| c.name == name)
+        .ok_or_else(|| invalid(format!("no container named \"{name}\"")))?;
+    let (kind, resource) = field
+        .resource
+        .split_once('.')
+        .ok_or_else(|| invalid("unknown resource".into()))?;
+    let resources = container.resources.as_ref();
+    let set = match kind {
+        "limits" => resources.and_then(|r| r.limits.as_ref()),
+        "requests" => resources.and_then(|r| r.requests.as_ref()),
+        _ => return Err(invalid("unknown resource".into())),
+    }
+    .and_then(|m| m.get(resource));
+    let parse = |q: &str| parse_millis(q).map_err(|e| invalid(e.to_string()));
+    let divisor_millis = match field.divisor.as_ref() {
+        Some(d) if !d.0.is_empty() => parse(&d.0)?,
+        _ => 1000,
+    };
+    if divisor_millis <= 0 {
+        return Err(invalid("divisor must be positive".into()));
+    }
+    let millis = match (set, kind, resource) {
+        (Some(q), _, _) => parse(&q.0)?,
+        (None, "limits", "cpu") => node.cpu_millis,
+        (None, "limits", "memory") => node.memory_bytes * 1000,
+        (None, "limits", "ephemeral-storage") => node.ephemeral_storage_bytes * 1000,
+        (None, "requests", "cpu" | "memory" | "ephemeral-storage") => 0,
+        _ => return Err(invalid("unsupported resource".into())),
+    };
+    let value = if resource == "cpu" {
+        ceil_div(millis, divisor_millis)
+    } else {
+        // Memory-like values count whole bytes before dividing.
+        ceil_div(
+            ceil_div(millis, 1000),
+            ceil_div(divisor_millis, 1000).max(1),
+        )
+    };
+    Ok(value.to_string())
+}
+
+fn ceil_div(a: i128, b: i128) -> i128 {
+    if a <= 0 {
+        a / b
+    } else {
+        (a + b - 1) / b
+    }
+}
+
+/// The files of a downwardAPI volume (or projection).
 pub fn downward_api_payload(
     pod: &Pod,
     items: &[DownwardAPIVolumeFile],
     default_mode: Option<i32>,
+    node: &NodeResources,
 ) -> Result<Payload, VolumeError> {
     let mut out = Payload::new();
     for item in items {
-        if let Some(field) = &item.field_ref {
-            let value = field_ref_value(pod, &field.field_path)?;
-            out.insert(
-                item.path.clone(),
-                FileProjection {
-                    data: value.into_bytes(),
-                    mode: mode_of(item.mode, default_mode),
-                },
-            );
-        }
+        let value = if let Some(field) = &item.field_ref {
+            field_ref_value(pod, &field.field_path)?
+        } else if let Some(field) = &item.resource_field_ref {
+            resource_field_value(pod, field, None, node)?
+        } else {
+            continue;
+        };
+        out.insert(
+            item.path.clone(),
+            FileProjection {
+                data: value.into_bytes(),
+                mode: mode_of(item.mode, default_mode),
+            },
+        );
     }
     Ok(out)
 }
@@ -304,6 +399,7 @@ mod tests {
                 file("app", "metadata.labels['app']"),
             ],
             None,
+            &NodeResources::default(),
         )
         .unwrap();
         assert_eq!(p["namespace"].data, b"team");
@@ -312,6 +408,53 @@ mod tests {
             "app=\"web\"\ntier=\"front \\\"x\\\"\""
         );
         assert_eq!(p["app"].data, b"web");
-        assert!(downward_api_payload(&pod, &[file("x", "spec.bogus")], None).is_err());
+        assert!(downward_api_payload(
+            &pod,
+            &[file("x", "spec.bogus")],
+            None,
+            &NodeResources::default()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn resource_fields_divide_round_up_and_default_limits_to_the_node() {
+        use k8s_openapi::api::core::v1::{Container, PodSpec, ResourceRequirements};
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let pod = Pod {
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "app".into(),
+                    resources: Some(ResourceRequirements {
+                        limits: Some([("memory".to_string(), Quantity("64Mi".into()))].into()),
+                        requests: Some([("cpu".to_string(), Quantity("250m".into()))].into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let node = NodeResources {
+            cpu_millis: 4000,
+            memory_bytes: 8 << 30,
+            ephemeral_storage_bytes: 0,
+        };
+        let field = |resource: &str, divisor: Option<&str>| ResourceFieldSelector {
+            container_name: Some("app".into()),
+            resource: resource.into(),
+            divisor: divisor.map(|d| Quantity(d.into())),
+        };
+        let value = |f: ResourceFieldSelector| resource_field_value(&pod, &f, None, &node).unwrap();
+        assert_eq!(value(field("requests.cpu", None)), "1");
+        assert_eq!(value(field("requests.cpu", Some("1m"))), "250");
+        assert_eq!(value(field("limits.memory", None)), "67108864");
+        assert_eq!(value(field("limits.memory", Some("1Mi"))), "64");
+        assert_eq!(value(field("limits.cpu", None)), "4");
+        assert_eq!(value(field("limits.memory", Some("1Gi"))), "1");
+        let mut other = field("limits.cpu", None);
+        other.container_name = Some("nope".into());
+        assert!(resource_field_value(&pod, &other, None, &node).is_err());
     }
 }

@@ -73,6 +73,7 @@ impl ClusterNode {
             runtime_name: "fake".into(),
             sources_ready: sources.sources_ready.clone(),
             api: Some(client.clone()),
+            tmpfs: false,
         };
         let kubelet = new_main_kubelet(config.clone(), deps).unwrap();
         let source = Arc::new(KubeletNodeStatus::new(

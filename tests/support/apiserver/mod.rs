@@ -24,6 +24,8 @@
 //! - `.../status` writes change only `.status` (upstream also keeps metadata changes made
 //!   there); `dryRun` is refused with 400; watches never answer as `Table`
 //!   (`kubectl get -w` is not supported);
+//! - authorization is only the node authorizer's rule for ConfigMaps, Secrets and tokens
+//!   (see `authz.rs`); every other authenticated request is allowed;
 //! - service accounts are not stored: a TokenRequest for any name in an existing namespace
 //!   gets a JWT-shaped but unverifiable token (see `token.rs`).
 //!
@@ -33,6 +35,7 @@
 //! server.create_pod(pod).unwrap();
 //! ```
 
+mod authz;
 pub mod client;
 mod defaults;
 mod deletion;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::authz::{self, Ask};
 use super::deletion::{self, DeleteOptions};
 use super::discovery;
 use super::http::{write_response, Request, Response};
@@ -194,7 +195,7 @@ pub fn handle(
         stall(shared);
         match shared.faults.take_failure() {
             Some(code) => Outcome::Respond(Response::error(&ApiError::injected(code))),
-            None => match dispatch(shared, request, route, conn) {
+            None => match dispatch(shared, request, route, user, conn) {
                 Ok(outcome) => outcome,
                 Err(error) => Outcome::Respond(Response::error(&error)),
             },
@@ -226,8 +227,10 @@ fn dispatch(
     shared: &Shared,
     request: &Request,
     route: Route,
+    user: Option<&str>,
     conn: &mut Conn,
 ) -> Result<Outcome, ApiError> {
+    authorize_read(shared, request, &route, user)?;
     let get_only = |body: Value| match request.method.as_str() {
         "GET" => Ok(Outcome::Respond(Response::json(200, &body))),
         _ => Err(ApiError::method_not_allowed()),
@@ -250,6 +253,12 @@ fn dispatch(
                 return Err(ApiError::method_not_allowed());
             }
             let body = parse_body(request)?;
+            let ask = Ask::Token {
+                namespace: &namespace,
+                service_account: &name,
+                body: &body,
+            };
+            authz::authorize(&shared.store, user, &ask)?;
             let answer = token::create_token(&shared.store, &namespace, &name, body)?;
             shared.tokens_issued.fetch_add(1, Ordering::SeqCst);
             Ok(Outcome::Respond(Response::json(201, &answer)))
@@ -265,6 +274,47 @@ fn dispatch(
             sub,
         } => item(shared, request, resource, &namespace, &name, sub).map(Outcome::Respond),
     }
+}
+
+/// The node authorizer's rule for ConfigMaps and Secrets (see `authz.rs`).
+fn authorize_read(
+    shared: &Shared,
+    request: &Request,
+    route: &Route,
+    user: Option<&str>,
+) -> Result<(), ApiError> {
+    let (resource, namespace, name) = match route {
+        Route::Item {
+            resource,
+            namespace,
+            name,
+            ..
+        } => (*resource, namespace.as_str(), Some(name.as_str())),
+        Route::Collection {
+            resource,
+            namespace,
+        } => (*resource, namespace.as_deref().unwrap_or(""), None),
+        _ => return Ok(()),
+    };
+    if !matches!(resource, Resource::ConfigMaps | Resource::Secrets) {
+        return Ok(());
+    }
+    let verb = match (request.method.as_str(), name) {
+        ("GET", Some(_)) => "get",
+        ("GET", None) if request.query_flag("watch") => "watch",
+        ("GET", None) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        _ => "delete",
+    };
+    let ask = Ask::Read {
+        resource,
+        namespace,
+        name,
+        verb,
+    };
+    authz::authorize(&shared.store, user, &ask)
 }
 
 fn collection(

@@ -76,6 +76,20 @@ impl ApiError {
         error
     }
 
+    /// 422 `Invalid` for a TokenRequest, which has no name of its own: `TokenRequest.authentication.k8s.io "" is invalid: ...`.
+    pub fn invalid_token_request(field_and_why: &str) -> ApiError {
+        let message =
+            format!("TokenRequest.authentication.k8s.io \"\" is invalid: {field_and_why}");
+        let mut error = ApiError::new(422, "Invalid", message);
+        error.details = Some(json!({ "kind": "TokenRequest", "group": "authentication.k8s.io" }));
+        error
+    }
+
+    /// 403 `Forbidden` with the authorizer's message.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(403, "Forbidden", message)
+    }
+
     /// 400 `BadRequest`.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message)

@@ -6,7 +6,7 @@
 //! token is JWT-shaped (`header.payload.signature`, base64url without padding) with
 //! upstream's claims, but its signature is a SHA-256 digest, not an RS256 signature, so
 //! nothing can verify it. `spec.audiences` defaults to the double's issuer and
-//! `spec.expirationSeconds` to 3600; below 600 is refused with 400. There is no upper cap.
+//! `spec.expirationSeconds` to 3600; below 600 is refused with 422 Invalid. There is no upper cap.
 
 use ring::digest::{digest, SHA256};
 use serde_json::{json, Value};
@@ -90,7 +90,7 @@ pub fn create_token(
         })?,
     };
     if expiration < MIN_EXPIRATION_SECONDS {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid_token_request(&format!(
             "spec.expirationSeconds: Invalid value: {expiration}: may not specify a duration less than 10 minutes"
         )));
     }

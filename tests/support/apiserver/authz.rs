@@ -1,0 +1,147 @@
+//! The node authorizer and NodeRestriction, as far as a kubelet's reads of ConfigMaps,
+//! Secrets and service-account tokens go: a user `system:node:<node>` may only get the
+//! ConfigMaps and Secrets that a pod bound to `<node>` references, and only ask for tokens
+//! of service accounts such pods run as, bound to one of those pods. Anything else is 403
+//! with the API server's wording. Other users and other requests are not restricted.
+
+use serde_json::Value;
+
+use super::resources::Resource;
+use super::status::ApiError;
+use super::store::Store;
+
+/// What a request asks for, as far as the node authorizer cares.
+pub enum Ask<'a> {
+    /// `get` (or list/watch) of a configmap or secret.
+    Read {
+        resource: Resource,
+        namespace: &'a str,
+        /// `None` for a collection.
+        name: Option<&'a str>,
+        verb: &'static str,
+    },
+    /// `create` of `serviceaccounts/token`.
+    Token {
+        namespace: &'a str,
+        service_account: &'a str,
+        /// The request body (its `spec.boundObjectRef`).
+        body: &'a Value,
+    },
+}
+
+/// Ok when `user` may do `ask`.
+pub fn authorize(store: &Store, user: Option<&str>, ask: &Ask<'_>) -> Result<(), ApiError> {
+    let Some(node) = user.and_then(|u| u.strip_prefix("system:node:")) else {
+        return Ok(());
+    };
+    let (pods, _) = store.list(Resource::Pods, Some(namespace_of(ask)));
+    let on_node: Vec<&Value> = pods
+        .iter()
+        .filter(|p| p["spec"]["nodeName"].as_str() == Some(node))
+        .collect();
+    let (plural, name, verb) = match ask {
+        Ask::Read {
+            resource,
+            name,
+            verb,
+            ..
+        } => {
+            let related = name.is_some_and(|name| {
+                on_node
+                    .iter()
+                    .any(|p| references(p, *resource).iter().any(|r| r == name))
+            });
+            if related && *verb == "get" {
+                return Ok(());
+            }
+            (resource.plural(), name.unwrap_or_default(), *verb)
+        }
+        Ask::Token {
+            service_account,
+            body,
+            ..
+        } => {
+            let bound = &body["spec"]["boundObjectRef"];
+            let bound_pod = on_node.iter().find(|p| {
+                bound["kind"].as_str() == Some("Pod")
+                    && p["metadata"]["name"] == bound["name"]
+                    && (bound["uid"].is_null() || p["metadata"]["uid"] == bound["uid"])
+            });
+            match bound_pod {
+                Some(p) if service_account_of(p) == *service_account => return Ok(()),
+                Some(_) => {}
+                None => {
+                    return Err(ApiError::forbidden(format!(
+                        "serviceaccounts \"{service_account}\" is forbidden: node requested token bound to a pod scheduled on a different node or to a non-pod object"
+                    )))
+                }
+            }
+            ("serviceaccounts/token", *service_account, "create")
+        }
+    };
+    let object = plural.split('/').next().unwrap_or(plural);
+    Err(ApiError::forbidden(format!(
+        "{object} \"{name}\" is forbidden: User \"system:node:{node}\" cannot {verb} resource \"{plural}\" in API group \"\" in the namespace \"{}\": no relationship found between node '{node}' and this object",
+        namespace_of(ask)
+    )))
+}
+
+fn namespace_of<'a>(ask: &Ask<'a>) -> &'a str {
+    match ask {
+        Ask::Read { namespace, .. } | Ask::Token { namespace, .. } => namespace,
+    }
+}
+
+fn service_account_of(pod: &Value) -> &str {
+    pod["spec"]["serviceAccountName"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+}
+
+/// Names of the configmaps or secrets a pod references: volumes (also inside projected
+/// ones), env, envFrom and, for secrets, imagePullSecrets.
+fn references(pod: &Value, resource: Resource) -> Vec<String> {
+    let spec = &pod["spec"];
+    let mut out = Vec::new();
+    let mut push = |v: &Value| {
+        if let Some(s) = v.as_str() {
+            out.push(s.to_string());
+        }
+    };
+    let secrets = resource == Resource::Secrets;
+    for vol in spec["volumes"].as_array().into_iter().flatten() {
+        if secrets {
+            push(&vol["secret"]["secretName"]);
+        } else {
+            push(&vol["configMap"]["name"]);
+        }
+        for src in vol["projected"]["sources"].as_array().into_iter().flatten() {
+            push(&src[if secrets { "secret" } else { "configMap" }]["name"]);
+        }
+    }
+    let containers = ["containers", "initContainers", "ephemeralContainers"];
+    for c in containers
+        .iter()
+        .flat_map(|k| spec[*k].as_array().into_iter().flatten())
+    {
+        for env in c["env"].as_array().into_iter().flatten() {
+            push(
+                &env["valueFrom"][if secrets {
+                    "secretKeyRef"
+                } else {
+                    "configMapKeyRef"
+                }]["name"],
+            );
+        }
+        for from in c["envFrom"].as_array().into_iter().flatten() {
+            push(&from[if secrets { "secretRef" } else { "configMapRef" }]["name"]);
+        }
+    }
+    if secrets {
+        for s in spec["imagePullSecrets"].as_array().into_iter().flatten() {
+            push(&s["name"]);
+        }
+    }
+    out
+}
