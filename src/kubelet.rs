@@ -157,6 +157,11 @@ impl Kubelet {
             cluster_dns: config.cluster_dns.clone(),
             cluster_domain: config.cluster_domain.clone(),
             root_dir: config.root_dir.clone(),
+            serialize_image_pulls: config.raw.serialize_image_pulls.unwrap_or(true),
+            max_parallel_image_pulls: config
+                .raw
+                .max_parallel_image_pulls
+                .and_then(|n| u32::try_from(n).ok()),
         };
         let volumes = VolumeManager::with_settings(
             &config.root_dir,

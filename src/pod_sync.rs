@@ -67,11 +67,34 @@ impl PodSync {
             start_failure: &lookup,
             now: self.clock.wall(),
         };
-        let status = generate_api_pod_status(pod, runtime, &ctx);
+        let mut status = generate_api_pod_status(pod, runtime, &ctx);
+        if past_active_deadline(pod, &status, ctx.now).is_some_and(|left| left.is_zero()) {
+            status.phase = Some("Failed".into());
+            status.reason = Some(DEADLINE_EXCEEDED.into());
+            status.message = Some(DEADLINE_MESSAGE.into());
+        }
         let phase = status.phase.clone().unwrap_or_default();
         self.status_manager.set_pod_status(pod, status);
         phase
     }
+}
+
+/// Reason and message of a pod failed by its `activeDeadlineSeconds`, as upstream.
+const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+
+/// Time left before the pod's `activeDeadlineSeconds` (counted from `status.startTime`) runs
+/// out, zero once it has; `None` without a deadline or a start time.
+fn past_active_deadline(
+    pod: &Pod,
+    status: &k8s_openapi::api::core::v1::PodStatus,
+    now: std::time::SystemTime,
+) -> Option<std::time::Duration> {
+    let seconds = pod.spec.as_ref()?.active_deadline_seconds?;
+    let start = status.start_time.as_ref()?.0.as_nanosecond();
+    let start = crate::clock::from_unix_nanos(i64::try_from(start).ok()?);
+    let deadline = start + std::time::Duration::from_secs(u64::try_from(seconds).ok()?);
+    Some(deadline.duration_since(now).unwrap_or_default())
 }
 
 fn is_terminal(phase: &str) -> bool {
@@ -108,6 +131,18 @@ impl PodSyncer for PodSync {
         }
         let before = self.status_of(pod)?;
         if is_terminal(&self.record_status(pod, &before)) {
+            let deadline = self
+                .status_manager
+                .get(&uid_of(pod))
+                .is_some_and(|s| s.reason.as_deref() == Some(DEADLINE_EXCEEDED));
+            if deadline {
+                self.recorder.pod_event(
+                    pod,
+                    EventType::Normal,
+                    DEADLINE_EXCEEDED,
+                    DEADLINE_MESSAGE.to_string(),
+                );
+            }
             return Ok(true);
         }
         let outcome = self.runtime_manager.sync_pod(pod, &before)?;
@@ -125,6 +160,13 @@ impl PodSyncer for PodSync {
             self.status_of(pod)?
         };
         Ok(is_terminal(&self.record_status(pod, &after)))
+    }
+
+    fn resync_within(&self, pod: &Pod) -> Option<std::time::Duration> {
+        let status = self.status_manager.get(&uid_of(pod))?;
+        // A second late at most, like upstream's check on every sync-loop tick.
+        past_active_deadline(pod, &status, self.clock.wall())
+            .map(|left| left + std::time::Duration::from_millis(200))
     }
 
     fn sync_terminating_pod(
@@ -145,7 +187,7 @@ impl PodSyncer for PodSync {
             uid_of(pod)
         );
         self.runtime_manager
-            .kill_pod(&key, &status, grace)
+            .kill_pod(Some(pod), &key, &status, grace)
             .map_err(|source| SyncError::Cri {
                 pod: key.clone(),
                 op: "stopping pod",

@@ -95,6 +95,11 @@ impl PodWorkerState {
 pub trait PodSyncer: Send + Sync {
     /// Syncs a running pod; returns true when it reached a terminal phase.
     fn sync_pod(&self, update_type: UpdateType, pod: &Arc<Pod>) -> Result<bool, SyncError>;
+    /// How soon a running pod must be synced again regardless of the resync interval (its
+    /// `activeDeadlineSeconds` runs out). `None`: the interval is fine.
+    fn resync_within(&self, _pod: &Pod) -> Option<Duration> {
+        None
+    }
     /// Stops the pod's containers and sandbox.
     fn sync_terminating_pod(
         &self,
@@ -347,6 +352,11 @@ impl PodWorkers {
         result: Result<Option<PodWorkerState>, SyncError>,
     ) {
         let now = self.clock.now();
+        let pod = self.lock().pods.get(uid).map(|s| Arc::clone(&s.pod));
+        let resync = pod
+            .filter(|_| ran == PodWorkerState::Syncing)
+            .and_then(|p| self.syncer.resync_within(&p))
+            .map_or(self.resync_interval, |d| d.min(self.resync_interval));
         let mut shared = self.lock();
         let Some(status) = shared.pods.get_mut(uid) else {
             return;
@@ -355,7 +365,7 @@ impl PodWorkers {
         match result {
             Ok(next) => {
                 status.failures = 0;
-                status.next_sync = Some(now + self.resync_interval);
+                status.next_sync = Some(now + resync);
                 match next {
                     // Only advance if nothing moved the pod further meanwhile.
                     Some(next) if status.state == ran => {

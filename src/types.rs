@@ -60,6 +60,12 @@ pub fn restart_policy(pod: &Pod) -> &str {
         .unwrap_or("Always")
 }
 
+/// Whether an init container is a sidecar (`restartPolicy: Always`): started in order with the
+/// init containers, then kept running beside the main containers.
+pub fn is_sidecar(c: &k8s_openapi::api::core::v1::Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
 /// The pod's termination grace period in seconds (30 when unset, as the API server defaults it).
 pub fn termination_grace_period(pod: &Pod) -> i64 {
     pod.spec

@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-use crate::types::{is_host_network, restart_policy, ContainerId};
+use crate::types::{is_host_network, is_sidecar, restart_policy, ContainerId};
 
 use super::hash::hash_container;
 use super::runtime_pod::{ContainerState, ContainerStatus, RuntimePodStatus};
@@ -33,6 +33,9 @@ pub struct PodActions {
     pub attempt: u32,
     /// Index into `spec.initContainers` of the init container to start next.
     pub next_init_container: Option<usize>,
+    /// Indexes into `spec.initContainers` of sidecars that exited after the pod was
+    /// initialized and are restarted beside the main containers.
+    pub sidecars_to_restart: Vec<usize>,
     /// An init container failed and the restart policy forbids retrying it: the pod fails.
     pub init_failed: bool,
     /// Indexes into `spec.containers` of containers to start.
@@ -47,6 +50,7 @@ impl PodActions {
         !self.kill_pod
             && !self.create_sandbox
             && self.next_init_container.is_none()
+            && self.sidecars_to_restart.is_empty()
             && self.containers_to_start.is_empty()
             && self.containers_to_kill.is_empty()
     }
@@ -105,13 +109,23 @@ fn containers(pod: &Pod) -> &[Container] {
         .unwrap_or_default()
 }
 
-/// Whether every init container has run to success (trivially true without init containers).
+/// Whether one init container has done its part of initialization: a regular one ran to
+/// success, a sidecar has started (it may have exited since; it is restarted beside the main
+/// containers).
+pub fn init_container_done(c: &Container, status: &RuntimePodStatus) -> bool {
+    let latest = status.latest(&c.name);
+    if is_sidecar(c) {
+        latest.is_some_and(|s| matches!(s.state, ContainerState::Running | ContainerState::Exited))
+    } else {
+        latest.is_some_and(|s| s.state == ContainerState::Exited && s.exit_code == 0)
+    }
+}
+
+/// Whether every init container has done its part (trivially true without init containers).
 pub fn init_containers_done(pod: &Pod, status: &RuntimePodStatus) -> bool {
-    init_containers(pod).iter().all(|c| {
-        status
-            .latest(&c.name)
-            .is_some_and(|s| s.state == ContainerState::Exited && s.exit_code == 0)
-    })
+    init_containers(pod)
+        .iter()
+        .all(|c| init_container_done(c, status))
 }
 
 /// Computes the actions that bring the runtime in line with the pod spec.
@@ -146,9 +160,34 @@ pub fn compute_pod_actions(pod: &Pod, status: &RuntimePodStatus) -> PodActions {
         return actions;
     }
 
-    // Init containers run one at a time, in order, each to success.
+    // Init containers run one at a time, in order, each to success; a sidecar only has to
+    // be running before the next one starts.
+    // Once a main container has run, the pod was initialized even if dead init containers
+    // have been garbage-collected since.
+    let initialized = init_containers_done(pod, status)
+        || containers(pod)
+            .iter()
+            .any(|c| status.latest(&c.name).is_some());
     for (i, c) in init_containers(pod).iter().enumerate() {
-        match status.latest(&c.name) {
+        let latest = status.latest(&c.name);
+        if is_sidecar(c) {
+            match latest {
+                Some(s) if s.state == ContainerState::Running => continue,
+                None => {
+                    actions.next_init_container = Some(i);
+                    return actions;
+                }
+                // Exited (or stuck in Created): restarted whatever the pod's restartPolicy.
+                Some(_) if initialized => actions.sidecars_to_restart.push(i),
+                Some(_) => {
+                    actions.next_init_container = Some(i);
+                    return actions;
+                }
+            }
+            continue;
+        }
+        match latest {
+            _ if initialized => continue,
             None => {
                 actions.next_init_container = Some(i);
                 return actions;
@@ -188,6 +227,34 @@ pub fn compute_pod_actions(pod: &Pod, status: &RuntimePodStatus) -> PodActions {
                 if should_restart(policy, latest) {
                     actions.containers_to_start.push(i);
                 }
+            }
+        }
+    }
+
+    // Main containers finished for good (restartPolicy Never/OnFailure): the sidecars have
+    // nothing left to serve and are stopped.
+    let main_done = !specs.is_empty()
+        && actions.containers_to_start.is_empty()
+        && specs.iter().all(|c| {
+            status
+                .latest(&c.name)
+                .is_some_and(|s| s.state == ContainerState::Exited)
+        });
+    if main_done {
+        actions.sidecars_to_restart.clear();
+        for c in init_containers(pod).iter().filter(|c| is_sidecar(c)) {
+            if let Some(s) = status
+                .latest(&c.name)
+                .filter(|s| s.state == ContainerState::Running)
+            {
+                actions.containers_to_kill.push(KillAction {
+                    id: s.id.clone(),
+                    name: c.name.clone(),
+                    message: format!(
+                        "Sidecar container {} is stopped: the main containers have completed",
+                        c.name
+                    ),
+                });
             }
         }
     }
@@ -283,7 +350,93 @@ mod tests {
             want: PodActions,
         }
         let ready = || Some("sb0".to_string());
+        // init "setup", sidecar "proxy", main "app".
+        let with_sidecar = |policy: &str| {
+            let mut p = pod(policy, &["setup", "proxy"], &["app"]);
+            let spec = p.spec.as_mut().unwrap();
+            spec.init_containers.as_mut().unwrap()[1].restart_policy = Some("Always".into());
+            p
+        };
         let cases = vec![
+            Case {
+                name: "sidecar starts after the init container that precedes it",
+                pod: with_sidecar("Always"),
+                status: status(
+                    vec![sandbox(true, 0)],
+                    vec![cstatus("setup", Exited, 0, "busybox")],
+                ),
+                want: PodActions {
+                    sandbox_id: ready(),
+                    next_init_container: Some(1),
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "a running sidecar lets the main containers start",
+                pod: with_sidecar("Always"),
+                status: status(
+                    vec![sandbox(true, 0)],
+                    vec![
+                        cstatus("setup", Exited, 0, "busybox"),
+                        cstatus("proxy", Running, 0, "busybox"),
+                    ],
+                ),
+                want: PodActions {
+                    sandbox_id: ready(),
+                    containers_to_start: vec![0],
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "an exited sidecar is restarted beside running main containers, even under Never",
+                pod: with_sidecar("Never"),
+                status: status(
+                    vec![sandbox(true, 0)],
+                    vec![
+                        cstatus("setup", Exited, 0, "busybox"),
+                        cstatus("proxy", Exited, 1, "busybox"),
+                        cstatus("app", Running, 0, "busybox"),
+                    ],
+                ),
+                want: PodActions {
+                    sandbox_id: ready(),
+                    sidecars_to_restart: vec![1],
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "main containers done under Never: the sidecar is stopped",
+                pod: with_sidecar("Never"),
+                status: status(
+                    vec![sandbox(true, 0)],
+                    vec![
+                        cstatus("setup", Exited, 0, "busybox"),
+                        cstatus("proxy", Running, 0, "busybox"),
+                        cstatus("app", Exited, 0, "busybox"),
+                    ],
+                ),
+                want: PodActions {
+                    sandbox_id: ready(),
+                    containers_to_kill: vec![KillAction {
+                        id: ContainerId("proxy-id".into()),
+                        name: "proxy".into(),
+                        message: "Sidecar container proxy is stopped: the main containers have completed".into(),
+                    }],
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "init containers are not rerun once a main container ran",
+                pod: pod("Always", &["setup"], &["app"]),
+                status: status(
+                    vec![sandbox(true, 0)],
+                    vec![cstatus("app", Running, 0, "busybox")],
+                ),
+                want: PodActions {
+                    sandbox_id: ready(),
+                    ..Default::default()
+                },
+            },
             Case {
                 name: "new pod: sandbox and all containers",
                 pod: pod("Always", &[], &["a", "b"]),

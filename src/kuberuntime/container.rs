@@ -2,6 +2,8 @@
 //! container config (command, args, env, working dir, log path, labels, annotations), create,
 //! start, the legacy log symlink, and stop with a grace period.
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::{Container, Pod};
 use protobuf::RepeatedField;
 
@@ -11,9 +13,27 @@ use crate::types::{pod_key, ContainerId};
 use crate::volume::PodVolumes;
 
 use super::labels::{new_container_annotations, new_container_labels, pod_name, pod_namespace};
+use super::lifecycle;
 use super::logs::{container_log_relative_path, create_legacy_symlink, legacy_symlink_path};
 use super::sandbox::namespace_options;
 use super::{RuntimeManager, StartFailure};
+
+/// Where a container is started: its pod's sandbox, volumes and IP.
+#[derive(Clone, Copy)]
+pub struct StartTarget<'a> {
+    /// The ready sandbox.
+    pub sandbox_id: &'a str,
+    /// The sandbox's config (log directory, namespaces).
+    pub sandbox_config: &'a api::PodSandboxConfig,
+    /// The pod's set-up volumes.
+    pub volumes: &'a PodVolumes,
+    /// The pod IP (HTTP hooks).
+    pub pod_ip: Option<&'a str>,
+}
+
+/// Upper bound for a `postStart` hook (upstream waits without a bound; a hung hook must not
+/// hold a pod worker forever).
+const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Builds the CRI config for `container` at `restart_count`.
 pub fn generate_container_config(
@@ -85,11 +105,15 @@ impl RuntimeManager {
         &self,
         pod: &Pod,
         container: &Container,
-        sandbox_id: &str,
-        sandbox_config: &api::PodSandboxConfig,
+        target: &StartTarget<'_>,
         restart_count: u32,
-        volumes: &PodVolumes,
     ) -> Result<ContainerId, StartFailure> {
+        let StartTarget {
+            sandbox_id,
+            sandbox_config,
+            volumes,
+            pod_ip,
+        } = *target;
         let image_ref = self.ensure_image(pod, container, sandbox_config)?;
         let log_dir = std::path::Path::new(sandbox_config.get_log_directory());
         let container_log_dir = log_dir.join(&container.name);
@@ -102,10 +126,16 @@ impl RuntimeManager {
                 ),
             ));
         }
-        let mounts = self
+        let mut mounts = self
             .volumes
             .container_mounts(pod, container, volumes)
             .map_err(|e| StartFailure::new("CreateContainerConfigError", e.to_string()))?;
+        if let Some(m) = self
+            .termination_message_mount(pod, container, &mounts)
+            .map_err(|e| StartFailure::new("CreateContainerConfigError", e))?
+        {
+            mounts.push(m);
+        }
         let config = generate_container_config(pod, container, restart_count, &image_ref, mounts);
         let id = self
             .runtime
@@ -133,6 +163,43 @@ impl RuntimeManager {
             "Started",
             format!("Started container {}", container.name),
         );
+        if let Some(handler) = container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+        {
+            if let Err(message) = lifecycle::run_handler(
+                self.runtime.as_ref(),
+                &id,
+                pod,
+                container,
+                handler,
+                pod_ip,
+                POST_START_TIMEOUT,
+            ) {
+                self.recorder.pod_event(
+                    pod,
+                    EventType::Warning,
+                    "FailedPostStartHook",
+                    message.clone(),
+                );
+                let grace = crate::types::termination_grace_period(pod);
+                if let Err(e) = self.kill_container(
+                    &pod_key(pod),
+                    &ContainerId(id.clone()),
+                    &container.name,
+                    grace,
+                    "FailedPostStartHook",
+                    None,
+                ) {
+                    log::warn!(
+                        "stopping container {} after its postStart hook failed: {e}",
+                        container.name
+                    );
+                }
+                return Err(StartFailure::new("PostStartHookError", message));
+            }
+        }
         let target = log_dir.join(config.get_log_path());
         let link = legacy_symlink_path(
             &self.settings.container_logs_dir,
@@ -152,7 +219,46 @@ impl RuntimeManager {
         Ok(ContainerId(id))
     }
 
-    /// Stops one container, giving it `grace_secs` before the runtime kills it.
+    /// A fresh, world-writable file under `<pod dir>/containers/<name>/` mounted at the
+    /// container's `terminationMessagePath` (default `/dev/termination-log`), as upstream; its
+    /// content becomes `terminated.message`.
+    fn termination_message_mount(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        mounts: &[api::Mount],
+    ) -> Result<Option<api::Mount>, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = container
+            .termination_message_path
+            .as_deref()
+            .unwrap_or("/dev/termination-log");
+        if path.is_empty() || mounts.iter().any(|m| m.get_container_path() == path) {
+            return Ok(None);
+        }
+        let dir = self
+            .volumes
+            .pod_dir(&crate::types::uid_of(pod))
+            .join("containers")
+            .join(&container.name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let mut id = [0u8; 4];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+            .map_err(|_| "no randomness for the termination message file name".to_string())?;
+        let file = dir.join(id.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        std::fs::File::create(&file)
+            .and_then(|_| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)))
+            .map_err(|e| format!("creating {}: {e}", file.display()))?;
+        let mut m = api::Mount::new();
+        m.set_container_path(path.to_string());
+        m.set_host_path(file.to_string_lossy().into_owned());
+        Ok(Some(m))
+    }
+
+    /// Stops one container, giving it `grace_secs` before the runtime kills it. With `hook`
+    /// (the pod, the container's spec and the pod IP, for a running container) its `preStop`
+    /// handler runs first, within the grace period; the stop gets what is left of it (at least
+    /// 2 s, as upstream).
     pub(super) fn kill_container(
         &self,
         pod_desc: &str,
@@ -160,11 +266,36 @@ impl RuntimeManager {
         name: &str,
         grace_secs: i64,
         reason: &str,
+        hook: Option<(&Pod, &Container, Option<&str>)>,
     ) -> Result<(), crate::cri::CriError> {
+        let grace = Duration::from_secs(u64::try_from(grace_secs.max(0)).unwrap_or(0));
+        let mut remaining = grace_secs;
+        if let Some((pod, spec, pod_ip)) = hook {
+            if let Some(handler) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
+                let started = self.clock.now();
+                log::info!("pod=\"{pod_desc}\" container={name} running preStop hook");
+                if let Err(message) = lifecycle::run_handler(
+                    self.runtime.as_ref(),
+                    &id.0,
+                    pod,
+                    spec,
+                    handler,
+                    pod_ip,
+                    grace,
+                ) {
+                    log::warn!("pod=\"{pod_desc}\" container={name} {message}");
+                    self.recorder
+                        .pod_event(pod, EventType::Warning, "FailedPreStopHook", message);
+                }
+                let spent = self.clock.now().saturating_duration_since(started);
+                remaining = grace_secs - i64::try_from(spent.as_secs()).unwrap_or(i64::MAX);
+            }
+        }
+        let stop_grace = remaining.max(super::MIN_GRACE_PERIOD_SECS);
         log::info!(
-            "pod=\"{pod_desc}\" container={name} id={id} stopping with grace period {grace_secs}s: {reason}"
+            "pod=\"{pod_desc}\" container={name} id={id} stopping with grace period {stop_grace}s: {reason}"
         );
-        match self.runtime.stop_container(&id.0, grace_secs) {
+        match self.runtime.stop_container(&id.0, stop_grace) {
             Err(e) if !e.is_not_found() => Err(e),
             _ => Ok(()),
         }

@@ -9,6 +9,7 @@ mod container;
 pub mod hash;
 mod images;
 pub mod labels;
+pub mod lifecycle;
 pub mod logs;
 pub mod runtime_pod;
 pub mod sandbox;
@@ -26,7 +27,7 @@ use crate::cri::{api, CriError, ImageService, RuntimeService};
 use crate::events::{EventType, Recorder};
 use crate::types::{pod_key, uid_of, ContainerId, PodUid};
 use crate::util::backoff::Backoff;
-use crate::volume::{PodVolumes, VolumeManager};
+use crate::volume::VolumeManager;
 
 pub use actions::{compute_pod_actions, PodActions};
 pub use images::pull_policy;
@@ -58,6 +59,10 @@ pub struct RuntimeSettings {
     pub cluster_domain: Option<String>,
     /// `--root-dir` (pod volume directories live under it).
     pub root_dir: PathBuf,
+    /// `serializeImagePulls`.
+    pub serialize_image_pulls: bool,
+    /// `maxParallelImagePulls` (unlimited when unset).
+    pub max_parallel_image_pulls: Option<u32>,
 }
 
 impl RuntimeSettings {
@@ -71,6 +76,8 @@ impl RuntimeSettings {
             cluster_dns: Vec::new(),
             cluster_domain: None,
             root_dir: dir.join("root"),
+            serialize_image_pulls: true,
+            max_parallel_image_pulls: None,
         }
     }
 }
@@ -152,6 +159,18 @@ pub struct SyncOutcome {
 
 type ContainerKey = (PodUid, String);
 
+/// The spec of the container (main, init or sidecar) named `name`.
+fn container_spec<'a>(
+    pod: &'a Pod,
+    name: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::Container> {
+    let spec = pod.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == name)
+}
+
 /// Drives the CRI runtime for pods.
 pub struct RuntimeManager {
     runtime: Arc<dyn RuntimeService>,
@@ -168,6 +187,8 @@ pub struct RuntimeManager {
     reasons: Mutex<HashMap<ContainerKey, StartFailure>>,
     /// Pod volumes and `/etc/hosts`.
     volumes: VolumeManager,
+    /// Bounds concurrent image pulls.
+    pull_gate: images::PullGate,
 }
 
 impl RuntimeManager {
@@ -189,6 +210,10 @@ impl RuntimeManager {
             pull_backoff: Mutex::new(Backoff::new(RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX)),
             reasons: Mutex::new(HashMap::new()),
             volumes,
+            pull_gate: images::PullGate::new(
+                settings.serialize_image_pulls,
+                settings.max_parallel_image_pulls,
+            ),
             settings,
         }
     }
@@ -258,6 +283,9 @@ impl RuntimeManager {
                 Ok(resp) => {
                     let mut st = runtime_pod::container_status_from_cri(resp.get_status());
                     st.sandbox_id = c.get_pod_sandbox_id().to_string();
+                    if st.state == ContainerState::Exited && st.message.is_empty() {
+                        st.message = runtime_pod::termination_message(resp.get_status());
+                    }
                     statuses.push(st);
                 }
                 // Removed between the list and the status call.
@@ -331,16 +359,23 @@ impl RuntimeManager {
             });
         }
         if actions.kill_pod {
-            self.kill_pod(&key, status, crate::types::termination_grace_period(pod))
-                .map_err(|source| SyncError::Cri {
-                    pod: key.clone(),
-                    op: "stopping pod before recreating its sandbox",
-                    source,
-                })?;
+            self.kill_pod(
+                Some(pod),
+                &key,
+                status,
+                crate::types::termination_grace_period(pod),
+            )
+            .map_err(|source| SyncError::Cri {
+                pod: key.clone(),
+                op: "stopping pod before recreating its sandbox",
+                source,
+            })?;
         } else {
             for kill in &actions.containers_to_kill {
                 let grace = crate::types::termination_grace_period(pod);
-                self.kill_container(&key, &kill.id, &kill.name, grace, &kill.message)
+                let spec = container_spec(pod, &kill.name);
+                let hook = spec.map(|c| (pod, c, status.ip()));
+                self.kill_container(&key, &kill.id, &kill.name, grace, &kill.message, hook)
                     .map_err(|source| SyncError::Cri {
                         pod: key.clone(),
                         op: "stopping container",
@@ -390,7 +425,10 @@ impl RuntimeManager {
             }
         };
 
-        if actions.next_init_container.is_none() && actions.containers_to_start.is_empty() {
+        if actions.next_init_container.is_none()
+            && actions.sidecars_to_restart.is_empty()
+            && actions.containers_to_start.is_empty()
+        {
             return Ok(outcome);
         }
         let pod_ips: Vec<String> = if actions.create_sandbox {
@@ -407,6 +445,7 @@ impl RuntimeManager {
         } else {
             status.ip().map(str::to_string).into_iter().collect()
         };
+        let pod_ip = pod_ips.first().map(String::as_str);
         match self.volumes.etc_hosts(pod, &uid, &pod_ips) {
             Ok(path) => volumes.etc_hosts = path,
             Err(source) => {
@@ -419,24 +458,33 @@ impl RuntimeManager {
                 })
             }
         }
+        let target = container::StartTarget {
+            sandbox_id: &sandbox_id,
+            sandbox_config: &sandbox_config,
+            volumes: &volumes,
+            pod_ip,
+        };
         let spec = pod.spec.as_ref();
+        let init_specs = spec
+            .and_then(|s| s.init_containers.as_deref())
+            .unwrap_or_default();
+        for i in &actions.sidecars_to_restart {
+            if let Some(c) = init_specs.get(*i) {
+                if let Err(f) = self.start_with_backoff(pod, c, &target, status) {
+                    outcome.failures.push((c.name.clone(), f));
+                }
+            }
+        }
         if let Some(i) = actions.next_init_container {
-            if let Some(c) = spec
-                .and_then(|s| s.init_containers.as_ref())
-                .and_then(|v| v.get(i))
-            {
-                if let Err(f) =
-                    self.start_with_backoff(pod, c, &sandbox_id, &sandbox_config, status, &volumes)
-                {
+            if let Some(c) = init_specs.get(i) {
+                if let Err(f) = self.start_with_backoff(pod, c, &target, status) {
                     outcome.failures.push((c.name.clone(), f));
                 }
             }
         }
         for i in &actions.containers_to_start {
             if let Some(c) = spec.and_then(|s| s.containers.get(*i)) {
-                if let Err(f) =
-                    self.start_with_backoff(pod, c, &sandbox_id, &sandbox_config, status, &volumes)
-                {
+                if let Err(f) = self.start_with_backoff(pod, c, &target, status) {
                     outcome.failures.push((c.name.clone(), f));
                 }
             }
@@ -450,10 +498,8 @@ impl RuntimeManager {
         &self,
         pod: &Pod,
         container: &k8s_openapi::api::core::v1::Container,
-        sandbox_id: &str,
-        sandbox_config: &api::PodSandboxConfig,
+        target: &container::StartTarget<'_>,
         status: &RuntimePodStatus,
-        volumes: &PodVolumes,
     ) -> Result<(), StartFailure> {
         let uid = uid_of(pod);
         let latest = status.latest(&container.name);
@@ -488,14 +534,7 @@ impl RuntimeManager {
                 backoff.next(&key, finished);
             }
         }
-        match self.start_container(
-            pod,
-            container,
-            sandbox_id,
-            sandbox_config,
-            restart_count,
-            volumes,
-        ) {
+        match self.start_container(pod, container, target, restart_count) {
             Ok(id) => {
                 log::info!(
                     "pod=\"{}\" container={} id={id} started (restart count {restart_count})",
@@ -539,28 +578,53 @@ impl RuntimeManager {
         }
     }
 
-    /// Stops every running container of a pod in parallel (each with the grace period), then
-    /// every sandbox (upstream `KillPod`).
+    /// Stops a pod (upstream `KillPod`): the main containers in parallel (each running its
+    /// `preStop` hook first when the spec is known), then sidecars one by one in reverse
+    /// order with what is left of the grace period, then every sandbox.
     pub fn kill_pod(
         &self,
+        pod: Option<&Pod>,
         pod_desc: &str,
         status: &RuntimePodStatus,
         grace_secs: i64,
     ) -> Result<(), CriError> {
-        let grace = grace_secs.max(MIN_GRACE_PERIOD_SECS);
-        let running: Vec<&ContainerStatus> = status
+        let started = self.clock.now();
+        let live: Vec<&ContainerStatus> = status
             .containers
             .iter()
             .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Created))
             .collect();
+        let sidecars: Vec<&k8s_openapi::api::core::v1::Container> = pod
+            .and_then(|p| p.spec.as_ref())
+            .and_then(|s| s.init_containers.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| crate::types::is_sidecar(c))
+            .collect();
+        let is_sidecar = |name: &str| sidecars.iter().any(|c| c.name == name);
+        let kill = |c: &ContainerStatus, grace: i64| {
+            let spec = pod.and_then(|p| container_spec(p, &c.name).map(|spec| (p, spec)));
+            let hook = spec
+                .filter(|_| c.state == ContainerState::Running)
+                .map(|(p, spec)| (p, spec, status.ip()));
+            self.kill_container(
+                pod_desc,
+                &c.id,
+                &c.name,
+                grace,
+                "pod is being stopped",
+                hook,
+            )
+        };
+        let main: Vec<&ContainerStatus> = live
+            .iter()
+            .copied()
+            .filter(|c| !is_sidecar(&c.name))
+            .collect();
         let results: Vec<Result<(), CriError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = running
+            let handles: Vec<_> = main
                 .iter()
-                .map(|c| {
-                    scope.spawn(move || {
-                        self.kill_container(pod_desc, &c.id, &c.name, grace, "pod is being stopped")
-                    })
-                })
+                .map(|c| scope.spawn(|| kill(c, grace_secs)))
                 .collect();
             handles
                 .into_iter()
@@ -568,6 +632,13 @@ impl RuntimeManager {
                 .collect()
         });
         results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        for spec in sidecars.iter().rev() {
+            if let Some(c) = live.iter().find(|c| c.name == spec.name) {
+                let spent = self.clock.now().saturating_duration_since(started);
+                let left = grace_secs - i64::try_from(spent.as_secs()).unwrap_or(i64::MAX);
+                kill(c, left)?;
+            }
+        }
         for s in &status.sandboxes {
             match self.runtime.stop_pod_sandbox(&s.id) {
                 Err(e) if !e.is_not_found() => return Err(e),

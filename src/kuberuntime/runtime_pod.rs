@@ -175,6 +175,97 @@ pub fn container_status_from_cri(s: &api::ContainerStatus) -> ContainerStatus {
     }
 }
 
+/// Longest termination message read from the container's file (upstream 4 KiB).
+pub const MAX_TERMINATION_MESSAGE_BYTES: u64 = 4096;
+/// Lines and bytes of log taken by `FallbackToLogsOnError` (upstream 80 lines, 2 KiB).
+const FALLBACK_LOG_LINES: usize = 80;
+const FALLBACK_LOG_BYTES: u64 = 2048;
+
+/// The `terminated.message` of an exited container (upstream `getTerminationMessage`): the
+/// tail of the file mounted at its `terminationMessagePath`; with
+/// `FallbackToLogsOnError` and a non-zero exit code, the tail of its log when the file is
+/// empty.
+pub fn termination_message(s: &api::ContainerStatus) -> String {
+    let annotations = s.get_annotations();
+    let path = annotations
+        .get(labels::CONTAINER_TERMINATION_MESSAGE_PATH_ANNOTATION)
+        .map(String::as_str)
+        .unwrap_or_default();
+    let fallback = annotations
+        .get(labels::CONTAINER_TERMINATION_MESSAGE_POLICY_ANNOTATION)
+        .is_some_and(|p| p == "FallbackToLogsOnError");
+    let mut message = String::new();
+    if !path.is_empty() {
+        if let Some(m) = s
+            .get_mounts()
+            .iter()
+            .find(|m| m.get_container_path() == path)
+        {
+            match read_tail(
+                std::path::Path::new(m.get_host_path()),
+                MAX_TERMINATION_MESSAGE_BYTES,
+            ) {
+                Ok(bytes) => message = String::from_utf8_lossy(&bytes).into_owned(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return format!(
+                        "Error on reading termination log {}: {e}",
+                        m.get_host_path()
+                    )
+                }
+            }
+        }
+    }
+    if message.is_empty() && fallback && s.get_exit_code() != 0 && !s.get_log_path().is_empty() {
+        if let Ok(bytes) = read_tail(std::path::Path::new(s.get_log_path()), 64 * 1024) {
+            message = log_tail(&bytes, FALLBACK_LOG_LINES, FALLBACK_LOG_BYTES);
+        }
+    }
+    message
+}
+
+/// The last `max` bytes of a file.
+fn read_tail(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(max)))?;
+    let mut out = Vec::new();
+    f.take(max).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// The content of the last `lines` CRI log lines (`<time> <stream> <P|F> <content>`), at most
+/// `max_bytes` from the end; partial (`P`) lines join the next one.
+fn log_tail(raw: &[u8], lines: usize, max_bytes: u64) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(4, ' ');
+        let (_, _, tag, content) = (parts.next(), parts.next(), parts.next(), parts.next());
+        let Some(content) = content else { continue };
+        out.push_str(content);
+        if tag != Some("P") {
+            out.push('\n');
+        }
+    }
+    let kept: Vec<&str> = out.lines().collect();
+    let start = kept.len().saturating_sub(lines);
+    let mut tail = kept[start..].join("\n");
+    if out.ends_with('\n') && !tail.is_empty() {
+        tail.push('\n');
+    }
+    let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+    if tail.len() > max {
+        let mut cut = tail.len() - max;
+        while !tail.is_char_boundary(cut) {
+            cut += 1;
+        }
+        tail = tail[cut..].to_string();
+    }
+    tail
+}
+
 /// The pod entry for a labeled object, created empty on first sight.
 fn entry_for(pods: &mut BTreeMap<PodUid, RunningPod>, id: labels::LabeledPod) -> &mut RunningPod {
     pods.entry(id.uid.clone()).or_insert_with(|| RunningPod {
@@ -218,4 +309,52 @@ pub fn group_running_pods(
         });
     }
     pods.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn termination_message_from_the_file_or_the_log_tail() {
+        let dir = std::env::temp_dir().join(format!("rkubelet-termmsg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("msg");
+        let log = dir.join("0.log");
+        std::fs::write(&file, "").unwrap();
+        let mut text = String::new();
+        for i in 0..100 {
+            text.push_str(&format!(
+                "2026-11-27T08:00:00.000000000Z stdout F line {i}\n"
+            ));
+        }
+        text.push_str("2026-11-27T08:00:00.000000000Z stderr P part-\n");
+        text.push_str("2026-11-27T08:00:00.000000000Z stderr F end\n");
+        std::fs::write(&log, text).unwrap();
+        let mut s = api::ContainerStatus::new();
+        s.mut_annotations().insert(
+            labels::CONTAINER_TERMINATION_MESSAGE_PATH_ANNOTATION.into(),
+            "/dev/termination-log".into(),
+        );
+        s.mut_annotations().insert(
+            labels::CONTAINER_TERMINATION_MESSAGE_POLICY_ANNOTATION.into(),
+            "FallbackToLogsOnError".into(),
+        );
+        let mut m = api::Mount::new();
+        m.set_container_path("/dev/termination-log".into());
+        m.set_host_path(file.to_string_lossy().into_owned());
+        s.mut_mounts().push(m);
+        s.set_log_path(log.to_string_lossy().into_owned());
+        s.set_exit_code(1);
+        let msg = termination_message(&s);
+        assert!(msg.ends_with("line 99\npart-end\n"), "{msg:?}");
+        assert_eq!(msg.lines().count(), 80);
+        assert!(msg.starts_with("line 21\n"), "{msg:?}");
+        s.set_exit_code(0);
+        assert_eq!(termination_message(&s), "", "no fallback on success");
+        std::fs::write(&file, "disk full").unwrap();
+        s.set_exit_code(1);
+        assert_eq!(termination_message(&s), "disk full");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -11,9 +11,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::clock::from_unix_nanos;
-use crate::kuberuntime::actions::{init_containers_done, should_restart};
+use crate::kuberuntime::actions::{init_container_done, init_containers_done, should_restart};
 use crate::kuberuntime::{ContainerState, ContainerStatus, RuntimePodStatus, StartFailure};
-use crate::types::restart_policy;
+use crate::types::{is_sidecar, restart_policy};
 
 /// What status generation needs besides the pod and the runtime status.
 pub struct StatusContext<'a> {
@@ -137,7 +137,12 @@ fn container_status(
     if let Some(f) = (ctx.start_failure)(&spec.name) {
         let running = latest.is_some_and(|c| c.state == ContainerState::Running);
         let done = latest.is_some_and(|c| c.state == ContainerState::Exited)
-            && !should_restart(restart_policy(pod), latest);
+            && !should_restart(
+                spec.restart_policy
+                    .as_deref()
+                    .unwrap_or_else(|| restart_policy(pod)),
+                latest,
+            );
         if !running && !done {
             if let Some(term) = status.state.as_ref().and_then(|s| s.terminated.clone()) {
                 status.last_state = Some(ApiState {
@@ -240,7 +245,7 @@ pub fn generate_api_pod_status(
         .iter()
         .map(|c| container_status(pod, c, runtime, ctx, "PodInitializing"))
         .collect();
-    let init_failed = init_specs.iter().any(|c| {
+    let init_failed = init_specs.iter().filter(|c| !is_sidecar(c)).any(|c| {
         runtime
             .latest(&c.name)
             .is_some_and(|s| s.state == ContainerState::Exited && s.exit_code != 0)
@@ -256,8 +261,14 @@ pub fn generate_api_pod_status(
         .collect();
     let phase = phase(pod, &statuses, !init_done, init_failed);
 
-    let unready: Vec<&str> = statuses
+    // Sidecars count for readiness as the main containers do.
+    let sidecar_statuses = init_statuses
         .iter()
+        .zip(init_specs)
+        .filter(|(_, c)| is_sidecar(c))
+        .map(|(s, _)| s);
+    let unready: Vec<&str> = sidecar_statuses
+        .chain(statuses.iter())
         .filter(|s| !s.ready)
         .map(|s| s.name.as_str())
         .collect();
@@ -277,13 +288,9 @@ pub fn generate_api_pod_status(
     };
     let uninit: Vec<&str> = init_statuses
         .iter()
-        .filter(|s| {
-            s.state
-                .as_ref()
-                .and_then(|st| st.terminated.as_ref())
-                .is_none_or(|t| t.exit_code != 0)
-        })
-        .map(|s| s.name.as_str())
+        .zip(init_specs)
+        .filter(|(_, c)| !init_container_done(c, runtime))
+        .map(|(s, _)| s.name.as_str())
         .collect();
     let initialized = init_done || phase == "Succeeded";
     let now = ctx.now;

@@ -1,4 +1,5 @@
 //! Small helpers shared by several subsystems.
 
 pub mod backoff;
+pub mod http;
 pub mod metrics;

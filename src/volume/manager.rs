@@ -172,6 +172,11 @@ impl VolumeManager {
         }
     }
 
+    /// The ConfigMap and Secret cache (image pull secrets are read through it too).
+    pub fn objects(&self) -> &ObjectCache {
+        &self.objects
+    }
+
     /// `<root>/pods/<uid>`.
     pub fn pod_dir(&self, uid: &PodUid) -> PathBuf {
         self.root_dir.join("pods").join(&uid.0)
