@@ -250,6 +250,7 @@ pub fn create_and_init_kubelet(
     };
     let kubelet = new_main_kubelet(Arc::clone(&config), deps)?;
     kubelet.birth_cry();
+    threads.extend(kubelet.start_garbage_collection(stop)?);
     if let Some(client) = api {
         let source = Arc::new(KubeletNodeStatus::new(
             &config,

@@ -3,6 +3,7 @@
 //! calls. Construction follows upstream's chain: `main → create_and_init_kubelet →
 //! new_main_kubelet → start_kubelet → Kubelet::run`.
 
+mod gc;
 pub mod node_status;
 mod run_once;
 mod sync_loop;
@@ -80,6 +81,11 @@ pub trait Bootstrap {
     fn get_configuration(&self) -> Arc<KubeletConfig>;
     /// Logs that the kubelet started (upstream emits a `Starting` event on the node).
     fn birth_cry(&self);
+    /// Starts container and image garbage collection; the threads end when `stop` closes.
+    fn start_garbage_collection(
+        self: &Arc<Self>,
+        stop: &Receiver<()>,
+    ) -> Result<Vec<JoinHandle<()>>, KubeletError>;
     /// Runs the main loop until `stop` fires; returns after every thread it started joined.
     fn run(
         self: Arc<Self>,
@@ -129,6 +135,8 @@ pub struct Kubelet {
     recorder: Arc<dyn Recorder>,
     /// This node's UID in the API, once registered.
     node_uid: Arc<Mutex<Option<String>>>,
+    /// Time.
+    clock: Arc<dyn Clock>,
     /// Set when `run` returns, so handles to threads started there can be joined.
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -224,6 +232,7 @@ impl Kubelet {
             pleg_events,
             status_manager,
             sources_ready: deps.sources_ready,
+            clock: Arc::clone(&deps.clock),
             api: deps.api,
             mirrors,
             recorder: Arc::clone(&deps.recorder),

@@ -138,6 +138,11 @@ pub struct KubeletFlags {
     #[structopt(long)]
     pub pod_workers: Option<usize>,
 
+    /// rkubelet extension, not an upstream flag: how often image garbage collection runs,
+    /// e.g. 5m, 30s (upstream fixes it at 5m) [default: 5m]
+    #[structopt(long)]
+    pub image_gc_period: Option<GoDuration>,
+
     /// DEPRECATED, accepted for compatibility and otherwise ignored: the container runtime
     /// chooses the sandbox image (upstream only keeps it from image garbage collection)
     #[structopt(long)]

@@ -90,6 +90,8 @@ pub struct KubeletConfig {
     pub cert_dir: PathBuf,
     /// Size of the pod worker pool (rkubelet extension; default 8, 1 to 256).
     pub pod_workers: usize,
+    /// How often image GC runs (`--image-gc-period`, default 5 min).
+    pub image_gc_period: Duration,
     /// Cluster DNS server IPs given to pods.
     pub cluster_dns: Vec<IpAddr>,
     /// Cluster DNS domain (`cluster.local`), without a trailing dot.
@@ -486,6 +488,12 @@ fn merge(
             .take()
             .unwrap_or_else(|| DEFAULT_CERT_DIR.into()),
         pod_workers,
+        image_gc_period: flags
+            .image_gc_period
+            .and_then(|d| d.to_std())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(300))
+            .max(Duration::from_secs(1)),
         cluster_dns,
         cluster_domain,
         resolv_conf,

@@ -103,6 +103,13 @@ impl Bootstrap for Kubelet {
         Arc::clone(&self.config)
     }
 
+    fn start_garbage_collection(
+        self: &Arc<Self>,
+        stop: &Receiver<()>,
+    ) -> Result<Vec<std::thread::JoinHandle<()>>, KubeletError> {
+        self.start_gc_threads(stop)
+    }
+
     fn birth_cry(&self) {
         log::info!(
             "Starting kubelet. node={} version={}",

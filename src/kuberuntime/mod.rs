@@ -6,6 +6,7 @@
 
 pub mod actions;
 mod container;
+pub mod gc;
 pub mod hash;
 mod images;
 pub mod labels;
@@ -221,6 +222,11 @@ impl RuntimeManager {
     /// The volume manager (housekeeping cleans up orphaned pod directories through it).
     pub fn volumes(&self) -> &VolumeManager {
         &self.volumes
+    }
+
+    /// The image service (image GC).
+    pub fn images(&self) -> &Arc<dyn ImageService> {
+        &self.images
     }
 
     /// The runtime service (for PLEG and the server).
@@ -542,7 +548,7 @@ impl RuntimeManager {
                     container.name
                 );
                 self.set_start_failure(&uid, &container.name, None);
-                self.prune_dead_containers(status, &container.name);
+                self.prune_dead_containers(pod, status, &container.name);
                 Ok(())
             }
             Err(f) => {
@@ -561,19 +567,27 @@ impl RuntimeManager {
 
     /// After a new attempt of `name` started, removes its older dead attempts, keeping the most
     /// recent one for `lastState` and `--previous` logs (upstream keeps one per container).
-    fn prune_dead_containers(&self, status: &RuntimePodStatus, name: &str) {
+    fn prune_dead_containers(&self, pod: &Pod, status: &RuntimePodStatus, name: &str) {
         let dead = status
             .containers
             .iter()
             .filter(|c| c.name == name && c.state != ContainerState::Running)
             .skip(1);
         for c in dead {
-            if let Err(e) = self.runtime.remove_container(&c.id.0) {
-                log::warn!("removing dead container {} ({name}): {e}", c.id);
+            match self.runtime.remove_container(&c.id.0) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    log::warn!("removing dead container {} ({name}): {e}", c.id);
+                    continue;
+                }
             }
-            logs::remove_legacy_symlinks(
+            gc::remove_container_log(
+                &self.settings.pod_logs_dir,
                 &self.settings.container_logs_dir,
-                std::slice::from_ref(&c.id.0),
+                (labels::pod_namespace(pod), pod_name(pod), name),
+                c.restart_count,
+                &c.id.0,
             );
         }
     }
