@@ -30,8 +30,8 @@ set -euo pipefail
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 images_dir="${RKUBELET_IMAGES_DIR:-/var/tmp/rkubelet-images}"
 # Image tarball -> the name it must have after import.
-image_files=(pause-3.6.tar busybox-local.tar)
-image_names=(registry.k8s.io/pause:3.6 docker.io/library/busybox:local)
+image_files=(pause-3.6.tar busybox-local.tar busybox-other.tar)
+image_names=(registry.k8s.io/pause:3.6 docker.io/library/busybox:local docker.io/library/busybox:other)
 
 log() { echo "containerd.sh: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

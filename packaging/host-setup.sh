@@ -73,7 +73,7 @@ stamp_file="$images_dir/.inputs.sha256"
 stamp="$(sha256sum /bin/busybox "$builder" | cut -d' ' -f1 | tr '\n' ' ')"
 rebuild=0
 [[ -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp" ]] || rebuild=1
-for f in pause-3.6.tar busybox-local.tar; do
+for f in pause-3.6.tar busybox-local.tar busybox-other.tar gc-victim.tar; do
     [[ -s "$images_dir/$f" ]] || rebuild=1
 done
 if ((rebuild)); then

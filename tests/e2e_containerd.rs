@@ -315,8 +315,17 @@ fn unpullable_image_reports_err_image_pull_and_other_pods_run() {
         kubelet.log().contains("ErrImagePull").then_some(())
     })
     .unwrap_or_else(|| panic!("no ErrImagePull in the log:\n{}", kubelet.log()));
+    // The next attempts wait out the pull back-off (10 s, doubling).
+    wait_for(START, || {
+        kubelet
+            .log()
+            .contains("Back-off pulling image \"example.invalid/nope:1\"")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no ImagePullBackOff in the log:\n{}", kubelet.log()));
     let log = kubelet.log();
     assert!(log.contains("nopull-e2e-node"), "{log}");
+    assert!(log.contains("app=waiting(ImagePullBackOff)"), "{log}");
     assert!(containers_of("nopull").is_empty());
     assert_eq!(kubelet.terminate().0, Some(0));
 }
@@ -496,4 +505,138 @@ fn bad_host_path_type_keeps_the_pod_waiting_with_a_clear_error() {
     assert!(kubelet.log().contains("FailedMount"));
     assert!(containers_of("hp").is_empty());
     assert_eq!(kubelet.terminate().0, Some(0));
+}
+
+/// `ctr` against the test containerd, in the CRI's namespace.
+fn ctr(args: &[&str]) -> std::process::Output {
+    let sock = endpoint();
+    let sock = sock.trim_start_matches("unix://").to_string();
+    Command::new("ctr")
+        .args(["--address", &sock, "-n", "k8s.io"])
+        .args(args)
+        .output()
+        .expect("ctr comes with containerd")
+}
+
+fn images_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var("RKUBELET_IMAGES_DIR").unwrap_or_else(|_| "/var/tmp/rkubelet-images".into()),
+    )
+}
+
+/// Imports one of the test image tarballs unless containerd has it already.
+fn ensure_image(name: &str, tarball: &str) {
+    if image_present(name) {
+        return;
+    }
+    let path = images_dir().join(tarball);
+    let out = ctr(&["images", "import", &path.to_string_lossy()]);
+    assert!(
+        out.status.success(),
+        "importing {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn image_present(name: &str) -> bool {
+    use rkubelet::cri::ImageService;
+    let mut spec = api::ImageSpec::new();
+    spec.set_image(name.into());
+    runtime().image_status(&spec, false).unwrap().is_some()
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn changing_a_static_pods_image_recreates_only_that_container() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    clean_runtime();
+    ensure_image("docker.io/library/busybox:other", "busybox-other.tar");
+    let dir = scratch_dir("e2e-image-change");
+    // As upstream, a manifest without a uid gets one from its content, so any edit replaces
+    // the whole pod; with a uid of its own the pod stays and only the changed container is
+    // recreated.
+    let containers = |b_image: &str| {
+        manifest(
+            "change",
+            "Always",
+            &[("a", IMAGE, "sleep 1000"), ("b", b_image, "sleep 1000")],
+        )
+        .replacen("metadata:\n", "metadata:\n  uid: e2e-change-uid\n", 1)
+    };
+    write(&dir, "change.yaml", &containers(IMAGE));
+    let kubelet = Rkubelet::start(&dir, &[]);
+    kubelet.wait_running("change", 2);
+    let by_name = || -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = running("change")
+            .iter()
+            .map(|c| {
+                (
+                    c.get_metadata().get_name().to_string(),
+                    c.get_id().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = by_name();
+    write(
+        &dir,
+        "change.yaml",
+        &containers("docker.io/library/busybox:other"),
+    );
+    let after = wait_for(START, || {
+        let now = by_name();
+        (now.len() == 2 && now[1].1 != before[1].1).then_some(now)
+    })
+    .unwrap_or_else(|| panic!("b was not recreated:\n{}", kubelet.log()));
+    assert_eq!(after[0], before[0], "a untouched");
+    let b_status = runtime().container_status(&after[1].1, false).unwrap();
+    let old_status = runtime().container_status(&before[1].1, false);
+    assert_ne!(
+        b_status.get_status().get_image_ref(),
+        old_status
+            .map(|s| s.get_status().get_image_ref().to_string())
+            .unwrap_or_default(),
+        "b runs the new image"
+    );
+    assert_eq!(kubelet.terminate().0, Some(0));
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn image_gc_removes_an_unused_image_and_keeps_the_ones_in_use() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    clean_runtime();
+    ensure_image("docker.io/library/gc-victim:1", "gc-victim.tar");
+    let dir = scratch_dir("e2e-image-gc");
+    write(
+        &dir,
+        "user.yaml",
+        &manifest("user", "Always", &[("app", IMAGE, "sleep 1000")]),
+    );
+    // Any usage is above a 1% high threshold: everything unused goes.
+    std::fs::write(
+        dir.join("config.yaml"),
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+         imageGCHighThresholdPercent: 1\nimageGCLowThresholdPercent: 0\nimageMinimumGCAge: 3s\n",
+    )
+    .unwrap();
+    let config = format!("--config={}", dir.join("config.yaml").display());
+    let kubelet = Rkubelet::start(&dir, &[config.as_str(), "--image-gc-period=2s"]);
+    kubelet.wait_running("user", 1);
+    wait_for(START, || {
+        (!image_present("docker.io/library/gc-victim:1")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("unused image not collected:\n{}", kubelet.log()));
+    assert!(image_present(IMAGE), "the image in use is kept");
+    assert!(
+        image_present("registry.k8s.io/pause:3.6"),
+        "the sandbox image is kept"
+    );
+    assert!(kubelet.log().contains("image GC"), "{}", kubelet.log());
+    assert_eq!(kubelet.terminate().0, Some(0));
+    // busybox:other was unused too: give it back for the other tests.
+    ensure_image("docker.io/library/busybox:other", "busybox-other.tar");
 }

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Build the two local container images that tests and examples use, without Docker and
+# Build the local container images that tests and examples use, without Docker and
 # without a registry:
 #
 #   registry.k8s.io/pause:3.6        the sandbox ("pause") image containerd's CRI expects
 #   docker.io/library/busybox:local  a general-purpose image for test and example containers
+#   docker.io/library/busybox:other  the same files under another image id (image changes)
+#   docker.io/library/gc-victim:1    likewise, for the image garbage collection test
 #
 # Each image is written as an OCI image-layout tarball (oci-layout, index.json, blobs/sha256/...)
 # that `ctr -n k8s.io images import FILE` accepts and names from the index annotations.
-# Both images share one gzip layer: the static busybox binary at /bin/busybox, a symlink for
+# All images share one gzip layer: the static busybox binary at /bin/busybox, a symlink for
 # every applet (in /bin, and also at its conventional place such as /sbin/ip or /usr/bin/wget),
 # /etc/passwd and /etc/group (root and nobody), /root, /tmp (1777), /var/www.
 #
@@ -15,7 +17,7 @@
 # always gives the same digests.
 #
 # Usage: build-images.sh [OUT_DIR]      (default /var/tmp/rkubelet-images)
-# Output: OUT_DIR/pause-3.6.tar and OUT_DIR/busybox-local.tar
+# Output: OUT_DIR/{pause-3.6,busybox-local,busybox-other,gc-victim}.tar
 # Environment: BUSYBOX=/path/to/static/busybox (default /bin/busybox)
 set -euo pipefail
 
@@ -75,6 +77,20 @@ IMAGES = [
         "name": "docker.io/library/busybox:local",
         "tag": "local",
         "config": {"Cmd": ["sh"]},
+    },
+    # Same root filesystem, different config: a distinct image id for tests that need a
+    # second image (changing a container's image, image garbage collection).
+    {
+        "file": "busybox-other.tar",
+        "name": "docker.io/library/busybox:other",
+        "tag": "other",
+        "config": {"Cmd": ["sh"], "Labels": {"io.rkubelet.variant": "other"}},
+    },
+    {
+        "file": "gc-victim.tar",
+        "name": "docker.io/library/gc-victim:1",
+        "tag": "1",
+        "config": {"Cmd": ["sh"], "Labels": {"io.rkubelet.variant": "gc-victim"}},
     },
 ]
 

@@ -143,8 +143,8 @@ pub struct KubeletFlags {
     #[structopt(long)]
     pub image_gc_period: Option<GoDuration>,
 
-    /// DEPRECATED, accepted for compatibility and otherwise ignored: the container runtime
-    /// chooses the sandbox image (upstream only keeps it from image garbage collection)
+    /// DEPRECATED: the container runtime chooses the sandbox image; as upstream, this only
+    /// keeps the named image from image garbage collection
     #[structopt(long)]
     pub pod_infra_container_image: Option<String>,
 }

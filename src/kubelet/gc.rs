@@ -94,6 +94,13 @@ impl Kubelet {
             Arc::clone(&self.clock),
             policy,
             Box::new(statvfs_stats),
+        )
+        .with_pinned(
+            self.config
+                .pod_infra_container_image
+                .iter()
+                .cloned()
+                .collect(),
         );
         let recorder = Arc::clone(&self.recorder);
         let node = self.config.node_name.clone();

@@ -269,6 +269,27 @@ pub struct ImageGc {
     policy: ImageGcPolicy,
     fs_stats: Box<FsStats>,
     records: Mutex<HashMap<String, ImageRecord>>,
+    /// Image names never collected: `--pod-infra-container-image` when given.
+    pinned_names: Vec<String>,
+}
+
+/// The sandbox image a runtime reports in its verbose `Status` info (containerd's
+/// `sandboxImage`, CRI-O's `pause_image`), which must survive image GC like a pinned image.
+pub fn runtime_sandbox_image(runtime: &dyn RuntimeService) -> Option<String> {
+    fn find(v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| match (k.as_str(), v) {
+                ("sandboxImage" | "pause_image", serde_json::Value::String(s)) => Some(s.clone()),
+                _ => find(v),
+            }),
+            _ => None,
+        }
+    }
+    let resp = runtime.status(true).ok()?;
+    resp.get_info()
+        .values()
+        .filter_map(|raw| serde_json::from_str::<serde_json::Value>(raw).ok())
+        .find_map(|v| find(&v))
 }
 
 impl ImageGc {
@@ -287,7 +308,14 @@ impl ImageGc {
             policy,
             fs_stats,
             records: Mutex::new(HashMap::new()),
+            pinned_names: Vec::new(),
         }
+    }
+
+    /// Never collects images of these names (besides those the runtime pins itself).
+    pub fn with_pinned(mut self, names: Vec<String>) -> Self {
+        self.pinned_names = names;
+        self
     }
 
     /// Records which images exist and which are in use now; returns the ids in use.
@@ -295,6 +323,8 @@ impl ImageGc {
         let images = self.images.list_images(None)?;
         let containers = self.runtime.list_containers(None)?;
         let mut in_use: HashSet<String> = HashSet::new();
+        in_use.extend(self.pinned_names.iter().cloned());
+        in_use.extend(runtime_sandbox_image(self.runtime.as_ref()));
         for c in &containers {
             in_use.insert(c.get_image_ref().to_string());
             in_use.insert(c.get_image().get_image().to_string());
