@@ -3,6 +3,7 @@
 //! calls. Construction follows upstream's chain: `main → create_and_init_kubelet →
 //! new_main_kubelet → start_kubelet → Kubelet::run`.
 
+pub mod admission;
 mod gc;
 pub mod node_status;
 mod run_once;
@@ -21,7 +22,7 @@ use crate::config::mux::SourcesReady;
 use crate::config::settings::KubeletConfig;
 use crate::config::update::PodUpdate;
 use crate::cri::{ImageService, RuntimeService};
-use crate::events::Recorder;
+use crate::events::{EventType, Recorder};
 use crate::kuberuntime::{RunningPod, RuntimeManager, RuntimeSettings};
 use crate::mirror::MirrorPods;
 use crate::pleg::{GenericPleg, PodLifecycleEvent, EVENT_CHANNEL_CAPACITY};
@@ -137,6 +138,8 @@ pub struct Kubelet {
     node_uid: Arc<Mutex<Option<String>>>,
     /// Time.
     clock: Arc<dyn Clock>,
+    /// What pods may request in all (admission).
+    allocatable: admission::Allocatable,
     /// Set when `run` returns, so handles to threads started there can be joined.
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -150,6 +153,33 @@ fn node_resources(root_dir: &std::path::Path) -> NodeResources {
         cpu_millis: read_num_cores(root).map_or(0, |n| i128::from(n) * 1000),
         memory_bytes: read_memory_capacity(root).map_or(0, i128::from),
         ephemeral_storage_bytes: filesystem_capacity(root_dir).map_or(0, i128::from),
+    }
+}
+
+/// Capacity less `systemReserved`, `kubeReserved` and the hard eviction threshold for
+/// memory, as node status reports allocatable; pods from `maxPods`.
+fn node_allocatable(config: &KubeletConfig, node: &NodeResources) -> admission::Allocatable {
+    use crate::nodestatus::quantity::ThresholdValue;
+    use crate::nodestatus::AllocatableReservation;
+    let raw = &config.raw;
+    let reservation = AllocatableReservation::from_config(
+        raw.system_reserved.as_ref(),
+        raw.kube_reserved.as_ref(),
+        raw.eviction_hard.as_ref(),
+    )
+    .unwrap_or_default();
+    let reserved = |f: fn(&crate::nodestatus::Reserved) -> i64| {
+        i128::from(f(&reservation.system_reserved)) + i128::from(f(&reservation.kube_reserved))
+    };
+    let eviction = match reservation.eviction_memory_available {
+        Some(ThresholdValue::Quantity(bytes)) => i128::from(bytes),
+        Some(ThresholdValue::Percentage(p)) => (node.memory_bytes as f64 * f64::from(p)) as i128,
+        None => 0,
+    };
+    admission::Allocatable {
+        cpu_millis: (node.cpu_millis - reserved(|r| r.cpu_millis)).max(0),
+        memory_bytes: (node.memory_bytes - reserved(|r| r.memory_bytes) - eviction).max(0),
+        pods: config.max_pods,
     }
 }
 
@@ -170,14 +200,17 @@ impl Kubelet {
                 .raw
                 .max_parallel_image_pulls
                 .and_then(|n| u32::try_from(n).ok()),
+            node_ip: config.node_ip.map(|ip| ip.to_string()),
         };
+        let node = node_resources(&config.root_dir);
+        let allocatable = node_allocatable(&config, &node);
         let volumes = VolumeManager::with_settings(
             &config.root_dir,
             VolumeSettings {
                 api: deps.api.clone(),
                 clock: Arc::clone(&deps.clock),
                 tmpfs: deps.tmpfs,
-                node: node_resources(&config.root_dir),
+                node,
             },
         );
         let runtime_manager = Arc::new(RuntimeManager::new(
@@ -233,6 +266,7 @@ impl Kubelet {
             status_manager,
             sources_ready: deps.sources_ready,
             clock: Arc::clone(&deps.clock),
+            allocatable,
             api: deps.api,
             mirrors,
             recorder: Arc::clone(&deps.recorder),
@@ -332,18 +366,37 @@ impl Kubelet {
         &self.pleg
     }
 
-    /// Whether admitting one more pod stays within `maxPods` (upstream predicate admission,
-    /// pods resource only for now).
-    fn can_admit(&self, pods: &PodManager) -> bool {
-        let active = pods
-            .pods()
+    /// Pods admitted earlier that still run or may still start containers.
+    fn active_pods<'a>(&self, pods: &'a PodManager) -> Vec<&'a Pod> {
+        pods.pods()
             .filter(|p| {
                 self.pod_workers
                     .state(&uid_of(p))
                     .is_none_or(|s| s.can_start_containers())
             })
-            .count();
-        u32::try_from(active).unwrap_or(u32::MAX) < self.config.max_pods
+            .map(|p| p.as_ref())
+            .collect()
+    }
+
+    /// The node's labels for admission: from the API's Node when there is one (labels set by
+    /// others count), else the ones rkubelet registers with.
+    fn node_labels(&self) -> std::collections::BTreeMap<String, String> {
+        use crate::nodestatus::registration::{initial_node, NodeRegistration};
+        let registered = initial_node(&NodeRegistration::new(
+            self.config.node_name.clone(),
+            self.config.node_name.clone(),
+        ))
+        .metadata
+        .labels
+        .unwrap_or_default();
+        match self
+            .api
+            .as_ref()
+            .map(|api| api.get_node(&self.config.node_name))
+        {
+            Some(Ok(node)) => node.metadata.labels.unwrap_or(registered),
+            _ => registered,
+        }
     }
 
     /// A stand-in pod object for a runtime pod no source knows, so the workers can stop it.
@@ -367,21 +420,40 @@ impl SyncHandler for Kubelet {
             let ts = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
             ts(a).cmp(&ts(b))
         });
+        let node_labels = self.node_labels();
         for pod in pods {
             let mut manager = self.pods();
-            if !self.can_admit(&manager) {
+            let verdict = {
+                let active = self.active_pods(&manager);
+                admission::admit(
+                    &pod,
+                    &active,
+                    &self.allocatable,
+                    &node_labels,
+                    &self.config.node_name,
+                )
+            };
+            if let Err(rejection) = verdict {
                 log::warn!(
-                    "pod=\"{}\" uid={} rejected: node has no room for more pods (maxPods {})",
+                    "pod=\"{}\" uid={} rejected: {}: {}",
                     pod_key(&pod),
                     uid_of(&pod),
-                    self.config.max_pods
+                    rejection.reason,
+                    rejection.message
+                );
+                self.recorder.pod_event(
+                    &pod,
+                    EventType::Warning,
+                    &rejection.reason,
+                    rejection.message.clone(),
                 );
                 self.status_manager.set_pod_status(
                     &pod,
                     k8s_openapi::api::core::v1::PodStatus {
                         phase: Some("Failed".into()),
-                        reason: Some("OutOfpods".into()),
-                        message: Some("Node didn't have enough resource: pods".into()),
+                        reason: Some(rejection.reason),
+                        message: Some(format!("Pod was rejected: {}", rejection.message)),
+                        qos_class: Some(crate::status::generate::qos_class(&pod).into()),
                         ..Default::default()
                     },
                 );

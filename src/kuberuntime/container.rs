@@ -16,6 +16,7 @@ use super::labels::{new_container_annotations, new_container_labels, pod_name, p
 use super::lifecycle;
 use super::logs::{container_log_relative_path, create_legacy_symlink, legacy_symlink_path};
 use super::sandbox::namespace_options;
+use super::security;
 use super::{RuntimeManager, StartFailure};
 
 /// Where a container is started: its pod's sandbox, volumes and IP.
@@ -42,6 +43,7 @@ pub fn generate_container_config(
     restart_count: u32,
     image_ref: &str,
     mounts: Vec<api::Mount>,
+    env: &[(String, String)],
 ) -> api::ContainerConfig {
     let mut meta = api::ContainerMetadata::new();
     meta.set_name(container.name.clone());
@@ -55,27 +57,22 @@ pub fn generate_container_config(
     });
     image.set_user_specified_image(container.image.clone().unwrap_or_default());
 
-    let envs = container
-        .env
+    let envs = env
         .iter()
-        .flatten()
-        .map(|e| {
+        .map(|(k, v)| {
             let mut kv = api::KeyValue::new();
-            kv.set_key(e.name.clone());
-            kv.set_value(e.value.clone().unwrap_or_default());
+            kv.set_key(k.clone());
+            kv.set_value(v.clone());
             kv
         })
         .collect();
+    let (command, args) = super::env::expand_command_and_args(container, env);
 
     let mut config = api::ContainerConfig::new();
     config.set_metadata(meta);
     config.set_image(image);
-    config.set_command(RepeatedField::from_vec(
-        container.command.clone().unwrap_or_default(),
-    ));
-    config.set_args(RepeatedField::from_vec(
-        container.args.clone().unwrap_or_default(),
-    ));
+    config.set_command(RepeatedField::from_vec(command));
+    config.set_args(RepeatedField::from_vec(args));
     config.set_working_dir(container.working_dir.clone().unwrap_or_default());
     config.set_envs(RepeatedField::from_vec(envs));
     config.set_labels(new_container_labels(pod, container));
@@ -136,7 +133,42 @@ impl RuntimeManager {
         {
             mounts.push(m);
         }
-        let config = generate_container_config(pod, container, restart_count, &image_ref, mounts);
+        let env_ctx = super::env::EnvContext {
+            objects: self.volumes.objects(),
+            host_ip: self.settings.node_ip.as_deref(),
+            pod_ips: &pod_ip.map(str::to_string).into_iter().collect::<Vec<_>>(),
+            node: self.volumes.node_resources(),
+        };
+        let (env, invalid) =
+            super::env::make_environment(pod, container, &env_ctx).map_err(|e| {
+                self.recorder
+                    .pod_event(pod, EventType::Warning, "Failed", format!("Error: {e}"));
+                StartFailure::new("CreateContainerConfigError", e.to_string())
+            })?;
+        if !invalid.is_empty() {
+            self.recorder.pod_event(
+                pod,
+                EventType::Warning,
+                "InvalidEnvironmentVariableNames",
+                format!(
+                    "Keys [{}] from the EnvFrom of container {} were skipped since they are considered invalid environment variable names.",
+                    invalid.join(", "),
+                    container.name
+                ),
+            );
+        }
+        let mut config =
+            generate_container_config(pod, container, restart_count, &image_ref, mounts, &env);
+        self.apply_security_and_resources(pod, container, &image_ref, &mut config)
+            .map_err(|message| {
+                self.recorder.pod_event(
+                    pod,
+                    EventType::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
+                StartFailure::new("CreateContainerConfigError", message)
+            })?;
         let id = self
             .runtime
             .create_container(sandbox_id, &config, sandbox_config)
@@ -217,6 +249,50 @@ impl RuntimeManager {
             );
         }
         Ok(ContainerId(id))
+    }
+
+    /// The container's security context and resources (after verifying `runAsNonRoot`
+    /// against the image's user).
+    fn apply_security_and_resources(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        image_ref: &str,
+        config: &mut api::ContainerConfig,
+    ) -> Result<(), String> {
+        let mut spec = api::ImageSpec::new();
+        spec.set_image(image_ref.to_string());
+        let image = self
+            .images
+            .image_status(&spec, false)
+            .map_err(|e| format!("inspecting image {image_ref}: {e}"))?;
+        let (uid, user) = match &image {
+            Some(img) if img.has_uid() => (Some(img.get_uid().get_value()), String::new()),
+            Some(img) => (None, img.get_username().to_string()),
+            None => (None, String::new()),
+        };
+        security::verify_run_as_non_root(pod, container, uid, &user)?;
+        let namespaces = config
+            .get_linux()
+            .get_security_context()
+            .get_namespace_options()
+            .clone();
+        let mut sc = security::container_security_context(
+            pod,
+            container,
+            &self.settings.root_dir.join("seccomp"),
+        );
+        sc.set_namespace_options(namespaces);
+        let qos = crate::status::generate::qos_class(pod);
+        let resources = security::container_resources(
+            container,
+            qos,
+            self.volumes.node_resources().memory_bytes,
+        );
+        let linux = config.mut_linux();
+        linux.set_security_context(sc);
+        linux.set_resources(resources);
+        Ok(())
     }
 
     /// A fresh, world-writable file under `<pod dir>/containers/<name>/` mounted at the
@@ -332,7 +408,8 @@ mod tests {
             }]),
             ..Default::default()
         };
-        let cfg = generate_container_config(&pod, &c, 4, "sha256:abc", Vec::new());
+        let env = vec![("A".to_string(), "1".to_string())];
+        let cfg = generate_container_config(&pod, &c, 4, "sha256:abc", Vec::new(), &env);
         assert_eq!(cfg.get_metadata().get_name(), "app");
         assert_eq!(cfg.get_metadata().get_attempt(), 4);
         assert_eq!(cfg.get_image().get_image(), "sha256:abc");

@@ -6,6 +6,7 @@
 
 pub mod actions;
 mod container;
+pub mod env;
 pub mod gc;
 pub mod hash;
 mod images;
@@ -14,6 +15,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod runtime_pod;
 pub mod sandbox;
+pub mod security;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -64,6 +66,8 @@ pub struct RuntimeSettings {
     pub serialize_image_pulls: bool,
     /// `maxParallelImagePulls` (unlimited when unset).
     pub max_parallel_image_pulls: Option<u32>,
+    /// The node's IP (`status.hostIP` in env).
+    pub node_ip: Option<String>,
 }
 
 impl RuntimeSettings {
@@ -79,6 +83,7 @@ impl RuntimeSettings {
             root_dir: dir.join("root"),
             serialize_image_pulls: true,
             max_parallel_image_pulls: None,
+            node_ip: None,
         }
     }
 }

@@ -197,8 +197,45 @@ pub fn generate_sandbox_config(
 
     let mut security = api::LinuxSandboxSecurityContext::new();
     security.set_namespace_options(namespace_options(pod));
+    let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    if let Some(uid) = psc.and_then(|p| p.run_as_user) {
+        security.mut_run_as_user().set_value(uid);
+    }
+    if let Some(gid) = psc.and_then(|p| p.run_as_group) {
+        security.mut_run_as_group().set_value(gid);
+    }
+    let mut groups = psc
+        .and_then(|p| p.supplemental_groups.clone())
+        .unwrap_or_default();
+    groups.extend(psc.and_then(|p| p.fs_group).filter(|g| !groups.contains(g)));
+    security.set_supplemental_groups(groups);
+    // The sandbox is privileged when any container is (upstream
+    // `determinePodSandboxPrivileged`).
+    let privileged = pod.spec.iter().any(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+            .any(|c| {
+                c.security_context
+                    .as_ref()
+                    .and_then(|sc| sc.privileged)
+                    .unwrap_or(false)
+            })
+    });
+    security.set_privileged(privileged);
+    security.set_seccomp(super::security::seccomp_profile(
+        psc.and_then(|p| p.seccomp_profile.as_ref()),
+        &settings.root_dir.join("seccomp"),
+    ));
     let mut linux = api::LinuxPodSandboxConfig::new();
     linux.set_security_context(security);
+    linux.set_sysctls(
+        psc.and_then(|p| p.sysctls.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|s| (s.name.clone(), s.value.clone()))
+            .collect(),
+    );
     config.set_linux(linux);
     config
 }

@@ -177,6 +177,11 @@ impl VolumeManager {
         &self.objects
     }
 
+    /// What an unset container limit means for downward API and env resource fields.
+    pub fn node_resources(&self) -> &NodeResources {
+        &self.node
+    }
+
     /// `<root>/pods/<uid>`.
     pub fn pod_dir(&self, uid: &PodUid) -> PathBuf {
         self.root_dir.join("pods").join(&uid.0)
@@ -517,31 +522,7 @@ fn expand_sub_path(pod: &Pod, container: &Container, expr: &str) -> String {
         let field = var.value_from.as_ref()?.field_ref.as_ref()?;
         field_ref_value(pod, &field.field_path).ok()
     };
-    let mut out = String::new();
-    let mut rest = expr;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some((name, tail)) = after.strip_prefix('(').and_then(|a| a.split_once(')')) {
-            match lookup(name) {
-                Some(v) => out.push_str(&v),
-                None => {
-                    out.push_str("$(");
-                    out.push_str(name);
-                    out.push(')');
-                }
-            }
-            rest = tail;
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
+    crate::util::expansion::expand(expr, &lookup)
 }
 
 fn not_found(kind: &'static str, name: &str) -> VolumeError {
