@@ -181,6 +181,7 @@ fn harness(max_pods: usize) -> Harness {
         sources_ready: Arc::new(SourcesReady::default()),
         api: None,
         tmpfs: false,
+        host_cgroups: false,
     };
     let kubelet = Arc::new(Kubelet::new(config, deps).expect("kubelet"));
     // Large enough to hand over a whole burst without blocking the sender.

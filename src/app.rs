@@ -247,6 +247,7 @@ pub fn create_and_init_kubelet(
         sources_ready,
         api: api.clone(),
         tmpfs: true,
+        host_cgroups: true,
     };
     let kubelet = new_main_kubelet(Arc::clone(&config), deps)?;
     kubelet.birth_cry();

@@ -73,6 +73,9 @@ pub struct Deps {
     /// Whether memory-backed volumes (secret, projected, `emptyDir.medium: Memory`) are
     /// real tmpfs mounts; hollow nodes and in-process tests use plain directories.
     pub tmpfs: bool,
+    /// Whether the kubelet manages host cgroups for pods (`cgroupsPerQOS`); off for hollow
+    /// nodes and in-process tests.
+    pub host_cgroups: bool,
 }
 
 /// Upstream's `Bootstrap` interface: what starting a kubelet needs from it. The three serving
@@ -156,6 +159,51 @@ fn node_resources(root_dir: &std::path::Path) -> NodeResources {
     }
 }
 
+/// The cgroup manager when `cgroupsPerQOS` is on and the driver is cgroupfs, with the QoS
+/// cgroups created; `None` (logged) otherwise.
+fn pod_cgroups(
+    config: &KubeletConfig,
+    allocatable: &admission::Allocatable,
+) -> Option<crate::cgroups::CgroupManager> {
+    if config.raw.cgroups_per_qos == Some(false) {
+        log::info!("cgroupsPerQOS is false: pods get the runtime's default cgroups");
+        return None;
+    }
+    if config.cgroup_driver != "cgroupfs" {
+        log::error!(
+            "cgroup driver {} is not supported, only cgroupfs: pod cgroups are not managed",
+            config.cgroup_driver
+        );
+        return None;
+    }
+    let root = config
+        .raw
+        .cgroup_root
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .unwrap_or("/");
+    let manager =
+        match crate::cgroups::CgroupManager::detect(std::path::Path::new("/sys/fs/cgroup"), root) {
+            Ok(m) => m,
+            Err(e) => {
+                log::error!("pod cgroups are not managed: {e}");
+                return None;
+            }
+        };
+    let cpu = i64::try_from(allocatable.cpu_millis).unwrap_or(i64::MAX);
+    let memory = i64::try_from(allocatable.memory_bytes).unwrap_or(i64::MAX);
+    if let Err(e) = manager.ensure_qos_cgroups(cpu, memory) {
+        log::error!("creating the QoS cgroups failed, pod cgroups are not managed: {e}");
+        return None;
+    }
+    log::info!(
+        "pod cgroups under {} ({:?})",
+        manager.qos_cgroup("Guaranteed"),
+        manager.version()
+    );
+    Some(manager)
+}
+
 /// Capacity less `systemReserved`, `kubeReserved` and the hard eviction threshold for
 /// memory, as node status reports allocatable; pods from `maxPods`.
 fn node_allocatable(config: &KubeletConfig, node: &NodeResources) -> admission::Allocatable {
@@ -201,9 +249,15 @@ impl Kubelet {
                 .max_parallel_image_pulls
                 .and_then(|n| u32::try_from(n).ok()),
             node_ip: config.node_ip.map(|ip| ip.to_string()),
+            cgroups: None,
         };
         let node = node_resources(&config.root_dir);
         let allocatable = node_allocatable(&config, &node);
+        let mut settings = settings;
+        settings.cgroups = deps
+            .host_cgroups
+            .then(|| pod_cgroups(&config, &allocatable))
+            .flatten();
         let volumes = VolumeManager::with_settings(
             &config.root_dir,
             VolumeSettings {
@@ -534,6 +588,19 @@ impl SyncHandler for Kubelet {
             .collect();
         for uid in self.runtime_manager.volumes().cleanup_orphans(&keep) {
             log::info!("uid={uid} removed the directory of a pod that no longer exists");
+        }
+        if let Some(cgroups) = self.runtime_manager.cgroups() {
+            for uid in cgroups.pods_with_cgroups() {
+                if keep.contains(&uid) {
+                    continue;
+                }
+                match cgroups.remove_pod_cgroup(&uid) {
+                    Ok(()) => {
+                        log::info!("uid={uid} removed the cgroup of a pod that no longer exists")
+                    }
+                    Err(e) => log::debug!("uid={uid} leftover pod cgroup stays for now: {e}"),
+                }
+            }
         }
         for running in running_pods.iter() {
             if desired.contains(&running.uid) || known.contains(&running.uid) {

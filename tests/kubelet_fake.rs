@@ -49,6 +49,7 @@ impl Node {
             sources_ready: sources.sources_ready.clone(),
             api: None,
             tmpfs: false,
+            host_cgroups: false,
         };
         let kubelet = new_main_kubelet(config, deps).unwrap();
         let sync_loop = start_kubelet(kubelet.clone(), sources.updates, stop_rx).unwrap();

@@ -138,6 +138,20 @@ pub struct KubeletFlags {
     #[structopt(long)]
     pub pod_workers: Option<usize>,
 
+    /// Driver that manages cgroups: cgroupfs (systemd is not supported) [default: cgroupfs]
+    /// (config: cgroupDriver)
+    #[structopt(long)]
+    pub cgroup_driver: Option<String>,
+
+    /// Create the QoS cgroup hierarchy (kubepods, burstable, besteffort) and pod cgroups
+    /// [default: true] (config: cgroupsPerQOS)
+    #[structopt(long)]
+    pub cgroups_per_qos: Option<bool>,
+
+    /// Root cgroup for pods' cgroups [default: /] (config: cgroupRoot)
+    #[structopt(long)]
+    pub cgroup_root: Option<String>,
+
     /// rkubelet extension, not an upstream flag: how often image garbage collection runs,
     /// e.g. 5m, 30s (upstream fixes it at 5m) [default: 5m]
     #[structopt(long)]

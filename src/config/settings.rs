@@ -90,6 +90,8 @@ pub struct KubeletConfig {
     pub cert_dir: PathBuf,
     /// Size of the pod worker pool (rkubelet extension; default 8, 1 to 256).
     pub pod_workers: usize,
+    /// `cgroupfs` or `systemd`.
+    pub cgroup_driver: String,
     /// How often image GC runs (`--image-gc-period`, default 5 min).
     pub image_gc_period: Duration,
     /// Cluster DNS server IPs given to pods.
@@ -451,6 +453,31 @@ fn merge(
         }
         _ => None,
     };
+    let cgroup_driver = m
+        .pick(
+            flags.cgroup_driver.take(),
+            "--cgroup-driver",
+            &mut raw.cgroup_driver,
+            "cgroupDriver",
+        )
+        .map(|(d, origin)| match d.as_str() {
+            "cgroupfs" | "systemd" => Ok(d),
+            _ => Err(origin.invalid(&d, "must be cgroupfs or systemd")),
+        })
+        .transpose()?
+        .unwrap_or_else(|| "cgroupfs".into());
+    m.pick(
+        flags.cgroups_per_qos.take(),
+        "--cgroups-per-qos",
+        &mut raw.cgroups_per_qos,
+        "cgroupsPerQOS",
+    );
+    m.pick(
+        flags.cgroup_root.take(),
+        "--cgroup-root",
+        &mut raw.cgroup_root,
+        "cgroupRoot",
+    );
     // An explicit "" (flag or file) disables the resolver file, so it is not filtered out.
     let resolv_conf = m
         .pick_path(
@@ -488,6 +515,7 @@ fn merge(
             .take()
             .unwrap_or_else(|| DEFAULT_CERT_DIR.into()),
         pod_workers,
+        cgroup_driver,
         image_gc_period: flags
             .image_gc_period
             .and_then(|d| d.to_std())

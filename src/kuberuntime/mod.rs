@@ -68,6 +68,9 @@ pub struct RuntimeSettings {
     pub max_parallel_image_pulls: Option<u32>,
     /// The node's IP (`status.hostIP` in env).
     pub node_ip: Option<String>,
+    /// Pod cgroups (`cgroupsPerQOS` with the cgroupfs driver); `None` leaves cgroups to the
+    /// runtime's defaults.
+    pub cgroups: Option<crate::cgroups::CgroupManager>,
 }
 
 impl RuntimeSettings {
@@ -84,6 +87,7 @@ impl RuntimeSettings {
             serialize_image_pulls: true,
             max_parallel_image_pulls: None,
             node_ip: None,
+            cgroups: None,
         }
     }
 }
@@ -227,6 +231,11 @@ impl RuntimeManager {
     /// The volume manager (housekeeping cleans up orphaned pod directories through it).
     pub fn volumes(&self) -> &VolumeManager {
         &self.volumes
+    }
+
+    /// Pod cgroups, when managed.
+    pub fn cgroups(&self) -> Option<&crate::cgroups::CgroupManager> {
+        self.settings.cgroups.as_ref()
     }
 
     /// The image service (image GC).
@@ -401,7 +410,23 @@ impl RuntimeManager {
             }
         }
 
-        let sandbox_config = sandbox::generate_sandbox_config(pod, actions.attempt, &self.settings);
+        let mut sandbox_config =
+            sandbox::generate_sandbox_config(pod, actions.attempt, &self.settings);
+        if let Some(cgroups) = &self.settings.cgroups {
+            let qos = crate::status::generate::qos_class(pod);
+            let parent = if actions.create_sandbox {
+                cgroups
+                    .ensure_pod_cgroup(pod, &uid, qos)
+                    .map_err(|source| SyncError::Io {
+                        pod: key.clone(),
+                        path: PathBuf::from(cgroups.pod_cgroup(&uid, qos)),
+                        source,
+                    })?
+            } else {
+                cgroups.pod_cgroup(&uid, qos)
+            };
+            sandbox_config.mut_linux().set_cgroup_parent(parent);
+        }
         let sandbox_id = if actions.create_sandbox {
             let dir = PathBuf::from(sandbox_config.get_log_directory());
             std::fs::create_dir_all(&dir).map_err(|source| SyncError::Io {
@@ -689,6 +714,14 @@ impl RuntimeManager {
             }
         }
         logs::remove_legacy_symlinks(&self.settings.container_logs_dir, &ids);
+        if let Some(cgroups) = &self.settings.cgroups {
+            if let Err(e) = cgroups.remove_pod_cgroup(&status.uid) {
+                log::warn!(
+                    "pod=\"{namespace}/{name}\" uid={} removing pod cgroup: {e}",
+                    status.uid
+                );
+            }
+        }
         if let Err(e) = self.volumes.teardown_pod(&status.uid) {
             log::warn!(
                 "pod=\"{namespace}/{name}\" uid={} tearing down volumes: {e}",

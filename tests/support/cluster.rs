@@ -74,6 +74,7 @@ impl ClusterNode {
             sources_ready: sources.sources_ready.clone(),
             api: Some(client.clone()),
             tmpfs: false,
+            host_cgroups: false,
         };
         let kubelet = new_main_kubelet(config.clone(), deps).unwrap();
         let source = Arc::new(KubeletNodeStatus::new(
