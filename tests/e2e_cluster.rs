@@ -892,6 +892,12 @@ fn environment_security_context_resources_and_admission() {
             "stringData": {"password": "hunter2"}
         })))
         .unwrap();
+    c.server
+        .create_service(object(serde_json::json!({
+            "metadata": {"name": "kubernetes", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443}]}
+        })))
+        .unwrap();
     let pod = |name: &str, container: serde_json::Value, extra: serde_json::Value| -> Pod {
         let mut spec = serde_json::json!({"nodeName": NODE, "restartPolicy": "Never",
             "terminationGracePeriodSeconds": 1, "containers": [container]});
@@ -992,6 +998,9 @@ fn environment_security_context_resources_and_admission() {
         "PASSWORD=hunter2".into(),
         "LITERAL=$(NAME) $(UNDEFINED)".into(),
         "args: hello-world-blue $(GREETING)".into(),
+        "KUBERNETES_SERVICE_HOST=10.96.0.1".into(),
+        "KUBERNETES_SERVICE_PORT=443".into(),
+        "KUBERNETES_PORT_443_TCP=tcp://10.96.0.1:443".into(),
     ] {
         assert!(log.contains(&want), "{want} missing from:\n{log}");
     }

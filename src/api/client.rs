@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 use reqwest::blocking::Response;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
@@ -442,6 +442,12 @@ impl KubeClient for RestClient {
 
     fn get_secret(&self, namespace: &str, name: &str) -> Result<Secret, ApiError> {
         self.get(Op::GetSecret, &core_path(namespace, "secrets", Some(name)))
+    }
+
+    fn list_services(&self, namespace: &str) -> Result<Vec<Service>, ApiError> {
+        let path = core_path(namespace, "services", None);
+        let list: ListBody<Service> = self.call(Op::ListServices, &path, "", None)?;
+        Ok(list.items)
     }
 
     fn create_token(

@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestStatus};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
@@ -83,6 +83,8 @@ pub enum Call {
     GetConfigMap { namespace: String, name: String },
     /// `get_secret`.
     GetSecret { namespace: String, name: String },
+    /// `list_services` of a namespace.
+    ListServices { namespace: String },
     /// `create_token` for a service account, with the request's audiences and lifetime.
     CreateToken {
         namespace: String,
@@ -105,6 +107,7 @@ struct Store {
     events: Objects<Event>,
     config_maps: Objects<ConfigMap>,
     secrets: Objects<Secret>,
+    services: Objects<Service>,
     /// Token requests received, in order.
     token_requests: Vec<(String, String, TokenRequest)>,
     /// Tokens issued so far.
@@ -200,6 +203,12 @@ impl FakeClient {
     pub fn insert_secret(&self, secret: &Secret) -> Result<Secret, ApiError> {
         let store = &mut *self.store();
         store.secrets.create(secret, &mut store.rv)
+    }
+
+    /// Stores a service.
+    pub fn insert_service(&self, service: &Service) -> Result<Service, ApiError> {
+        let store = &mut *self.store();
+        store.services.create(service, &mut store.rv)
     }
 
     /// Creates the config map, or replaces the stored one of that name (a user's edit).
@@ -440,6 +449,19 @@ impl KubeClient for FakeClient {
             name: name.into(),
         };
         self.begin("get_secret", call)?.secrets.get(namespace, name)
+    }
+
+    fn list_services(&self, namespace: &str) -> Result<Vec<Service>, ApiError> {
+        let call = Call::ListServices {
+            namespace: namespace.into(),
+        };
+        let store = self.begin("list_services", call)?;
+        Ok(store
+            .services
+            .iter()
+            .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
+            .cloned()
+            .collect())
     }
 
     fn create_token(

@@ -22,7 +22,7 @@ pub use stats::RequestStats;
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
 
 /// Options of a list or watch call (the query parameters the kubelet uses).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -212,6 +212,9 @@ pub trait KubeClient: Send + Sync {
     fn get_config_map(&self, namespace: &str, name: &str) -> Result<ConfigMap, ApiError>;
     /// `GET /api/v1/namespaces/{ns}/secrets/{name}`.
     fn get_secret(&self, namespace: &str, name: &str) -> Result<Secret, ApiError>;
+    /// `GET /api/v1/namespaces/{ns}/services`: the services of one namespace (their
+    /// environment variables go into containers).
+    fn list_services(&self, namespace: &str) -> Result<Vec<Service>, ApiError>;
     /// `POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token`: asks for a bound
     /// service account token; the answer is the request with `status.token` and
     /// `status.expirationTimestamp` filled in.

@@ -25,11 +25,12 @@ pub(crate) enum Op {
     GetConfigMap,
     GetSecret,
     CreateToken,
+    ListServices,
 }
 
 /// (verb, resource) of each [`Op`], indexed by `Op as usize`. Verbs are named as the API
 /// server's metrics name them (`LIST` and `WATCH` are GETs on the wire).
-const OPS: [(&str, &str); 18] = [
+const OPS: [(&str, &str); 19] = [
     ("LIST", "pods"),
     ("WATCH", "pods"),
     ("GET", "pods"),
@@ -48,6 +49,7 @@ const OPS: [(&str, &str); 18] = [
     ("GET", "configmaps"),
     ("GET", "secrets"),
     ("POST", "serviceaccounts/token"),
+    ("LIST", "services"),
 ];
 
 const WRITE_VERBS: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -48,6 +48,7 @@ object!(Lease, "leases.coordination.k8s.io", true);
 object!(Event, "events", true);
 object!(ConfigMap, "configmaps", true);
 object!(Secret, "secrets", true);
+object!(Service, "services", true);
 
 /// A `Status` error as the API server would send it.
 pub fn status_error(verb: &'static str, code: u16, reason: &str, message: String) -> ApiError {

@@ -88,6 +88,12 @@ pub fn make_environment(
         }
     }
 
+    if ctx.objects.has_api() {
+        for (name, value) in service_env(pod, ctx.objects)? {
+            set(&mut values, &mut order, name, value);
+        }
+    }
+
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let data: Vec<(String, String)> = if let Some(r) = &from.config_map_ref {
@@ -233,6 +239,80 @@ pub fn make_environment(
     Ok((env, invalid))
 }
 
+/// Services whose variables every container of the namespace gets: the `kubernetes` service
+/// of `default` always, the pod's namespace's services with `enableServiceLinks` (default).
+const MASTER_SERVICES: [&str; 1] = ["kubernetes"];
+
+/// `MY_SVC` for `my-svc`.
+fn env_prefix(name: &str) -> String {
+    name.replace('-', "_").to_uppercase()
+}
+
+/// Service variables as upstream (`envvars.FromServices`): `<NAME>_SERVICE_HOST`,
+/// `<NAME>_SERVICE_PORT[_<PORT NAME>]` and the Docker link variables.
+pub fn service_env(pod: &Pod, objects: &ObjectCache) -> Result<Vec<(String, String)>, EnvError> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let mut chosen: std::collections::BTreeMap<String, k8s_openapi::api::core::v1::Service> =
+        std::collections::BTreeMap::new();
+    if links {
+        for s in objects.services(namespace)? {
+            chosen.insert(s.metadata.name.clone().unwrap_or_default(), s);
+        }
+    }
+    for s in objects.services("default")? {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        if MASTER_SERVICES.contains(&name.as_str()) {
+            chosen.entry(name).or_insert(s);
+        }
+    }
+    let mut out = Vec::new();
+    for (name, svc) in chosen {
+        let Some(spec) = svc.spec.as_ref() else {
+            continue;
+        };
+        let ip = spec.cluster_ip.clone().unwrap_or_default();
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        if ip.is_empty() || ip == "None" || ports.is_empty() {
+            continue;
+        }
+        let prefix = env_prefix(&name);
+        out.push((format!("{prefix}_SERVICE_HOST"), ip.clone()));
+        out.push((format!("{prefix}_SERVICE_PORT"), ports[0].port.to_string()));
+        for p in ports {
+            if let Some(port_name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((
+                    format!("{prefix}_SERVICE_PORT_{}", env_prefix(port_name)),
+                    p.port.to_string(),
+                ));
+            }
+        }
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.clone()
+        };
+        for (i, p) in ports.iter().enumerate() {
+            let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+            let lower = protocol.to_lowercase();
+            let url = format!("{lower}://{host}:{}", p.port);
+            if i == 0 {
+                out.push((format!("{prefix}_PORT"), url.clone()));
+            }
+            let port_prefix = format!("{prefix}_PORT_{}_{}", p.port, protocol.to_uppercase());
+            out.push((port_prefix.clone(), url));
+            out.push((format!("{port_prefix}_PROTO"), lower));
+            out.push((format!("{port_prefix}_PORT"), p.port.to_string()));
+            out.push((format!("{port_prefix}_ADDR"), ip.clone()));
+        }
+    }
+    Ok(out)
+}
+
 /// `command` and `args` with `$(VAR)` expanded from the container's environment.
 pub fn expand_command_and_args(
     container: &Container,
@@ -353,6 +433,70 @@ mod tests {
         let (command, args) = expand_command_and_args(container, &env);
         assert_eq!(command, ["echo", "hello world blue", "$(GREETING)"]);
         assert_eq!(args, ["$(MISSING)", "10.0.0.7"]);
+    }
+
+    #[test]
+    fn service_variables_as_upstream() {
+        let api = Arc::new(FakeClient::new());
+        let svc = |ns: &str, name: &str, ip: &str, ports: serde_json::Value| {
+            api.insert_service(
+                &serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"clusterIP": ip, "ports": ports}
+                }))
+                .unwrap(),
+            )
+            .unwrap();
+        };
+        svc(
+            "default",
+            "kubernetes",
+            "10.96.0.1",
+            serde_json::json!([{"name": "https", "port": 443}]),
+        );
+        svc(
+            "default",
+            "other",
+            "10.96.0.9",
+            serde_json::json!([{"port": 80}]),
+        );
+        svc(
+            "team",
+            "my-db",
+            "10.96.0.5",
+            serde_json::json!([
+            {"port": 5432}, {"name": "metrics", "port": 9187, "protocol": "TCP"}]),
+        );
+        svc(
+            "team",
+            "headless",
+            "None",
+            serde_json::json!([{"port": 80}]),
+        );
+        let objects = objects(&api);
+        let pod = pod();
+        let env = service_env(&pod, &objects).unwrap();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("443"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT_HTTPS"), Some("443"));
+        assert_eq!(get("KUBERNETES_PORT"), Some("tcp://10.96.0.1:443"));
+        assert_eq!(get("KUBERNETES_PORT_443_TCP_ADDR"), Some("10.96.0.1"));
+        assert_eq!(get("MY_DB_SERVICE_HOST"), Some("10.96.0.5"));
+        assert_eq!(get("MY_DB_SERVICE_PORT_METRICS"), Some("9187"));
+        assert_eq!(get("MY_DB_PORT_9187_TCP"), Some("tcp://10.96.0.5:9187"));
+        assert_eq!(get("MY_DB_PORT_5432_TCP_PROTO"), Some("tcp"));
+        assert_eq!(
+            get("OTHER_SERVICE_HOST"),
+            None,
+            "other namespaces' services stay out"
+        );
+        assert!(env.iter().all(|(n, _)| !n.starts_with("HEADLESS")));
+        let mut no_links = pod.clone();
+        no_links.spec.as_mut().unwrap().enable_service_links = Some(false);
+        let env = service_env(&no_links, &objects).unwrap();
+        assert!(env.iter().any(|(n, _)| n == "KUBERNETES_SERVICE_HOST"));
+        assert!(env.iter().all(|(n, _)| !n.starts_with("MY_DB")));
     }
 
     #[test]

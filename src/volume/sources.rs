@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::{ApiError, KubeClient};
@@ -50,6 +50,7 @@ pub struct ObjectCache {
     ttl: Duration,
     config_maps: Mutex<HashMap<ObjectKey, Cached<ConfigMap>>>,
     secrets: Mutex<HashMap<ObjectKey, Cached<Secret>>>,
+    services: Mutex<HashMap<ObjectKey, Cached<Vec<Service>>>>,
 }
 
 impl ObjectCache {
@@ -62,7 +63,29 @@ impl ObjectCache {
             ttl,
             config_maps: Mutex::new(HashMap::new()),
             secrets: Mutex::new(HashMap::new()),
+            services: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether there is an API server to read from.
+    pub fn has_api(&self) -> bool {
+        self.api.is_some()
+    }
+
+    /// The services of `namespace` (empty without an API server).
+    pub fn services(&self, namespace: &str) -> Result<Vec<Service>, VolumeError> {
+        if self.api.is_none() {
+            return Ok(Vec::new());
+        }
+        let found = self.lookup(
+            &self.services,
+            "services in namespace",
+            namespace,
+            "",
+            false,
+            |api| api.list_services(namespace),
+        )?;
+        Ok(found.unwrap_or_default())
     }
 
     /// The ConfigMap `namespace/name`, `None` when it does not exist. `fresh` bypasses the

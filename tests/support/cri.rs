@@ -22,4 +22,22 @@ pub fn clean_runtime() {
         rt.stop_pod_sandbox(s.get_id()).unwrap();
         rt.remove_pod_sandbox(s.get_id()).unwrap();
     }
+    remove_pod_cgroups();
+}
+
+/// Removes the (now empty) pod cgroups a killed kubelet left under `kubepods`.
+fn remove_pod_cgroups() {
+    for controller in ["cpu", "memory", "pids"] {
+        for qos in ["", "burstable/", "besteffort/"] {
+            let dir = format!("/sys/fs/cgroup/{controller}/kubepods/{qos}");
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with("pod") {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+    }
 }

@@ -63,7 +63,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -365,6 +365,13 @@ impl ApiServer {
         let namespace = namespace_or_default(&secret.metadata);
         let object = to_json(&secret);
         registry::create(&self.shared.store, Resource::Secrets, &namespace, object).map(from_json)
+    }
+
+    /// Creates a service as `POST` would (the cluster IP is taken as given).
+    pub fn create_service(&self, service: Service) -> Result<Service, ApiError> {
+        let namespace = namespace_or_default(&service.metadata);
+        let object = to_json(&service);
+        registry::create(&self.shared.store, Resource::Services, &namespace, object).map(from_json)
     }
 
     /// How many TokenRequests were answered with a token.

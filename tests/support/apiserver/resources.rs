@@ -21,6 +21,8 @@ pub enum Resource {
     ConfigMaps,
     /// core/v1 secrets (`stringData` folded into `data`, `type` defaulted to `Opaque`).
     Secrets,
+    /// core/v1 services (stored as given; no cluster IP allocation).
+    Services,
 }
 
 /// The API group of coordination.k8s.io leases.
@@ -28,7 +30,7 @@ pub const COORDINATION_GROUP: &str = "coordination.k8s.io";
 
 impl Resource {
     /// Every served resource, in discovery order.
-    pub const ALL: [Resource; 7] = [
+    pub const ALL: [Resource; 8] = [
         Resource::Pods,
         Resource::Nodes,
         Resource::Events,
@@ -36,6 +38,7 @@ impl Resource {
         Resource::Leases,
         Resource::ConfigMaps,
         Resource::Secrets,
+        Resource::Services,
     ];
 
     /// The plural name used in URLs (`pods`).
@@ -48,6 +51,7 @@ impl Resource {
             Resource::Leases => "leases",
             Resource::ConfigMaps => "configmaps",
             Resource::Secrets => "secrets",
+            Resource::Services => "services",
         }
     }
 
@@ -67,6 +71,7 @@ impl Resource {
             Resource::Leases => "Lease",
             Resource::ConfigMaps => "ConfigMap",
             Resource::Secrets => "Secret",
+            Resource::Services => "Service",
         }
     }
 
@@ -108,6 +113,7 @@ impl Resource {
             Resource::Events => &["ev"],
             Resource::Namespaces => &["ns"],
             Resource::ConfigMaps => &["cm"],
+            Resource::Services => &["svc"],
             Resource::Leases | Resource::Secrets => &[],
         }
     }

@@ -116,6 +116,12 @@ fn columns(resource: Resource) -> Vec<Column> {
             ("Data", "string", 0, "Number of keys in the secret."),
             age,
         ],
+        Resource::Services => vec![
+            name,
+            ("Type", "string", 0, "The type of the service."),
+            ("Cluster-IP", "string", 0, "The cluster IP of the service."),
+            age,
+        ],
     }
 }
 
@@ -177,6 +183,12 @@ fn cells(resource: Resource, obj: &Value, now: i64) -> Vec<Value> {
             json!(name),
             json!(str_at(obj, "/type")),
             json!(key_count(obj, "/data")),
+            json!(age),
+        ],
+        Resource::Services => vec![
+            json!(name),
+            json!(str_at(obj, "/spec/type")),
+            json!(or_none(str_at(obj, "/spec/clusterIP"))),
             json!(age),
         ],
     }
