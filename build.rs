@@ -1,4 +1,5 @@
-//! Generates the CRI v1 messages and grpcio stubs from `proto/api.proto`.
+//! Generates the CRI v1 messages and grpcio stubs from `proto/api.proto`, and those of the
+//! gRPC health protocol (`proto/health.proto`) that gRPC probes call.
 //!
 //! The pure-Rust proto parser of rust-protobuf 2.x drops `service` blocks, so
 //! this runs the real `protoc` shipped in `protoc-bin-vendored` to get a
@@ -17,7 +18,7 @@ use protobuf::descriptor::FileDescriptorSet;
 use protobuf::Message;
 
 /// Proto files under `proto/` to generate Rust code for.
-const PROTOS: &[&str] = &["api.proto"];
+const PROTOS: &[&str] = &["api.proto", "health.proto"];
 
 fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed=build.rs");

@@ -143,6 +143,10 @@ pub struct Kubelet {
     clock: Arc<dyn Clock>,
     /// What pods may request in all (admission).
     allocatable: admission::Allocatable,
+    /// Probes.
+    probes: Arc<crate::prober::ProbeManager>,
+    /// Published probe result changes, read by the sync loop.
+    probe_updates: Receiver<crate::prober::ProbeUpdate>,
     /// Set when `run` returns, so handles to threads started there can be joined.
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -267,6 +271,18 @@ impl Kubelet {
                 node,
             },
         );
+        let (probes, probe_updates, prober_threads) =
+            crate::prober::ProbeManager::start(crate::prober::ProberDeps {
+                runtime: Arc::clone(&deps.runtime),
+                clock: Arc::clone(&deps.clock),
+                recorder: Arc::clone(&deps.recorder),
+                workers: config.prober_workers,
+            })
+            .map_err(|source| KubeletError::Thread {
+                name: "prober",
+                source,
+            })?;
+        let probes = Arc::new(probes);
         let runtime_manager = Arc::new(RuntimeManager::new(
             deps.runtime,
             deps.images,
@@ -274,6 +290,7 @@ impl Kubelet {
             Arc::clone(&deps.recorder),
             settings,
             volumes,
+            Some(Arc::clone(probes.results())),
         ));
         let status_manager = Arc::new(StatusManager::default());
         let mirrors = Arc::new(MirrorPods::default());
@@ -292,6 +309,7 @@ impl Kubelet {
             runtime_name: deps.runtime_name,
             host_ip: config.node_ip.map(|ip| ip.to_string()),
             api,
+            probes: Arc::clone(&probes),
         });
         let pod_workers = PodWorkers::start(
             config.pod_workers,
@@ -321,11 +339,13 @@ impl Kubelet {
             sources_ready: deps.sources_ready,
             clock: Arc::clone(&deps.clock),
             allocatable,
+            probes,
+            probe_updates,
             api: deps.api,
             mirrors,
             recorder: Arc::clone(&deps.recorder),
             node_uid,
-            threads: Mutex::new(Vec::new()),
+            threads: Mutex::new(prober_threads),
         })
     }
 

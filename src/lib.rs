@@ -23,6 +23,7 @@ pub mod pleg;
 pub mod pod_manager;
 pub mod pod_sync;
 pub mod pod_workers;
+pub mod prober;
 pub mod status;
 pub mod types;
 pub mod util;

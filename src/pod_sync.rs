@@ -12,6 +12,7 @@ use crate::events::{EventType, Recorder};
 use crate::kuberuntime::{RuntimeManager, RuntimePodStatus, SyncError};
 use crate::mirror::{delete_mirror_pod, ensure_mirror_pod, MirrorPods};
 use crate::pod_workers::{PodSyncer, UpdateType};
+use crate::prober::{ContainerState as ProbeContainer, ProbeManager};
 use crate::status::sync::is_api_pod;
 use crate::status::{generate_api_pod_status, StatusContext, StatusManager};
 use crate::types::{pod_key, termination_grace_period, uid_of};
@@ -32,6 +33,8 @@ pub struct PodSync {
     pub host_ip: Option<String>,
     /// The API server, when the kubelet has one (mirror pods).
     pub api: Option<ApiContext>,
+    /// Probes: told about each pod's containers after every sync.
+    pub probes: Arc<ProbeManager>,
 }
 
 /// What pod workers need to keep static pods' mirror pods in the API.
@@ -57,6 +60,32 @@ impl PodSync {
             })
     }
 
+    /// Tells the prober which attempt of each container runs now.
+    fn update_probes(&self, pod: &Arc<Pod>, runtime: &RuntimePodStatus) {
+        let containers =
+            runtime
+                .containers
+                .iter()
+                .fold(Vec::<ProbeContainer>::new(), |mut out, c| {
+                    // Statuses come newest first: the first of each name is the latest attempt.
+                    if !out.iter().any(|o| o.name == c.name) {
+                        out.push(ProbeContainer {
+                            name: c.name.clone(),
+                            id: Some(c.id.0.clone()),
+                            running: c.state == crate::kuberuntime::ContainerState::Running,
+                            started_at: (c.started_at > 0)
+                                .then(|| crate::clock::from_unix_nanos(c.started_at)),
+                        });
+                    }
+                    out
+                });
+        self.probes.set_pod(
+            Arc::clone(pod),
+            runtime.ip().map(str::to_string),
+            containers,
+        );
+    }
+
     /// Generates and stores the API status; returns its phase.
     fn record_status(&self, pod: &Arc<Pod>, runtime: &RuntimePodStatus) -> String {
         let uid = uid_of(pod);
@@ -66,6 +95,7 @@ impl PodSync {
             host_ip: self.host_ip.clone(),
             start_failure: &lookup,
             now: self.clock.wall(),
+            probes: Some(self.probes.results()),
         };
         let mut status = generate_api_pod_status(pod, runtime, &ctx);
         if past_active_deadline(pod, &status, ctx.now).is_some_and(|left| left.is_zero()) {
@@ -159,6 +189,7 @@ impl PodSyncer for PodSync {
         } else {
             self.status_of(pod)?
         };
+        self.update_probes(pod, &after);
         Ok(is_terminal(&self.record_status(pod, &after)))
     }
 
@@ -175,6 +206,7 @@ impl PodSyncer for PodSync {
         grace_override: Option<i64>,
     ) -> Result<(), SyncError> {
         let key = pod_key(pod);
+        self.probes.remove_pod(&uid_of(pod));
         let status = self.status_of(pod)?;
         // A pod known only from the runtime (no spec) is stopped with the grace period its
         // containers were created with.

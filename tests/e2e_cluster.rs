@@ -1090,3 +1090,125 @@ fn environment_security_context_resources_and_admission() {
         );
     }
 }
+
+fn ready_condition(c: &Cluster, name: &str) -> Option<String> {
+    api_status(c, name)?
+        .conditions?
+        .into_iter()
+        .find(|cond| cond.type_ == "Ready")
+        .map(|cond| cond.status)
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn readiness_liveness_startup_and_tcp_probes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = Cluster::start("e2e-cluster-probes");
+    c.wait_ready_node();
+    let pod = |name: &str, container: serde_json::Value| -> Pod {
+        object(
+            serde_json::json!({"metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 1, "containers": [container]}}),
+        )
+    };
+    let base = |script: &str| {
+        serde_json::json!({"name": "app", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+            "command": ["sh", "-c", script]})
+    };
+    // Readiness: busybox httpd serves /www/ready only while the file exists.
+    let mut web = base("mkdir -p /www; httpd -p 8080 -h /www; while true; do sleep 1; done");
+    web["readinessProbe"] = serde_json::json!({"httpGet": {"path": "/ready", "port": 8080},
+        "periodSeconds": 1, "failureThreshold": 1});
+    c.server.create_pod(pod("web", web)).unwrap();
+    // Liveness: healthy for a few seconds, then the file goes away.
+    let mut live = base("touch /tmp/healthy; sleep 4; rm /tmp/healthy; sleep 3600");
+    live["livenessProbe"] = serde_json::json!({"exec": {"command": ["cat", "/tmp/healthy"]},
+        "periodSeconds": 1, "failureThreshold": 2});
+    c.server.create_pod(pod("live", live)).unwrap();
+    // Startup: liveness would fail at once, but waits until startup succeeded (at ~4 s).
+    let mut slow = base("sleep 4; touch /tmp/started; sleep 3600");
+    slow["startupProbe"] = serde_json::json!({"exec": {"command": ["cat", "/tmp/started"]},
+        "periodSeconds": 1, "failureThreshold": 30});
+    slow["livenessProbe"] = serde_json::json!({"exec": {"command": ["cat", "/tmp/started"]},
+        "periodSeconds": 1, "failureThreshold": 1});
+    c.server.create_pod(pod("slow", slow)).unwrap();
+    // tcpSocket against a port nobody listens on: never ready.
+    let mut closed = base("sleep 3600");
+    closed["readinessProbe"] = serde_json::json!({"tcpSocket": {"port": 9},
+        "periodSeconds": 1});
+    c.server.create_pod(pod("closed", closed)).unwrap();
+
+    wait_phase(&c, "web", "Running", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        ready_condition(&c, "web").as_deref(),
+        Some("False"),
+        "no file yet"
+    );
+    let id = running_of("web")[0].clone();
+    let exec = |cmd: &str| {
+        runtime()
+            .exec_sync(
+                &id,
+                &["sh".into(), "-c".into(), cmd.into()],
+                Duration::from_secs(10),
+            )
+            .unwrap()
+    };
+    exec("echo ok > /www/ready");
+    wait_for(Duration::from_secs(30), || {
+        (ready_condition(&c, "web").as_deref() == Some("True")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("web never Ready: {:?}\n{}", api_status(&c, "web"), c.log()));
+    assert!(main_status(&c, "web").unwrap().ready);
+    exec("rm /www/ready");
+    wait_for(Duration::from_secs(30), || {
+        (ready_condition(&c, "web").as_deref() == Some("False")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("web still Ready:\n{}", c.log()));
+
+    let restarted = wait_for(Duration::from_secs(90), || {
+        let s = main_status(&c, "live")?;
+        (s.restart_count >= 1).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("no restart after the liveness probe failed:\n{}", c.log()));
+    assert!(restarted.restart_count >= 1);
+    let unhealthy = c.server.events().into_iter().find(|e| {
+        e.reason.as_deref() == Some("Unhealthy")
+            && e.involved_object.name.as_deref() == Some("live")
+    });
+    let message = unhealthy.and_then(|e| e.message).unwrap_or_default();
+    assert!(
+        message.starts_with("Liveness probe failed: "),
+        "{message:?}"
+    );
+    let killing = c.server.events().into_iter().any(|e| {
+        e.reason.as_deref() == Some("Killing")
+            && e.message.as_deref() == Some("Stopping container app")
+            && e.involved_object.name.as_deref() == Some("live")
+    });
+    assert!(killing, "Killing event");
+
+    wait_for(Duration::from_secs(30), || {
+        main_status(&c, "slow")
+            .filter(|s| s.started == Some(true) && s.ready)
+            .map(|_| ())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "slow never started: {:?}\n{}",
+            main_status(&c, "slow"),
+            c.log()
+        )
+    });
+    assert_eq!(
+        main_status(&c, "slow").unwrap().restart_count,
+        0,
+        "liveness waited for the startup probe"
+    );
+
+    let closed = main_status(&c, "closed").unwrap();
+    assert!(closed.state.unwrap().running.is_some());
+    assert!(!closed.ready);
+    assert_eq!(ready_condition(&c, "closed").as_deref(), Some("False"));
+}

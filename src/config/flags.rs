@@ -152,6 +152,11 @@ pub struct KubeletFlags {
     #[structopt(long)]
     pub cgroup_root: Option<String>,
 
+    /// rkubelet extension, not an upstream flag: number of threads that run probes (1-64)
+    /// [default: 4]
+    #[structopt(long)]
+    pub prober_workers: Option<usize>,
+
     /// rkubelet extension, not an upstream flag: how often image garbage collection runs,
     /// e.g. 5m, 30s (upstream fixes it at 5m) [default: 5m]
     #[structopt(long)]

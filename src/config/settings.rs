@@ -92,6 +92,8 @@ pub struct KubeletConfig {
     pub pod_workers: usize,
     /// `cgroupfs` or `systemd`.
     pub cgroup_driver: String,
+    /// Threads running probes (`--prober-workers`, default 4).
+    pub prober_workers: usize,
     /// How often image GC runs (`--image-gc-period`, default 5 min).
     pub image_gc_period: Duration,
     /// Cluster DNS server IPs given to pods.
@@ -516,6 +518,7 @@ fn merge(
             .unwrap_or_else(|| DEFAULT_CERT_DIR.into()),
         pod_workers,
         cgroup_driver,
+        prober_workers: flags.prober_workers.unwrap_or(4).clamp(1, 64),
         image_gc_period: flags
             .image_gc_period
             .and_then(|d| d.to_std())

@@ -51,6 +51,11 @@ impl Kubelet {
                     self.handle_pleg_event(e);
                 }
             },
+            recv(self.probe_updates) -> update => {
+                if let Ok(u) = update {
+                    self.handle_probe_update(u);
+                }
+            },
             recv(sync_tick) -> _ => self.handle_pod_syncs(self.pod_workers.pods_due()),
             recv(housekeeping_tick) -> _ => self.handle_pod_cleanups(),
             recv(stop) -> _ => return Iteration::Stop,
@@ -82,6 +87,16 @@ impl Kubelet {
     fn handle_pleg_event(&self, e: PodLifecycleEvent) {
         log::debug!("PLEG event {e:?}");
         let pod = self.pods().get(&e.id).cloned();
+        if let Some(pod) = pod {
+            self.handle_pod_syncs(vec![pod]);
+        }
+    }
+
+    /// A probe result changed: sync the pod (readiness into its status, a failed liveness
+    /// or startup probe into a restart).
+    fn handle_probe_update(&self, u: crate::prober::ProbeUpdate) {
+        log::debug!("probe update {u:?}");
+        let pod = self.pods().get(&u.uid).cloned();
         if let Some(pod) = pod {
             self.handle_pod_syncs(vec![pod]);
         }
@@ -146,6 +161,7 @@ impl Bootstrap for Kubelet {
         self.start_status_sync(stop.clone())?;
         self.sync_loop(updates, stop);
         self.pod_workers.stop();
+        self.probes.shutdown();
         let handles = self
             .threads
             .lock()

@@ -130,6 +130,17 @@ pub fn init_containers_done(pod: &Pod, status: &RuntimePodStatus) -> bool {
 
 /// Computes the actions that bring the runtime in line with the pod spec.
 pub fn compute_pod_actions(pod: &Pod, status: &RuntimePodStatus) -> PodActions {
+    compute_pod_actions_with(pod, status, &|_| None)
+}
+
+/// [`compute_pod_actions`] with probe results: `unhealthy` names the probe (`liveness`,
+/// `startup`) a running container failed, and such a container is killed and, unless the
+/// restart policy is Never, started again.
+pub fn compute_pod_actions_with(
+    pod: &Pod,
+    status: &RuntimePodStatus,
+    unhealthy: &dyn Fn(&ContainerStatus) -> Option<&'static str>,
+) -> PodActions {
     let policy = restart_policy(pod);
     let (create_sandbox, attempt, sandbox_id) = sandbox_changed(pod, status);
     let mut actions = PodActions {
@@ -209,6 +220,20 @@ pub fn compute_pod_actions(pod: &Pod, status: &RuntimePodStatus) -> PodActions {
     for (i, c) in specs.iter().enumerate() {
         let latest = status.latest(&c.name);
         match latest {
+            Some(s) if s.state == ContainerState::Running && unhealthy(s).is_some() => {
+                let probe = unhealthy(s).unwrap_or("liveness");
+                actions.containers_to_kill.push(KillAction {
+                    id: s.id.clone(),
+                    name: c.name.clone(),
+                    message: format!(
+                        "Container {} failed {probe} probe, will be restarted",
+                        c.name
+                    ),
+                });
+                if policy != "Never" {
+                    actions.containers_to_start.push(i);
+                }
+            }
             Some(s) if s.state == ContainerState::Running => {
                 let want = hash_container(c);
                 if s.hash.is_some_and(|h| h != want) {
@@ -340,6 +365,31 @@ mod tests {
     }
 
     use ContainerState::{Exited, Running};
+
+    #[test]
+    fn a_failed_liveness_probe_kills_and_restarts_unless_never() {
+        for (policy, restarts) in [("Always", true), ("OnFailure", true), ("Never", false)] {
+            let p = pod(policy, &[], &["a", "b"]);
+            let st = status(
+                vec![sandbox(true, 0)],
+                vec![
+                    cstatus("a", Running, 0, "busybox"),
+                    cstatus("b", Running, 0, "busybox"),
+                ],
+            );
+            let a = compute_pod_actions_with(&p, &st, &|c| (c.name == "b").then_some("liveness"));
+            assert_eq!(a.containers_to_kill.len(), 1, "{policy}");
+            assert_eq!(
+                a.containers_to_kill[0].message,
+                "Container b failed liveness probe, will be restarted"
+            );
+            assert_eq!(
+                a.containers_to_start,
+                if restarts { vec![1] } else { vec![] },
+                "{policy}"
+            );
+        }
+    }
 
     #[test]
     fn pod_actions_table() {

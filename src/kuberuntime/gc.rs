@@ -473,6 +473,7 @@ mod tests {
             Arc::new(crate::events::LogRecorder),
             settings.clone(),
             VolumeManager::new(&dir.join("root")),
+            None,
         );
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web", "namespace": "team", "uid": "u1"},

@@ -199,6 +199,8 @@ pub struct RuntimeManager {
     volumes: VolumeManager,
     /// Bounds concurrent image pulls.
     pull_gate: images::PullGate,
+    /// Probe results (liveness and startup failures restart containers).
+    probes: Option<Arc<crate::prober::ProbeResults>>,
 }
 
 impl RuntimeManager {
@@ -210,6 +212,7 @@ impl RuntimeManager {
         recorder: Arc<dyn Recorder>,
         settings: RuntimeSettings,
         volumes: VolumeManager,
+        probes: Option<Arc<crate::prober::ProbeResults>>,
     ) -> Self {
         RuntimeManager {
             runtime,
@@ -220,6 +223,7 @@ impl RuntimeManager {
             pull_backoff: Mutex::new(Backoff::new(RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX)),
             reasons: Mutex::new(HashMap::new()),
             volumes,
+            probes,
             pull_gate: images::PullGate::new(
                 settings.serialize_image_pulls,
                 settings.max_parallel_image_pulls,
@@ -344,7 +348,20 @@ impl RuntimeManager {
     pub fn sync_pod(&self, pod: &Pod, status: &RuntimePodStatus) -> Result<SyncOutcome, SyncError> {
         let key = pod_key(pod);
         let uid = uid_of(pod);
-        let actions = compute_pod_actions(pod, status);
+        let probes = self.probes.clone();
+        let unhealthy = move |c: &ContainerStatus| -> Option<&'static str> {
+            let probes = probes.as_ref()?;
+            let failed =
+                |kind| probes.get(&c.id.0, kind) == Some(crate::prober::ProbeResult::Failure);
+            if failed(crate::prober::ProbeKind::Liveness) {
+                Some("liveness")
+            } else if failed(crate::prober::ProbeKind::Startup) {
+                Some("startup")
+            } else {
+                None
+            }
+        };
+        let actions = actions::compute_pod_actions_with(pod, status, &unhealthy);
         log::debug!("pod=\"{key}\" uid={uid} actions: {actions:?}");
         let mut outcome = SyncOutcome {
             actions: actions.clone(),

@@ -25,6 +25,8 @@ pub struct StatusContext<'a> {
     pub start_failure: &'a dyn Fn(&str) -> Option<StartFailure>,
     /// Now, for condition transition times.
     pub now: SystemTime,
+    /// Probe results (readiness and startup), when probes run.
+    pub probes: Option<&'a crate::prober::ProbeResults>,
 }
 
 /// An API time from a wall-clock time.
@@ -122,8 +124,16 @@ fn container_status(
             }
             status.restart_count = i32::try_from(c.restart_count).unwrap_or(i32::MAX);
             status.state = Some(api_state(c, ctx.runtime_name));
-            status.ready = c.state == ContainerState::Running;
-            status.started = Some(c.state == ContainerState::Running);
+            let running = c.state == ContainerState::Running;
+            let passed = |kind| {
+                ctx.probes.and_then(|p| p.get(&c.id.0, kind))
+                    == Some(crate::prober::ProbeResult::Success)
+            };
+            let started = running
+                && (spec.startup_probe.is_none() || passed(crate::prober::ProbeKind::Startup));
+            status.started = Some(started);
+            status.ready = started
+                && (spec.readiness_probe.is_none() || passed(crate::prober::ProbeKind::Readiness));
             if let Some(p) = previous.filter(|p| p.state == ContainerState::Exited) {
                 status.last_state = Some(ApiState {
                     terminated: Some(terminated(p, ctx.runtime_name)),
@@ -453,6 +463,7 @@ mod tests {
             host_ip: Some("192.0.2.2".into()),
             start_failure: &lookup,
             now: SystemTime::now(),
+            probes: None,
         };
         generate_api_pod_status(pod, rt, &ctx)
     }

@@ -14,6 +14,8 @@ pub struct HttpResponse {
     pub status: u16,
     /// The body, cut at the limit given.
     pub body: Vec<u8>,
+    /// The `Location` header, for redirects.
+    pub location: Option<String>,
 }
 
 /// A request to make.
@@ -137,6 +139,12 @@ pub fn get(req: &HttpGet<'_>) -> io::Result<HttpResponse> {
             .then(|| v.trim().parse::<usize>().ok())
             .flatten()
     });
+    let location = head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("location")
+            .then(|| v.trim().to_string())
+    });
     let want = content_length.unwrap_or(usize::MAX).min(req.body_limit);
     let mut body: Vec<u8> = raw[header_end..].to_vec();
     while body.len() < want {
@@ -158,7 +166,11 @@ pub fn get(req: &HttpGet<'_>) -> io::Result<HttpResponse> {
         }
     }
     body.truncate(req.body_limit);
-    Ok(HttpResponse { status, body })
+    Ok(HttpResponse {
+        status,
+        body,
+        location,
+    })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
