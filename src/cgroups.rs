@@ -96,6 +96,18 @@ pub fn pod_limits(pod: &Pod, qos: &str) -> CgroupLimits {
     let (cpu_request, _) = sum_millis(pod, "requests", "cpu");
     let (cpu_limit, cpu_all) = sum_millis(pod, "limits", "cpu");
     let (memory_limit, memory_all) = sum_millis(pod, "limits", "memory");
+    // Pod overhead (RuntimeClass) is charged to the pod cgroup as upstream does.
+    let overhead = |resource: &str| {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.overhead.as_ref())
+            .and_then(|o| o.get(resource))
+            .and_then(|q| parse_millis(&q.0).ok())
+            .unwrap_or(0)
+    };
+    let cpu_request = cpu_request + overhead("cpu");
+    let cpu_limit = cpu_limit + overhead("cpu");
+    let memory_limit = memory_limit + overhead("memory");
     let to_i64 = |v: i128| i64::try_from(v).unwrap_or(i64::MAX);
     CgroupLimits {
         cpu_shares: Some(milli_cpu_to_shares(to_i64(cpu_request))),

@@ -12,7 +12,7 @@ mod request;
 pub mod selector;
 pub mod stats;
 pub mod store;
-mod tls;
+pub(crate) mod tls;
 pub mod watch;
 
 pub use client::{RestClient, RetryPolicy};

@@ -115,10 +115,11 @@ fn tls_config(config: &RestConfig) -> Result<Option<rustls::ClientConfig>, ApiEr
 }
 
 /// Accepts any server certificate, for `insecure-skip-tls-verify` on test clusters only: it
-/// gives no protection against an impostor. Handshake signatures are still checked, so the
+/// gives no protection against an impostor (also what HTTPS probes and hooks use, as
+/// upstream skips verification for them). Handshake signatures are still checked, so the
 /// session is at least bound to the certificate presented.
 #[derive(Debug)]
-struct AcceptAnyServerCert(Arc<CryptoProvider>);
+pub(crate) struct AcceptAnyServerCert(pub(crate) Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAnyServerCert {
     fn verify_server_cert(

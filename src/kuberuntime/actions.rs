@@ -18,6 +18,8 @@ pub struct KillAction {
     pub name: String,
     /// Why it is being stopped (logged and shown in events).
     pub message: String,
+    /// A grace period overriding the pod's (a failed probe's `terminationGracePeriodSeconds`).
+    pub grace_seconds: Option<i64>,
 }
 
 /// What one sync of a pod must do.
@@ -222,6 +224,11 @@ pub fn compute_pod_actions_with(
         match latest {
             Some(s) if s.state == ContainerState::Running && unhealthy(s).is_some() => {
                 let probe = unhealthy(s).unwrap_or("liveness");
+                let spec = if probe == "startup" {
+                    c.startup_probe.as_ref()
+                } else {
+                    c.liveness_probe.as_ref()
+                };
                 actions.containers_to_kill.push(KillAction {
                     id: s.id.clone(),
                     name: c.name.clone(),
@@ -229,6 +236,7 @@ pub fn compute_pod_actions_with(
                         "Container {} failed {probe} probe, will be restarted",
                         c.name
                     ),
+                    grace_seconds: spec.and_then(|p| p.termination_grace_period_seconds),
                 });
                 if policy != "Never" {
                     actions.containers_to_start.push(i);
@@ -244,6 +252,7 @@ pub fn compute_pod_actions_with(
                             "Container {} definition changed, will be restarted",
                             c.name
                         ),
+                        grace_seconds: None,
                     });
                     actions.containers_to_start.push(i);
                 }
@@ -279,6 +288,7 @@ pub fn compute_pod_actions_with(
                         "Sidecar container {} is stopped: the main containers have completed",
                         c.name
                     ),
+                    grace_seconds: None,
                 });
             }
         }
@@ -293,6 +303,7 @@ pub fn compute_pod_actions_with(
                 id: s.id.clone(),
                 name: s.name.clone(),
                 message: format!("Container {} is not in the pod spec", s.name),
+                grace_seconds: None,
             });
         }
     }
@@ -471,6 +482,7 @@ mod tests {
                         id: ContainerId("proxy-id".into()),
                         name: "proxy".into(),
                         message: "Sidecar container proxy is stopped: the main containers have completed".into(),
+                        grace_seconds: None,
                     }],
                     ..Default::default()
                 },
@@ -607,6 +619,7 @@ mod tests {
                         id: ContainerId("a-id".into()),
                         name: "a".into(),
                         message: "Container a definition changed, will be restarted".into(),
+                        grace_seconds: None,
                     }],
                     ..Default::default()
                 },
@@ -627,6 +640,7 @@ mod tests {
                         id: ContainerId("gone-id".into()),
                         name: "gone".into(),
                         message: "Container gone is not in the pod spec".into(),
+                        grace_seconds: None,
                     }],
                     ..Default::default()
                 },

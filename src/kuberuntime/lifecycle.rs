@@ -94,15 +94,10 @@ pub fn run_handler(
                 pod_desc(pod)
             )
         };
-        if get
+        let tls = get
             .scheme
             .as_deref()
-            .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"))
-        {
-            return Err(fail(
-                "scheme HTTPS is not supported for lifecycle hooks".into(),
-            ));
-        }
+            .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
         let host = get
             .host
             .clone()
@@ -124,6 +119,7 @@ pub fn run_handler(
             user_agent: HOOK_USER_AGENT,
             timeout,
             body_limit: 10 * 1024,
+            tls,
         })
         .map_err(|e| fail(e.to_string()))?;
         // As upstream, any answer counts: only failing to get one is an error.

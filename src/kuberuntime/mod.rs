@@ -409,7 +409,9 @@ impl RuntimeManager {
             })?;
         } else {
             for kill in &actions.containers_to_kill {
-                let grace = crate::types::termination_grace_period(pod);
+                let grace = kill
+                    .grace_seconds
+                    .unwrap_or_else(|| crate::types::termination_grace_period(pod));
                 let spec = container_spec(pod, &kill.name);
                 let hook = spec.map(|c| (pod, c, status.ip()));
                 self.kill_container(&key, &kill.id, &kill.name, grace, &kill.message, hook)

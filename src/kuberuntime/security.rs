@@ -190,6 +190,21 @@ pub fn container_security_context(
     let allow = csc.and_then(|c| c.allow_privilege_escalation);
     out.set_no_new_privs(!privileged && allow == Some(false));
     out.set_seccomp(seccomp_profile(eff.seccomp.as_ref(), seccomp_root));
+    let apparmor = csc
+        .and_then(|c| c.app_armor_profile.as_ref())
+        .or_else(|| psc.and_then(|p| p.app_armor_profile.as_ref()));
+    if let Some(profile) = apparmor {
+        let mut p = api::SecurityProfile::new();
+        match profile.type_.as_str() {
+            "Unconfined" => p.set_profile_type(api::SecurityProfile_ProfileType::Unconfined),
+            "Localhost" => {
+                p.set_profile_type(api::SecurityProfile_ProfileType::Localhost);
+                p.set_localhost_ref(profile.localhost_profile.clone().unwrap_or_default());
+            }
+            _ => p.set_profile_type(api::SecurityProfile_ProfileType::RuntimeDefault),
+        }
+        out.set_apparmor(p);
+    }
     let unmasked = csc.and_then(|c| c.proc_mount.as_deref()) == Some("Unmasked");
     if !privileged && !unmasked {
         out.set_masked_paths(DEFAULT_MASKED_PATHS.iter().map(|s| s.to_string()).collect());
@@ -290,7 +305,30 @@ pub fn container_resources(
         .or(memory_limit)
         .unwrap_or(0);
     out.set_oom_score_adj(oom_score_adj(qos, memory_request, memory_capacity));
+    out.set_hugepage_limits(hugepage_limits(container).into());
     out
+}
+
+/// `hugepages-<size>` limits as CRI hugepage limits (`hugepages-2Mi` → page size `2MB`).
+fn hugepage_limits(container: &Container) -> Vec<api::HugepageLimit> {
+    let limits = container.resources.as_ref().and_then(|r| r.limits.as_ref());
+    limits
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, q)| {
+            let size = name.strip_prefix("hugepages-")?;
+            let bytes = parse_millis(size).ok()? / 1000;
+            let page = match bytes {
+                b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{}GB", b >> 30),
+                b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}MB", b >> 20),
+                b => format!("{}KB", b >> 10),
+            };
+            let mut h = api::HugepageLimit::new();
+            h.set_page_size(page);
+            h.set_limit(u64::try_from(parse_millis(&q.0).ok()? / 1000).ok()?);
+            Some(h)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -340,6 +378,22 @@ mod tests {
         assert_eq!(r.get_cpu_shares(), 256);
         assert_eq!((r.get_cpu_quota(), r.get_cpu_period()), (50_000, 100_000));
         assert_eq!(r.get_memory_limit_in_bytes(), 64 << 20);
+        let huge = container(serde_json::json!({"name": "h", "resources": {
+            "limits": {"hugepages-2Mi": "4Mi", "hugepages-1Gi": "2Gi", "memory": "1Gi"}}}));
+        let h = container_resources(&huge, "Burstable", 1 << 34);
+        let mut pages: Vec<(String, u64)> = h
+            .get_hugepage_limits()
+            .iter()
+            .map(|l| (l.get_page_size().to_string(), l.get_limit()))
+            .collect();
+        pages.sort();
+        assert_eq!(
+            pages,
+            [
+                ("1GB".to_string(), 2u64 << 30),
+                ("2MB".to_string(), 4 << 20)
+            ]
+        );
         let none = container_resources(
             &container(serde_json::json!({"name": "x"})),
             "BestEffort",

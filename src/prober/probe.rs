@@ -97,13 +97,10 @@ pub fn run(probe: &Probe, target: &Target<'_>, timeout: Duration) -> Outcome {
             Ok(p) => p,
             Err(e) => return Outcome::failure(e),
         };
-        if get
+        let tls = get
             .scheme
             .as_deref()
-            .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"))
-        {
-            return Outcome::failure("HTTPS probes are not supported");
-        }
+            .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
         let headers: Vec<(String, String)> = get
             .http_headers
             .iter()
@@ -111,7 +108,16 @@ pub fn run(probe: &Probe, target: &Target<'_>, timeout: Duration) -> Outcome {
             .map(|h| (h.name.clone(), h.value.clone()))
             .collect();
         let path = get.path.clone().unwrap_or_else(|| "/".into());
-        return http_probe(&host, port, &path, &headers, timeout);
+        return http_probe(
+            &HttpTarget {
+                host: &host,
+                port,
+                tls,
+            },
+            &path,
+            &headers,
+            timeout,
+        );
     }
     if let Some(tcp) = &probe.tcp_socket {
         let Some(host) = host(tcp.host.as_ref()) else {
@@ -158,17 +164,30 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("no address for {host}"))
 }
 
+/// Where an HTTP probe goes.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpTarget<'a> {
+    /// Host name or IP.
+    pub host: &'a str,
+    /// Port.
+    pub port: u16,
+    /// HTTPS (certificate not verified).
+    pub tls: bool,
+}
+
 /// GET with redirects followed to the same host (a redirect elsewhere counts as success,
-/// with a warning, as upstream).
+/// as upstream).
 pub fn http_probe(
-    host: &str,
-    port: u16,
+    target: &HttpTarget<'_>,
     path: &str,
     headers: &[(String, String)],
     timeout: Duration,
 ) -> Outcome {
+    let host = target.host;
     let mut path = path.to_string();
-    let mut port = port;
+    let mut port = target.port;
+    let mut tls = target.tls;
+    let scheme = |tls: bool| if tls { "https" } else { "http" };
     for _ in 0..=MAX_REDIRECTS {
         let resp = http::get(&http::HttpGet {
             host,
@@ -178,10 +197,16 @@ pub fn http_probe(
             user_agent: PROBE_USER_AGENT,
             timeout,
             body_limit: BODY_LIMIT,
+            tls,
         });
         let resp = match resp {
             Ok(r) => r,
-            Err(e) => return Outcome::failure(format!("Get \"http://{host}:{port}{path}\": {e}")),
+            Err(e) => {
+                return Outcome::failure(format!(
+                    "Get \"{}://{host}:{port}{path}\": {e}",
+                    scheme(tls)
+                ))
+            }
         };
         let body = String::from_utf8_lossy(&resp.body).into_owned();
         match resp.status {
@@ -190,8 +215,9 @@ pub fn http_probe(
                 let Some(location) = resp.location.clone() else {
                     return Outcome::success(body);
                 };
-                match redirect_target(&location, host, port) {
-                    Some((p, next)) => {
+                match redirect_target(&location, host, port, tls) {
+                    Some((t, p, next)) => {
+                        tls = t;
                         port = p;
                         path = next;
                     }
@@ -209,21 +235,29 @@ pub fn http_probe(
     Outcome::failure("stopped after 10 redirects")
 }
 
-/// Where a same-host redirect goes: `(port, path)`; `None` for another host.
-fn redirect_target(location: &str, host: &str, port: u16) -> Option<(u16, String)> {
+/// Where a same-host redirect goes: `(tls, port, path)`; `None` for another host.
+fn redirect_target(
+    location: &str,
+    host: &str,
+    port: u16,
+    tls: bool,
+) -> Option<(bool, u16, String)> {
     if location.starts_with('/') {
-        return Some((port, location.to_string()));
+        return Some((tls, port, location.to_string()));
     }
-    let rest = location.strip_prefix("http://")?;
+    let (tls, rest, default_port) = match location.strip_prefix("https://") {
+        Some(rest) => (true, rest, 443),
+        None => (false, location.strip_prefix("http://")?, 80),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].to_string()),
         None => (rest, "/".to_string()),
     };
     let (h, p) = match authority.rsplit_once(':') {
         Some((h, p)) => (h, p.parse().ok()?),
-        None => (authority, 80),
+        None => (authority, default_port),
     };
-    (h == host).then_some((p, path))
+    (h == host).then_some((tls, p, path))
 }
 
 fn grpc_probe(host: &str, port: u16, service: &str, timeout: Duration) -> Outcome {
@@ -345,18 +379,21 @@ mod tests {
     #[test]
     fn redirects_within_the_host_only() {
         assert_eq!(
-            redirect_target("/next", "10.0.0.1", 80),
-            Some((80, "/next".into()))
+            redirect_target("/next", "10.0.0.1", 80, false),
+            Some((false, 80, "/next".into()))
         );
         assert_eq!(
-            redirect_target("http://10.0.0.1:8080/x?y=1", "10.0.0.1", 80),
-            Some((8080, "/x?y=1".into()))
+            redirect_target("http://10.0.0.1:8080/x?y=1", "10.0.0.1", 80, false),
+            Some((false, 8080, "/x?y=1".into()))
         );
         assert_eq!(
-            redirect_target("http://example.com/x", "10.0.0.1", 80),
+            redirect_target("http://example.com/x", "10.0.0.1", 80, false),
             None
         );
-        assert_eq!(redirect_target("https://10.0.0.1/x", "10.0.0.1", 80), None);
+        assert_eq!(
+            redirect_target("https://10.0.0.1/x", "10.0.0.1", 80, false),
+            Some((true, 443, "/x".into()))
+        );
     }
 
     #[test]
@@ -374,19 +411,24 @@ mod tests {
             port
         };
         let t = Duration::from_secs(5);
+        let http = |port| HttpTarget {
+            host: "127.0.0.1",
+            port,
+            tls: false,
+        };
         let ok = serve("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(
-            http_probe("127.0.0.1", ok, "/", &[], t).result,
+            http_probe(&http(ok), "/", &[], t).result,
             ProbeResult::Success
         );
         let bad = serve("HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(
-            http_probe("127.0.0.1", bad, "/", &[], t),
+            http_probe(&http(bad), "/", &[], t),
             Outcome::failure("HTTP probe failed with statuscode: 503")
         );
         let away = serve("HTTP/1.1 302 Found\r\nLocation: http://elsewhere.example/\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(
-            http_probe("127.0.0.1", away, "/", &[], t).result,
+            http_probe(&http(away), "/", &[], t).result,
             ProbeResult::Success
         );
     }

@@ -1,7 +1,7 @@
-//! A minimal blocking HTTP/1.1 GET over a plain TCP connection, for lifecycle hooks and
-//! probes (upstream uses Go's `net/http` with keep-alives off). One request per connection,
-//! `Connection: close`, the body read up to a limit. Runs on the caller's thread; every step
-//! is bounded by the timeout.
+//! A minimal blocking HTTP/1.1 GET over a plain TCP or TLS connection, for lifecycle hooks
+//! and probes (upstream uses Go's `net/http` with keep-alives off, and for HTTPS does not
+//! verify the certificate). One request per connection, `Connection: close`, the body read
+//! up to a limit. Runs on the caller's thread; every step is bounded by the timeout.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -35,6 +35,73 @@ pub struct HttpGet<'a> {
     pub timeout: Duration,
     /// Longest body kept.
     pub body_limit: usize,
+    /// HTTPS, without certificate verification.
+    pub tls: bool,
+}
+
+/// A plain or TLS connection.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A TLS client session to `host` that accepts any certificate.
+fn tls_session(host: &str) -> io::Result<rustls::ClientConnection> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| io::Error::other(format!("TLS set-up: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(
+            crate::api::tls::AcceptAnyServerCert(provider),
+        ))
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
+    .map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("TLS server name {host:?}: {e}"),
+        )
+    })?;
+    rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(|e| io::Error::other(format!("TLS session: {e}")))
 }
 
 /// Sends the GET and reads the answer. Errors carry the address.
@@ -68,8 +135,17 @@ pub fn get(req: &HttpGet<'_>) -> io::Result<HttpResponse> {
             .filter(|d| !d.is_zero())
             .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, format!("{what}: timeout")))
     };
-    let mut stream = TcpStream::connect_timeout(&addr, left("connect")?)?;
-    stream.set_write_timeout(Some(left("write")?))?;
+    let tcp = TcpStream::connect_timeout(&addr, left("connect")?)?;
+    tcp.set_write_timeout(Some(left("write")?))?;
+    tcp.set_read_timeout(Some(left("read")?))?;
+    let mut stream = if req.tls {
+        Conn::Tls(Box::new(rustls::StreamOwned::new(
+            tls_session(req.host)?,
+            tcp,
+        )))
+    } else {
+        Conn::Plain(tcp)
+    };
     let path = if req.path.starts_with('/') {
         req.path.to_string()
     } else {
@@ -111,7 +187,7 @@ pub fn get(req: &HttpGet<'_>) -> io::Result<HttpResponse> {
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
     let header_end = loop {
-        stream.set_read_timeout(Some(left("read")?))?;
+        stream.tcp().set_read_timeout(Some(left("read")?))?;
         let n = stream.read(&mut buf)?;
         if n == 0 {
             return Err(io::Error::new(
@@ -149,7 +225,7 @@ pub fn get(req: &HttpGet<'_>) -> io::Result<HttpResponse> {
     let mut body: Vec<u8> = raw[header_end..].to_vec();
     while body.len() < want {
         let Ok(timeout) = left("read") else { break };
-        stream.set_read_timeout(Some(timeout))?;
+        stream.tcp().set_read_timeout(Some(timeout))?;
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => body.extend_from_slice(&buf[..n]),
@@ -221,6 +297,7 @@ mod tests {
             user_agent: "kube-probe/1.33",
             timeout: Duration::from_secs(5),
             body_limit: 4,
+            tls: false,
         })
     }
 
@@ -240,6 +317,55 @@ mod tests {
         );
         assert!(sent.contains("User-Agent: kube-probe/1.33\r\n"), "{sent}");
         assert!(sent.contains("X-Custom: yes\r\n"), "{sent}");
+    }
+
+    #[test]
+    fn https_does_not_verify_the_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let conn = rustls::ServerConnection::new(std::sync::Arc::new(config)).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while find(&req, b"\r\n\r\n").is_none() {
+                let n = tls.read(&mut buf).unwrap();
+                req.extend_from_slice(&buf[..n]);
+            }
+            tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .unwrap();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        });
+        let resp = get(&HttpGet {
+            host: "127.0.0.1",
+            port,
+            path: "/",
+            headers: &[],
+            user_agent: "kube-probe/1.33",
+            timeout: Duration::from_secs(5),
+            body_limit: 100,
+            tls: true,
+        })
+        .unwrap();
+        assert_eq!((resp.status, resp.body.as_slice()), (200, b"ok".as_slice()));
+        server.join().unwrap();
     }
 
     #[test]
