@@ -252,6 +252,9 @@ pub fn create_and_init_kubelet(
     let kubelet = new_main_kubelet(Arc::clone(&config), deps)?;
     kubelet.birth_cry();
     threads.extend(kubelet.start_garbage_collection(stop)?);
+    if let Some(handle) = start_healthz(&config, &kubelet, stop)? {
+        threads.push(handle);
+    }
     if let Some(client) = api {
         let source = Arc::new(KubeletNodeStatus::new(
             &config,
@@ -285,6 +288,39 @@ pub fn start_kubelet(
         .spawn(move || kubelet.run(updates, stop))
         .map_err(|source| AppError::Thread {
             name: "sync-loop",
+            source,
+        })
+}
+
+/// Starts the healthz endpoint unless `healthzPort` is 0.
+fn start_healthz(
+    config: &KubeletConfig,
+    kubelet: &Arc<Kubelet>,
+    stop: &Receiver<()>,
+) -> Result<Option<JoinHandle<()>>, AppError> {
+    let port = config.raw.healthz_port.unwrap_or(10248);
+    let Ok(port) = u16::try_from(port) else {
+        return Ok(None);
+    };
+    if port == 0 {
+        return Ok(None);
+    }
+    let ip: std::net::IpAddr = config
+        .raw
+        .healthz_bind_address
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let k = Arc::clone(kubelet);
+    let checks: Vec<crate::healthz::Check> = vec![
+        ("ping", Box::new(|| Ok(()))),
+        ("log", Box::new(|| Ok(()))),
+        ("syncloop", Box::new(move || k.sync_loop_health())),
+    ];
+    crate::healthz::start(std::net::SocketAddr::new(ip, port), checks, stop.clone())
+        .map(Some)
+        .map_err(|source| AppError::Thread {
+            name: "healthz",
             source,
         })
 }

@@ -147,6 +147,8 @@ pub struct Kubelet {
     probes: Arc<crate::prober::ProbeManager>,
     /// Published probe result changes, read by the sync loop.
     probe_updates: Receiver<crate::prober::ProbeUpdate>,
+    /// When the sync loop last began an iteration (the `syncloop` health check).
+    sync_loop_entered: Mutex<Option<std::time::Instant>>,
     /// Set when `run` returns, so handles to threads started there can be joined.
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -341,6 +343,7 @@ impl Kubelet {
             allocatable,
             probes,
             probe_updates,
+            sync_loop_entered: Mutex::new(None),
             api: deps.api,
             mirrors,
             recorder: Arc::clone(&deps.recorder),
@@ -438,6 +441,19 @@ impl Kubelet {
     /// PLEG (its health and metrics).
     pub fn pleg(&self) -> &Arc<GenericPleg> {
         &self.pleg
+    }
+
+    /// The `syncloop` health check (upstream `syncLoopHealthCheck`): failing once an
+    /// iteration has not begun for twice the sync frequency, and at least 5 minutes.
+    pub fn sync_loop_health(&self) -> Result<(), String> {
+        let limit = (self.config.sync_frequency * 2).max(std::time::Duration::from_secs(300));
+        let entered = self.sync_loop_entered.lock().ok().and_then(|t| *t);
+        match entered {
+            Some(t) if self.clock.now().saturating_duration_since(t) > limit => {
+                Err("sync Loop took longer than expected".into())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Pods admitted earlier that still run or may still start containers.

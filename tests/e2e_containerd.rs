@@ -161,6 +161,20 @@ fn two_container_pod_runs_logs_and_is_removed_with_its_manifest() {
     let kubelet = Rkubelet::start(&dir, &[]);
     kubelet.wait_running("two", 2);
 
+    // The healthz endpoint kubeadm polls answers on 127.0.0.1:10248.
+    let healthz = wait_for(Duration::from_secs(10), || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:10248").ok()?;
+        s.write_all(b"GET /healthz?verbose HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .ok()?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).ok()?;
+        Some(answer)
+    })
+    .unwrap_or_else(|| panic!("no healthz answer:\n{}", kubelet.log()));
+    assert!(healthz.starts_with("HTTP/1.1 200 OK"), "{healthz}");
+    assert!(healthz.contains("[+]syncloop ok"), "{healthz}");
+
     // (a) each container's log file holds its output, in CRI log format, plus the symlinks.
     let pod_dir = only_pod_log_dir(&dir);
     assert!(pod_dir

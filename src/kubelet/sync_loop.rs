@@ -38,6 +38,9 @@ impl Kubelet {
         housekeeping_tick: &Receiver<std::time::Instant>,
         stop: &Receiver<()>,
     ) -> Iteration {
+        if let Ok(mut entered) = self.sync_loop_entered.lock() {
+            *entered = Some(self.clock.now());
+        }
         select! {
             recv(updates) -> update => match update {
                 Ok(u) => self.handle_config_update(u),
