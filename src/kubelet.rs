@@ -391,7 +391,8 @@ impl Kubelet {
         let Some(client) = self.api.clone() else {
             return Ok(());
         };
-        let sync = StatusSync::new(Arc::clone(&self.status_manager), client);
+        let sync = StatusSync::new(Arc::clone(&self.status_manager), client)
+            .with_mirrors(Arc::clone(&self.mirrors));
         let handle = std::thread::Builder::new()
             .name("status-manager".into())
             .spawn(move || sync.run(stop))

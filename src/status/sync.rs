@@ -85,6 +85,9 @@ pub struct StatusSync {
     client: Arc<dyn KubeClient>,
     /// The last status sent per pod, so unchanged statuses are not patched again.
     last_sent: HashMap<PodUid, PodStatus>,
+    /// Mirror pods as the API source last reported them; without it the mirror is read
+    /// from the API server for each status.
+    mirrors: Option<Arc<crate::mirror::MirrorPods>>,
 }
 
 impl StatusSync {
@@ -94,7 +97,15 @@ impl StatusSync {
             manager,
             client,
             last_sent: HashMap::new(),
+            mirrors: None,
         }
+    }
+
+    /// Takes static pods' mirrors from the API source's view (as upstream's status manager
+    /// takes them from the pod manager) instead of reading each one from the API server.
+    pub fn with_mirrors(mut self, mirrors: Arc<crate::mirror::MirrorPods>) -> Self {
+        self.mirrors = Some(mirrors);
+        self
     }
 
     /// Runs until `stop` fires (the `status-manager` thread).
@@ -172,6 +183,15 @@ impl StatusSync {
             (uid.0.clone(), pod.status.clone())
         } else {
             // A static pod's status goes to its mirror pod, when it exists.
+            if let Some(mirrors) = &self.mirrors {
+                match mirrors.get(pod) {
+                    Some(mirror) if is_mirror_pod(&mirror) => {
+                        let target = mirror.metadata.uid.clone().unwrap_or_default();
+                        return self.patch(uid, pod, status, &target, mirror.status.as_ref());
+                    }
+                    _ => return Ok(Sent::NoMirror),
+                }
+            }
             match self.client.get_pod(namespace, name) {
                 Ok(mirror) if is_mirror_pod(&mirror) => (
                     mirror.metadata.uid.clone().unwrap_or_default(),
@@ -182,7 +202,22 @@ impl StatusSync {
                 Err(e) => return Err(e),
             }
         };
-        let merged = merge_conditions(status, api_status.as_ref());
+        self.patch(uid, pod, status, &target_uid, api_status.as_ref())
+    }
+
+    /// Sends `status` (merged with the conditions other components set) for the API object
+    /// whose UID is `target_uid`.
+    fn patch(
+        &mut self,
+        uid: &PodUid,
+        pod: &Pod,
+        status: &PodStatus,
+        target_uid: &str,
+        api_status: Option<&PodStatus>,
+    ) -> Result<Sent, ApiError> {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let merged = merge_conditions(status, api_status);
         let body = serde_json::to_value(&merged).map_err(|e| ApiError::Decode {
             what: format!("status of {}", pod_key(pod)),
             message: e.to_string(),
@@ -371,6 +406,45 @@ mod tests {
         assert_eq!(
             patches(&fake)[0]["metadata"]["uid"],
             serde_json::json!(mirror.metadata.uid)
+        );
+    }
+
+    #[test]
+    fn with_the_sources_mirrors_no_get_is_made() {
+        let (fake, manager, sync, _) = setup();
+        let mirrors = Arc::new(crate::mirror::MirrorPods::default());
+        let mut sync = sync.with_mirrors(mirrors.clone());
+        let mut static_pod = api_pod("kube-web-node1");
+        static_pod.metadata.uid = Some("static-uid".into());
+        static_pod.metadata.annotations =
+            Some([(CONFIG_SOURCE_ANNOTATION.to_string(), "file".to_string())].into());
+        let static_pod = Arc::new(static_pod);
+        manager.set_pod_status(&static_pod, status("Running"));
+        assert_eq!(sync.sync_batch(), 0, "no mirror reported yet");
+        let mut mirror = api_pod("kube-web-node1");
+        mirror.metadata.annotations = Some(
+            [(
+                CONFIG_MIRROR_ANNOTATION.to_string(),
+                "static-uid".to_string(),
+            )]
+            .into(),
+        );
+        let mirror = fake.insert_pod(&mirror).unwrap();
+        mirrors.set(&Arc::new(mirror.clone()));
+        fake.clear_calls();
+        manager.set_pod_status(&static_pod, status("Succeeded"));
+        assert_eq!(sync.sync_batch(), 1);
+        assert_eq!(
+            patches(&fake)[0]["metadata"]["uid"],
+            serde_json::json!(mirror.metadata.uid)
+        );
+        assert!(
+            !fake
+                .calls()
+                .iter()
+                .any(|c| matches!(c, crate::api::fake::Call::GetPod { .. })),
+            "{:?}",
+            fake.calls()
         );
     }
 }
