@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::kuberuntime::security::{milli_cpu_to_quota, milli_cpu_to_shares, CPU_PERIOD_US};
+use crate::kuberuntime::security::{
+    milli_cpu_to_quota, milli_cpu_to_shares, quantity_millis, request_millis, CPU_PERIOD_US,
+};
 use crate::nodestatus::quantity::parse_millis;
 use crate::types::{is_sidecar, PodUid};
 
@@ -63,20 +65,11 @@ fn sum_millis(pod: &Pod, kind: &str, resource: &str) -> (i128, bool) {
             .filter(|c| is_sidecar(c)),
     );
     for c in containers {
-        let res = c.resources.as_ref();
         let value = match kind {
-            "limits" => res
-                .and_then(|r| r.limits.as_ref())
-                .and_then(|m| m.get(resource)),
-            _ => res
-                .and_then(|r| r.requests.as_ref())
-                .and_then(|m| m.get(resource))
-                .or_else(|| {
-                    res.and_then(|r| r.limits.as_ref())
-                        .and_then(|m| m.get(resource))
-                }),
+            "limits" => quantity_millis(c, "limits", resource),
+            _ => request_millis(c, resource),
         };
-        match value.and_then(|q| parse_millis(&q.0).ok()) {
+        match value {
             Some(v) => total += v,
             None => all_set = false,
         }

@@ -147,11 +147,22 @@ pub struct Kubelet {
     probes: Arc<crate::prober::ProbeManager>,
     /// Published probe result changes, read by the sync loop.
     probe_updates: Receiver<crate::prober::ProbeUpdate>,
+    /// The Node's labels for admission and when they were read (re-read at most every
+    /// [`NODE_LABELS_TTL`], so pod additions do not each cost an API call).
+    node_labels: Mutex<
+        Option<(
+            std::time::Instant,
+            std::collections::BTreeMap<String, String>,
+        )>,
+    >,
     /// When the sync loop last began an iteration (the `syncloop` health check).
     sync_loop_entered: Mutex<Option<std::time::Instant>>,
     /// Set when `run` returns, so handles to threads started there can be joined.
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
+
+/// How long the Node's labels read for admission are reused.
+const NODE_LABELS_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The machine's CPU, memory and root-dir filesystem size: what a downward API
 /// `resourceFieldRef` reports for a container without a limit.
@@ -344,6 +355,7 @@ impl Kubelet {
             probes,
             probe_updates,
             sync_loop_entered: Mutex::new(None),
+            node_labels: Mutex::new(None),
             api: deps.api,
             mirrors,
             recorder: Arc::clone(&deps.recorder),
@@ -473,6 +485,12 @@ impl Kubelet {
     /// others count), else the ones rkubelet registers with.
     fn node_labels(&self) -> std::collections::BTreeMap<String, String> {
         use crate::nodestatus::registration::{initial_node, NodeRegistration};
+        let now = self.clock.now();
+        if let Some((read, labels)) = self.node_labels.lock().ok().and_then(|c| c.clone()) {
+            if now.saturating_duration_since(read) < NODE_LABELS_TTL {
+                return labels;
+            }
+        }
         let registered = initial_node(&NodeRegistration::new(
             self.config.node_name.clone(),
             self.config.node_name.clone(),
@@ -480,14 +498,18 @@ impl Kubelet {
         .metadata
         .labels
         .unwrap_or_default();
-        match self
+        let labels = match self
             .api
             .as_ref()
             .map(|api| api.get_node(&self.config.node_name))
         {
             Some(Ok(node)) => node.metadata.labels.unwrap_or(registered),
             _ => registered,
+        };
+        if let Ok(mut cache) = self.node_labels.lock() {
+            *cache = Some((now, labels.clone()));
         }
+        labels
     }
 
     /// A stand-in pod object for a runtime pod no source knows, so the workers can stop it.

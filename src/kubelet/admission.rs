@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use k8s_openapi::api::core::v1::{Container, NodeSelectorRequirement, NodeSelectorTerm, Pod};
 
+use crate::kuberuntime::security::request_millis;
 use crate::nodestatus::quantity::parse_millis;
 use crate::types::is_sidecar;
 
@@ -42,16 +43,7 @@ impl Rejection {
 }
 
 fn request_of(c: &Container, resource: &str) -> i128 {
-    let res = c.resources.as_ref();
-    // The API defaults a missing request to the limit.
-    res.and_then(|r| r.requests.as_ref())
-        .and_then(|m| m.get(resource))
-        .or_else(|| {
-            res.and_then(|r| r.limits.as_ref())
-                .and_then(|m| m.get(resource))
-        })
-        .and_then(|q| parse_millis(&q.0).ok())
-        .unwrap_or(0)
+    request_millis(c, resource).unwrap_or(0)
 }
 
 /// A pod's effective request in thousandths (upstream `PodRequests`): the larger of the

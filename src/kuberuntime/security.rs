@@ -229,13 +229,21 @@ pub fn container_security_context(
     out
 }
 
-fn quantity_millis(container: &Container, kind: &str, resource: &str) -> Option<i128> {
+/// A container's `limits` or `requests` of `resource` in thousandths, when set.
+pub fn quantity_millis(container: &Container, kind: &str, resource: &str) -> Option<i128> {
     let res = container.resources.as_ref()?;
     let map = match kind {
         "limits" => res.limits.as_ref(),
         _ => res.requests.as_ref(),
     }?;
     parse_millis(&map.get(resource)?.0).ok()
+}
+
+/// A container's request of `resource` in thousandths; the API defaults a missing request
+/// to the limit.
+pub fn request_millis(container: &Container, resource: &str) -> Option<i128> {
+    quantity_millis(container, "requests", resource)
+        .or_else(|| quantity_millis(container, "limits", resource))
 }
 
 /// Upstream `MilliCPUToShares`.
@@ -282,10 +290,8 @@ pub fn container_resources(
     memory_capacity: i128,
 ) -> api::LinuxContainerResources {
     let mut out = api::LinuxContainerResources::new();
-    let cpu_request = quantity_millis(container, "requests", "cpu");
     let cpu_limit = quantity_millis(container, "limits", "cpu");
-    // The API defaults a missing request to the limit.
-    let request = cpu_request.or(cpu_limit).unwrap_or(0);
+    let request = request_millis(container, "cpu").unwrap_or(0);
     out.set_cpu_shares(milli_cpu_to_shares(
         i64::try_from(request).unwrap_or(i64::MAX),
     ));
@@ -300,10 +306,7 @@ pub fn container_resources(
     if let Some(bytes) = memory_limit {
         out.set_memory_limit_in_bytes(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
-    let memory_request = quantity_millis(container, "requests", "memory")
-        .map(|m| m / 1000)
-        .or(memory_limit)
-        .unwrap_or(0);
+    let memory_request = request_millis(container, "memory").map_or(0, |m| m / 1000);
     out.set_oom_score_adj(oom_score_adj(qos, memory_request, memory_capacity));
     out.set_hugepage_limits(hugepage_limits(container).into());
     out
