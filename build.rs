@@ -1,5 +1,6 @@
-//! Generates the CRI v1 messages and grpcio stubs from `proto/api.proto`, and those of the
-//! gRPC health protocol (`proto/health.proto`) that gRPC probes call.
+//! Generates the CRI v1 messages and grpcio stubs from `proto/api.proto`, those of the
+//! gRPC health protocol (`proto/health.proto`) that gRPC probes call, and those of the
+//! pod-resources API the kubelet serves (`proto/podresources.proto`).
 //!
 //! The pure-Rust proto parser of rust-protobuf 2.x drops `service` blocks, so
 //! this runs the real `protoc` shipped in `protoc-bin-vendored` to get a
@@ -18,7 +19,7 @@ use protobuf::descriptor::FileDescriptorSet;
 use protobuf::Message;
 
 /// Proto files under `proto/` to generate Rust code for.
-const PROTOS: &[&str] = &["api.proto", "health.proto"];
+const PROTOS: &[&str] = &["api.proto", "health.proto", "podresources.proto"];
 
 fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed=build.rs");

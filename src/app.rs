@@ -255,6 +255,9 @@ pub fn create_and_init_kubelet(
     if let Some(handle) = start_healthz(&config, &kubelet, stop)? {
         threads.push(handle);
     }
+    threads.extend(kubelet.listen_and_serve(stop)?);
+    threads.extend(kubelet.listen_and_serve_read_only(stop)?);
+    threads.extend(kubelet.listen_and_serve_pod_resources(stop)?);
     if let Some(client) = api {
         let source = Arc::new(KubeletNodeStatus::new(
             &config,
@@ -311,12 +314,7 @@ fn start_healthz(
         .as_deref()
         .and_then(|a| a.parse().ok())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-    let k = Arc::clone(kubelet);
-    let checks: Vec<crate::healthz::Check> = vec![
-        ("ping", Box::new(|| Ok(()))),
-        ("log", Box::new(|| Ok(()))),
-        ("syncloop", Box::new(move || k.sync_loop_health())),
-    ];
+    let checks = kubelet.health_checks();
     crate::healthz::start(std::net::SocketAddr::new(ip, port), checks, stop.clone())
         .map(Some)
         .map_err(|source| AppError::Thread {

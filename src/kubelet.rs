@@ -49,6 +49,9 @@ pub enum KubeletError {
         #[source]
         source: std::io::Error,
     },
+    /// A kubelet API server could not start.
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
     /// Run-once mode got no pods from its sources in time.
     #[error("run once: no pod update from the sources within {0:?}")]
     NoPods(std::time::Duration),
@@ -87,6 +90,23 @@ pub trait Bootstrap {
     fn birth_cry(&self);
     /// Starts container and image garbage collection; the threads end when `stop` closes.
     fn start_garbage_collection(
+        self: &Arc<Self>,
+        stop: &Receiver<()>,
+    ) -> Result<Vec<JoinHandle<()>>, KubeletError>;
+    /// Starts the authenticated kubelet API on `address:port` unless `enableServer` is
+    /// false; its threads end when `stop` closes.
+    fn listen_and_serve(
+        self: &Arc<Self>,
+        stop: &Receiver<()>,
+    ) -> Result<Vec<JoinHandle<()>>, KubeletError>;
+    /// Starts the read-only API when `readOnlyPort` is not 0.
+    fn listen_and_serve_read_only(
+        self: &Arc<Self>,
+        stop: &Receiver<()>,
+    ) -> Result<Vec<JoinHandle<()>>, KubeletError>;
+    /// Starts the pod-resources gRPC API on `<root-dir>/pod-resources/kubelet.sock`; it
+    /// stops when `stop` closes.
+    fn listen_and_serve_pod_resources(
         self: &Arc<Self>,
         stop: &Receiver<()>,
     ) -> Result<Vec<JoinHandle<()>>, KubeletError>;
@@ -454,6 +474,34 @@ impl Kubelet {
     /// PLEG (its health and metrics).
     pub fn pleg(&self) -> &Arc<GenericPleg> {
         &self.pleg
+    }
+
+    /// The pods the kubelet wants on the node (static pods, not their mirrors).
+    pub fn desired_pods(&self) -> Vec<Arc<Pod>> {
+        self.pods().pods().cloned().collect()
+    }
+
+    /// Probe counters.
+    pub fn probe_metrics(&self) -> Arc<crate::prober::ProberMetrics> {
+        Arc::clone(self.probes.metrics())
+    }
+
+    /// The health checks of `/healthz`: `ping`, `log` and `syncloop`.
+    pub fn health_checks(self: &Arc<Self>) -> Vec<crate::healthz::Check> {
+        let k = Arc::clone(self);
+        vec![
+            ("ping", Box::new(|| Ok(()))),
+            ("log", Box::new(|| Ok(()))),
+            ("syncloop", Box::new(move || k.sync_loop_health())),
+        ]
+    }
+
+    fn server_host(self: &Arc<Self>) -> Arc<dyn crate::server::HostInterface> {
+        Arc::new(crate::server::host::KubeletHost::new(
+            Arc::clone(self),
+            Arc::clone(&self.config),
+            self.health_checks(),
+        ))
     }
 
     /// The `syncloop` health check (upstream `syncLoopHealthCheck`): failing once an

@@ -25,6 +25,7 @@ pub mod pod_manager;
 pub mod pod_sync;
 pub mod pod_workers;
 pub mod prober;
+pub mod server;
 pub mod status;
 pub mod types;
 pub mod util;

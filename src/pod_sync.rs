@@ -104,8 +104,38 @@ impl PodSync {
             status.message = Some(DEADLINE_MESSAGE.into());
         }
         let phase = status.phase.clone().unwrap_or_default();
+        let was_running = self
+            .status_manager
+            .get(&uid)
+            .is_some_and(|s| s.phase.as_deref() == Some("Running"));
+        if phase == "Running" && !was_running {
+            observe_pod_start(pod);
+        }
         self.status_manager.set_pod_status(pod, status);
         phase
+    }
+}
+
+/// Records `kubelet_pod_start_duration_seconds`: from when the kubelet first saw the pod
+/// (its `kubernetes.io/config.seen` annotation) to its first Running status.
+fn observe_pod_start(pod: &Pod) {
+    let seen = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::config::update::CONFIG_SEEN_ANNOTATION))
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+    let Some(seen) = seen else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let elapsed = i128::try_from(now).unwrap_or(0) - seen.as_nanosecond();
+    if let Ok(nanos) = u64::try_from(elapsed) {
+        crate::util::metrics::kubelet()
+            .pod_start_duration
+            .observe(std::time::Duration::from_nanos(nanos));
     }
 }
 

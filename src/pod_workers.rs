@@ -326,6 +326,7 @@ impl PodWorkers {
                 )
             };
 
+            let started = std::time::Instant::now();
             let result = match state {
                 PodWorkerState::Syncing => self
                     .syncer
@@ -340,6 +341,16 @@ impl PodWorkers {
                     .sync_terminated_pod(&pod, removed)
                     .map(|()| None),
             };
+            // Upstream's operation_type: the update type of the sync, `kill` for termination.
+            let operation = match (state, update_type) {
+                (PodWorkerState::Syncing, UpdateType::Create) => "create",
+                (PodWorkerState::Syncing, UpdateType::Update) => "update",
+                (PodWorkerState::Syncing, _) => "sync",
+                _ => "kill",
+            };
+            crate::util::metrics::kubelet()
+                .pod_worker_duration
+                .observe(&[operation], started.elapsed());
             self.complete(&uid, state, result);
         }
     }

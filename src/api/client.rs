@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
@@ -458,6 +459,19 @@ impl KubeClient for RestClient {
     ) -> Result<TokenRequest, ApiError> {
         let sa_path = core_path(namespace, "serviceaccounts", Some(service_account));
         self.write(Op::CreateToken, &format!("{sa_path}/token"), request)
+    }
+
+    fn create_token_review(&self, review: &TokenReview) -> Result<TokenReview, ApiError> {
+        let path = "/apis/authentication.k8s.io/v1/tokenreviews";
+        self.write(Op::CreateTokenReview, path, review)
+    }
+
+    fn create_subject_access_review(
+        &self,
+        review: &SubjectAccessReview,
+    ) -> Result<SubjectAccessReview, ApiError> {
+        let path = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+        self.write(Op::CreateSubjectAccessReview, path, review)
     }
 }
 

@@ -13,7 +13,10 @@
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestStatus};
+use k8s_openapi::api::authentication::v1::{
+    TokenRequest, TokenRequestStatus, TokenReview, TokenReviewStatus, UserInfo,
+};
+use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewStatus};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -92,6 +95,10 @@ pub enum Call {
         audiences: Vec<String>,
         expiration_seconds: Option<i64>,
     },
+    /// `create_token_review`.
+    CreateTokenReview,
+    /// `create_subject_access_review`.
+    CreateSubjectAccessReview,
 }
 
 /// Lifetime of a token whose request names none (the API's default).
@@ -116,6 +123,10 @@ struct Store {
     watch_events: VecDeque<WatchEvent<Pod>>,
     /// One-shot errors by verb name, oldest first.
     errors: Vec<(&'static str, ApiError)>,
+    /// Bearer tokens TokenReview accepts, with their user.
+    review_tokens: Vec<(String, UserInfo)>,
+    /// Users every SubjectAccessReview allows.
+    allowed_users: Vec<String>,
 }
 
 /// The in-memory fake API client.
@@ -232,6 +243,21 @@ impl FakeClient {
     /// How many tokens `create_token` has issued.
     pub fn tokens_issued(&self) -> u64 {
         self.store().tokens
+    }
+
+    /// Makes TokenReview accept `token` as `user` in `groups`.
+    pub fn accept_token(&self, token: &str, user: &str, groups: &[&str]) {
+        let info = UserInfo {
+            username: Some(user.into()),
+            groups: Some(groups.iter().map(|g| g.to_string()).collect()),
+            ..UserInfo::default()
+        };
+        self.store().review_tokens.push((token.into(), info));
+    }
+
+    /// Makes every SubjectAccessReview for `user` allowed.
+    pub fn allow_user(&self, user: &str) {
+        self.store().allowed_users.push(user.into());
     }
 
     /// The stored pod, if any.
@@ -462,6 +488,41 @@ impl KubeClient for FakeClient {
             .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
             .cloned()
             .collect())
+    }
+
+    fn create_token_review(&self, review: &TokenReview) -> Result<TokenReview, ApiError> {
+        let store = self.begin("create_token_review", Call::CreateTokenReview)?;
+        let token = review.spec.token.as_deref().unwrap_or_default();
+        let user = store
+            .review_tokens
+            .iter()
+            .find(|(t, _)| t == token)
+            .map(|(_, u)| u.clone());
+        let mut answer = review.clone();
+        answer.status = Some(TokenReviewStatus {
+            authenticated: Some(user.is_some()),
+            user,
+            ..TokenReviewStatus::default()
+        });
+        Ok(answer)
+    }
+
+    fn create_subject_access_review(
+        &self,
+        review: &SubjectAccessReview,
+    ) -> Result<SubjectAccessReview, ApiError> {
+        let store = self.begin(
+            "create_subject_access_review",
+            Call::CreateSubjectAccessReview,
+        )?;
+        let user = review.spec.user.as_deref().unwrap_or_default();
+        let allowed = store.allowed_users.iter().any(|u| u == user);
+        let mut answer = review.clone();
+        answer.status = Some(SubjectAccessReviewStatus {
+            allowed,
+            ..SubjectAccessReviewStatus::default()
+        });
+        Ok(answer)
     }
 
     fn create_token(

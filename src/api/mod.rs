@@ -20,7 +20,8 @@ pub use fake::{Call, FakeClient};
 pub use kubeconfig::RestConfig;
 pub use stats::RequestStats;
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
 
@@ -224,4 +225,13 @@ pub trait KubeClient: Send + Sync {
         service_account: &str,
         request: &TokenRequest,
     ) -> Result<TokenRequest, ApiError>;
+    /// `POST /apis/authentication.k8s.io/v1/tokenreviews`: who a bearer token belongs to
+    /// (the kubelet API's webhook authentication).
+    fn create_token_review(&self, review: &TokenReview) -> Result<TokenReview, ApiError>;
+    /// `POST /apis/authorization.k8s.io/v1/subjectaccessreviews`: whether a user may do
+    /// something (the kubelet API's webhook authorization).
+    fn create_subject_access_review(
+        &self,
+        review: &SubjectAccessReview,
+    ) -> Result<SubjectAccessReview, ApiError>;
 }

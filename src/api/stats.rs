@@ -26,11 +26,13 @@ pub(crate) enum Op {
     GetSecret,
     CreateToken,
     ListServices,
+    CreateTokenReview,
+    CreateSubjectAccessReview,
 }
 
 /// (verb, resource) of each [`Op`], indexed by `Op as usize`. Verbs are named as the API
 /// server's metrics name them (`LIST` and `WATCH` are GETs on the wire).
-const OPS: [(&str, &str); 19] = [
+const OPS: [(&str, &str); 21] = [
     ("LIST", "pods"),
     ("WATCH", "pods"),
     ("GET", "pods"),
@@ -50,6 +52,8 @@ const OPS: [(&str, &str); 19] = [
     ("GET", "secrets"),
     ("POST", "serviceaccounts/token"),
     ("LIST", "services"),
+    ("POST", "tokenreviews"),
+    ("POST", "subjectaccessreviews"),
 ];
 
 const WRITE_VERBS: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
@@ -180,7 +184,7 @@ mod tests {
         c.call(Op::GetPod);
         c.retry();
         let s = c.snapshot();
-        assert_eq!(s.requests.len(), 19);
+        assert_eq!(s.requests.len(), 21);
         assert_eq!(s.count("PATCH", "pods/status"), 2);
         assert_eq!((s.writes(), s.total(), s.retries), (3, 4, 1));
     }

@@ -162,6 +162,49 @@ pub struct KubeletFlags {
     #[structopt(long)]
     pub image_gc_period: Option<GoDuration>,
 
+    /// IP address the kubelet API serves on (0.0.0.0 for all) [default: 0.0.0.0]
+    /// (config: address)
+    #[structopt(long)]
+    pub address: Option<String>,
+
+    /// Port of the authenticated kubelet API [default: 10250] (config: port)
+    #[structopt(long)]
+    pub port: Option<i32>,
+
+    /// Port of the unauthenticated read-only API, 0 to disable [default: 0]
+    /// (config: readOnlyPort)
+    #[structopt(long)]
+    pub read_only_port: Option<i32>,
+
+    /// Serving certificate of the kubelet API; without it a self-signed one is made in
+    /// --cert-dir (config: tlsCertFile)
+    #[structopt(long, parse(from_os_str))]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// Key of --tls-cert-file (config: tlsPrivateKeyFile)
+    #[structopt(long, parse(from_os_str))]
+    pub tls_private_key_file: Option<PathBuf>,
+
+    /// CA bundle that client certificates of kubelet API callers must chain to
+    /// (config: authentication.x509.clientCAFile)
+    #[structopt(long, parse(from_os_str))]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// Allow anonymous kubelet API requests [default: false]
+    /// (config: authentication.anonymous.enabled)
+    #[structopt(long, value_name = "true|false")]
+    pub anonymous_auth: Option<bool>,
+
+    /// Check bearer tokens through the TokenReview API [default: true]
+    /// (config: authentication.webhook.enabled)
+    #[structopt(long, value_name = "true|false")]
+    pub authentication_token_webhook: Option<bool>,
+
+    /// Authorization of kubelet API requests: Webhook or AlwaysAllow [default: Webhook]
+    /// (config: authorization.mode)
+    #[structopt(long)]
+    pub authorization_mode: Option<String>,
+
     /// DEPRECATED: the container runtime chooses the sandbox image; as upstream, this only
     /// keeps the named image from image garbage collection
     #[structopt(long)]

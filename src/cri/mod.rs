@@ -120,6 +120,38 @@ pub trait RuntimeService: Send + Sync {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<api::ExecSyncResponse, CriError>;
+    /// A URL on the runtime's streaming server that runs a command in a container.
+    fn exec(&self, request: &api::ExecRequest) -> Result<String, CriError> {
+        let _ = request;
+        Err(unimplemented("Exec"))
+    }
+    /// A URL on the runtime's streaming server attached to a container's process.
+    fn attach(&self, request: &api::AttachRequest) -> Result<String, CriError> {
+        let _ = request;
+        Err(unimplemented("Attach"))
+    }
+    /// A URL on the runtime's streaming server forwarding ports of a sandbox.
+    fn port_forward(&self, request: &api::PortForwardRequest) -> Result<String, CriError> {
+        let _ = request;
+        Err(unimplemented("PortForward"))
+    }
+    /// CPU, memory and writable-layer usage of containers matching `filter`.
+    fn list_container_stats(
+        &self,
+        filter: Option<&api::ContainerStatsFilter>,
+    ) -> Result<Vec<api::ContainerStats>, CriError> {
+        let _ = filter;
+        Err(unimplemented("ListContainerStats"))
+    }
+}
+
+/// The error of an RPC a runtime does not offer.
+fn unimplemented(method: &'static str) -> CriError {
+    CriError::Rpc {
+        method,
+        code: RpcCode::Unimplemented,
+        message: format!("{method} is not implemented by this runtime"),
+    }
 }
 
 /// Image calls of a CRI runtime (`runtime.v1.ImageService`).

@@ -104,6 +104,7 @@ impl RemoteRuntime {
         let start = Instant::now();
         let result = rpc(CallOption::default().timeout(timeout));
         let took = start.elapsed();
+        record_operation(method, took, result.is_ok());
         match result {
             Ok(resp) => {
                 trace!("CRI {method} ok in {took:?} (endpoint {})", self.endpoint);
@@ -119,6 +120,35 @@ impl RemoteRuntime {
             }
         }
     }
+}
+
+/// Counts a CRI call in the kubelet's runtime operation metrics, named as upstream names
+/// them (`run_podsandbox`, `pull_image`, ...).
+fn record_operation(method: &'static str, took: Duration, ok: bool) {
+    let op = operation_type(method);
+    let metrics = crate::util::metrics::kubelet();
+    metrics.runtime_operations.inc(&[&op]);
+    metrics.runtime_durations.observe(&[&op], took);
+    if !ok {
+        metrics.runtime_errors.inc(&[&op]);
+    }
+}
+
+/// `RunPodSandbox` → `run_podsandbox`, `ListContainerStats` → `list_container_stats`.
+fn operation_type(method: &str) -> String {
+    let method = method.replace("PodSandbox", "Podsandbox");
+    let mut out = String::with_capacity(method.len() + 4);
+    for (i, c) in method.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Turns a CRI endpoint into a gRPC target: `unix:///abs/path` and `/abs/path`
@@ -364,6 +394,41 @@ impl RuntimeService for RemoteRuntime {
             self.runtime.exec_sync_opt(&req, opt)
         })
     }
+
+    fn exec(&self, request: &api::ExecRequest) -> Result<String, CriError> {
+        let resp = self.call("Exec", self.request_timeout, |opt| {
+            self.runtime.exec_opt(request, opt)
+        })?;
+        Ok(resp.url)
+    }
+
+    fn attach(&self, request: &api::AttachRequest) -> Result<String, CriError> {
+        let resp = self.call("Attach", self.request_timeout, |opt| {
+            self.runtime.attach_opt(request, opt)
+        })?;
+        Ok(resp.url)
+    }
+
+    fn port_forward(&self, request: &api::PortForwardRequest) -> Result<String, CriError> {
+        let resp = self.call("PortForward", self.request_timeout, |opt| {
+            self.runtime.port_forward_opt(request, opt)
+        })?;
+        Ok(resp.url)
+    }
+
+    fn list_container_stats(
+        &self,
+        filter: Option<&api::ContainerStatsFilter>,
+    ) -> Result<Vec<api::ContainerStats>, CriError> {
+        let mut req = api::ListContainerStatsRequest::new();
+        if let Some(filter) = filter {
+            req.set_filter(filter.clone());
+        }
+        let resp = self.call("ListContainerStats", self.request_timeout, |opt| {
+            self.runtime.list_container_stats_opt(&req, opt)
+        })?;
+        Ok(resp.stats.into_vec())
+    }
 }
 
 impl ImageService for RemoteRuntime {
@@ -482,6 +547,20 @@ fn verify_container_status(status: &api::ContainerStatus) -> Result<(), CriError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operations_are_named_as_upstream() {
+        for (method, op) in [
+            ("RunPodSandbox", "run_podsandbox"),
+            ("ListPodSandbox", "list_podsandbox"),
+            ("PodSandboxStatus", "podsandbox_status"),
+            ("ListContainerStats", "list_container_stats"),
+            ("ImageFsInfo", "image_fs_info"),
+            ("Version", "version"),
+        ] {
+            assert_eq!(operation_type(method), op);
+        }
+    }
 
     #[test]
     fn endpoints() {

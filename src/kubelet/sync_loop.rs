@@ -128,6 +128,61 @@ impl Bootstrap for Kubelet {
         self.start_gc_threads(stop)
     }
 
+    fn listen_and_serve(
+        self: &Arc<Self>,
+        stop: &Receiver<()>,
+    ) -> Result<Vec<std::thread::JoinHandle<()>>, KubeletError> {
+        let settings = crate::server::ServerSettings::from_config(&self.config)?;
+        if !settings.enabled {
+            log::info!("enableServer is false: the kubelet API is off");
+            return Ok(Vec::new());
+        }
+        let server = crate::server::listen_and_serve(
+            &settings,
+            self.server_host(),
+            self.api.clone(),
+            stop.clone(),
+        )?;
+        Ok(vec![server.thread])
+    }
+
+    fn listen_and_serve_read_only(
+        self: &Arc<Self>,
+        stop: &Receiver<()>,
+    ) -> Result<Vec<std::thread::JoinHandle<()>>, KubeletError> {
+        let settings = crate::server::ServerSettings::from_config(&self.config)?;
+        let (true, Some(addr)) = (settings.enabled, settings.read_only_addr) else {
+            return Ok(Vec::new());
+        };
+        let server =
+            crate::server::listen_and_serve_read_only(addr, self.server_host(), stop.clone())?;
+        Ok(vec![server.thread])
+    }
+
+    fn listen_and_serve_pod_resources(
+        self: &Arc<Self>,
+        stop: &Receiver<()>,
+    ) -> Result<Vec<std::thread::JoinHandle<()>>, KubeletError> {
+        let settings = crate::server::ServerSettings::from_config(&self.config)?;
+        let server = crate::server::podresources::listen_and_serve(
+            &settings.pod_resources_socket,
+            self.server_host(),
+        )?;
+        let stop = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("pod-resources".into())
+            .spawn(move || {
+                // Wait for stop (a message or the channel closing), then shut down.
+                let _ = stop.recv();
+                server.stop();
+            })
+            .map_err(|source| KubeletError::Thread {
+                name: "pod-resources",
+                source,
+            })?;
+        Ok(vec![handle])
+    }
+
     fn birth_cry(&self) {
         log::info!(
             "Starting kubelet. node={} version={}",

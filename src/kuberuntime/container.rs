@@ -184,7 +184,30 @@ impl RuntimeManager {
             "Created",
             format!("Created container {}", container.name),
         );
+        let is_init = pod.spec.as_ref().is_some_and(|s| {
+            s.init_containers
+                .iter()
+                .flatten()
+                .any(|c| c.name == container.name)
+        });
+        let container_type = if is_init {
+            "init_container"
+        } else {
+            "container"
+        };
+        let metrics = crate::util::metrics::kubelet();
+        metrics.started_containers.inc(&[container_type]);
         if let Err(e) = self.runtime.start_container(&id) {
+            let code = match &e {
+                crate::cri::CriError::Rpc { code, .. } => format!("{code:?}"),
+                crate::cri::CriError::NotFound { .. } => "NotFound".into(),
+                crate::cri::CriError::DeadlineExceeded { .. } => "DeadlineExceeded".into(),
+                crate::cri::CriError::Unavailable { .. } => "Unavailable".into(),
+                _ => "Unknown".into(),
+            };
+            metrics
+                .started_containers_errors
+                .inc(&[container_type, &code]);
             self.recorder
                 .pod_event(pod, EventType::Warning, "Failed", format!("Error: {e}"));
             return Err(StartFailure::new("RunContainerError", e.to_string()));

@@ -457,9 +457,12 @@ impl RuntimeManager {
                 "pod=\"{key}\" uid={uid} creating sandbox (attempt {})",
                 actions.attempt
             );
+            let metrics = crate::util::metrics::kubelet();
+            metrics.started_pods.inc();
             match self.runtime.run_pod_sandbox(&sandbox_config, "") {
                 Ok(id) => id,
                 Err(source) => {
+                    metrics.started_pods_errors.inc();
                     self.recorder.pod_event(
                         pod,
                         EventType::Warning,

@@ -156,10 +156,14 @@ impl ProbeResults {
     }
 }
 
-/// Probe counters (upstream `prober_probe_total`), by kind and result.
+/// The labels of one `prober_probe_total` series: probe type, result, container, pod,
+/// namespace and pod UID.
+pub type ProbeSeries = (&'static str, &'static str, String, String, String, String);
+
+/// Probe counters (upstream `prober_probe_total`), by kind, result and container.
 #[derive(Debug, Default)]
 pub struct ProberMetrics {
-    counts: Mutex<HashMap<(ProbeKind, &'static str), u64>>,
+    counts: Mutex<HashMap<ProbeSeries, u64>>,
     /// Due probes that found the pool full and waited a period.
     pub saturated: AtomicU64,
     /// Probes run.
@@ -167,24 +171,50 @@ pub struct ProberMetrics {
 }
 
 impl ProberMetrics {
-    fn count(&self, kind: ProbeKind, result: ProbeResult) {
+    fn count(&self, kind: ProbeKind, result: ProbeResult, pod: &Pod, container: &str) {
         let label = match result {
             ProbeResult::Success => "successful",
             ProbeResult::Failure => "failed",
             ProbeResult::Unknown => "unknown",
         };
+        let series = (
+            kind.name(),
+            label,
+            container.to_string(),
+            pod.metadata.name.clone().unwrap_or_default(),
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.uid.clone().unwrap_or_default(),
+        );
         if let Ok(mut c) = self.counts.lock() {
-            *c.entry((kind, label)).or_default() += 1;
+            *c.entry(series).or_default() += 1;
         }
         self.runs.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `(probe_type, result, count)` for `prober_probe_total`.
+    /// Drops a removed pod's series (upstream deletes them when its workers stop).
+    fn forget_pod(&self, uid: &str) {
+        if let Ok(mut c) = self.counts.lock() {
+            c.retain(|k, _| k.5 != uid);
+        }
+    }
+
+    /// `(probe_type, result, count)` summed over containers.
     pub fn totals(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut sums: HashMap<(&'static str, &'static str), u64> = HashMap::new();
+        for (k, n) in self.series() {
+            *sums.entry((k.0, k.1)).or_default() += n;
+        }
+        let mut out: Vec<_> = sums.into_iter().map(|((k, r), n)| (k, r, n)).collect();
+        out.sort();
+        out
+    }
+
+    /// Every series of `prober_probe_total` with its count.
+    pub fn series(&self) -> Vec<(ProbeSeries, u64)> {
         let mut out: Vec<_> = self
             .counts
             .lock()
-            .map(|c| c.iter().map(|((k, r), n)| (k.name(), *r, *n)).collect())
+            .map(|c| c.iter().map(|(k, n)| (k.clone(), *n)).collect())
             .unwrap_or_default();
         out.sort();
         out
@@ -421,7 +451,6 @@ impl Shared {
     /// Records a run's outcome (on the pool thread that ran it).
     fn finished(&self, d: Done) {
         let kind = d.key.2;
-        self.metrics.count(kind, d.outcome.result);
         let (pod, changed) = {
             let mut entries = self
                 .entries
@@ -430,6 +459,8 @@ impl Shared {
             let Some(entry) = entries.get_mut(&d.key) else {
                 return;
             };
+            self.metrics
+                .count(kind, d.outcome.result, &entry.pod, &d.key.1);
             if entry.generation != d.generation {
                 return;
             }
@@ -494,6 +525,7 @@ impl Scheduler {
                     .collect();
                 entries.retain(|k, _| k.0 != uid);
                 shared.results.forget(&ids);
+                shared.metrics.forget_pod(&uid.0);
             }
             Command::SetPod {
                 pod,

@@ -94,6 +94,8 @@ pub enum Call {
     RemoveImage(String),
     /// `ImageFsInfo`.
     ImageFsInfo,
+    /// `ListContainerStats`.
+    ListContainerStats,
 }
 
 /// In-memory CRI runtime; see the module docs for its behaviour.

@@ -49,6 +49,16 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every query parameter, in order.
+    pub fn query_pairs(&self) -> &[(String, String)] {
+        &self.query
+    }
+
+    /// Every header (lower-case names), in order.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
     /// A boolean query parameter (`true` or `1`).
     pub fn query_flag(&self, key: &str) -> bool {
         matches!(self.query(key), Some("true" | "1"))

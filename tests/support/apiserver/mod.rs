@@ -43,6 +43,7 @@ mod discovery;
 mod faults;
 mod http;
 mod kubeconfig;
+mod kubelet;
 mod meta;
 mod registry;
 mod resources;
@@ -372,6 +373,21 @@ impl ApiServer {
         let namespace = namespace_or_default(&service.metadata);
         let object = to_json(&service);
         registry::create(&self.shared.store, Resource::Services, &namespace, object).map(from_json)
+    }
+
+    /// Makes TokenReview accept `token` as `user` in `groups`.
+    pub fn accept_token(&self, token: &str, user: &str, groups: &[&str]) {
+        self.shared.reviews.accept_token(token, user, groups);
+    }
+
+    /// Makes SubjectAccessReview allow `user` the `nodes` subresources named (`*`: all).
+    pub fn allow_kubelet_access(&self, user: &str, subresources: &[&str]) {
+        self.shared.reviews.allow(user, subresources);
+    }
+
+    /// SubjectAccessReviews asked so far: (user, verb, subresource).
+    pub fn access_reviews(&self) -> Vec<(String, String, String)> {
+        self.shared.reviews.asked()
     }
 
     /// How many TokenRequests were answered with a token.

@@ -13,6 +13,7 @@ use super::authz::{self, Ask};
 use super::deletion::{self, DeleteOptions};
 use super::discovery;
 use super::http::{write_response, Request, Response};
+use super::kubelet;
 use super::meta::str_at;
 use super::registry::{self, Part, PatchType};
 use super::resources::{Resource, COORDINATION_GROUP};
@@ -45,6 +46,16 @@ enum Route {
         name: String,
         sub: Sub,
     },
+    /// `POST /apis/authentication.k8s.io/v1/tokenreviews`.
+    TokenReview,
+    /// `POST /apis/authorization.k8s.io/v1/subjectaccessreviews`.
+    SubjectAccessReview,
+    /// `pods/{name}/{log,exec,attach,portforward}`, forwarded to the node's kubelet.
+    PodProxy {
+        namespace: String,
+        name: String,
+        sub: String,
+    },
     /// `namespaces/{ns}/serviceaccounts/{name}/token` (service accounts are not stored).
     Token {
         namespace: String,
@@ -64,6 +75,17 @@ enum Sub {
 fn parse_route(path: &str) -> Route {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
+        ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => Route::TokenReview,
+        ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"] => {
+            Route::SubjectAccessReview
+        }
+        ["api", "v1", "namespaces", ns, "pods", name, sub @ ("log" | "exec" | "attach" | "portforward")] => {
+            Route::PodProxy {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                sub: sub.to_string(),
+            }
+        }
         ["version"] => Route::Version,
         ["healthz" | "livez" | "readyz", ..] => Route::Health,
         ["api"] => Route::Api,
@@ -244,6 +266,26 @@ fn dispatch(
         Route::Group => get_only(discovery::coordination_group()),
         Route::GroupVersion => get_only(discovery::resource_list(COORDINATION_GROUP)),
         Route::Unknown => Err(ApiError::no_route()),
+        Route::TokenReview | Route::SubjectAccessReview => {
+            if request.method != "POST" {
+                return Err(ApiError::method_not_allowed());
+            }
+            let body = parse_body(request)?;
+            let answer = if route == Route::TokenReview {
+                shared.reviews.token_review(body)
+            } else {
+                shared.reviews.subject_access_review(body)
+            };
+            Ok(Outcome::Respond(Response::json(201, &answer)))
+        }
+        Route::PodProxy {
+            namespace,
+            name,
+            sub,
+        } => {
+            kubelet::proxy(shared, request, &namespace, &name, &sub, conn)?;
+            Ok(Outcome::Close)
+        }
         // Dry runs would need a second, throw-away write path; refuse rather than write.
         _ if request.query("dryRun").is_some() => Err(ApiError::bad_request(
             "dryRun is not supported by the API server test double",

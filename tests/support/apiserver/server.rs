@@ -49,6 +49,8 @@ pub struct Shared {
     pub addr: SocketAddr,
     /// Tokens issued by `serviceaccounts/{name}/token`.
     pub tokens_issued: AtomicU64,
+    /// TokenReview and SubjectAccessReview answers.
+    pub reviews: super::kubelet::Reviews,
     /// Requests per (verb, resource).
     counts: Mutex<HashMap<(String, String), u64>>,
     /// A clone of every open connection's socket, to shut them down from outside.
@@ -82,6 +84,7 @@ impl Shared {
             tls,
             addr,
             tokens_issued: AtomicU64::new(0),
+            reviews: super::kubelet::Reviews::default(),
             counts: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),

@@ -1,0 +1,644 @@
+//! Resource figures for `/stats/summary` (the Summary API shape of upstream
+//! `k8s.io/kubelet/pkg/apis/stats/v1alpha1`) and `/metrics/resource`: node CPU and memory
+//! from `/proc`, node and image filesystems from `statvfs` and CRI `ImageFsInfo`, and pod
+//! and container CPU, memory and writable layers from CRI `ListContainerStats` (upstream's
+//! CRI stats provider).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
+
+use crate::cri::{api, ImageService, RuntimeService};
+use crate::kuberuntime::labels::{
+    CONTAINER_NAME_LABEL, POD_NAMESPACE_LABEL, POD_NAME_LABEL, POD_UID_LABEL,
+};
+use crate::util::metrics::Exposition;
+
+/// CPU figures.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuStats {
+    /// When sampled.
+    pub time: String,
+    /// Average nanocores over the last sample window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_nano_cores: Option<u64>,
+    /// Cumulative core-nanoseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_core_nano_seconds: Option<u64>,
+}
+
+/// Memory figures.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryStats {
+    /// When sampled.
+    pub time: String,
+    /// Bytes left before the limit (or capacity).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available_bytes: Option<u64>,
+    /// All memory in use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_bytes: Option<u64>,
+    /// Memory that cannot be reclaimed easily.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_set_bytes: Option<u64>,
+    /// Anonymous and swap cache memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+    /// Page faults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_faults: Option<u64>,
+    /// Major page faults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub major_page_faults: Option<u64>,
+}
+
+/// Filesystem figures.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FsStats {
+    /// When sampled.
+    pub time: String,
+    /// Bytes free for unprivileged users.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available_bytes: Option<u64>,
+    /// Size of the filesystem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_bytes: Option<u64>,
+    /// Bytes used (by the object the figures are about).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used_bytes: Option<u64>,
+    /// Free inodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inodes_free: Option<u64>,
+    /// All inodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inodes: Option<u64>,
+    /// Inodes used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inodes_used: Option<u64>,
+}
+
+/// The runtime's filesystems.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeStats {
+    /// Where images live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_fs: Option<FsStats>,
+}
+
+/// The node.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStats {
+    /// Node name.
+    pub node_name: String,
+    /// When the node (kubelet process) started.
+    pub start_time: String,
+    /// CPU.
+    pub cpu: CpuStats,
+    /// Memory.
+    pub memory: MemoryStats,
+    /// The root-dir filesystem.
+    pub fs: FsStats,
+    /// Runtime filesystems.
+    pub runtime: RuntimeStats,
+}
+
+/// A pod's identity.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PodReference {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// UID.
+    pub uid: String,
+}
+
+/// One container.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStats {
+    /// Name in the pod spec.
+    pub name: String,
+    /// When it was created.
+    pub start_time: String,
+    /// CPU.
+    pub cpu: CpuStats,
+    /// Memory.
+    pub memory: MemoryStats,
+    /// The writable layer.
+    pub rootfs: FsStats,
+    /// Its log file.
+    pub logs: FsStats,
+}
+
+/// One pod.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStats {
+    /// Identity.
+    pub pod_ref: PodReference,
+    /// Earliest container start.
+    pub start_time: String,
+    /// Containers.
+    pub containers: Vec<ContainerStats>,
+    /// Sum over containers.
+    pub cpu: CpuStats,
+    /// Sum over containers.
+    pub memory: MemoryStats,
+    /// Writable layers plus logs.
+    #[serde(rename = "ephemeral-storage")]
+    pub ephemeral_storage: FsStats,
+}
+
+/// The Summary API document.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// The node.
+    pub node: NodeStats,
+    /// Every pod with running containers.
+    pub pods: Vec<PodStats>,
+}
+
+/// Gathers figures from the host and the runtime.
+pub struct StatsProvider {
+    runtime: Arc<dyn RuntimeService>,
+    images: Arc<dyn ImageService>,
+    node_name: String,
+    root_dir: PathBuf,
+    pod_logs_dir: PathBuf,
+    /// `/proc` (a fixture directory in tests).
+    proc_dir: PathBuf,
+    started: String,
+    /// The previous node CPU sample: (ns since the epoch, cumulative core-ns).
+    last_cpu: Mutex<Option<(i128, u64)>>,
+}
+
+/// The current time.
+pub fn now() -> Timestamp {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    Timestamp::from_nanosecond(i128::try_from(nanos).unwrap_or(0)).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn rfc3339(nanos: i128) -> String {
+    Timestamp::from_nanosecond(nanos)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn value(v: &protobuf::SingularPtrField<api::UInt64Value>) -> Option<u64> {
+    v.as_ref().map(|v| v.value)
+}
+
+impl StatsProvider {
+    /// A provider for the node `node_name`.
+    pub fn new(
+        runtime: Arc<dyn RuntimeService>,
+        images: Arc<dyn ImageService>,
+        node_name: &str,
+        root_dir: &Path,
+        pod_logs_dir: &Path,
+    ) -> StatsProvider {
+        StatsProvider {
+            runtime,
+            images,
+            node_name: node_name.into(),
+            root_dir: root_dir.into(),
+            pod_logs_dir: pod_logs_dir.into(),
+            proc_dir: PathBuf::from("/proc"),
+            started: now().to_string(),
+            last_cpu: Mutex::new(None),
+        }
+    }
+
+    /// The summary; `only_cpu_and_memory` leaves filesystems out (what the metrics need).
+    pub fn summary(&self, only_cpu_and_memory: bool) -> Result<Summary, String> {
+        let now = now();
+        let time = now.to_string();
+        let mut node = NodeStats {
+            node_name: self.node_name.clone(),
+            start_time: self.started.clone(),
+            cpu: self.node_cpu(now.as_nanosecond()),
+            memory: self.node_memory(&time),
+            ..NodeStats::default()
+        };
+        if !only_cpu_and_memory {
+            node.fs = fs_of(&self.root_dir, &time);
+            node.runtime.image_fs = self.image_fs(&time);
+        }
+        let stats = self
+            .runtime
+            .list_container_stats(None)
+            .map_err(|e| format!("listing container stats: {e}"))?;
+        let containers = self
+            .runtime
+            .list_containers(None)
+            .map_err(|e| format!("listing containers: {e}"))?;
+        let created: BTreeMap<&str, (i64, api::ContainerState)> = containers
+            .iter()
+            .map(|c| (c.id.as_str(), (c.created_at, c.state)))
+            .collect();
+        let mut pods: BTreeMap<PodReference, PodStats> = BTreeMap::new();
+        for s in &stats {
+            let Some(attrs) = s.attributes.as_ref() else {
+                continue;
+            };
+            let Some(&(created_at, state)) = created.get(attrs.id.as_str()) else {
+                continue;
+            };
+            if state != api::ContainerState::CONTAINER_RUNNING {
+                continue;
+            }
+            let label = |k: &str| attrs.labels.get(k).cloned().unwrap_or_default();
+            let pod_ref = PodReference {
+                name: label(POD_NAME_LABEL),
+                namespace: label(POD_NAMESPACE_LABEL),
+                uid: label(POD_UID_LABEL),
+            };
+            if pod_ref.uid.is_empty() {
+                continue;
+            }
+            let name = label(CONTAINER_NAME_LABEL);
+            let container =
+                self.container(s, &name, &pod_ref, created_at, only_cpu_and_memory, &time);
+            let pod = pods.entry(pod_ref.clone()).or_insert_with(|| PodStats {
+                pod_ref,
+                start_time: container.start_time.clone(),
+                ..PodStats::default()
+            });
+            if container.start_time < pod.start_time {
+                pod.start_time = container.start_time.clone();
+            }
+            pod.containers.push(container);
+        }
+        let pods = pods
+            .into_values()
+            .map(|mut p| {
+                p.containers.sort_by(|a, b| a.name.cmp(&b.name));
+                sum_pod(&mut p, &time, only_cpu_and_memory);
+                p
+            })
+            .collect();
+        Ok(Summary { node, pods })
+    }
+
+    fn container(
+        &self,
+        s: &api::ContainerStats,
+        name: &str,
+        pod: &PodReference,
+        created_at: i64,
+        only_cpu_and_memory: bool,
+        time: &str,
+    ) -> ContainerStats {
+        let cpu = s.cpu.as_ref().map_or_else(CpuStats::default, |c| CpuStats {
+            time: rfc3339(i128::from(c.timestamp)),
+            usage_nano_cores: value(&c.usage_nano_cores),
+            usage_core_nano_seconds: value(&c.usage_core_nano_seconds),
+        });
+        let memory = s
+            .memory
+            .as_ref()
+            .map_or_else(MemoryStats::default, |m| MemoryStats {
+                time: rfc3339(i128::from(m.timestamp)),
+                available_bytes: value(&m.available_bytes),
+                usage_bytes: value(&m.usage_bytes),
+                working_set_bytes: value(&m.working_set_bytes),
+                rss_bytes: value(&m.rss_bytes),
+                page_faults: value(&m.page_faults),
+                major_page_faults: value(&m.major_page_faults),
+            });
+        let mut out = ContainerStats {
+            name: name.into(),
+            start_time: rfc3339(i128::from(created_at)),
+            cpu,
+            memory,
+            ..ContainerStats::default()
+        };
+        if !only_cpu_and_memory {
+            let mut rootfs = fs_of(&self.root_dir, time);
+            rootfs.used_bytes = s.writable_layer.as_ref().and_then(|w| value(&w.used_bytes));
+            rootfs.inodes_used = s
+                .writable_layer
+                .as_ref()
+                .and_then(|w| value(&w.inodes_used));
+            out.rootfs = rootfs;
+            let mut logs = fs_of(&self.pod_logs_dir, time);
+            let dir = crate::kuberuntime::logs::pod_log_dir(
+                &self.pod_logs_dir,
+                &pod.namespace,
+                &pod.name,
+                &pod.uid,
+            )
+            .join(name);
+            logs.used_bytes = Some(dir_size(&dir));
+            out.logs = logs;
+        }
+        out
+    }
+
+    fn node_cpu(&self, now_nanos: i128) -> CpuStats {
+        let Some(total) = read_cpu_core_nanos(&self.proc_dir) else {
+            return CpuStats::default();
+        };
+        let mut last = self.last_cpu.lock().unwrap_or_else(PoisonError::into_inner);
+        let nano_cores = last.and_then(|(t, prev)| {
+            let elapsed = u64::try_from(now_nanos - t).ok().filter(|e| *e > 0)?;
+            let used = total.checked_sub(prev)?;
+            Some((u128::from(used) * 1_000_000_000 / u128::from(elapsed)) as u64)
+        });
+        *last = Some((now_nanos, total));
+        CpuStats {
+            time: rfc3339(now_nanos),
+            usage_nano_cores: nano_cores,
+            usage_core_nano_seconds: Some(total),
+        }
+    }
+
+    fn node_memory(&self, time: &str) -> MemoryStats {
+        let Ok(text) = std::fs::read_to_string(self.proc_dir.join("meminfo")) else {
+            return MemoryStats::default();
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .map(|kib| kib * 1024)
+        };
+        let (Some(total), Some(free)) = (field("MemTotal"), field("MemFree")) else {
+            return MemoryStats::default();
+        };
+        let usage = total.saturating_sub(free);
+        let working_set = usage.saturating_sub(field("Inactive(file)").unwrap_or(0));
+        MemoryStats {
+            time: time.into(),
+            available_bytes: Some(total.saturating_sub(working_set)),
+            usage_bytes: Some(usage),
+            working_set_bytes: Some(working_set),
+            rss_bytes: field("AnonPages"),
+            ..MemoryStats::default()
+        }
+    }
+
+    fn image_fs(&self, time: &str) -> Option<FsStats> {
+        let info = self.images.image_fs_info().ok()?;
+        let usage = info.image_filesystems.first()?;
+        let mut fs = usage
+            .fs_id
+            .as_ref()
+            .map(|id| fs_of(Path::new(&id.mountpoint), time))
+            .unwrap_or_default();
+        fs.time = time.into();
+        fs.used_bytes = value(&usage.used_bytes);
+        fs.inodes_used = value(&usage.inodes_used);
+        Some(fs)
+    }
+
+    /// `/metrics/resource` in Prometheus text format.
+    pub fn resource_metrics(&self) -> String {
+        let mut e = Exposition::default();
+        let summary = self.summary(true);
+        e.family(
+            "scrape_error",
+            "[ALPHA] 1 if there was an error while getting container metrics, 0 otherwise",
+            "gauge",
+        );
+        e.sample(
+            "scrape_error",
+            &[],
+            &[],
+            if summary.is_ok() { 0.0 } else { 1.0 },
+        );
+        let Ok(summary) = summary else {
+            return e.finish();
+        };
+        let secs = |ns: Option<u64>| ns.map(|n| n as f64 / 1e9);
+        e.family(
+            "node_cpu_usage_seconds_total",
+            "[STABLE] Cumulative cpu time consumed by the node in core-seconds",
+            "counter",
+        );
+        if let Some(v) = secs(summary.node.cpu.usage_core_nano_seconds) {
+            e.sample("node_cpu_usage_seconds_total", &[], &[], v);
+        }
+        e.family(
+            "node_memory_working_set_bytes",
+            "[STABLE] Current working set of the node in bytes",
+            "gauge",
+        );
+        if let Some(v) = summary.node.memory.working_set_bytes {
+            e.sample("node_memory_working_set_bytes", &[], &[], v as f64);
+        }
+        let c_labels = ["container", "namespace", "pod"];
+        let p_labels = ["namespace", "pod"];
+        let families = [
+            (
+                "container_cpu_usage_seconds_total",
+                "[STABLE] Cumulative cpu time consumed by the container in core-seconds",
+                "counter",
+            ),
+            (
+                "container_memory_working_set_bytes",
+                "[STABLE] Current working set of the container in bytes",
+                "gauge",
+            ),
+            (
+                "container_start_time_seconds",
+                "[STABLE] Start time of the container since unix epoch in seconds",
+                "gauge",
+            ),
+        ];
+        for (i, (name, help, kind)) in families.iter().enumerate() {
+            e.family(name, help, kind);
+            for pod in &summary.pods {
+                for c in &pod.containers {
+                    let labels = [
+                        c.name.clone(),
+                        pod.pod_ref.namespace.clone(),
+                        pod.pod_ref.name.clone(),
+                    ];
+                    let v = match i {
+                        0 => secs(c.cpu.usage_core_nano_seconds),
+                        1 => c.memory.working_set_bytes.map(|v| v as f64),
+                        _ => c
+                            .start_time
+                            .parse::<Timestamp>()
+                            .ok()
+                            .map(|t| t.as_millisecond() as f64 / 1000.0),
+                    };
+                    if let Some(v) = v {
+                        e.sample(name, &c_labels, &labels, v);
+                    }
+                }
+            }
+        }
+        e.family(
+            "pod_cpu_usage_seconds_total",
+            "[STABLE] Cumulative cpu time consumed by the pod in core-seconds",
+            "counter",
+        );
+        for pod in &summary.pods {
+            if let Some(v) = secs(pod.cpu.usage_core_nano_seconds) {
+                let labels = [pod.pod_ref.namespace.clone(), pod.pod_ref.name.clone()];
+                e.sample("pod_cpu_usage_seconds_total", &p_labels, &labels, v);
+            }
+        }
+        e.family(
+            "pod_memory_working_set_bytes",
+            "[STABLE] Current working set of the pod in bytes",
+            "gauge",
+        );
+        for pod in &summary.pods {
+            if let Some(v) = pod.memory.working_set_bytes {
+                let labels = [pod.pod_ref.namespace.clone(), pod.pod_ref.name.clone()];
+                e.sample("pod_memory_working_set_bytes", &p_labels, &labels, v as f64);
+            }
+        }
+        e.finish()
+    }
+}
+
+fn sum_pod(pod: &mut PodStats, time: &str, only_cpu_and_memory: bool) {
+    let sum = |f: &dyn Fn(&ContainerStats) -> Option<u64>| -> Option<u64> {
+        pod.containers
+            .iter()
+            .map(f)
+            .try_fold(0u64, |acc, v| Some(acc + v?))
+    };
+    let cpu = CpuStats {
+        time: time.into(),
+        usage_nano_cores: sum(&|c| c.cpu.usage_nano_cores),
+        usage_core_nano_seconds: sum(&|c| c.cpu.usage_core_nano_seconds),
+    };
+    let memory = MemoryStats {
+        time: time.into(),
+        usage_bytes: sum(&|c| c.memory.usage_bytes),
+        working_set_bytes: sum(&|c| c.memory.working_set_bytes),
+        rss_bytes: sum(&|c| c.memory.rss_bytes),
+        page_faults: sum(&|c| c.memory.page_faults),
+        major_page_faults: sum(&|c| c.memory.major_page_faults),
+        ..MemoryStats::default()
+    };
+    if !only_cpu_and_memory {
+        let mut storage = pod
+            .containers
+            .first()
+            .map(|c| c.rootfs.clone())
+            .unwrap_or_default();
+        storage.used_bytes =
+            sum(&|c| Some(c.rootfs.used_bytes.unwrap_or(0) + c.logs.used_bytes.unwrap_or(0)));
+        storage.inodes_used = sum(&|c| c.rootfs.inodes_used);
+        pod.ephemeral_storage = storage;
+    }
+    pod.cpu = cpu;
+    pod.memory = memory;
+}
+
+/// `statvfs` figures of the filesystem holding `path`.
+fn fs_of(path: &Path, time: &str) -> FsStats {
+    match rustix::fs::statvfs(path) {
+        Ok(st) => {
+            let capacity = st.f_blocks.saturating_mul(st.f_frsize);
+            let free = st.f_bfree.saturating_mul(st.f_frsize);
+            FsStats {
+                time: time.into(),
+                available_bytes: Some(st.f_bavail.saturating_mul(st.f_frsize)),
+                capacity_bytes: Some(capacity),
+                used_bytes: Some(capacity.saturating_sub(free)),
+                inodes_free: Some(st.f_ffree),
+                inodes: Some(st.f_files),
+                inodes_used: Some(st.f_files.saturating_sub(st.f_ffree)),
+            }
+        }
+        Err(_) => FsStats {
+            time: time.into(),
+            ..FsStats::default()
+        },
+    }
+}
+
+/// Bytes of the regular files under `dir` (not following links).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Cumulative busy CPU time of the machine in core-nanoseconds, from `/proc/stat`
+/// (everything but idle and iowait; USER_HZ is 100 on Linux).
+fn read_cpu_core_nanos(proc_dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: u64 = fields
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| *v)
+        .sum();
+    Some(busy * 10_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cri::FakeRuntime;
+
+    #[test]
+    fn node_figures_come_from_proc() {
+        let dir = std::env::temp_dir().join(format!("rkubelet-stats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("stat"),
+            "cpu  100 5 50 1000 20 1 2 0 0 0\ncpu0 100 5 50 1000 20 1 2 0 0 0\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("meminfo"),
+            "MemTotal:       1000 kB\nMemFree:         200 kB\nAnonPages:       300 kB\nInactive(file):  100 kB\n",
+        )
+        .unwrap();
+        let fake = Arc::new(FakeRuntime::new());
+        let mut p = StatsProvider::new(fake.clone(), fake, "n", &dir, &dir);
+        p.proc_dir = dir.clone();
+        let cpu = p.node_cpu(1_000_000_000);
+        assert_eq!(cpu.usage_core_nano_seconds, Some(158 * 10_000_000));
+        assert_eq!(cpu.usage_nano_cores, None, "one sample gives no rate yet");
+        std::fs::write(dir.join("stat"), "cpu  200 5 50 1000 20 1 2 0 0 0\n").unwrap();
+        let cpu = p.node_cpu(2_000_000_000);
+        assert_eq!(
+            cpu.usage_nano_cores,
+            Some(1_000_000_000),
+            "one core busy for 1 s"
+        );
+        let mem = p.node_memory("t");
+        assert_eq!(mem.usage_bytes, Some(800 * 1024));
+        assert_eq!(mem.working_set_bytes, Some(700 * 1024));
+        assert_eq!(mem.available_bytes, Some(300 * 1024));
+        assert_eq!(mem.rss_bytes, Some(300 * 1024));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

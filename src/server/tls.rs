@@ -1,0 +1,417 @@
+//! TLS for the kubelet API: the serving certificate (`tlsCertFile`/`tlsPrivateKeyFile`, or
+//! a self-signed pair made once in the cert dir as upstream does), `tlsMinVersion` and
+//! `tlsCipherSuites`, client certificates checked against `authentication.x509.clientCAFile`,
+//! and the subject (user and groups) of a verified client certificate.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
+
+/// Errors building the TLS set-up; each names the file or setting.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file held no usable certificate or key.
+    #[error("{path}: {why}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        why: String,
+    },
+    /// A setting was not valid.
+    #[error("{setting}: {why}")]
+    Setting {
+        /// The setting (`tlsCipherSuites`, ...).
+        setting: &'static str,
+        /// What was wrong.
+        why: String,
+    },
+    /// Generating the self-signed certificate failed.
+    #[error("generating a self-signed serving certificate: {0}")]
+    Generate(String),
+}
+
+/// What the TLS set-up is built from.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    /// `tlsCertFile`.
+    pub cert_file: Option<PathBuf>,
+    /// `tlsPrivateKeyFile`.
+    pub key_file: Option<PathBuf>,
+    /// Where the self-signed pair lives (`--cert-dir`).
+    pub cert_dir: PathBuf,
+    /// Names and addresses for a self-signed certificate.
+    pub hostnames: Vec<String>,
+    /// `tlsMinVersion`.
+    pub min_version: Option<String>,
+    /// `tlsCipherSuites` (Go names).
+    pub cipher_suites: Vec<String>,
+    /// `authentication.x509.clientCAFile`.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// The serving certificate files: the configured ones, or `kubelet.crt`/`kubelet.key` in
+/// the cert dir, generated on first use.
+pub fn serving_files(settings: &TlsSettings) -> Result<(PathBuf, PathBuf), TlsError> {
+    if let (Some(cert), Some(key)) = (&settings.cert_file, &settings.key_file) {
+        return Ok((cert.clone(), key.clone()));
+    }
+    let cert = settings.cert_dir.join("kubelet.crt");
+    let key = settings.cert_dir.join("kubelet.key");
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    let (cert_pem, key_pem) = self_signed(&settings.hostnames)?;
+    let file_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TlsError::File { path, source }
+    };
+    std::fs::create_dir_all(&settings.cert_dir).map_err(file_err(&settings.cert_dir))?;
+    crate::util::write_private(&key, key_pem.as_bytes()).map_err(file_err(&key))?;
+    std::fs::write(&cert, cert_pem.as_bytes()).map_err(file_err(&cert))?;
+    log::info!(
+        "wrote a self-signed serving certificate to {} (valid for {})",
+        cert.display(),
+        settings.hostnames.join(", ")
+    );
+    Ok((cert, key))
+}
+
+/// A CA and a serving certificate signed by it for `hostnames` (DNS names or IPs), valid
+/// for a year: the PEM of the certificate followed by the CA, and the key.
+pub fn self_signed(hostnames: &[String]) -> Result<(String, String), TlsError> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+    let g = |e: rcgen::Error| TlsError::Generate(e.to_string());
+    let host = hostnames
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "localhost".into());
+    let now = std::time::SystemTime::now();
+    let stamp = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let year = Duration::from_secs(365 * 24 * 3600);
+    let mut ca_params = CertificateParams::default();
+    ca_params.distinguished_name = rcgen::DistinguishedName::new();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{host}-ca@{stamp}"));
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca_params.not_before = now.into();
+    ca_params.not_after = (now + year).into();
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(g)?).map_err(g)?;
+
+    let mut params = CertificateParams::new(hostnames.to_vec()).map_err(g)?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{host}@{stamp}"));
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.not_before = now.into();
+    params.not_after = (now + year).into();
+    let key = KeyPair::generate().map_err(g)?;
+    let cert = params.signed_by(&key, &ca).map_err(g)?;
+    Ok((format!("{}{}", cert.pem(), ca.pem()), key.serialize_pem()))
+}
+
+/// The rustls server configuration for the kubelet API.
+pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+    let (cert_file, key_file) = serving_files(settings)?;
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::File {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let pem_err = |path: &Path, why: String| TlsError::Pem {
+        path: path.to_path_buf(),
+        why,
+    };
+    let cert_pem = read(&cert_file)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_err(&cert_file, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(pem_err(&cert_file, "no certificate in the file".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read(&key_file)?)
+        .map_err(|e| pem_err(&key_file, e.to_string()))?;
+
+    let provider = Arc::new(provider(&settings.cipher_suites)?);
+    let versions = versions(settings.min_version.as_deref())?;
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(versions)
+        .map_err(|e| TlsError::Setting {
+            setting: "tlsCipherSuites",
+            why: e.to_string(),
+        })?;
+    let builder = match &settings.client_ca_file {
+        Some(ca_file) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&read(ca_file)?) {
+                let cert = cert.map_err(|e| pem_err(ca_file, e.to_string()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| pem_err(ca_file, e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(pem_err(ca_file, "no CA certificate in the file".into()));
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| pem_err(ca_file, e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| pem_err(&key_file, e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn versions(
+    min: Option<&str>,
+) -> Result<&'static [&'static rustls::SupportedProtocolVersion], TlsError> {
+    static BOTH: [&rustls::SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS13, &rustls::version::TLS12];
+    static ONLY_13: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    match min.unwrap_or("") {
+        "" | "VersionTLS12" => Ok(&BOTH),
+        "VersionTLS10" | "VersionTLS11" => {
+            log::warn!("tlsMinVersion {min:?}: TLS below 1.2 is not offered; using VersionTLS12");
+            Ok(&BOTH)
+        }
+        "VersionTLS13" => Ok(&ONLY_13),
+        other => Err(TlsError::Setting {
+            setting: "tlsMinVersion",
+            why: format!(
+                "{other:?} is not one of VersionTLS10, VersionTLS11, VersionTLS12, VersionTLS13"
+            ),
+        }),
+    }
+}
+
+/// The ring provider with TLS 1.2 suites limited to `names` (Go names, as upstream's
+/// `tlsCipherSuites`; as in Go, the list does not restrict TLS 1.3 suites).
+fn provider(names: &[String]) -> Result<CryptoProvider, TlsError> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if names.is_empty() {
+        return Ok(provider);
+    }
+    let all = provider.cipher_suites.clone();
+    let mut chosen: Vec<SupportedCipherSuite> = all
+        .iter()
+        .filter(|s| matches!(s, SupportedCipherSuite::Tls13(_)))
+        .copied()
+        .collect();
+    for name in names {
+        let found = all.iter().find(|s| {
+            matches!(s, SupportedCipherSuite::Tls12(_)) && format!("{:?}", s.suite()) == *name
+                || go_tls13_name(s) == Some(name.as_str())
+        });
+        match found {
+            Some(s) if !chosen.contains(s) => chosen.push(*s),
+            Some(_) => {}
+            None => {
+                return Err(TlsError::Setting {
+                    setting: "tlsCipherSuites",
+                    why: format!("unsupported cipher suite {name:?}"),
+                })
+            }
+        }
+    }
+    provider.cipher_suites = chosen;
+    Ok(provider)
+}
+
+fn go_tls13_name(suite: &SupportedCipherSuite) -> Option<&'static str> {
+    match suite {
+        SupportedCipherSuite::Tls13(_) => match format!("{:?}", suite.suite()).as_str() {
+            "TLS13_AES_128_GCM_SHA256" => Some("TLS_AES_128_GCM_SHA256"),
+            "TLS13_AES_256_GCM_SHA384" => Some("TLS_AES_256_GCM_SHA384"),
+            "TLS13_CHACHA20_POLY1305_SHA256" => Some("TLS_CHACHA20_POLY1305_SHA256"),
+            _ => None,
+        },
+        SupportedCipherSuite::Tls12(_) => None,
+    }
+}
+
+/// The subject of a certificate: its common name and organizations (the user name and
+/// groups of a client certificate, as Kubernetes maps them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subject {
+    /// CN.
+    pub common_name: String,
+    /// O values, in order.
+    pub organizations: Vec<String>,
+}
+
+/// Reads the subject of a DER certificate. Only certificates that passed verification are
+/// given to it; anything it cannot walk gives `None`.
+pub fn subject(cert: &[u8]) -> Option<Subject> {
+    let (tag, certificate, _) = der(cert)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (tag, tbs, _) = der(certificate)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let mut rest = tbs;
+    // version [0] (optional), serial, signature, issuer, validity, subject
+    let (tag, _, after) = der(rest)?;
+    if tag == 0xa0 {
+        rest = after;
+    }
+    for _ in 0..4 {
+        let (_, _, after) = der(rest)?;
+        rest = after;
+    }
+    let (tag, name, _) = der(rest)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let mut out = Subject::default();
+    let mut rdns = name;
+    while !rdns.is_empty() {
+        let (_, set, after) = der(rdns)?;
+        rdns = after;
+        let mut atvs = set;
+        while !atvs.is_empty() {
+            let (_, atv, after) = der(atvs)?;
+            atvs = after;
+            let (tag, oid, value) = der(atv)?;
+            if tag != 0x06 {
+                return None;
+            }
+            let (_, text, _) = der(value)?;
+            let text = String::from_utf8_lossy(text).into_owned();
+            match oid {
+                [0x55, 0x04, 0x03] => out.common_name = text,
+                [0x55, 0x04, 0x0a] => out.organizations.push(text),
+                _ => {}
+            }
+        }
+    }
+    Some(out)
+}
+
+/// One DER element: tag, contents, and what follows it.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let mut len = 0usize;
+        for &b in &rest[..count] {
+            len = (len << 8) | usize::from(b);
+        }
+        rest = &rest[count..];
+        len
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_pair_is_made_once_and_serves() {
+        let dir = std::env::temp_dir().join(format!("rkubelet-tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let settings = TlsSettings {
+            cert_dir: dir.join("pki"),
+            hostnames: vec!["node-a".into(), "127.0.0.1".into()],
+            ..TlsSettings::default()
+        };
+        let (cert, key) = serving_files(&settings).unwrap();
+        let first = std::fs::read(&cert).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let (again, _) = serving_files(&settings).unwrap();
+        assert_eq!(std::fs::read(again).unwrap(), first, "generated only once");
+        let chain: Vec<_> = CertificateDer::pem_slice_iter(&first)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(chain.len(), 2, "certificate and its CA");
+        let subject = subject(&chain[0]).unwrap();
+        assert!(subject.common_name.starts_with("node-a@"), "{subject:?}");
+        server_config(&settings).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn client_subjects_give_user_and_groups() {
+        use rcgen::{CertificateParams, DnType, KeyPair};
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:masters");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "kube-apiserver-kubelet-client");
+        let cert = params.self_signed(&KeyPair::generate().unwrap()).unwrap();
+        let s = subject(cert.der()).unwrap();
+        assert_eq!(s.common_name, "kube-apiserver-kubelet-client");
+        assert_eq!(s.organizations, vec!["system:masters"]);
+        assert_eq!(subject(b"\x30\x82\xff"), None);
+        assert_eq!(subject(&[]), None);
+    }
+
+    #[test]
+    fn settings_are_checked_by_name() {
+        assert!(versions(Some("VersionTLS13")).unwrap().len() == 1);
+        let e = versions(Some("TLS1.3")).unwrap_err().to_string();
+        assert!(e.starts_with("tlsMinVersion:"), "{e}");
+        let p = provider(&["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into()]).unwrap();
+        assert_eq!(
+            p.cipher_suites.len(),
+            4,
+            "three TLS 1.3 suites and the named one"
+        );
+        let e = provider(&["TLS_RSA_WITH_RC4_128_SHA".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("TLS_RSA_WITH_RC4_128_SHA"), "{e}");
+    }
+}
