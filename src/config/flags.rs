@@ -60,7 +60,7 @@ pub struct KubeletFlags {
     pub root_dir: Option<PathBuf>,
 
     /// Directory of the TLS certificates; ignored when tlsCertFile and tlsPrivateKeyFile are
-    /// set [default: /var/lib/kubelet/pki]
+    /// set [default: <root-dir>/pki]
     #[structopt(long, parse(from_os_str))]
     pub cert_dir: Option<PathBuf>,
 

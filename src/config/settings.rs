@@ -34,7 +34,6 @@ use super::kubelet_config::{self, KubeletConfiguration};
 /// Where the machine's hostname is read when there is no `--hostname-override`.
 const HOSTNAME_FILE: &str = "/proc/sys/kernel/hostname";
 const DEFAULT_ROOT_DIR: &str = "/var/lib/kubelet";
-const DEFAULT_CERT_DIR: &str = "/var/lib/kubelet/pki";
 /// Container log symlinks go here when pod logs are in their default place (upstream fixes it).
 const DEFAULT_CONTAINER_LOGS_DIR: &str = "/var/log/containers";
 const DEFAULT_POD_WORKERS: usize = 8;
@@ -541,6 +540,12 @@ fn merge(
         .map_or_else(|| PathBuf::from(DEFAULT_RESOLV_CONF), |(path, _)| path);
 
     raw.set_defaults();
+    // Upstream's default is /var/lib/kubelet/pki whatever --root-dir says; following
+    // --root-dir keeps kubelets with their own root dirs from sharing one key.
+    let cert_dir = flags
+        .cert_dir
+        .take()
+        .unwrap_or_else(|| root_dir.join("pki"));
     Ok(KubeletConfig {
         container_runtime_endpoint,
         image_service_endpoint,
@@ -562,10 +567,7 @@ fn merge(
         verbosity,
         kubeconfig: flags.kubeconfig.take(),
         bootstrap_kubeconfig: flags.bootstrap_kubeconfig.take(),
-        cert_dir: flags
-            .cert_dir
-            .take()
-            .unwrap_or_else(|| DEFAULT_CERT_DIR.into()),
+        cert_dir,
         pod_workers,
         cgroup_driver,
         prober_workers: flags.prober_workers.unwrap_or(4).clamp(1, 64),
@@ -748,6 +750,8 @@ mod tests {
         assert_eq!(c.image_service_endpoint, containerd);
         assert_eq!(c.root_dir, Path::new("/var/lib/kubelet"));
         assert_eq!(c.cert_dir, Path::new("/var/lib/kubelet/pki"));
+        let moved = settings(&["--root-dir=/srv/kubelet"]).unwrap();
+        assert_eq!(moved.cert_dir, Path::new("/srv/kubelet/pki"));
         assert_eq!(c.pod_logs_dir, Path::new("/var/log/pods"));
         assert_eq!(c.container_logs_dir, Path::new("/var/log/containers"));
         assert_eq!(c.static_pod_path, None);

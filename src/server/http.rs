@@ -29,6 +29,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 const MIN_WORKERS: usize = 4;
 /// How long an extra handler thread waits for work before it ends.
 const WORKER_IDLE: Duration = Duration::from_secs(30);
+/// How often an idle handler thread looks whether the server stopped.
+const WORKER_POLL: Duration = Duration::from_secs(1);
 /// Accepted connections waiting for a handler thread; beyond this they are closed.
 const QUEUE: usize = 256;
 
@@ -378,12 +380,66 @@ pub fn read_request(
 }
 
 fn read_before(conn: &mut Conn, buf: &mut [u8], deadline: Instant) -> Result<usize, ReadError> {
+    match conn {
+        Conn::Plain(s) => {
+            s.set_read_timeout(Some(time_left(deadline)?))
+                .map_err(ReadError::Io)?;
+            s.read(buf).map_err(ReadError::Io)
+        }
+        Conn::Tls(s) => tls_read_before(s, buf, deadline).map_err(ReadError::Io),
+    }
+}
+
+fn time_left(deadline: Instant) -> Result<Duration, ReadError> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(ReadError::Io(io::ErrorKind::TimedOut.into()));
     }
-    conn.set_read_timeout(Some(left)).map_err(ReadError::Io)?;
-    conn.read(buf).map_err(ReadError::Io)
+    Ok(left)
+}
+
+/// Reads plaintext, driving the handshake, with every socket wait bounded by `deadline`
+/// (rustls' own stream keeps reading while a client trickles bytes, whatever the
+/// deadline).
+fn tls_read_before(
+    s: &mut StreamOwned<ServerConnection, TcpStream>,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> io::Result<usize> {
+    let timed_out = || io::Error::from(io::ErrorKind::TimedOut);
+    loop {
+        match s.conn.reader().read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        while s.conn.wants_write() {
+            s.conn.write_tls(&mut s.sock)?;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        s.sock.set_read_timeout(Some(left))?;
+        let n = match s.conn.read_tls(&mut s.sock) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(timed_out()),
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = s.conn.process_new_packets() {
+            // Send the alert describing the failure, if any, then give up.
+            let _ = s.conn.write_tls(&mut s.sock);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        if n == 0 {
+            // End of stream: the reader now says whether it was clean.
+            return match s.conn.reader().read(buf) {
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                Err(e) => Err(e),
+            };
+        }
+    }
 }
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {
@@ -459,11 +515,18 @@ pub struct Server {
 }
 
 struct Pool {
+    name: &'static str,
     jobs: Sender<TcpStream>,
     queue: Receiver<TcpStream>,
+    /// Handler threads waiting for a connection (a new thread counts from its start).
     idle: AtomicUsize,
     total: AtomicUsize,
     max: usize,
+    head_timeout: Duration,
+    tls: Option<Arc<ServerConfig>>,
+    handler: Arc<dyn Handler>,
+    /// Set when the accept thread ends; idle handler threads then end too.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Serves `handler` on `listener` (TLS when `tls` is set) with at most `max_workers`
@@ -476,32 +539,53 @@ pub fn serve(
     max_workers: usize,
     stop: Receiver<()>,
 ) -> io::Result<Server> {
+    serve_with(
+        name,
+        listener,
+        tls,
+        handler,
+        max_workers,
+        HEAD_TIMEOUT,
+        stop,
+    )
+}
+
+/// [`serve`] with the time a client has for its handshake and request head.
+pub fn serve_with(
+    name: &'static str,
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    handler: Arc<dyn Handler>,
+    max_workers: usize,
+    head_timeout: Duration,
+    stop: Receiver<()>,
+) -> io::Result<Server> {
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     let (jobs, queue) = crossbeam_channel::bounded(QUEUE);
     let pool = Arc::new(Pool {
+        name,
         jobs,
         queue,
         idle: AtomicUsize::new(0),
         total: AtomicUsize::new(0),
         max: max_workers.max(MIN_WORKERS),
+        head_timeout,
+        tls,
+        handler,
+        stopping: std::sync::atomic::AtomicBool::new(false),
     });
     let thread = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            accept_loop(name, &listener, &pool, &tls, &handler, &stop);
+            accept_loop(&listener, &pool, &stop);
+            pool.stopping.store(true, Ordering::SeqCst);
         })?;
     Ok(Server { addr, thread })
 }
 
-fn accept_loop(
-    name: &'static str,
-    listener: &TcpListener,
-    pool: &Arc<Pool>,
-    tls: &Option<Arc<ServerConfig>>,
-    handler: &Arc<dyn Handler>,
-    stop: &Receiver<()>,
-) {
+fn accept_loop(listener: &TcpListener, pool: &Arc<Pool>, stop: &Receiver<()>) {
+    let name = pool.name;
     loop {
         match stop.try_recv() {
             Err(crossbeam_channel::TryRecvError::Empty) => {}
@@ -514,13 +598,8 @@ fn accept_loop(
                 }
                 let _ = socket.set_nodelay(true);
                 let _ = socket.set_write_timeout(Some(WRITE_TIMEOUT));
-                if pool.idle.load(Ordering::SeqCst) == 0
-                    && pool.total.load(Ordering::SeqCst) < pool.max
-                {
-                    spawn_worker(name, pool, tls, handler);
-                }
                 match pool.jobs.try_send(socket) {
-                    Ok(()) => {}
+                    Ok(()) => grow(pool),
                     Err(TrySendError::Full(socket)) => {
                         log::warn!("{name}: {QUEUE} connections waiting; closing a new one");
                         let _ = socket.shutdown(Shutdown::Both);
@@ -539,37 +618,57 @@ fn accept_loop(
     }
 }
 
-fn spawn_worker(
-    name: &'static str,
-    pool: &Arc<Pool>,
-    tls: &Option<Arc<ServerConfig>>,
-    handler: &Arc<dyn Handler>,
-) {
-    let (pool, tls, handler) = (Arc::clone(pool), tls.clone(), Arc::clone(handler));
-    pool.total.fetch_add(1, Ordering::SeqCst);
-    let spawned = std::thread::Builder::new()
-        .name(format!("{name}-handler"))
-        .spawn({
-            let pool = Arc::clone(&pool);
-            move || worker(&pool, &tls, handler.as_ref())
-        });
-    if let Err(e) = spawned {
-        pool.total.fetch_sub(1, Ordering::SeqCst);
-        log::error!("{name}: starting a handler thread: {e}");
+/// Starts handler threads until every waiting connection has an idle one, up to the limit.
+fn grow(pool: &Arc<Pool>) {
+    while pool.queue.len() > pool.idle.load(Ordering::SeqCst) {
+        let total = pool.total.load(Ordering::SeqCst);
+        if total >= pool.max {
+            return;
+        }
+        if pool
+            .total
+            .compare_exchange(total, total + 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            continue;
+        }
+        // Counted idle before it runs, so the loop does not start one per check.
+        pool.idle.fetch_add(1, Ordering::SeqCst);
+        let worker_pool = Arc::clone(pool);
+        let spawned = std::thread::Builder::new()
+            .name(format!("{}-handler", pool.name))
+            .spawn(move || worker(&worker_pool));
+        if let Err(e) = spawned {
+            pool.idle.fetch_sub(1, Ordering::SeqCst);
+            pool.total.fetch_sub(1, Ordering::SeqCst);
+            log::error!("{}: starting a handler thread: {e}", pool.name);
+            return;
+        }
     }
 }
 
-fn worker(pool: &Pool, tls: &Option<Arc<ServerConfig>>, handler: &dyn Handler) {
+/// A handler thread; it was counted idle when started.
+fn worker(pool: &Arc<Pool>) {
+    let mut idle_since = Instant::now();
     loop {
-        pool.idle.fetch_add(1, Ordering::SeqCst);
-        let job = pool.queue.recv_timeout(WORKER_IDLE);
+        let job = pool.queue.recv_timeout(WORKER_POLL);
         pool.idle.fetch_sub(1, Ordering::SeqCst);
         match job {
-            Ok(socket) => serve_connection(pool, socket, tls, handler),
+            Ok(socket) => {
+                // Others may still be waiting behind this one.
+                grow(pool);
+                serve_connection(pool, socket, &pool.tls, pool.handler.as_ref());
+                idle_since = Instant::now();
+            }
             Err(RecvTimeoutError::Timeout) => {
-                // Shrink back, keeping a few threads warm.
+                if pool.stopping.load(Ordering::SeqCst) {
+                    pool.total.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                }
+                // Shrink back after a while, keeping a few threads warm.
                 let total = pool.total.load(Ordering::SeqCst);
-                if total > MIN_WORKERS
+                if idle_since.elapsed() >= WORKER_IDLE
+                    && total > MIN_WORKERS
                     && pool
                         .total
                         .compare_exchange(total, total - 1, Ordering::SeqCst, Ordering::SeqCst)
@@ -583,6 +682,7 @@ fn worker(pool: &Pool, tls: &Option<Arc<ServerConfig>>, handler: &dyn Handler) {
                 return;
             }
         }
+        pool.idle.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -608,7 +708,12 @@ fn serve_connection(
     loop {
         // The first request gets the full head deadline (it includes the TLS handshake);
         // a kept-alive connection gets the idle time to start the next one.
-        let deadline = Instant::now() + if first { HEAD_TIMEOUT } else { IDLE_TIMEOUT };
+        let deadline = Instant::now()
+            + if first {
+                pool.head_timeout
+            } else {
+                IDLE_TIMEOUT
+            };
         first = false;
         let mut request = match read_request(&mut conn, &mut carry, deadline) {
             Ok(r) => r,
@@ -644,8 +749,11 @@ fn serve_connection(
         }
     }
     if let Conn::Tls(stream) = &mut conn {
-        stream.conn.send_close_notify();
-        let _ = stream.flush();
+        // A handshake that never finished gets no alert: flushing would wait on it again.
+        if !stream.conn.is_handshaking() {
+            stream.conn.send_close_notify();
+            let _ = stream.conn.write_tls(&mut stream.sock);
+        }
     }
     let _ = conn.tcp().shutdown(Shutdown::Both);
 }
@@ -699,6 +807,85 @@ mod tests {
             parse_head(b"\x01\x02 nonsense\r\n\r\n"),
             Err(ReadError::Malformed(_))
         ));
+    }
+
+    struct Hello;
+    impl Handler for Hello {
+        fn handle(&self, request: &Request, conn: &mut Conn) -> io::Result<After> {
+            write_response(
+                conn,
+                &Response::text(200, "hi"),
+                &request.method,
+                request.keep_alive,
+            )?;
+            Ok(After::KeepAlive)
+        }
+    }
+
+    #[test]
+    fn stalled_clients_are_dropped_at_the_head_deadline_while_others_are_served() {
+        let dir = std::env::temp_dir().join(format!("rkubelet-http-{}", std::process::id()));
+        let settings = super::super::tls::TlsSettings {
+            cert_dir: dir.join("pki"),
+            hostnames: vec!["127.0.0.1".into()],
+            ..Default::default()
+        };
+        let tls = super::super::tls::server_config(&settings).unwrap();
+        let (stop_tx, stop) = crossbeam_channel::bounded::<()>(0);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let limit = Duration::from_secs(2);
+        let server = serve_with(
+            "test-http",
+            listener,
+            Some(tls),
+            Arc::new(Hello),
+            8,
+            limit,
+            stop,
+        )
+        .unwrap();
+        let started = Instant::now();
+        let mut stalled: Vec<TcpStream> = (0..4)
+            .map(|_| {
+                let mut s = TcpStream::connect(server.addr).unwrap();
+                s.write_all(&[0x16, 0x03]).unwrap();
+                s
+            })
+            .collect();
+        // A client trickling a byte at a time is dropped at the same deadline.
+        let mut trickle = TcpStream::connect(server.addr).unwrap();
+        trickle.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+        let mut feeder = trickle.try_clone().unwrap();
+        std::thread::spawn(move || {
+            while feeder.write_all(&[0x01]).is_ok() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        stalled.push(trickle);
+        // A plain-text client on the TLS port gets an error, not a hang.
+        let mut plain = TcpStream::connect(server.addr).unwrap();
+        plain.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        for s in &mut stalled {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 64];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => panic!("not dropped"),
+                    Err(_) => break,
+                }
+            }
+        }
+        let took = started.elapsed();
+        assert!(took >= limit, "dropped only at the deadline ({took:?})");
+        assert!(
+            took < limit + Duration::from_millis(1500),
+            "dropped at the deadline, not later ({took:?})"
+        );
+        drop(stop_tx);
+        server.thread.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

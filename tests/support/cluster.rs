@@ -40,12 +40,39 @@ impl ClusterNode {
         runtime: &Arc<FakeRuntime>,
         max_pods: u32,
     ) -> ClusterNode {
+        Self::start_with(
+            dir,
+            server,
+            runtime,
+            &[format!("--max-pods={max_pods}")],
+            false,
+        )
+    }
+
+    /// Like [`start`](ClusterNode::start), also serving the kubelet API, the read-only port
+    /// and the pod-resources socket as `extra_args` configure them.
+    pub fn start_serving(
+        dir: &Path,
+        server: &ApiServer,
+        runtime: &Arc<FakeRuntime>,
+        extra_args: &[String],
+    ) -> ClusterNode {
+        Self::start_with(dir, server, runtime, extra_args, true)
+    }
+
+    fn start_with(
+        dir: &Path,
+        server: &ApiServer,
+        runtime: &Arc<FakeRuntime>,
+        extra_args: &[String],
+        serve: bool,
+    ) -> ClusterNode {
         let kubeconfig = dir.join("kubeconfig");
         server
             .write_kubeconfig(&kubeconfig, &format!("system:node:{NODE}"))
             .unwrap();
         std::fs::create_dir_all(dir.join("root")).unwrap();
-        let args = [
+        let mut args = vec![
             "rkubelet".to_string(),
             format!("--kubeconfig={}", kubeconfig.display()),
             format!("--pod-manifest-path={}", dir.join("manifests").display()),
@@ -54,8 +81,8 @@ impl ClusterNode {
             format!("--hostname-override={NODE}"),
             "--node-ip=127.0.0.1".into(),
             "--resolv-conf=".into(),
-            format!("--max-pods={max_pods}"),
         ];
+        args.extend(extra_args.iter().cloned());
         let config = Arc::new(KubeletConfig::from_args(args.iter().map(Into::into)).unwrap());
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let client = make_api_client(&config).unwrap().expect("client");
@@ -92,6 +119,17 @@ impl ClusterNode {
             .threads
             .extend(start_node_threads(&config, client, clock, source, &stop_rx).unwrap());
         kubelet.birth_cry();
+        if serve {
+            sources
+                .threads
+                .extend(kubelet.listen_and_serve(&stop_rx).unwrap());
+            sources
+                .threads
+                .extend(kubelet.listen_and_serve_read_only(&stop_rx).unwrap());
+            sources
+                .threads
+                .extend(kubelet.listen_and_serve_pod_resources(&stop_rx).unwrap());
+        }
         let sync_loop = start_kubelet(kubelet, sources.updates, stop_rx).unwrap();
         ClusterNode {
             stop: Some(stop_tx),

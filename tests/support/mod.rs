@@ -5,6 +5,7 @@
 pub mod apiserver;
 pub mod cluster;
 pub mod cri;
+pub mod kubelet_api;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -15,6 +16,14 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes.
