@@ -104,6 +104,8 @@ args=(
     --root-dir "$example_dir/root"
     --pod-logs-dir "$example_dir/logs/pods"
     --hostname-override "$node_name"
+    # The kubelet API on loopback only: this example has no cluster to authenticate callers.
+    --address 127.0.0.1
     -v 2
 )
 section "rkubelet (Ctrl-C to stop)"

@@ -255,9 +255,12 @@ pub fn create_and_init_kubelet(
     if let Some(handle) = start_healthz(&config, &kubelet, stop)? {
         threads.push(handle);
     }
-    threads.extend(kubelet.listen_and_serve(stop)?);
-    threads.extend(kubelet.listen_and_serve_read_only(stop)?);
-    threads.extend(kubelet.listen_and_serve_pod_resources(stop)?);
+    // As upstream, run-once mode serves no kubelet API.
+    if !config.run_once {
+        threads.extend(kubelet.listen_and_serve(stop)?);
+        threads.extend(kubelet.listen_and_serve_read_only(stop)?);
+        threads.extend(kubelet.listen_and_serve_pod_resources(stop)?);
+    }
     if let Some(client) = api {
         let source = Arc::new(KubeletNodeStatus::new(
             &config,

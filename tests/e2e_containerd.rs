@@ -90,6 +90,8 @@ fn args(dir: &Path) -> Vec<String> {
         format!("--root-dir={}", dir.join("root").display()),
         format!("--pod-logs-dir={}", dir.join("logs/pods").display()),
         format!("--hostname-override={NODE}"),
+        "--address=127.0.0.1".into(),
+        format!("--port={}", support::free_port()),
         "--file-check-frequency=20s".into(),
         "-v".into(),
         "1".into(),
@@ -337,9 +339,16 @@ fn unpullable_image_reports_err_image_pull_and_other_pods_run() {
             .then_some(())
     })
     .unwrap_or_else(|| panic!("no ImagePullBackOff in the log:\n{}", kubelet.log()));
+    // The status is recorded just after the event.
+    wait_for(START, || {
+        kubelet
+            .log()
+            .contains("app=waiting(ImagePullBackOff)")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no ImagePullBackOff status:\n{}", kubelet.log()));
     let log = kubelet.log();
     assert!(log.contains("nopull-e2e-node"), "{log}");
-    assert!(log.contains("app=waiting(ImagePullBackOff)"), "{log}");
     assert!(containers_of("nopull").is_empty());
     assert_eq!(kubelet.terminate().0, Some(0));
 }
