@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod cri;
 pub mod events;
+pub mod fake_runtime;
 pub mod healthz;
 pub mod kubelet;
 pub mod kuberuntime;

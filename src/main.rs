@@ -1,11 +1,19 @@
 //! `rkubelet`: parse flags and the config file, set up logging, run the kubelet, and turn the
-//! outcome into an exit code (0 on a clean stop, 1 on any error).
+//! outcome into an exit code (0 on a clean stop, 1 on any error). `rkubelet fake-runtime`
+//! serves the in-memory fake runtime over CRI instead.
 
 use std::process::ExitCode;
 
 use rkubelet::config::settings::KubeletConfig;
+use structopt::StructOpt;
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "fake-runtime")
+    {
+        return fake_runtime();
+    }
     let config = match KubeletConfig::from_args(std::env::args_os()) {
         Ok(c) => c,
         Err(e) => {
@@ -36,6 +44,40 @@ fn main() -> ExitCode {
         Err(e) => {
             log::error!("{e}");
             eprintln!("rkubelet: {}", error_chain(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `rkubelet fake-runtime ...`.
+fn fake_runtime() -> ExitCode {
+    let args = match rkubelet::fake_runtime::FakeRuntimeArgs::from_iter_safe(
+        std::env::args_os().skip(1),
+    ) {
+        Ok(a) => a,
+        Err(e) if e.use_stderr() => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            println!("{e}");
+            return ExitCode::SUCCESS;
+        }
+    };
+    let level = match args.v {
+        0 => "info",
+        1..=3 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::new()
+        .parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string()))
+        .format_timestamp_micros()
+        .init();
+    match rkubelet::fake_runtime::run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("rkubelet fake-runtime: {e}");
             ExitCode::from(1)
         }
     }

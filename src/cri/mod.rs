@@ -22,7 +22,8 @@ mod remote;
 mod startup;
 
 pub use error::{CriError, RpcCode};
-pub use fake::{Call, FakeRuntime};
+pub use fake::server::FakeCriServer;
+pub use fake::{Call, FakeRuntime, EXIT_AFTER_ANNOTATION, EXIT_CODE_ANNOTATION};
 pub use remote::RemoteRuntime;
 pub use startup::wait_for_runtime;
 

@@ -363,17 +363,7 @@ mod tests {
 
     /// Shuts the test server down, waiting at most a few seconds.
     fn futures_shutdown(mut server: grpcio::Server) -> bool {
-        let mut f = Box::pin(server.shutdown());
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while std::time::Instant::now() < deadline {
-            if std::future::Future::poll(f.as_mut(), &mut cx).is_ready() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        crate::util::shutdown_grpc(&mut server, Duration::from_secs(5))
     }
 
     #[test]

@@ -75,6 +75,15 @@ pub enum Refusal {
     Error(String),
 }
 
+/// Who asked for what: user name, UID, groups, extra, attributes.
+type DecisionKey = (
+    String,
+    String,
+    Vec<String>,
+    BTreeMap<String, Vec<String>>,
+    Attributes,
+);
+
 /// Entries a cache keeps at most; beyond that expired entries are dropped, then all.
 const CACHE_LIMIT: usize = 4096;
 
@@ -120,7 +129,7 @@ pub struct Auth {
     authz: AuthzSettings,
     api: Option<Arc<dyn KubeClient>>,
     tokens: Cache<String, Option<User>>,
-    decisions: Cache<(String, Vec<String>, Attributes), Result<(), String>>,
+    decisions: Cache<DecisionKey, Result<(), String>>,
 }
 
 impl Auth {
@@ -156,12 +165,13 @@ impl Auth {
         certs: Option<&[rustls::pki_types::CertificateDer<'static>]>,
     ) -> Result<User, Refusal> {
         if let Some(leaf) = certs.and_then(|c| c.first()) {
-            if let Some(s) = subject(leaf) {
-                return Ok(User {
+            // A certificate without a common name names nobody; try the other ways.
+            if let Some(s) = subject(leaf).filter(|s| !s.common_name.is_empty()) {
+                return Ok(authenticated(User {
                     name: s.common_name,
                     groups: s.organizations,
                     ..User::default()
-                });
+                }));
             }
         }
         let token = request
@@ -174,7 +184,7 @@ impl Auth {
         if let Some(token) = token {
             if self.authn.webhook {
                 if let Some(user) = self.review_token(token)? {
-                    return Ok(user);
+                    return Ok(authenticated(user));
                 }
             }
             // A token that was not accepted is not anonymous access.
@@ -256,7 +266,13 @@ impl Auth {
         if !self.authz.webhook {
             return Ok(Ok(()));
         }
-        let key = (user.name.clone(), user.groups.clone(), attrs.clone());
+        let key = (
+            user.name.clone(),
+            user.uid.clone(),
+            user.groups.clone(),
+            user.extra.clone(),
+            attrs.clone(),
+        );
         if let Some(cached) = self.decisions.get(&key) {
             return Ok(cached);
         }
@@ -299,6 +315,15 @@ impl Auth {
         };
         Ok(decision)
     }
+}
+
+/// Adds `system:authenticated`, as upstream's authenticator does for every authenticated
+/// user.
+fn authenticated(mut user: User) -> User {
+    if !user.groups.iter().any(|g| g == "system:authenticated") {
+        user.groups.push("system:authenticated".into());
+    }
+    user
 }
 
 /// The API verb of an HTTP method, as upstream maps it.
@@ -408,10 +433,8 @@ mod tests {
         let user = a
             .authenticate(&request("GET", "/pods", Some("good")), None)
             .unwrap();
-        assert_eq!(
-            (user.name.as_str(), user.groups.clone()),
-            ("alice", vec!["devs".to_string()])
-        );
+        assert_eq!(user.name, "alice");
+        assert_eq!(user.groups, vec!["devs", "system:authenticated"]);
         a.authenticate(&request("GET", "/pods", Some("good")), None)
             .unwrap();
         let reviews = api

@@ -101,6 +101,33 @@ impl KubeletHost {
         }
     }
 
+    /// The runtime id in `lastState.terminated.containerID` of a container's status:
+    /// `None` when the pod has no status yet, `Some(None)` when there is no last state.
+    fn last_terminated_id(&self, pod: &Pod, container: &str) -> Option<Option<String>> {
+        let uid = PodUid(pod.metadata.uid.clone().unwrap_or_default());
+        let status = self.kubelet.status_manager().get(&uid)?;
+        let statuses = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .chain(status.init_container_statuses.iter().flatten());
+        let id = statuses
+            .filter(|s| s.name == container)
+            .find_map(|s| {
+                s.last_state
+                    .as_ref()?
+                    .terminated
+                    .as_ref()?
+                    .container_id
+                    .clone()
+            })
+            .map(|id| {
+                id.split_once("://")
+                    .map_or(id.clone(), |(_, raw)| raw.to_string())
+            });
+        Some(id)
+    }
+
     fn running_gauges(&self) -> Option<(u64, BTreeMap<&'static str, u64>)> {
         let pods = self.kubelet.runtime_manager().get_pods().ok()?;
         let running_pods = pods
@@ -241,12 +268,23 @@ impl HostInterface for KubeletHost {
         }
         let status = self.runtime_status(&pod)?;
         let mut attempts = status.containers.iter().filter(|c| c.name == container);
+        let not_found = || {
+            HostError::BadRequest(format!(
+                "previous terminated container {container:?} in pod {name:?} not found"
+            ))
+        };
         let chosen = if previous {
-            attempts.nth(1).ok_or_else(|| {
-                HostError::BadRequest(format!(
-                    "previous terminated container {container:?} in pod {name:?} not found"
-                ))
-            })?
+            // As upstream: the container of the status's lastState.terminated (in a crash
+            // loop that is the attempt that just exited).
+            match self.last_terminated_id(&pod, container) {
+                Some(Some(id)) => status
+                    .containers
+                    .iter()
+                    .find(|c| c.id.0 == id)
+                    .ok_or_else(not_found)?,
+                Some(None) => return Err(not_found()),
+                None => attempts.nth(1).ok_or_else(not_found)?,
+            }
         } else {
             attempts.next().ok_or_else(|| {
                 HostError::BadRequest(format!(

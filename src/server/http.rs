@@ -29,6 +29,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 const MIN_WORKERS: usize = 4;
 /// How long an extra handler thread waits for work before it ends.
 const WORKER_IDLE: Duration = Duration::from_secs(30);
+/// Connections the kernel queues before they are accepted.
+const LISTEN_BACKLOG: i32 = 4096;
 /// How often an idle handler thread looks whether the server stopped.
 const WORKER_POLL: Duration = Duration::from_secs(1);
 /// Accepted connections waiting for a handler thread; beyond this they are closed.
@@ -138,9 +140,13 @@ impl Request {
             .collect()
     }
 
-    /// Whether query parameter `name` is set to a true value (`1`, `true`, or present empty).
+    /// Whether query parameter `name` is true as Go's `strconv.ParseBool` reads it
+    /// (`1`, `t`, `T`, `true`, `True`, `TRUE`).
     pub fn query_flag(&self, name: &str) -> bool {
-        matches!(self.query(name), Some("" | "1" | "true" | "True" | "TRUE"))
+        matches!(
+            self.query(name),
+            Some("1" | "t" | "T" | "true" | "True" | "TRUE")
+        )
     }
 }
 
@@ -336,6 +342,8 @@ pub enum ReadError {
     Closed,
     /// The head was larger than [`MAX_HEAD`].
     TooLarge,
+    /// The body was larger than the limit.
+    BodyTooLarge,
     /// The head or body did not parse.
     Malformed(String),
     /// A socket error or timeout.
@@ -351,12 +359,16 @@ pub fn read_request(
 ) -> Result<Request, ReadError> {
     let mut buf = std::mem::take(carry);
     let mut chunk = [0u8; 4096];
+    // Where the search for the end of the head resumes (no rescans of a growing head).
+    let mut scanned = 0;
     loop {
-        if let Some(end) = find_head_end(&buf) {
+        let found = find_head_end(&buf[scanned..]).map(|end| scanned + end);
+        scanned = buf.len().saturating_sub(3);
+        if let Some(end) = found {
             let (request, body_len) = parse_head(&buf[..end])?;
             let mut rest = buf.split_off(end);
             if body_len > MAX_BODY {
-                return Err(ReadError::TooLarge);
+                return Err(ReadError::BodyTooLarge);
             }
             while rest.len() < body_len {
                 let n = read_before(conn, &mut chunk, deadline)?;
@@ -561,6 +573,9 @@ pub fn serve_with(
     stop: Receiver<()>,
 ) -> io::Result<Server> {
     let addr = listener.local_addr()?;
+    // A burst of connections beyond std's backlog of 128 would have its SYNs dropped and
+    // retried a second later; the kernel caps this at net.core.somaxconn.
+    rustix::net::listen(&listener, LISTEN_BACKLOG)?;
     listener.set_nonblocking(true)?;
     let (jobs, queue) = crossbeam_channel::bounded(QUEUE);
     let pool = Arc::new(Pool {
@@ -724,6 +739,11 @@ fn serve_connection(
                     "GET",
                     false,
                 );
+                break;
+            }
+            Err(ReadError::BodyTooLarge) => {
+                let r = Response::text(413, "request body too large\n");
+                let _ = write_response(&mut conn, &r, "GET", false);
                 break;
             }
             Err(ReadError::Malformed(why)) => {

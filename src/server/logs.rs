@@ -209,12 +209,13 @@ const RUNNING_CHECK: Duration = Duration::from_secs(1);
 
 /// Writes the log at `path` to `out` with `options`. With `follow`, keeps writing new lines
 /// (flushing after each batch) until `running()` says the container stopped and the file
-/// has been read to its end, or the client goes away.
+/// has been read to its end, or `client_gone()` says the client went away.
 pub fn write_logs(
     path: &Path,
     options: &LogOptions,
     out: &mut dyn Write,
     running: &dyn Fn() -> bool,
+    client_gone: &dyn Fn() -> bool,
 ) -> io::Result<()> {
     let mut file = File::open(path)?;
     let start = match options.tail_lines {
@@ -241,13 +242,19 @@ pub fn write_logs(
             }
             continue;
         }
-        if n > 0 {
+        if n > 0 && !options.follow {
+            // The last line has no newline yet; show what there is, as upstream does.
+            writer.line(&line)?;
+        } else if n > 0 {
             // An unfinished line: read it again once it is complete.
             let back = i64::try_from(n).unwrap_or(0);
             reader.seek_relative(-back)?;
         }
         writer.out.flush()?;
         if !options.follow {
+            return Ok(());
+        }
+        if client_gone() {
             return Ok(());
         }
         // At the end: rotated away? stopped?
@@ -282,7 +289,8 @@ mod tests {
 garbage\n\
 2026-01-01T00:00:03Z stdout P thr\n\
 2026-01-01T00:00:03.5Z stdout F ee\n\
-2026-01-01T00:00:04Z stdout F four\n";
+2026-01-01T00:00:04Z stdout F four\n\
+2026-01-01T00:00:05Z stdout P fi";
 
     fn run(options: LogOptions) -> String {
         let dir = std::env::temp_dir().join(format!("rkubelet-logs-{}", std::process::id()));
@@ -290,7 +298,7 @@ garbage\n\
         let path = dir.join(format!("{:?}.log", std::thread::current().id()));
         std::fs::write(&path, LOG).unwrap();
         let mut out = Vec::new();
-        write_logs(&path, &options, &mut out, &|| false).unwrap();
+        write_logs(&path, &options, &mut out, &|| false, &|| false).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -309,27 +317,30 @@ garbage\n\
 
     #[test]
     fn options_apply_as_upstream() {
-        assert_eq!(run(LogOptions::default()), "one\ntwo\nthree\nfour\n");
+        assert_eq!(run(LogOptions::default()), "one\ntwo\nthree\nfour\nfi");
         let tail = |n| LogOptions {
             tail_lines: Some(n),
             ..LogOptions::default()
         };
-        assert_eq!(run(tail(1)), "four\n");
-        assert_eq!(run(tail(2)), "ee\nfour\n", "tail counts file lines");
+        assert_eq!(run(tail(1)), "fi", "an unfinished last line counts");
+        assert_eq!(run(tail(2)), "four\nfi", "tail counts file lines");
         assert_eq!(run(tail(0)), "");
-        assert_eq!(run(tail(100)), "one\ntwo\nthree\nfour\n");
+        assert_eq!(run(tail(100)), "one\ntwo\nthree\nfour\nfi");
         let stamped = run(LogOptions {
             timestamps: true,
-            tail_lines: Some(1),
+            tail_lines: Some(2),
             ..LogOptions::default()
         });
-        assert_eq!(stamped, "2026-01-01T00:00:04Z four\n");
+        assert_eq!(
+            stamped,
+            "2026-01-01T00:00:04Z four\n2026-01-01T00:00:05Z fi"
+        );
         let since: Timestamp = "2026-01-01T00:00:02.5Z".parse().unwrap();
         let since = run(LogOptions {
             since_nanos: Some(since.as_nanosecond()),
             ..LogOptions::default()
         });
-        assert_eq!(since, "three\nfour\n");
+        assert_eq!(since, "three\nfour\nfi");
         let limited = run(LogOptions {
             limit_bytes: Some(6),
             ..LogOptions::default()
@@ -384,9 +395,13 @@ garbage\n\
                     follow: true,
                     ..LogOptions::default()
                 };
-                write_logs(&path, &options, &mut Chan(tx), &|| {
-                    running.load(Ordering::SeqCst)
-                })
+                write_logs(
+                    &path,
+                    &options,
+                    &mut Chan(tx),
+                    &|| running.load(Ordering::SeqCst),
+                    &|| false,
+                )
             })
         };
         let next = || String::from_utf8(rx.recv_timeout(Duration::from_secs(5)).unwrap()).unwrap();

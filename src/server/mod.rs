@@ -16,7 +16,7 @@ pub mod stats;
 pub mod streaming;
 pub mod tls;
 
-use std::io;
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -446,14 +446,40 @@ impl KubeletServer {
             Ok(s) => s,
             Err(e) => return fail(conn, e.response()),
         };
-        if !source.path.exists() {
+        if !source.path.exists() || request.method == "HEAD" {
             // A container that has not written anything yet has no file: an empty log.
             return fail(conn, Response::text(200, ""));
         }
-        let mut body = ChunkedWriter::start(conn, "text/plain")?;
-        match logs::write_logs(&source.path, &options, &mut body, &*source.running) {
+        // While following, a peek on the socket tells whether the client went away.
+        let probe = conn.tcp().try_clone()?;
+        probe.set_read_timeout(Some(std::time::Duration::from_millis(1)))?;
+        let client_gone = move || {
+            let mut byte = [0u8; 1];
+            match probe.peek(&mut byte) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ),
+            }
+        };
+        let mut chunked = ChunkedWriter::start(conn, "text/plain")?;
+        let mut body = io::BufWriter::with_capacity(16 * 1024, &mut chunked);
+        let result = logs::write_logs(
+            &source.path,
+            &options,
+            &mut body,
+            &*source.running,
+            &client_gone,
+        );
+        let flushed = body.flush();
+        drop(body);
+        match result.and(flushed) {
             Ok(()) => {
-                body.finish()?;
+                chunked.finish()?;
                 Ok(After::KeepAlive)
             }
             Err(e) => {

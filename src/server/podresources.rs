@@ -145,16 +145,7 @@ pub struct PodResourcesServer {
 impl PodResourcesServer {
     /// Shuts the server down, waiting up to 5 seconds.
     pub fn stop(mut self) {
-        let mut shutdown = Box::pin(self.server.shutdown());
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::time::Instant::now() < deadline {
-            if std::future::Future::poll(shutdown.as_mut(), &mut cx).is_ready() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        crate::util::shutdown_grpc(&mut self.server, std::time::Duration::from_secs(5));
     }
 }
 

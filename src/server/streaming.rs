@@ -125,24 +125,86 @@ pub fn proxy(
 }
 
 /// Copies bytes between `client` and `backend` until one closes or both sit idle for
-/// `idle_timeout` (zero: no limit).
+/// `idle_timeout` (zero: no limit). A `backend-reader` thread reads the runtime's side into
+/// a bounded channel, so its output keeps flowing to the client while a write to the
+/// runtime waits (a process that stops reading its stdin cannot stall its stdout).
 fn splice(client: &mut Conn, backend: &mut TcpStream, idle_timeout: Duration) -> io::Result<()> {
     client.set_read_timeout(Some(POLL))?;
-    backend.set_read_timeout(Some(POLL))?;
-    let mut buf = vec![0u8; 32 * 1024];
-    let mut last = Instant::now();
-    let mut client_open = true;
+    backend.set_write_timeout(Some(POLL))?;
+    let mut reader = backend.try_clone()?;
+    reader.set_read_timeout(None)?;
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(16);
+    let pump = std::thread::Builder::new()
+        .name("backend-reader".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if tx.send(buf[..n].to_vec()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })?;
+    let result = splice_loop(client, backend, &rx, idle_timeout);
+    let _ = backend.shutdown(Shutdown::Both);
+    drop(rx);
+    let _ = pump.join();
+    result
+}
+
+fn splice_loop(
+    client: &mut Conn,
+    backend: &mut TcpStream,
+    from_backend: &crossbeam_channel::Receiver<Vec<u8>>,
+    idle_timeout: Duration,
+) -> io::Result<()> {
     let waiting = |e: &io::Error| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
+    let mut buf = vec![0u8; 32 * 1024];
+    // Client bytes not yet taken by the runtime.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut client_open = true;
+    let mut last = Instant::now();
     loop {
         let mut moved = false;
-        if client_open {
+        // Runtime → client: everything that is there.
+        loop {
+            match from_backend.try_recv() {
+                Ok(data) => {
+                    client.write_all(&data)?;
+                    moved = true;
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    client.flush()?;
+                    return Ok(());
+                }
+            }
+        }
+        if moved {
+            client.flush()?;
+        }
+        // Client → runtime, as far as the runtime takes it.
+        if !pending.is_empty() {
+            match backend.write(&pending) {
+                Ok(n) => {
+                    pending.drain(..n);
+                    moved |= n > 0;
+                }
+                Err(e) if waiting(&e) => {}
+                Err(e) => return Err(e),
+            }
+        } else if client_open {
             match client.read(&mut buf) {
                 Ok(0) => {
                     client_open = false;
                     let _ = backend.shutdown(Shutdown::Write);
                 }
                 Ok(n) => {
-                    backend.write_all(&buf[..n])?;
+                    pending.extend_from_slice(&buf[..n]);
                     moved = true;
                 }
                 Err(e) if waiting(&e) => {}
@@ -152,31 +214,25 @@ fn splice(client: &mut Conn, backend: &mut TcpStream, idle_timeout: Duration) ->
                 }
                 Err(e) => return Err(e),
             }
-        }
-        match backend.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                client.write_all(&buf[..n])?;
-                client.flush()?;
-                moved = true;
-            }
-            Err(e) if waiting(&e) => {
-                if !client_open {
-                    // Only the runtime's side is left; wait on it alone.
-                    std::thread::sleep(POLL);
+        } else {
+            // Only the runtime's side is left: wait on it.
+            match from_backend.recv_timeout(POLL) {
+                Ok(data) => {
+                    client.write_all(&data)?;
+                    client.flush()?;
+                    moved = true;
                 }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
             }
-            Err(e) => return Err(e),
         }
         if moved {
             last = Instant::now();
         } else if !idle_timeout.is_zero() && last.elapsed() > idle_timeout {
             log::info!("stream idle for {idle_timeout:?}; closing it");
-            break;
+            return Ok(());
         }
     }
-    let _ = backend.shutdown(Shutdown::Both);
-    Ok(())
 }
 
 #[cfg(test)]
@@ -262,6 +318,64 @@ mod tests {
             !forwarded.contains("secret"),
             "credentials stay with the kubelet"
         );
+        drop(c);
+        proxy_side.join().unwrap();
+    }
+
+    #[test]
+    fn a_runtime_that_writes_before_it_reads_does_not_stall_the_proxy() {
+        const SIZE: usize = 8 << 20;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/attach/tok", listener.local_addr().unwrap());
+        // The "process": floods its output first, reads its input only afterwards.
+        let runtime = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                s.read_exact(&mut b).unwrap();
+                head.push(b[0]);
+            }
+            s.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+                .unwrap();
+            s.write_all(&vec![b'o'; SIZE]).unwrap();
+            let mut got = 0;
+            let mut buf = vec![0u8; 64 * 1024];
+            while got < SIZE {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0);
+                got += n;
+            }
+            got
+        });
+        let front = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = front.local_addr().unwrap();
+        let proxy_side = std::thread::spawn(move || {
+            let (s, _) = front.accept().unwrap();
+            let mut conn = Conn::Plain(s);
+            let mut carry = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let request = http::read_request(&mut conn, &mut carry, deadline).unwrap();
+            proxy(&request, &mut conn, &url, Duration::from_secs(30)).unwrap();
+        });
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(
+            b"POST /attach/ns/p/c HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n",
+        )
+        .unwrap();
+        // The client floods its input at the same time.
+        let mut input = c.try_clone().unwrap();
+        let writer = std::thread::spawn(move || input.write_all(&vec![b'i'; SIZE]).unwrap());
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut received = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        while received < SIZE {
+            let n = c.read(&mut buf).expect("output keeps flowing");
+            assert!(n > 0, "stream ended early");
+            received += n;
+        }
+        writer.join().unwrap();
+        assert_eq!(runtime.join().unwrap(), SIZE);
         drop(c);
         proxy_side.join().unwrap();
     }

@@ -68,8 +68,15 @@ pub struct TlsSettings {
 /// The serving certificate files: the configured ones, or `kubelet.crt`/`kubelet.key` in
 /// the cert dir, generated on first use.
 pub fn serving_files(settings: &TlsSettings) -> Result<(PathBuf, PathBuf), TlsError> {
-    if let (Some(cert), Some(key)) = (&settings.cert_file, &settings.key_file) {
-        return Ok((cert.clone(), key.clone()));
+    match (&settings.cert_file, &settings.key_file) {
+        (Some(cert), Some(key)) => return Ok((cert.clone(), key.clone())),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(TlsError::Setting {
+                setting: "tlsCertFile",
+                why: "tlsCertFile and tlsPrivateKeyFile must be set together".into(),
+            })
+        }
+        (None, None) => {}
     }
     let cert = settings.cert_dir.join("kubelet.crt");
     let key = settings.cert_dir.join("kubelet.key");

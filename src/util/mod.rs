@@ -21,3 +21,18 @@ pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()>
     f.sync_all()?;
     std::fs::rename(&tmp, path)
 }
+
+/// Shuts a gRPC server down, waiting at most `wait` for calls in flight; whether it finished.
+pub fn shutdown_grpc(server: &mut grpcio::Server, wait: std::time::Duration) -> bool {
+    let mut shutdown = Box::pin(server.shutdown());
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        if std::future::Future::poll(shutdown.as_mut(), &mut cx).is_ready() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}

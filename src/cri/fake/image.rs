@@ -107,9 +107,13 @@ impl ImageService for FakeRuntime {
         _auth: Option<&api::AuthConfig>,
         _sandbox_config: Option<&api::PodSandboxConfig>,
     ) -> Result<String, CriError> {
+        let delay = self.pull_delay();
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let mut st = self.begin("PullImage", || Call::PullImage(image.image.clone()))?;
         let name = normalize_image(&image.image);
-        if !st.available.contains(&name) {
+        if !st.available.contains(&name) && !self.any_image() {
             return Err(unknown("PullImage", format!(
                 "failed to pull and unpack image {name:?}: failed to resolve reference {name:?}: {name}: not found"
             )));

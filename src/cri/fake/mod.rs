@@ -25,8 +25,9 @@
 //! name (`"RunPodSandbox"`, `"PullImage"`, ...), process exits, a call delay, the
 //! reported API version, runtime conditions and the `ExecSync` result.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,6 +38,7 @@ use image::normalize_image;
 
 mod image;
 mod runtime;
+pub mod server;
 
 /// A call made to the fake, for tests to assert on.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,7 +109,21 @@ pub struct FakeRuntime {
     record_calls: bool,
     /// Delay before each call, in nanoseconds; atomic so it is read without the lock.
     delay_nanos: AtomicU64,
+    /// How long a pull takes, in nanoseconds (slept before the lock is taken).
+    pull_delay_nanos: AtomicU64,
+    /// Whether every image can be pulled (hollow nodes, `rkubelet fake-runtime`).
+    any_image: AtomicBool,
 }
+
+/// 10.88.0.0, containerd's default bridge network.
+const DEFAULT_POD_NETWORK: u32 = 0x0a58_0000;
+
+/// Pod annotation: how long containers run before they exit (a Go duration such as `30s`,
+/// or seconds); `rkubelet.io/fake-exit-after.<container>` for one container.
+pub const EXIT_AFTER_ANNOTATION: &str = "rkubelet.io/fake-exit-after";
+/// Pod annotation: the exit code of those exits (default 0);
+/// `rkubelet.io/fake-exit-code.<container>` for one container.
+pub const EXIT_CODE_ANNOTATION: &str = "rkubelet.io/fake-exit-code";
 
 /// A sandbox and what the fake needs beyond its CRI status.
 struct Sandbox {
@@ -128,6 +144,8 @@ struct Container {
     name: String,
     /// The image as given in the config (what `ListContainers` reports).
     image_spec: api::ImageSpec,
+    /// When (ns since the epoch) and with which code the process will exit by itself.
+    planned_exit: Option<(i64, i32)>,
 }
 
 struct State {
@@ -155,6 +173,10 @@ struct State {
     available: HashSet<String>,
     /// Images on the node, by id.
     images: BTreeMap<String, api::Image>,
+    /// First address and size of the pod network (default 10.88.0.0/16).
+    pod_network: (u32, u32),
+    /// Planned exits of running containers: (when, ns since the epoch; container id).
+    exits: BinaryHeap<Reverse<(i64, String)>>,
 }
 
 impl Default for FakeRuntime {
@@ -190,11 +212,15 @@ impl FakeRuntime {
             stop_grace: HashMap::new(),
             available: HashSet::new(),
             images: BTreeMap::new(),
+            pod_network: (DEFAULT_POD_NETWORK, 1 << 16),
+            exits: BinaryHeap::new(),
         };
         FakeRuntime {
             state: Mutex::new(state),
             record_calls: true,
             delay_nanos: AtomicU64::new(0),
+            pull_delay_nanos: AtomicU64::new(0),
+            any_image: AtomicBool::new(false),
         }
     }
 
@@ -221,6 +247,7 @@ impl FakeRuntime {
             std::thread::sleep(Duration::from_nanos(delay));
         }
         let mut st = self.lock();
+        st.run_planned_exits();
         if self.record_calls {
             st.calls.push(call());
         }
@@ -254,6 +281,49 @@ impl FakeRuntime {
     pub fn set_call_delay(&self, delay: Duration) {
         let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
         self.delay_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Makes every pull take `delay` (slept outside the lock, so other calls go on).
+    pub fn set_pull_delay(&self, delay: Duration) {
+        let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.pull_delay_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    /// How long a pull takes.
+    pub(crate) fn pull_delay(&self) -> Duration {
+        Duration::from_nanos(self.pull_delay_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Lets every image be pulled, not only those given to [`FakeRuntime::add_image`].
+    pub fn allow_any_image(&self) {
+        self.any_image.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether every image can be pulled.
+    pub(crate) fn any_image(&self) -> bool {
+        self.any_image.load(Ordering::Relaxed)
+    }
+
+    /// Sets the pod network sandboxes get addresses from (`10.244.0.0/16`); at most a /8
+    /// and at least a /30.
+    pub fn set_pod_network(&self, cidr: &str) -> Result<(), String> {
+        let (addr, bits) = cidr
+            .split_once('/')
+            .ok_or_else(|| format!("{cidr:?} is not a CIDR (address/bits)"))?;
+        let addr: std::net::Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("{cidr:?}: {addr:?} is not an IPv4 address"))?;
+        let bits: u32 = bits
+            .parse()
+            .ok()
+            .filter(|b| (8..=30).contains(b))
+            .ok_or_else(|| format!("{cidr:?}: the prefix must be 8 to 30 bits"))?;
+        let size = 1u32 << (32 - bits);
+        let base = u32::from(addr) & !(size - 1);
+        let mut st = self.lock();
+        st.pod_network = (base, size);
+        st.next_ip = 1;
+        Ok(())
     }
 
     /// Sets the `runtime_api_version` `Version` reports (default `"v1"`).
@@ -376,16 +446,80 @@ impl State {
         hex64(self.next_id)
     }
 
-    /// Next free pod IP offset in 10.88.0.0/16 (skipping .0 and .255 hosts).
+    /// Next free pod IP offset in the pod network (skipping .0 and .255 hosts and the
+    /// network's first and last address).
     fn alloc_ip(&mut self) -> Option<u32> {
-        for _ in 0..=u16::MAX {
+        let size = self.pod_network.1;
+        for _ in 0..size {
             let ip = self.next_ip;
-            self.next_ip = if ip >= 0xfffe { 1 } else { ip + 1 };
-            if ip & 0xff != 0 && ip & 0xff != 0xff && self.ips_in_use.insert(ip) {
+            self.next_ip = if ip + 2 >= size { 1 } else { ip + 1 };
+            let host = (self.pod_network.0 + ip) & 0xff;
+            if ip > 0 && ip + 1 < size && host != 0 && host != 0xff && self.ips_in_use.insert(ip) {
                 return Some(ip);
             }
         }
         None
+    }
+
+    /// The address at `offset` in the pod network.
+    fn ip_string(&self, offset: u32) -> String {
+        std::net::Ipv4Addr::from(self.pod_network.0 + offset).to_string()
+    }
+
+    /// Plans the exit of a container just started, from its pod's annotations.
+    fn plan_exit(&mut self, container_id: &str, now: i64) {
+        let Some(c) = self.containers.get(container_id) else {
+            return;
+        };
+        let Some(sandbox) = self.sandboxes.get(&c.sandbox_id) else {
+            return;
+        };
+        let name = c.status.get_metadata().name.clone();
+        let pick = |key: &str| {
+            let annotations = &sandbox.status.annotations;
+            annotations
+                .get(&format!("{key}.{name}"))
+                .or_else(|| annotations.get(key))
+                .cloned()
+        };
+        let Some(after) = pick(EXIT_AFTER_ANNOTATION).and_then(|v| parse_after(&v)) else {
+            return;
+        };
+        let code = pick(EXIT_CODE_ANNOTATION)
+            .and_then(|v| v.trim().parse::<i32>().ok())
+            .unwrap_or(0);
+        let at = now.saturating_add(i64::try_from(after.as_nanos()).unwrap_or(i64::MAX));
+        if let Some(c) = self.containers.get_mut(container_id) {
+            c.planned_exit = Some((at, code));
+        }
+        self.exits.push(Reverse((at, container_id.to_string())));
+    }
+
+    /// Exits the running containers whose planned exit time has come.
+    fn run_planned_exits(&mut self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        while let Some(Reverse((at, _))) = self.exits.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, id))) = self.exits.pop() else {
+                break;
+            };
+            if let Some(c) = self.containers.get_mut(&id) {
+                match c.planned_exit {
+                    Some((planned, code))
+                        if planned == at && c.status.state == ContainerState::CONTAINER_RUNNING =>
+                    {
+                        let reason = if code == 0 { "Completed" } else { "Error" };
+                        exit(&mut c.status, at, code, reason);
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
 
     fn stop_sandbox_containers(&mut self, sandbox_id: &str) {
@@ -455,8 +589,15 @@ fn splitmix64(z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn ip_string(offset: u32) -> String {
-    format!("10.88.{}.{}", offset >> 8, offset & 0xff)
+/// `30s`, `1m30s` or plain seconds.
+fn parse_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs));
+    }
+    crate::config::duration::parse_duration(value)
+        .ok()
+        .and_then(|d| d.to_std())
 }
 
 /// Small builders shared by the fake's tests.

@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use super::{
-    exit, ip_string, labels_match, not_found, unknown, Call, Container, FakeRuntime, Sandbox,
-    POD_UID_LABEL,
+    exit, labels_match, not_found, unknown, Call, Container, FakeRuntime, Sandbox, POD_UID_LABEL,
 };
 use crate::cri::api::{self, ContainerState, PodSandboxState};
 use crate::cri::{CriError, RuntimeService};
@@ -64,7 +63,7 @@ impl RuntimeService for FakeRuntime {
             None
         } else {
             Some(st.alloc_ip().ok_or_else(|| {
-                unknown(M, "failed to setup network for sandbox: no IP addresses available in range set: 10.88.0.1-10.88.255.254".into())
+                unknown(M, "failed to setup network for sandbox: no IP addresses available in the pod network".into())
             })?)
         };
         let id = st.new_id();
@@ -74,7 +73,7 @@ impl RuntimeService for FakeRuntime {
         status.state = PodSandboxState::SANDBOX_READY;
         status.created_at = st.now();
         let mut network = api::PodSandboxNetworkStatus::new();
-        network.ip = ip.map(ip_string).unwrap_or_default();
+        network.ip = ip.map(|ip| st.ip_string(ip)).unwrap_or_default();
         status.set_network(network);
         let mut ns = api::Namespace::new();
         ns.set_options(namespaces.clone());
@@ -309,6 +308,7 @@ impl RuntimeService for FakeRuntime {
             sandbox_id: pod_sandbox_id.to_string(),
             name,
             image_spec: config.get_image().clone(),
+            planned_exit: None,
         };
         if let Some(uid) = config.labels.get(POD_UID_LABEL) {
             st.by_pod
@@ -348,6 +348,7 @@ impl RuntimeService for FakeRuntime {
         }
         c.status.state = ContainerState::CONTAINER_RUNNING;
         c.status.started_at = now;
+        st.plan_exit(container_id, now);
         Ok(())
     }
 
@@ -555,6 +556,64 @@ mod tests {
 
     fn state(fake: &FakeRuntime, id: &str) -> ContainerState {
         fake.container_status(id, false).unwrap().get_status().state
+    }
+
+    #[test]
+    fn annotated_containers_exit_by_themselves_with_their_code() {
+        let fake = FakeRuntime::new();
+        fake.allow_any_image();
+        fake.set_pod_network("10.244.7.0/24").unwrap();
+        let mut cfg = sandbox_config("job", "uid-job", 0);
+        cfg.annotations
+            .insert(super::super::EXIT_AFTER_ANNOTATION.into(), "200ms".into());
+        cfg.annotations
+            .insert(super::super::EXIT_CODE_ANNOTATION.into(), "1".into());
+        cfg.annotations.insert(
+            format!("{}.side", super::super::EXIT_AFTER_ANNOTATION),
+            "1h".into(),
+        );
+        let sb = fake.run_pod_sandbox(&cfg, "").unwrap();
+        let ip = fake
+            .pod_sandbox_status(&sb, false)
+            .unwrap()
+            .get_status()
+            .get_network()
+            .ip
+            .clone();
+        assert!(ip.starts_with("10.244.7."), "{ip}");
+        let mut image = api::ImageSpec::new();
+        image.image = "registry.example/any:1".into();
+        crate::cri::ImageService::pull_image(&fake, &image, None, None).unwrap();
+        let main = fake
+            .create_container(
+                &sb,
+                &container_config("main", "registry.example/any:1"),
+                &cfg,
+            )
+            .unwrap();
+        let side = fake
+            .create_container(
+                &sb,
+                &container_config("side", "registry.example/any:1"),
+                &cfg,
+            )
+            .unwrap();
+        fake.start_container(&main).unwrap();
+        fake.start_container(&side).unwrap();
+        assert_eq!(state(&fake, &main), ContainerState::CONTAINER_RUNNING);
+        std::thread::sleep(Duration::from_millis(300));
+        let status = fake.container_status(&main, false).unwrap();
+        let s = status.get_status();
+        assert_eq!(s.state, ContainerState::CONTAINER_EXITED);
+        assert_eq!((s.exit_code, s.reason.as_str()), (1, "Error"));
+        assert!(s.finished_at - s.started_at >= 200_000_000);
+        assert_eq!(
+            state(&fake, &side),
+            ContainerState::CONTAINER_RUNNING,
+            "own override"
+        );
+        assert!(fake.set_pod_network("10.0.0.0/31").is_err());
+        assert!(fake.set_pod_network("nonsense").is_err());
     }
 
     #[test]

@@ -1,0 +1,165 @@
+//! `rkubelet fake-runtime` and a normal `rkubelet` as two processes: pods run through the
+//! real grpcio CRI client, annotated containers exit with their code (a crash loop, a
+//! completed pod), and the fake answers a CRI client of its own.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rkubelet::cri::{api, RemoteRuntime, RuntimeService};
+use support::{free_port, scratch_dir, wait_for};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[String], log: &Path) -> Proc {
+    let log = std::fs::File::create(log).unwrap();
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn pod_manifest(name: &str, policy: &str, annotations: &[(&str, &str)]) -> String {
+    let mut out = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  uid: uid-{name}\n"
+    );
+    if !annotations.is_empty() {
+        out.push_str("  annotations:\n");
+        for (k, v) in annotations {
+            out.push_str(&format!("    {k}: \"{v}\"\n"));
+        }
+    }
+    out.push_str(&format!(
+        "spec:\n  restartPolicy: {policy}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: registry.example/app:1\n"
+    ));
+    out
+}
+
+fn containers(rt: &RemoteRuntime, pod: &str) -> Vec<api::Container> {
+    let mut f = api::ContainerFilter::new();
+    f.mut_label_selector()
+        .insert("io.kubernetes.pod.name".into(), pod.into());
+    rt.list_containers(Some(&f)).unwrap_or_default()
+}
+
+#[test]
+fn rkubelet_runs_pods_on_a_fake_runtime_in_another_process() {
+    let dir: PathBuf = scratch_dir("fake-runtime");
+    let socket = dir.join("fake.sock");
+    let _fake = spawn(
+        &[
+            "fake-runtime".into(),
+            format!("--listen=unix://{}", socket.display()),
+            "--pod-cidr=10.99.0.0/16".into(),
+            "--pull-delay=300ms".into(),
+        ],
+        &dir.join("fake.log"),
+    );
+    wait_for(WAIT, || socket.exists().then_some(())).expect("fake runtime socket");
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("web.yaml"),
+        pod_manifest("web", "Always", &[]),
+    )
+    .unwrap();
+    std::fs::write(
+        manifests.join("crash.yaml"),
+        pod_manifest(
+            "crash",
+            "Always",
+            &[
+                ("rkubelet.io/fake-exit-after", "1s"),
+                ("rkubelet.io/fake-exit-code", "1"),
+            ],
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        manifests.join("job.yaml"),
+        pod_manifest("job", "Never", &[("rkubelet.io/fake-exit-after", "1s")]),
+    )
+    .unwrap();
+    let log = dir.join("rkubelet.log");
+    let _kubelet = spawn(
+        &[
+            format!("--container-runtime-endpoint=unix://{}", socket.display()),
+            format!("--pod-manifest-path={}", manifests.display()),
+            format!("--root-dir={}", dir.join("root").display()),
+            format!("--pod-logs-dir={}", dir.join("logs/pods").display()),
+            "--hostname-override=fake-node".into(),
+            "--address=127.0.0.1".into(),
+            format!("--port={}", free_port()),
+            "--cgroups-per-qos=false".into(),
+            "--resolv-conf=".into(),
+        ],
+        &log,
+    );
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let phase = |pod: &str, phase: &str| {
+        let wanted = format!("status: phase={phase}");
+        text()
+            .lines()
+            .any(|l| l.contains(&format!("pod=\"default/{pod}-fake-node\"")) && l.contains(&wanted))
+    };
+    let rt = RemoteRuntime::connect(&format!("unix://{}", socket.display()), WAIT).unwrap();
+
+    // A plain pod reaches Running, with an IP from the fake's pod network.
+    wait_for(WAIT, || phase("web", "Running").then_some(()))
+        .unwrap_or_else(|| panic!("web never Running:\n{}", text()));
+    let running: Vec<_> = containers(&rt, "web-fake-node")
+        .into_iter()
+        .filter(|c| c.state == api::ContainerState::CONTAINER_RUNNING)
+        .collect();
+    assert_eq!(running.len(), 1);
+    let sandboxes = rt.list_pod_sandbox(None).unwrap();
+    let web = sandboxes
+        .iter()
+        .find(|s| s.get_metadata().name == "web-fake-node")
+        .unwrap();
+    let ip = rt.pod_sandbox_status(&web.id, false).unwrap();
+    assert!(
+        ip.get_status().get_network().ip.starts_with("10.99."),
+        "{ip:?}"
+    );
+
+    // A container annotated to exit 1 after a second is restarted, then backed off.
+    wait_for(WAIT, || {
+        containers(&rt, "crash-fake-node")
+            .iter()
+            .any(|c| c.get_metadata().attempt >= 1)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("crash never restarted:\n{}", text()));
+    wait_for(WAIT, || text().contains("CrashLoopBackOff").then_some(()))
+        .unwrap_or_else(|| panic!("no CrashLoopBackOff:\n{}", text()));
+
+    // A Never pod whose container exits 0 completes.
+    wait_for(WAIT, || phase("job", "Succeeded").then_some(()))
+        .unwrap_or_else(|| panic!("job never Succeeded:\n{}", text()));
+}
