@@ -248,6 +248,7 @@ pub fn create_and_init_kubelet(
         api: api.clone(),
         tmpfs: true,
         host_cgroups: true,
+        shared_pod_work: None,
     };
     let kubelet = new_main_kubelet(Arc::clone(&config), deps)?;
     kubelet.birth_cry();

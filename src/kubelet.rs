@@ -36,6 +36,7 @@ use crate::types::{pod_key, uid_of};
 use crate::volume::{NodeResources, VolumeManager, VolumeSettings};
 
 pub use run_once::{PodRunResult, RunOnceOutcome};
+pub use sync_loop::LoopTicks;
 
 /// Errors building or running the kubelet.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,10 @@ pub struct Deps {
     /// Whether the kubelet manages host cgroups for pods (`cgroupsPerQOS`); off for hollow
     /// nodes and in-process tests.
     pub host_cgroups: bool,
+    /// Set for hollow nodes: pods are synced by a pool shared with other kubelets (woken
+    /// through this notifier) and no threads of this kubelet's own are started; probes do
+    /// not run.
+    pub shared_pod_work: Option<crate::pod_workers::WorkNotifier>,
 }
 
 /// Upstream's `Bootstrap` interface: what starting a kubelet needs from it. The three serving
@@ -304,7 +309,10 @@ impl Kubelet {
                 node,
             },
         );
-        let (probes, probe_updates, prober_threads) =
+        let (probes, probe_updates, prober_threads) = if deps.shared_pod_work.is_some() {
+            let (probes, updates) = crate::prober::ProbeManager::disabled();
+            (probes, updates, Vec::new())
+        } else {
             crate::prober::ProbeManager::start(crate::prober::ProberDeps {
                 runtime: Arc::clone(&deps.runtime),
                 clock: Arc::clone(&deps.clock),
@@ -314,7 +322,8 @@ impl Kubelet {
             .map_err(|source| KubeletError::Thread {
                 name: "prober",
                 source,
-            })?;
+            })?
+        };
         let probes = Arc::new(probes);
         let runtime_manager = Arc::new(RuntimeManager::new(
             deps.runtime,
@@ -344,16 +353,24 @@ impl Kubelet {
             api,
             probes: Arc::clone(&probes),
         });
-        let pod_workers = PodWorkers::start(
-            config.pod_workers,
-            syncer,
-            Arc::clone(&deps.clock),
-            config.sync_frequency,
-        )
-        .map_err(|source| KubeletError::Thread {
-            name: "pod-worker",
-            source,
-        })?;
+        let pod_workers = match deps.shared_pod_work {
+            Some(notify) => PodWorkers::external(
+                syncer,
+                Arc::clone(&deps.clock),
+                config.sync_frequency,
+                notify,
+            ),
+            None => PodWorkers::start(
+                config.pod_workers,
+                syncer,
+                Arc::clone(&deps.clock),
+                config.sync_frequency,
+            )
+            .map_err(|source| KubeletError::Thread {
+                name: "pod-worker",
+                source,
+            })?,
+        };
         // Capacity as upstream; when full, PLEG drops and counts events (see pleg).
         let (pleg_tx, pleg_events) = crossbeam_channel::bounded(EVENT_CHANNEL_CAPACITY);
         let pleg = Arc::new(GenericPleg::new(
@@ -418,13 +435,21 @@ impl Kubelet {
         &self.node_uid
     }
 
+    /// The status sync of this kubelet (what the `status-manager` thread runs), when an API
+    /// server is configured.
+    pub fn status_sync(&self) -> Option<StatusSync> {
+        let client = self.api.clone()?;
+        Some(
+            StatusSync::new(Arc::clone(&self.status_manager), client)
+                .with_mirrors(Arc::clone(&self.mirrors)),
+        )
+    }
+
     /// Starts the `status-manager` thread when an API server is configured.
     fn start_status_sync(&self, stop: Receiver<()>) -> Result<(), KubeletError> {
-        let Some(client) = self.api.clone() else {
+        let Some(sync) = self.status_sync() else {
             return Ok(());
         };
-        let sync = StatusSync::new(Arc::clone(&self.status_manager), client)
-            .with_mirrors(Arc::clone(&self.mirrors));
         let handle = std::thread::Builder::new()
             .name("status-manager".into())
             .spawn(move || sync.run(stop))

@@ -17,6 +17,7 @@ pub mod cri;
 pub mod events;
 pub mod fake_runtime;
 pub mod healthz;
+pub mod hollow;
 pub mod kubelet;
 pub mod kuberuntime;
 pub mod mirror;

@@ -1,6 +1,7 @@
 //! `rkubelet`: parse flags and the config file, set up logging, run the kubelet, and turn the
 //! outcome into an exit code (0 on a clean stop, 1 on any error). `rkubelet fake-runtime`
-//! serves the in-memory fake runtime over CRI instead.
+//! serves the in-memory fake runtime over CRI instead, and `rkubelet hollow` runs many
+//! hollow nodes in one process.
 
 use std::process::ExitCode;
 
@@ -8,11 +9,10 @@ use rkubelet::config::settings::KubeletConfig;
 use structopt::StructOpt;
 
 fn main() -> ExitCode {
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|a| a == "fake-runtime")
-    {
-        return fake_runtime();
+    match std::env::args_os().nth(1).as_ref().and_then(|a| a.to_str()) {
+        Some("fake-runtime") => return fake_runtime(),
+        Some("hollow") => return hollow(),
+        _ => {}
     }
     let config = match KubeletConfig::from_args(std::env::args_os()) {
         Ok(c) => c,
@@ -78,6 +78,41 @@ fn fake_runtime() -> ExitCode {
         Err(e) => {
             log::error!("{e}");
             eprintln!("rkubelet fake-runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `rkubelet hollow ...`.
+fn hollow() -> ExitCode {
+    let args = match rkubelet::hollow::HollowArgs::from_iter_safe(std::env::args_os().skip(1)) {
+        Ok(a) => a,
+        Err(e) if e.use_stderr() => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            println!("{e}");
+            return ExitCode::SUCCESS;
+        }
+    };
+    // Hundreds of kubelets logging every pod change would drown the progress lines.
+    let level = match args.v {
+        0 => "warn,rkubelet::hollow=info",
+        1 => "info",
+        2..=3 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::new()
+        .parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string()))
+        .format_timestamp_micros()
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match rkubelet::hollow::run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("rkubelet hollow: {}", error_chain(&e));
             ExitCode::from(1)
         }
     }

@@ -156,6 +156,16 @@ impl PodSyncStatus {
     }
 }
 
+/// One pod's step, taken from the queue.
+struct Step {
+    uid: PodUid,
+    pod: Arc<Pod>,
+    state: PodWorkerState,
+    update_type: UpdateType,
+    grace: Option<i64>,
+    removed: bool,
+}
+
 #[derive(Debug, Default)]
 struct Shared {
     pods: HashMap<PodUid, PodSyncStatus>,
@@ -163,6 +173,10 @@ struct Shared {
     routine: VecDeque<PodUid>,
     stopping: bool,
 }
+
+/// Called whenever a pod is queued, so a pool shared by many kubelets (hollow nodes) knows
+/// to come and run [`PodWorkers::run_queued`].
+pub type WorkNotifier = Arc<dyn Fn() + Send + Sync>;
 
 /// Handle to the pool; cheap to share between the sync loop and tests.
 pub struct PodWorkers {
@@ -175,9 +189,58 @@ pub struct PodWorkers {
     backoff_base: Duration,
     backoff_max: Duration,
     handles: Mutex<Vec<JoinHandle<()>>>,
+    /// Set when the pods are run by a shared pool instead of this kubelet's own threads.
+    notify: Option<WorkNotifier>,
 }
 
 impl PodWorkers {
+    /// Pod workers without threads of their own: `notify` is called whenever work is
+    /// queued, and whoever it wakes runs [`PodWorkers::run_queued`].
+    pub fn external(
+        syncer: Arc<dyn PodSyncer>,
+        clock: Arc<dyn Clock>,
+        resync_interval: Duration,
+        notify: WorkNotifier,
+    ) -> Arc<PodWorkers> {
+        Arc::new(PodWorkers {
+            shared: Mutex::new(Shared::default()),
+            wake: Condvar::new(),
+            syncer,
+            clock,
+            resync_interval,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            handles: Mutex::new(Vec::new()),
+            notify: Some(notify),
+        })
+    }
+
+    /// Runs up to `budget` queued pod steps on the calling thread without waiting for more;
+    /// returns how many ran.
+    pub fn run_queued(&self, budget: usize) -> usize {
+        let mut ran = 0;
+        while ran < budget {
+            let Some(step) = self.next_step(false) else {
+                break;
+            };
+            self.run_step(step);
+            ran += 1;
+        }
+        ran
+    }
+
+    /// Whether pods wait in the queues.
+    pub fn has_queued(&self) -> bool {
+        let shared = self.lock();
+        !shared.urgent.is_empty() || !shared.routine.is_empty()
+    }
+
+    fn signal(&self) {
+        self.wake.notify_one();
+        if let Some(notify) = &self.notify {
+            notify();
+        }
+    }
     /// Starts `workers` threads (`pod-worker-0`...).
     pub fn start(
         workers: usize,
@@ -194,6 +257,7 @@ impl PodWorkers {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             handles: Mutex::new(Vec::new()),
+            notify: None,
         });
         let mut handles = Vec::with_capacity(workers);
         for i in 0..workers.max(1) {
@@ -252,7 +316,8 @@ impl PodWorkers {
         });
         if !status.working {
             Self::enqueue(&mut shared, uid);
-            self.wake.notify_one();
+            drop(shared);
+            self.signal();
         }
     }
 
@@ -299,60 +364,79 @@ impl PodWorkers {
     }
 
     fn worker_loop(&self) {
-        loop {
-            let (uid, pod, state, update_type, grace, removed) = {
-                let mut shared = self.lock();
-                let uid = loop {
-                    if shared.stopping {
-                        return;
-                    }
-                    if let Some(uid) = Self::dequeue(&mut shared) {
-                        break uid;
-                    }
-                    shared = self.wake.wait(shared).unwrap_or_else(|p| p.into_inner());
-                };
-                let Some(status) = shared.pods.get_mut(&uid) else {
-                    continue;
-                };
-                status.working = true;
-                let update_type = status.pending.take().unwrap_or(UpdateType::Sync);
-                (
-                    uid,
-                    Arc::clone(&status.pod),
-                    status.state,
-                    update_type,
-                    status.grace_override,
-                    status.removed,
-                )
-            };
-
-            let started = std::time::Instant::now();
-            let result = match state {
-                PodWorkerState::Syncing => self
-                    .syncer
-                    .sync_pod(update_type, &pod)
-                    .map(|terminal| terminal.then_some(PodWorkerState::Terminating)),
-                PodWorkerState::Terminating => self
-                    .syncer
-                    .sync_terminating_pod(&pod, grace)
-                    .map(|()| Some(PodWorkerState::Terminated)),
-                PodWorkerState::Terminated => self
-                    .syncer
-                    .sync_terminated_pod(&pod, removed)
-                    .map(|()| None),
-            };
-            // Upstream's operation_type: the update type of the sync, `kill` for termination.
-            let operation = match (state, update_type) {
-                (PodWorkerState::Syncing, UpdateType::Create) => "create",
-                (PodWorkerState::Syncing, UpdateType::Update) => "update",
-                (PodWorkerState::Syncing, _) => "sync",
-                _ => "kill",
-            };
-            crate::util::metrics::kubelet()
-                .pod_worker_duration
-                .observe(&[operation], started.elapsed());
-            self.complete(&uid, state, result);
+        while let Some(step) = self.next_step(true) {
+            self.run_step(step);
         }
+    }
+
+    /// The next pod step, marked as being worked on; with `wait`, blocks until there is one
+    /// (or the workers stop).
+    fn next_step(&self, wait: bool) -> Option<Step> {
+        let mut shared = self.lock();
+        loop {
+            let uid = loop {
+                if shared.stopping {
+                    return None;
+                }
+                if let Some(uid) = Self::dequeue(&mut shared) {
+                    break uid;
+                }
+                if !wait {
+                    return None;
+                }
+                shared = self.wake.wait(shared).unwrap_or_else(|p| p.into_inner());
+            };
+            let Some(status) = shared.pods.get_mut(&uid) else {
+                continue;
+            };
+            status.working = true;
+            let update_type = status.pending.take().unwrap_or(UpdateType::Sync);
+            return Some(Step {
+                uid,
+                pod: Arc::clone(&status.pod),
+                state: status.state,
+                update_type,
+                grace: status.grace_override,
+                removed: status.removed,
+            });
+        }
+    }
+
+    fn run_step(&self, step: Step) {
+        let Step {
+            uid,
+            pod,
+            state,
+            update_type,
+            grace,
+            removed,
+        } = step;
+        let started = std::time::Instant::now();
+        let result = match state {
+            PodWorkerState::Syncing => self
+                .syncer
+                .sync_pod(update_type, &pod)
+                .map(|terminal| terminal.then_some(PodWorkerState::Terminating)),
+            PodWorkerState::Terminating => self
+                .syncer
+                .sync_terminating_pod(&pod, grace)
+                .map(|()| Some(PodWorkerState::Terminated)),
+            PodWorkerState::Terminated => self
+                .syncer
+                .sync_terminated_pod(&pod, removed)
+                .map(|()| None),
+        };
+        // Upstream's operation_type: the update type of the sync, `kill` for termination.
+        let operation = match (state, update_type) {
+            (PodWorkerState::Syncing, UpdateType::Create) => "create",
+            (PodWorkerState::Syncing, UpdateType::Update) => "update",
+            (PodWorkerState::Syncing, _) => "sync",
+            _ => "kill",
+        };
+        crate::util::metrics::kubelet()
+            .pod_worker_duration
+            .observe(&[operation], started.elapsed());
+        self.complete(&uid, state, result);
     }
 
     /// Records the outcome of one step and queues the pod again if more work is waiting.
@@ -409,9 +493,13 @@ impl PodWorkers {
                 status.next_sync = Some(now + delay);
             }
         }
-        if status.pending.is_some() {
+        let queued = status.pending.is_some();
+        if queued {
             Self::enqueue(&mut shared, uid.clone());
-            self.wake.notify_one();
+        }
+        drop(shared);
+        if queued {
+            self.signal();
         }
         self.wake.notify_all();
     }

@@ -50,6 +50,7 @@ impl Node {
             api: None,
             tmpfs: false,
             host_cgroups: false,
+            shared_pod_work: None,
         };
         let kubelet = new_main_kubelet(config, deps).unwrap();
         let sync_loop = start_kubelet(kubelet.clone(), sources.updates, stop_rx).unwrap();

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod fake;
 pub mod kubeconfig;
+pub mod limited;
 pub mod merge_patch;
 pub mod rate_limit;
 mod request;

@@ -48,6 +48,18 @@ pub enum WatchEnd {
     Stopped,
 }
 
+/// Where a source's updates go.
+pub trait PodUpdateSink: Send + Sync {
+    /// Delivers `update`; false when the source should exit (stopped, or nobody listens).
+    fn deliver(&self, update: PodUpdate, stop: &Receiver<()>) -> bool;
+}
+
+impl PodUpdateSink for Sender<PodUpdate> {
+    fn deliver(&self, update: PodUpdate, stop: &Receiver<()>) -> bool {
+        send_or_stop(self, update, stop)
+    }
+}
+
 /// The API server source for one node.
 pub struct ApiserverSource {
     client: Arc<dyn KubeClient>,
@@ -78,8 +90,14 @@ impl ApiserverSource {
         self
     }
 
-    fn selector(&self) -> String {
-        format!("spec.nodeName={}", self.node_name)
+    /// A source for the pods of every node (hollow nodes demultiplex it by
+    /// `spec.nodeName`).
+    pub fn all_nodes(client: Arc<dyn KubeClient>) -> Self {
+        ApiserverSource::new(client, "")
+    }
+
+    fn selector(&self) -> Option<String> {
+        (!self.node_name.is_empty()).then(|| format!("spec.nodeName={}", self.node_name))
     }
 
     /// Spawns thread `source-apiserver` running [`run`](ApiserverSource::run).
@@ -96,7 +114,7 @@ impl ApiserverSource {
     /// Lists the node's pods: a `Set` update and the list's resourceVersion.
     pub fn relist(&self) -> Result<(PodUpdate, String), ApiError> {
         let list = self.client.list_pods(&ListOptions {
-            field_selector: Some(self.selector()),
+            field_selector: self.selector(),
             ..Default::default()
         })?;
         let update = PodUpdate {
@@ -112,11 +130,11 @@ impl ApiserverSource {
     pub fn watch_once(
         &self,
         resource_version: &mut String,
-        updates: &Sender<PodUpdate>,
+        updates: &dyn PodUpdateSink,
         stop: &Receiver<()>,
     ) -> Result<WatchEnd, ApiError> {
         let stream = self.client.watch_pods(&ListOptions {
-            field_selector: Some(self.selector()),
+            field_selector: self.selector(),
             resource_version: Some(resource_version.clone()),
             timeout_seconds: Some(self.watch_timeout_secs),
             allow_watch_bookmarks: true,
@@ -167,7 +185,7 @@ impl ApiserverSource {
                 op,
                 source: API_SOURCE.to_string(),
             };
-            if !send_or_stop(updates, update, stop) {
+            if !updates.deliver(update, stop) {
                 return Ok(WatchEnd::Stopped);
             }
         }
@@ -176,6 +194,11 @@ impl ApiserverSource {
 
     /// List, then watch, until `stop` fires; recovers as the module docs describe.
     pub fn run(self, updates: Sender<PodUpdate>, stop: Receiver<()>) {
+        self.run_into(&updates, stop);
+    }
+
+    /// Like [`run`](ApiserverSource::run), delivering to any sink.
+    pub fn run_into(self, updates: &dyn PodUpdateSink, stop: Receiver<()>) {
         log::info!(
             "watching pods bound to node {} on the API server",
             self.node_name
@@ -190,12 +213,12 @@ impl ApiserverSource {
                     (Some(update), Some(rv), WatchEnd::Closed)
                 }),
                 Some(rv) => self
-                    .watch_once(rv, &updates, &stop)
+                    .watch_once(rv, updates, &stop)
                     .map(|end| (None, None, end)),
             };
             let wait = match result {
                 Ok((Some(set), Some(rv), _)) => {
-                    if !send_or_stop(&updates, set, &stop) {
+                    if !updates.deliver(set, &stop) {
                         break;
                     }
                     resource_version = Some(rv);

@@ -40,6 +40,29 @@ struct Pending {
     message: String,
 }
 
+/// The queued events of a detached [`ApiRecorder`] and their writer.
+pub struct EventQueue {
+    rx: Receiver<Pending>,
+    writer: EventWriter,
+}
+
+impl EventQueue {
+    /// Writes up to `max` queued events; returns how many were written.
+    pub fn drain(&mut self, max: usize) -> usize {
+        let mut n = 0;
+        while n < max {
+            match self.rx.try_recv() {
+                Ok(ev) => {
+                    self.writer.write(ev);
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        n
+    }
+}
+
 /// Sends events to the API; cheap to call from any thread.
 pub struct ApiRecorder {
     tx: Sender<Pending>,
@@ -56,26 +79,37 @@ impl ApiRecorder {
         node_name: &str,
         stop: Receiver<()>,
     ) -> std::io::Result<(Arc<ApiRecorder>, JoinHandle<()>)> {
-        let (tx, rx) = crossbeam_channel::bounded(QUEUE_CAPACITY);
-        let mut writer = EventWriter::new(client, clock, node_name);
+        let (recorder, mut queue) = ApiRecorder::detached(client, clock, node_name);
         let handle = std::thread::Builder::new()
             .name("event-broadcaster".into())
             .spawn(move || loop {
                 crossbeam_channel::select! {
-                    recv(rx) -> ev => match ev {
-                        Ok(ev) => writer.write(ev),
+                    recv(queue.rx) -> ev => match ev {
+                        Ok(ev) => queue.writer.write(ev),
                         Err(_) => break,
                     },
                     recv(stop) -> _ => break,
                 }
             })?;
-        Ok((
+        Ok((recorder, handle))
+    }
+
+    /// A recorder whose queue is written by whoever calls [`EventQueue::drain`] (a thread
+    /// shared by many kubelets) instead of a thread of its own.
+    pub fn detached(
+        client: Arc<dyn KubeClient>,
+        clock: Arc<dyn Clock>,
+        node_name: &str,
+    ) -> (Arc<ApiRecorder>, EventQueue) {
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE_CAPACITY);
+        let writer = EventWriter::new(client, clock, node_name);
+        (
             Arc::new(ApiRecorder {
                 tx,
                 dropped: AtomicU64::new(0),
             }),
-            handle,
-        ))
+            EventQueue { rx, writer },
+        )
     }
 
     /// Events dropped so far because the queue was full.

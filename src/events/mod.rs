@@ -10,7 +10,7 @@ use crate::types::pod_key;
 
 pub mod api;
 
-pub use api::ApiRecorder;
+pub use api::{ApiRecorder, EventQueue};
 
 /// `Normal` or `Warning`, as in the Event API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -195,6 +195,34 @@ pub fn start_node_threads(
     source: Arc<KubeletNodeStatus>,
     stop: &Receiver<()>,
 ) -> Result<Vec<JoinHandle<()>>, KubeletError> {
+    let (updater, lease) = node_controllers(config, client, clock, source);
+    let stop_status = stop.clone();
+    let stop_lease = stop.clone();
+    let status = std::thread::Builder::new()
+        .name("node-status".into())
+        .spawn(move || updater.run(stop_status))
+        .map_err(|source| KubeletError::Thread {
+            name: "node-status",
+            source,
+        })?;
+    let lease = std::thread::Builder::new()
+        .name("node-lease".into())
+        .spawn(move || lease.run(stop_lease))
+        .map_err(|source| KubeletError::Thread {
+            name: "node-lease",
+            source,
+        })?;
+    Ok(vec![status, lease])
+}
+
+/// The node status updater and the Lease controller for the configured node, without
+/// threads (their `run` loops, or a shared timer calling their sync steps, drive them).
+pub fn node_controllers(
+    config: &crate::config::settings::KubeletConfig,
+    client: Arc<dyn KubeClient>,
+    clock: Arc<dyn Clock>,
+    source: Arc<KubeletNodeStatus>,
+) -> (Arc<NodeStatusUpdater>, Arc<NodeLeaseController>) {
     let mut status_config = NodeStatusConfig::new(NodeRegistration::new(
         config.node_name.clone(),
         config.node_name.clone(),
@@ -227,21 +255,5 @@ pub fn start_node_threads(
         config.node_name.clone(),
         LEASE_DURATION_SECONDS,
     ));
-    let stop_status = stop.clone();
-    let stop_lease = stop.clone();
-    let status = std::thread::Builder::new()
-        .name("node-status".into())
-        .spawn(move || updater.run(stop_status))
-        .map_err(|source| KubeletError::Thread {
-            name: "node-status",
-            source,
-        })?;
-    let lease = std::thread::Builder::new()
-        .name("node-lease".into())
-        .spawn(move || lease.run(stop_lease))
-        .map_err(|source| KubeletError::Thread {
-            name: "node-lease",
-            source,
-        })?;
-    Ok(vec![status, lease])
+    (updater, lease)
 }

@@ -20,6 +20,26 @@ pub const SYNC_TICK: Duration = Duration::from_secs(1);
 /// How often housekeeping runs (upstream 2 s).
 pub const HOUSEKEEPING_TICK: Duration = Duration::from_secs(2);
 
+/// When a polled sync loop ([`Kubelet::sync_loop_poll`]) next syncs due pods and does
+/// housekeeping.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopTicks {
+    /// Next sync tick.
+    pub next_sync: std::time::Instant,
+    /// Next housekeeping tick.
+    pub next_housekeeping: std::time::Instant,
+}
+
+impl Default for LoopTicks {
+    fn default() -> Self {
+        let now = std::time::Instant::now();
+        LoopTicks {
+            next_sync: now + SYNC_TICK,
+            next_housekeeping: now + HOUSEKEEPING_TICK,
+        }
+    }
+}
+
 /// What one iteration saw.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Iteration {
@@ -64,6 +84,33 @@ impl Kubelet {
             recv(stop) -> _ => return Iteration::Stop,
         }
         Iteration::Continue
+    }
+
+    /// The sync loop without a thread of its own (hollow nodes): handles whatever config
+    /// updates, PLEG events and probe updates are waiting, and the sync and housekeeping
+    /// ticks that are due, then returns. Calls for one kubelet must not overlap.
+    pub fn sync_loop_poll(&self, updates: &Receiver<PodUpdate>, ticks: &mut LoopTicks) {
+        if let Ok(mut entered) = self.sync_loop_entered.lock() {
+            *entered = Some(self.clock.now());
+        }
+        while let Ok(u) = updates.try_recv() {
+            self.handle_config_update(u);
+        }
+        while let Ok(e) = self.pleg_events.try_recv() {
+            self.handle_pleg_event(e);
+        }
+        while let Ok(u) = self.probe_updates.try_recv() {
+            self.handle_probe_update(u);
+        }
+        let now = std::time::Instant::now();
+        if now >= ticks.next_sync {
+            ticks.next_sync = now + SYNC_TICK;
+            self.handle_pod_syncs(self.pod_workers.pods_due());
+        }
+        if now >= ticks.next_housekeeping {
+            ticks.next_housekeeping = now + HOUSEKEEPING_TICK;
+            self.handle_pod_cleanups();
+        }
     }
 
     fn handle_config_update(&self, u: PodUpdate) {

@@ -279,6 +279,8 @@ pub struct ProbeManager {
     metrics: Arc<ProberMetrics>,
     /// Dropped by [`ProbeManager::shutdown`] to end the threads.
     stop: Mutex<Option<Sender<()>>>,
+    /// A disabled manager keeps its update sender so the receiver stays open and empty.
+    _updates: Option<Sender<ProbeUpdate>>,
 }
 
 /// What the prober threads need.
@@ -364,10 +366,28 @@ impl ProbeManager {
                 results: Arc::clone(&results),
                 metrics,
                 stop: Mutex::new(Some(stop_tx)),
+                _updates: None,
             },
             update_rx,
             threads,
         ))
+    }
+
+    /// A manager that runs no probes and starts no threads (hollow nodes): commands are
+    /// dropped, no result is ever published.
+    pub fn disabled() -> (ProbeManager, Receiver<ProbeUpdate>) {
+        let (cmd_tx, _) = crossbeam_channel::bounded(0);
+        let (update_tx, update_rx) = crossbeam_channel::bounded(1);
+        (
+            ProbeManager {
+                commands: cmd_tx,
+                results: Arc::new(ProbeResults::default()),
+                metrics: Arc::new(ProberMetrics::default()),
+                stop: Mutex::new(None),
+                _updates: Some(update_tx),
+            },
+            update_rx,
+        )
     }
 
     /// Ends the prober threads (they finish the probes in flight first).

@@ -102,6 +102,7 @@ impl ClusterNode {
             api: Some(client.clone()),
             tmpfs: false,
             host_cgroups: false,
+            shared_pod_work: None,
         };
         let kubelet = new_main_kubelet(config.clone(), deps).unwrap();
         let source = Arc::new(KubeletNodeStatus::new(
