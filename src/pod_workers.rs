@@ -673,6 +673,35 @@ mod tests {
     }
 
     #[test]
+    fn external_workers_notify_and_run_on_the_callers_thread() {
+        let rec = Arc::new(Recorder::default());
+        let notified = Arc::new(AtomicUsize::new(0));
+        let n = Arc::clone(&notified);
+        let pw = PodWorkers::external(
+            rec.clone(),
+            Arc::new(RealClock),
+            Duration::from_secs(60),
+            Arc::new(move || {
+                n.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        assert_eq!(pw.run_queued(10), 0, "nothing queued");
+        pw.update_pod(update(UpdateType::Create, pod("a", "1")));
+        pw.update_pod(update(UpdateType::Create, pod("b", "1")));
+        assert!(notified.load(Ordering::SeqCst) >= 2);
+        assert!(pw.has_queued());
+        assert_eq!(pw.run_queued(1), 1, "the budget is kept");
+        assert_eq!(pw.run_queued(10), 1);
+        assert!(!pw.has_queued());
+        // A kill goes through terminating and terminated, each step queued and notified.
+        pw.update_pod(update(UpdateType::Kill, pod("a", "2")));
+        while pw.run_queued(10) > 0 {}
+        let steps: Vec<&str> = rec.calls_for("a").iter().map(|c| c.0).collect();
+        assert_eq!(steps, vec!["sync", "terminating", "terminated"]);
+        assert!(pw.is_finished(&PodUid::from("a")));
+    }
+
+    #[test]
     fn updates_for_one_pod_never_overlap_and_coalesce() {
         let rec = Arc::new(Recorder {
             delay: Duration::from_millis(20),

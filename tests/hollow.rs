@@ -232,3 +232,48 @@ fn fifty_hollow_nodes_run_five_hundred_pods_on_shared_threads() {
     assert_eq!(progress.errors, 0, "{progress:?}");
     server.stop();
 }
+
+#[test]
+fn the_hollow_command_prints_progress_and_a_summary() {
+    let dir = scratch_dir("hollow-cli");
+    let server = ApiServer::start();
+    let kubeconfig = dir.join("kubeconfig");
+    server
+        .write_kubeconfig(&kubeconfig, "kubernetes-admin")
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+        .args([
+            "hollow",
+            "--nodes=3",
+            "--name-prefix=cli-",
+            &format!("--kubeconfig={}", kubeconfig.display()),
+            &format!("--root-dir={}", dir.join("nodes").display()),
+            "--duration=4s",
+            "--progress-interval=1s",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("hollow: 3/3 nodes registered"), "{stdout}");
+    assert!(
+        stdout.contains("hollow summary: 3 nodes (3 registered)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("POST nodes: 3"), "{stdout}");
+    for i in 0..3 {
+        assert!(server.get_node(&format!("cli-{i}")).is_some());
+    }
+    // Bad flags are named.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+        .args(["hollow", "--nodes=x", "--kubeconfig=/nope"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--nodes"));
+    server.stop();
+}

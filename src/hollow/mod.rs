@@ -5,8 +5,9 @@
 //!
 //! - `hollow-source`: one list+watch of all pods, demultiplexed by `spec.nodeName` into
 //!   each node's pod config mux (what each kubelet's own watch would have delivered);
-//! - `hollow-timer`: one timer that queues each node's periodic steps (sync loop poll every
-//!   100 ms, PLEG relist every second, status sync, event writes, node status and Lease);
+//! - `hollow-timer`: one timer that queues each node's periodic steps (the sync loop's 1 s
+//!   tick, PLEG relist every second, status sync, event writes, node status and Lease);
+//!   config updates and PLEG events queue a sync loop poll at once;
 //! - `hollow-worker-N`: a bounded pool running those steps and the nodes' pod syncs;
 //! - one API client with a connection pool, seen by each node through its own rate limiter
 //!   (`kubeAPIQPS`/`kubeAPIBurst`), so each node's API traffic stays a real kubelet's.
@@ -129,7 +130,7 @@ enum Kind {
 }
 
 const KINDS: [(Kind, Duration); 6] = [
-    (Kind::Loop, Duration::from_millis(100)),
+    (Kind::Loop, Duration::from_secs(1)),
     (Kind::Relist, Duration::from_secs(1)),
     (Kind::Status, Duration::from_millis(500)),
     (Kind::Events, Duration::from_secs(1)),
@@ -156,6 +157,8 @@ struct Node {
     lease: Arc<NodeLeaseController>,
     events: Mutex<EventQueue>,
     pod_work_queued: Arc<AtomicBool>,
+    /// A sync loop poll is queued (woken by config updates and PLEG events between ticks).
+    loop_queued: AtomicBool,
     /// Steps of this node running now (one of each kind at a time).
     busy: Mutex<Vec<Kind>>,
     next_node_status: Mutex<Instant>,
@@ -165,6 +168,8 @@ struct Node {
 
 struct Shared {
     nodes: Vec<Arc<Node>>,
+    /// Per step kind (and pod work, last): steps run and nanoseconds spent.
+    spent: [(AtomicU64, AtomicU64); 7],
     errors: AtomicU64,
     skipped: AtomicU64,
     stopping: AtomicBool,
@@ -214,7 +219,7 @@ impl Hollow {
             crate::api::client::DEFAULT_TIMEOUT,
         )?);
         let (task_tx, task_rx) =
-            crossbeam_channel::bounded::<Task>(args.nodes.saturating_mul(8).max(1024));
+            crossbeam_channel::bounded::<Task>(args.nodes.saturating_mul(16).max(1024));
         let clock: Arc<dyn Clock> = Arc::new(RealClock);
         let mut nodes = Vec::with_capacity(args.nodes);
         for i in 0..args.nodes {
@@ -222,6 +227,7 @@ impl Hollow {
         }
         let shared = Arc::new(Shared {
             nodes,
+            spent: Default::default(),
             errors: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -248,9 +254,8 @@ impl Hollow {
                 Box::new(move || timer(&shared, &tx, &stop)),
             )?);
         }
-        drop(task_tx);
         let source = {
-            let demux = Demux::new(Arc::clone(&shared));
+            let demux = Demux::new(Arc::clone(&shared), task_tx.clone());
             let api: Arc<dyn KubeClient> = Arc::clone(&client) as Arc<dyn KubeClient>;
             let stop = stop_rx.clone();
             spawn(
@@ -258,6 +263,7 @@ impl Hollow {
                 Box::new(move || ApiserverSource::all_nodes(api).run_into(&demux, stop)),
             )?
         };
+        drop(task_tx);
         log::info!(
             "{} hollow nodes started ({} worker threads)",
             args.nodes,
@@ -299,6 +305,31 @@ impl Hollow {
     /// The shared API client's request counters.
     pub fn request_stats(&self) -> crate::api::RequestStats {
         self.client.stats()
+    }
+
+    /// Steps run so far and the time they took, per kind (`loop`, `relist`, `status`,
+    /// `events`, `node-status`, `lease`, `pod-work`).
+    pub fn step_stats(&self) -> Vec<(&'static str, u64, Duration)> {
+        const NAMES: [&str; 7] = [
+            "loop",
+            "relist",
+            "status",
+            "events",
+            "node-status",
+            "lease",
+            "pod-work",
+        ];
+        NAMES
+            .iter()
+            .zip(&self.shared.spent)
+            .map(|(name, (count, nanos))| {
+                (
+                    *name,
+                    count.load(Ordering::Relaxed),
+                    Duration::from_nanos(nanos.load(Ordering::Relaxed)),
+                )
+            })
+            .collect()
     }
 
     /// Periodic steps skipped because the worker queue was full.
@@ -428,6 +459,7 @@ fn build_node(
         lease,
         events: Mutex::new(events),
         pod_work_queued,
+        loop_queued: AtomicBool::new(false),
         busy: Mutex::new(Vec::new()),
         next_node_status: Mutex::new(Instant::now()),
         next_lease: Mutex::new(Instant::now()),
@@ -490,10 +522,30 @@ fn worker(shared: &Shared, tasks: &Receiver<Task>, resend: &Sender<Task>) {
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         };
-        match task {
-            Task::PodWork(i) => pod_work(&shared.nodes[i], i, resend),
-            Task::Step(kind, i) => step(shared, &shared.nodes[i], i, kind, resend),
-        }
+        let started = Instant::now();
+        let slot = match task {
+            Task::PodWork(i) => {
+                pod_work(&shared.nodes[i], i, resend);
+                6
+            }
+            Task::Step(kind, i) => {
+                step(shared, &shared.nodes[i], i, kind, resend);
+                kind as usize
+            }
+        };
+        let (count, nanos) = &shared.spent[slot];
+        count.fetch_add(1, Ordering::Relaxed);
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        nanos.fetch_add(took, Ordering::Relaxed);
+    }
+}
+
+/// Queues a sync loop poll for a node now (between its 1 s ticks).
+fn wake_loop(node: &Node, index: usize, tasks: &Sender<Task>) {
+    if !node.loop_queued.swap(true, Ordering::SeqCst)
+        && tasks.try_send(Task::Step(Kind::Loop, index)).is_err()
+    {
+        node.loop_queued.store(false, Ordering::SeqCst);
     }
 }
 
@@ -522,6 +574,7 @@ fn step(shared: &Shared, node: &Node, index: usize, kind: Kind, resend: &Sender<
     }
     let failed = match kind {
         Kind::Loop => {
+            node.loop_queued.store(false, Ordering::SeqCst);
             if let Ok(mut ticks) = node.ticks.try_lock() {
                 node.kubelet.sync_loop_poll(&node.updates_rx, &mut ticks);
             }
@@ -533,7 +586,13 @@ fn step(shared: &Shared, node: &Node, index: usize, kind: Kind, resend: &Sender<
             }
             false
         }
-        Kind::Relist => node.kubelet.pleg().relist().is_err(),
+        Kind::Relist => {
+            let failed = node.kubelet.pleg().relist().is_err();
+            if node.kubelet.sync_loop_has_events() {
+                wake_loop(node, index, resend);
+            }
+            failed
+        }
         Kind::Status => {
             if let Some(sync) = &node.status_sync {
                 lock(sync).sync_batch();
@@ -592,13 +651,14 @@ fn step(shared: &Shared, node: &Node, index: usize, kind: Kind, resend: &Sender<
 /// that leaves a node a removal.
 struct Demux {
     shared: Arc<Shared>,
+    wake: Sender<Task>,
     by_name: HashMap<String, usize>,
     /// Which node each pod (by UID) was last given to.
     placed: Mutex<HashMap<String, usize>>,
 }
 
 impl Demux {
-    fn new(shared: Arc<Shared>) -> Demux {
+    fn new(shared: Arc<Shared>, wake: Sender<Task>) -> Demux {
         let by_name = shared
             .nodes
             .iter()
@@ -607,21 +667,31 @@ impl Demux {
             .collect();
         Demux {
             shared,
+            wake,
             by_name,
             placed: Mutex::new(HashMap::new()),
         }
     }
 
-    fn send(&self, node: usize, op: PodOperation, pods: Vec<Arc<k8s_openapi::api::core::v1::Pod>>) {
-        let node = &self.shared.nodes[node];
+    fn send(
+        &self,
+        index: usize,
+        op: PodOperation,
+        pods: Vec<Arc<k8s_openapi::api::core::v1::Pod>>,
+    ) {
+        let node = &self.shared.nodes[index];
         let update = PodUpdate {
             pods,
             op,
             source: API_SOURCE.to_string(),
         };
         let outs = lock(&node.mux).merge(API_SOURCE, update);
+        let any = !outs.is_empty();
         for out in outs {
             let _ = node.updates_tx.send(out);
+        }
+        if any {
+            wake_loop(node, index, &self.wake);
         }
     }
 

@@ -113,6 +113,11 @@ impl Kubelet {
         }
     }
 
+    /// Whether PLEG events or probe updates wait for a polled sync loop.
+    pub fn sync_loop_has_events(&self) -> bool {
+        !self.pleg_events.is_empty() || !self.probe_updates.is_empty()
+    }
+
     fn handle_config_update(&self, u: PodUpdate) {
         log::debug!(
             "config update from {}: {:?} of {} pods",
