@@ -236,7 +236,8 @@ impl PodWorkers {
     }
 
     fn signal(&self) {
-        self.wake.notify_one();
+        // All: `wait_idle` waits on the same condvar, and must not take a worker's wake-up.
+        self.wake.notify_all();
         if let Some(notify) = &self.notify {
             notify();
         }

@@ -157,8 +157,9 @@ struct Node {
     lease: Arc<NodeLeaseController>,
     events: Mutex<EventQueue>,
     pod_work_queued: Arc<AtomicBool>,
-    /// A sync loop poll is queued (woken by config updates and PLEG events between ticks).
-    loop_queued: AtomicBool,
+    /// Steps of each kind queued and not yet started (the timer queues no duplicates; a
+    /// sync loop poll is also queued by config updates and PLEG events between ticks).
+    queued: [AtomicBool; 6],
     /// Steps of this node running now (one of each kind at a time).
     busy: Mutex<Vec<Kind>>,
     next_node_status: Mutex<Instant>,
@@ -342,11 +343,12 @@ impl Hollow {
         let last = self.progress();
         self.shared.stopping.store(true, Ordering::SeqCst);
         self.stop_tx.take();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        // Pod work in progress ends after its current step.
         for node in &self.shared.nodes {
             node.kubelet.pod_workers().stop();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
         // The pod watch ends with its next event or timeout; it is not waited for.
         drop(self.source.take());
@@ -459,7 +461,7 @@ fn build_node(
         lease,
         events: Mutex::new(events),
         pod_work_queued,
-        loop_queued: AtomicBool::new(false),
+        queued: Default::default(),
         busy: Mutex::new(Vec::new()),
         next_node_status: Mutex::new(Instant::now()),
         next_lease: Mutex::new(Instant::now()),
@@ -491,7 +493,10 @@ fn timer(shared: &Shared, tasks: &Sender<Task>, stop: &Receiver<()>) {
                 break;
             }
             heap.pop();
-            if tasks.try_send(Task::Step(kind, i)).is_err() {
+            let queued = &shared.nodes[i].queued[kind as usize];
+            if !queued.swap(true, Ordering::SeqCst) && tasks.try_send(Task::Step(kind, i)).is_err()
+            {
+                queued.store(false, Ordering::SeqCst);
                 shared.skipped.fetch_add(1, Ordering::Relaxed);
             }
             // The next one a period after this one was due, or now if far behind.
@@ -542,10 +547,11 @@ fn worker(shared: &Shared, tasks: &Receiver<Task>, resend: &Sender<Task>) {
 
 /// Queues a sync loop poll for a node now (between its 1 s ticks).
 fn wake_loop(node: &Node, index: usize, tasks: &Sender<Task>) {
-    if !node.loop_queued.swap(true, Ordering::SeqCst)
+    let queued = &node.queued[Kind::Loop as usize];
+    if !queued.swap(true, Ordering::SeqCst)
         && tasks.try_send(Task::Step(Kind::Loop, index)).is_err()
     {
-        node.loop_queued.store(false, Ordering::SeqCst);
+        queued.store(false, Ordering::SeqCst);
     }
 }
 
@@ -565,6 +571,7 @@ fn pod_work(node: &Node, index: usize, resend: &Sender<Task>) {
 }
 
 fn step(shared: &Shared, node: &Node, index: usize, kind: Kind, resend: &Sender<Task>) {
+    node.queued[kind as usize].store(false, Ordering::SeqCst);
     {
         let mut busy = lock(&node.busy);
         if busy.contains(&kind) {
@@ -574,9 +581,14 @@ fn step(shared: &Shared, node: &Node, index: usize, kind: Kind, resend: &Sender<
     }
     let failed = match kind {
         Kind::Loop => {
-            node.loop_queued.store(false, Ordering::SeqCst);
             if let Ok(mut ticks) = node.ticks.try_lock() {
                 node.kubelet.sync_loop_poll(&node.updates_rx, &mut ticks);
+            }
+            // A wake-up that came while this poll ran (and found it busy) is not lost.
+            if !node.updates_rx.is_empty() || node.kubelet.sync_loop_has_events() {
+                lock(&node.busy).retain(|k| *k != Kind::Loop);
+                wake_loop(node, index, resend);
+                return;
             }
             // Pods a full queue kept from their notification are picked up here.
             if node.kubelet.pod_workers().has_queued()

@@ -20,6 +20,9 @@ pub const SYNC_TICK: Duration = Duration::from_secs(1);
 /// How often housekeeping runs (upstream 2 s).
 pub const HOUSEKEEPING_TICK: Duration = Duration::from_secs(2);
 
+/// How early a polled sync loop may take a tick.
+const TICK_SLACK: Duration = Duration::from_millis(100);
+
 /// When a polled sync loop ([`Kubelet::sync_loop_poll`]) next syncs due pods and does
 /// housekeeping.
 #[derive(Debug, Clone, Copy)]
@@ -102,13 +105,15 @@ impl Kubelet {
         while let Ok(u) = self.probe_updates.try_recv() {
             self.handle_probe_update(u);
         }
-        let now = std::time::Instant::now();
+        // A poll a little early still takes its tick, so ticks keep their period.
+        let now = std::time::Instant::now() + TICK_SLACK;
         if now >= ticks.next_sync {
-            ticks.next_sync = now + SYNC_TICK;
+            ticks.next_sync = (ticks.next_sync + SYNC_TICK).max(now - TICK_SLACK);
             self.handle_pod_syncs(self.pod_workers.pods_due());
         }
         if now >= ticks.next_housekeeping {
-            ticks.next_housekeeping = now + HOUSEKEEPING_TICK;
+            ticks.next_housekeeping =
+                (ticks.next_housekeeping + HOUSEKEEPING_TICK).max(now - TICK_SLACK);
             self.handle_pod_cleanups();
         }
     }

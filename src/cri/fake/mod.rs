@@ -497,6 +497,21 @@ impl State {
 
     /// Exits the running containers whose planned exit time has come.
     fn run_planned_exits(&mut self) {
+        // Plans of containers stopped or removed early stay in the heap until due; drop them
+        // when they outnumber the containers, so churn cannot grow it.
+        if self.exits.len() > 2 * self.containers.len() + 64 {
+            let containers = &self.containers;
+            let kept: Vec<_> = std::mem::take(&mut self.exits)
+                .into_iter()
+                .filter(|Reverse((at, id))| {
+                    containers.get(id).is_some_and(|c| {
+                        c.planned_exit.is_some_and(|(p, _)| p == *at)
+                            && c.status.state == ContainerState::CONTAINER_RUNNING
+                    })
+                })
+                .collect();
+            self.exits = kept.into_iter().collect();
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
@@ -593,7 +608,7 @@ fn splitmix64(z: u64) -> u64 {
 fn parse_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs));
+        return Duration::try_from_secs_f64(secs).ok();
     }
     crate::config::duration::parse_duration(value)
         .ok()
