@@ -20,6 +20,7 @@ pub use client::{RestClient, RetryPolicy};
 pub use fake::{Call, FakeClient};
 pub use kubeconfig::RestConfig;
 pub use stats::RequestStats;
+pub use tls::AcceptAnyServerCert;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;

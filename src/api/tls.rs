@@ -119,7 +119,7 @@ fn tls_config(config: &RestConfig) -> Result<Option<rustls::ClientConfig>, ApiEr
 /// upstream skips verification for them). Handshake signatures are still checked, so the
 /// session is at least bound to the certificate presented.
 #[derive(Debug)]
-pub(crate) struct AcceptAnyServerCert(pub(crate) Arc<CryptoProvider>);
+pub struct AcceptAnyServerCert(pub Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAnyServerCert {
     fn verify_server_cert(

@@ -14,7 +14,9 @@
 //!
 //! Hollow nodes run no probes and serve no kubelet API.
 
-use std::collections::{BinaryHeap, HashMap};
+mod demux;
+
+use std::collections::BinaryHeap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,11 +29,11 @@ use structopt::StructOpt;
 use crate::api::limited::RateLimitedClient;
 use crate::api::{KubeClient, RestClient};
 use crate::clock::{Clock, RealClock};
-use crate::config::apiserver::{ApiserverSource, PodUpdateSink};
+use crate::config::apiserver::ApiserverSource;
 use crate::config::duration::GoDuration;
 use crate::config::mux::PodConfig;
 use crate::config::settings::KubeletConfig;
-use crate::config::update::{PodOperation, PodUpdate, API_SOURCE};
+use crate::config::update::{PodUpdate, API_SOURCE};
 use crate::cri::FakeRuntime;
 use crate::events::{ApiRecorder, EventQueue, Recorder};
 use crate::kubelet::node_status::{node_controllers, KubeletNodeStatus, NodeStatusDeps};
@@ -256,7 +258,7 @@ impl Hollow {
             )?);
         }
         let source = {
-            let demux = Demux::new(Arc::clone(&shared), task_tx.clone());
+            let demux = demux::Demux::new(Arc::clone(&shared), task_tx.clone());
             let api: Arc<dyn KubeClient> = Arc::clone(&client) as Arc<dyn KubeClient>;
             let stop = stop_rx.clone();
             spawn(
@@ -656,121 +658,6 @@ fn step(shared: &Shared, node: &Node, index: usize, kind: Kind, resend: &Sender<
         shared.errors.fetch_add(1, Ordering::Relaxed);
     }
     lock(&node.busy).retain(|k| *k != kind);
-}
-
-/// Routes the one pod watch to the nodes' muxes by `spec.nodeName`, as each node's own
-/// field-selected watch would have: a pod newly bound to a node is an addition there, a pod
-/// that leaves a node a removal.
-struct Demux {
-    shared: Arc<Shared>,
-    wake: Sender<Task>,
-    by_name: HashMap<String, usize>,
-    /// Which node each pod (by UID) was last given to.
-    placed: Mutex<HashMap<String, usize>>,
-}
-
-impl Demux {
-    fn new(shared: Arc<Shared>, wake: Sender<Task>) -> Demux {
-        let by_name = shared
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.clone(), i))
-            .collect();
-        Demux {
-            shared,
-            wake,
-            by_name,
-            placed: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn send(
-        &self,
-        index: usize,
-        op: PodOperation,
-        pods: Vec<Arc<k8s_openapi::api::core::v1::Pod>>,
-    ) {
-        let node = &self.shared.nodes[index];
-        let update = PodUpdate {
-            pods,
-            op,
-            source: API_SOURCE.to_string(),
-        };
-        let outs = lock(&node.mux).merge(API_SOURCE, update);
-        let any = !outs.is_empty();
-        for out in outs {
-            let _ = node.updates_tx.send(out);
-        }
-        if any {
-            wake_loop(node, index, &self.wake);
-        }
-    }
-
-    fn node_of(&self, pod: &k8s_openapi::api::core::v1::Pod) -> Option<usize> {
-        let name = pod.spec.as_ref()?.node_name.as_deref()?;
-        self.by_name.get(name).copied()
-    }
-}
-
-impl PodUpdateSink for Demux {
-    fn deliver(&self, update: PodUpdate, _stop: &Receiver<()>) -> bool {
-        let uid_of =
-            |p: &k8s_openapi::api::core::v1::Pod| p.metadata.uid.clone().unwrap_or_default();
-        let mut placed = lock(&self.placed);
-        match update.op {
-            PodOperation::Set => {
-                let mut per_node: Vec<Vec<Arc<k8s_openapi::api::core::v1::Pod>>> =
-                    vec![Vec::new(); self.shared.nodes.len()];
-                placed.clear();
-                for pod in update.pods {
-                    if let Some(i) = self.node_of(&pod) {
-                        placed.insert(uid_of(&pod), i);
-                        per_node[i].push(pod);
-                    }
-                }
-                drop(placed);
-                for (i, pods) in per_node.into_iter().enumerate() {
-                    self.send(i, PodOperation::Set, pods);
-                }
-            }
-            PodOperation::Add | PodOperation::Update => {
-                for pod in update.pods {
-                    let uid = uid_of(&pod);
-                    let before = placed.get(&uid).copied();
-                    let now = self.node_of(&pod);
-                    if let (Some(old), true) = (before, before != now) {
-                        self.send(old, PodOperation::Remove, vec![Arc::clone(&pod)]);
-                        placed.remove(&uid);
-                    }
-                    if let Some(i) = now {
-                        let op = if before == now {
-                            update.op
-                        } else {
-                            PodOperation::Add
-                        };
-                        placed.insert(uid, i);
-                        self.send(i, op, vec![pod]);
-                    }
-                }
-            }
-            PodOperation::Remove | PodOperation::Delete => {
-                for pod in update.pods {
-                    if let Some(i) = placed.remove(&uid_of(&pod)).or_else(|| self.node_of(&pod)) {
-                        self.send(i, update.op, vec![pod]);
-                    }
-                }
-            }
-            PodOperation::Reconcile => {
-                for pod in update.pods {
-                    if let Some(i) = placed.get(&uid_of(&pod)).copied() {
-                        self.send(i, PodOperation::Reconcile, vec![pod]);
-                    }
-                }
-            }
-        }
-        !self.shared.stopping.load(Ordering::SeqCst)
-    }
 }
 
 /// `rkubelet hollow`: runs until `--duration` passes or SIGTERM/SIGINT, printing a progress

@@ -12,6 +12,7 @@ pub mod host;
 pub mod http;
 pub mod logs;
 pub mod podresources;
+pub mod pool;
 pub mod stats;
 pub mod streaming;
 pub mod tls;
@@ -569,7 +570,7 @@ pub fn listen_and_serve(
     host: Arc<dyn HostInterface>,
     api: Option<Arc<dyn crate::api::KubeClient>>,
     stop: Receiver<()>,
-) -> Result<http::Server, ServerError> {
+) -> Result<pool::Server, ServerError> {
     let tls = tls::server_config(&settings.tls)?;
     let auth = Auth::new(
         &host.node_name(),
@@ -582,7 +583,7 @@ pub fn listen_and_serve(
         source,
     })?;
     let handler = Arc::new(KubeletServer::new(host, auth, settings.stream_idle_timeout));
-    let server = http::serve(
+    let server = pool::serve(
         "kubelet-server",
         listener,
         Some(tls),
@@ -603,11 +604,11 @@ pub fn listen_and_serve_read_only(
     addr: SocketAddr,
     host: Arc<dyn HostInterface>,
     stop: Receiver<()>,
-) -> Result<http::Server, ServerError> {
+) -> Result<pool::Server, ServerError> {
     let listener =
         TcpListener::bind(addr).map_err(|source| ServerError::Listen { addr, source })?;
     let handler = Arc::new(KubeletServer::read_only(host));
-    let server = http::serve(
+    let server = pool::serve(
         "kubelet-read-only",
         listener,
         None,

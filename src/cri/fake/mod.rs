@@ -36,6 +36,7 @@ use super::{CriError, RpcCode};
 
 use image::normalize_image;
 
+mod exits;
 mod image;
 mod runtime;
 pub mod server;
@@ -466,77 +467,6 @@ impl State {
         std::net::Ipv4Addr::from(self.pod_network.0 + offset).to_string()
     }
 
-    /// Plans the exit of a container just started, from its pod's annotations.
-    fn plan_exit(&mut self, container_id: &str, now: i64) {
-        let Some(c) = self.containers.get(container_id) else {
-            return;
-        };
-        let Some(sandbox) = self.sandboxes.get(&c.sandbox_id) else {
-            return;
-        };
-        let name = c.status.get_metadata().name.clone();
-        let pick = |key: &str| {
-            let annotations = &sandbox.status.annotations;
-            annotations
-                .get(&format!("{key}.{name}"))
-                .or_else(|| annotations.get(key))
-                .cloned()
-        };
-        let Some(after) = pick(EXIT_AFTER_ANNOTATION).and_then(|v| parse_after(&v)) else {
-            return;
-        };
-        let code = pick(EXIT_CODE_ANNOTATION)
-            .and_then(|v| v.trim().parse::<i32>().ok())
-            .unwrap_or(0);
-        let at = now.saturating_add(i64::try_from(after.as_nanos()).unwrap_or(i64::MAX));
-        if let Some(c) = self.containers.get_mut(container_id) {
-            c.planned_exit = Some((at, code));
-        }
-        self.exits.push(Reverse((at, container_id.to_string())));
-    }
-
-    /// Exits the running containers whose planned exit time has come.
-    fn run_planned_exits(&mut self) {
-        // Plans of containers stopped or removed early stay in the heap until due; drop them
-        // when they outnumber the containers, so churn cannot grow it.
-        if self.exits.len() > 2 * self.containers.len() + 64 {
-            let containers = &self.containers;
-            let kept: Vec<_> = std::mem::take(&mut self.exits)
-                .into_iter()
-                .filter(|Reverse((at, id))| {
-                    containers.get(id).is_some_and(|c| {
-                        c.planned_exit.is_some_and(|(p, _)| p == *at)
-                            && c.status.state == ContainerState::CONTAINER_RUNNING
-                    })
-                })
-                .collect();
-            self.exits = kept.into_iter().collect();
-        }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        while let Some(Reverse((at, _))) = self.exits.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((at, id))) = self.exits.pop() else {
-                break;
-            };
-            if let Some(c) = self.containers.get_mut(&id) {
-                match c.planned_exit {
-                    Some((planned, code))
-                        if planned == at && c.status.state == ContainerState::CONTAINER_RUNNING =>
-                    {
-                        let reason = if code == 0 { "Completed" } else { "Error" };
-                        exit(&mut c.status, at, code, reason);
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-
     fn stop_sandbox_containers(&mut self, sandbox_id: &str) {
         let now = self.now();
         for c in self.containers.values_mut() {
@@ -602,17 +532,6 @@ fn splitmix64(z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
-}
-
-/// `30s`, `1m30s` or plain seconds.
-fn parse_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).ok();
-    }
-    crate::config::duration::parse_duration(value)
-        .ok()
-        .and_then(|d| d.to_std())
 }
 
 /// Small builders shared by the fake's tests.

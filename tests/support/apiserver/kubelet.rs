@@ -7,7 +7,8 @@
 //!   to the kubelet of the pod's node (its InternalIP and `daemonEndpoints.kubeletEndpoint`
 //!   port), authenticated with the client certificate `kube-apiserver-kubelet-client`
 //!   (group `system:masters`) and without checking the kubelet's serving certificate (the
-//!   API server's default without `--kubelet-certificate-authority`). Upgraded connections
+//!   API server's default without `--kubelet-certificate-authority`; the verifier is the
+//!   crate's own `insecure-skip-tls-verify` one). Upgraded connections
 //!   are spliced both ways until either side closes.
 
 use std::collections::{HashMap, HashSet};
@@ -16,10 +17,9 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use serde_json::{json, Value};
 
 use super::http::Request;
@@ -112,55 +112,6 @@ impl Reviews {
     }
 }
 
-/// Skips verification of the kubelet's serving certificate.
-#[derive(Debug)]
-struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// The client configuration the double uses towards kubelets.
 pub fn kubelet_client_config(shared: &Shared) -> Result<Arc<ClientConfig>, ApiError> {
     let identity = shared
@@ -178,7 +129,7 @@ pub fn kubelet_client_config(shared: &Shared) -> Result<Arc<ClientConfig>, ApiEr
         .with_safe_default_protocol_versions()
         .map_err(|e| ApiError::internal(&e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+        .with_custom_certificate_verifier(Arc::new(rkubelet::api::AcceptAnyServerCert(provider)))
         .with_client_auth_cert(chain, key)
         .map_err(|e| ApiError::internal(&e.to_string()))?;
     Ok(Arc::new(config))
