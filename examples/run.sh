@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run rkubelet against a real containerd with the static pods in examples/pods/:
 #
-#   sudo examples/run.sh [--keep-containerd]
+#   examples/run.sh [--keep-containerd]      (as root)
 #
 # What it does:
 #   1. packaging/host-setup.sh: installs containerd, runc, CNI plugins, busybox-static, cmake
@@ -40,7 +40,7 @@ done
 section() { printf '\n==================== %s ====================\n' "$*"; }
 
 if [[ $EUID -ne 0 ]]; then
-    echo "examples/run.sh: needs root (containers, cgroups, network namespaces): sudo $0" >&2
+    echo "examples/run.sh: needs root (containers, cgroups, network namespaces); run it as root" >&2
     exit 1
 fi
 
@@ -83,7 +83,7 @@ cleanup() {
     if ((keep_containerd)); then
         section "containerd left running (--keep-containerd)"
         echo "socket: $cd_base/containerd.sock"
-        echo "stop it with: sudo packaging/containerd.sh stop $cd_base"
+        echo "stop it with (as root): packaging/containerd.sh stop $cd_base"
     else
         section "stopping containerd"
         bash "$repo_root/packaging/containerd.sh" stop "$cd_base" || true

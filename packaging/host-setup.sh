@@ -18,7 +18,7 @@ images_dir="${RKUBELET_IMAGES_DIR:-/var/tmp/rkubelet-images}"
 log() { echo "host-setup: $*"; }
 
 if [[ $EUID -ne 0 ]]; then
-    echo "host-setup: must run as root (sudo $0)" >&2
+    echo "host-setup: must run as root" >&2
     exit 1
 fi
 

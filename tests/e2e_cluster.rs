@@ -971,7 +971,8 @@ fn environment_security_context_resources_and_admission() {
     let mut user = app("echo \"uid=$(id -u) gid=$(id -g)\"; grep CapEff /proc/self/status; \
         if touch /newfile 2>/dev/null; then echo rootfs-writable; else echo rootfs-readonly; fi; \
         echo \"quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) period=$(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)\"; \
-        echo \"memlimit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)\"");
+        echo \"memlimit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)\"; \
+        echo checks-done; exec sleep 3600");
     user["securityContext"] = serde_json::json!({"runAsUser": 1234, "runAsGroup": 4321,
         "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}});
     user["resources"] = serde_json::json!({"limits": {"cpu": "500m", "memory": "64Mi"}});
@@ -1041,8 +1042,14 @@ fn environment_security_context_resources_and_admission() {
     c.server.update_config_map(cm).unwrap();
     wait_phase(&c, "missing-key", "Succeeded", Duration::from_secs(90));
 
-    wait_phase(&c, "secure", "Succeeded", Duration::from_secs(60));
-    let log = container_log(&c.dir, "secure");
+    // The pod keeps running until its cgroups are checked: once it ended, the kubelet may
+    // remove them at any moment.
+    wait_phase(&c, "secure", "Running", Duration::from_secs(60));
+    let log = wait_for(Duration::from_secs(30), || {
+        let log = container_log(&c.dir, "secure");
+        log.contains("checks-done").then_some(log)
+    })
+    .unwrap_or_else(|| panic!("secure pod never finished its checks:\n{}", c.log()));
     assert!(log.contains("uid=1234 gid=4321"), "{log}");
     assert!(log.contains("CapEff:\t0000000000000000"), "{log}");
     assert!(log.contains("rootfs-readonly"), "{log}");

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# rkubelet's test command: `sudo tests/run.sh` (CI runs exactly this through .ci/run).
+# rkubelet's test command, run as root: `tests/run.sh` (CI runs exactly this through .ci/run).
 #
 # Steps, each under its own header:
 #   1. host set-up        packaging/host-setup.sh (Debian packages, local test images)
@@ -8,7 +8,8 @@
 #   3. cargo fmt --all -- --check
 #   4. cargo clippy --all-targets -- -D warnings
 #   5. a private containerd  packaging/containerd.sh start /var/tmp/rkubelet-ci/containerd
-#   6. cargo test --all-targets -- --include-ignored
+#   6. cargo test --no-fail-fast --all-targets -- --include-ignored (every test binary runs,
+#      also after one failed, so the closing count covers the whole suite)
 #      with RKUBELET_E2E=1 and RKUBELET_E2E_CRI_ENDPOINT=unix://<its socket>, so the e2e tests
 #      (#[ignore] by default) run against the real runtime
 # containerd is always stopped at exit (trap), also on failure or Ctrl-C.
@@ -34,7 +35,7 @@ section() { printf '\n==================== %s ====================\n' "$*"; }
 elapsed() { echo "($((SECONDS - started_at)) s since start)"; }
 
 if [[ $EUID -ne 0 ]]; then
-    echo "tests/run.sh: needs root for containerd and network namespaces: sudo $0" >&2
+    echo "tests/run.sh: needs root for containerd and network namespaces; run it as root" >&2
     exit 1
 fi
 
@@ -117,9 +118,9 @@ export RKUBELET_E2E_CRI_ENDPOINT="unix://$sock"
 echo "RKUBELET_E2E=1 RKUBELET_E2E_CRI_ENDPOINT=$RKUBELET_E2E_CRI_ENDPOINT"
 
 # ---------------------------------------------------------------------------------------------
-section "6/6 cargo test --all-targets -- --include-ignored $(elapsed)"
+section "6/6 cargo test --no-fail-fast --all-targets -- --include-ignored $(elapsed)"
 set +e
-timeout --foreground -k 30 "$test_timeout" cargo test --all-targets -- --include-ignored </dev/null 2>&1 \
+timeout --foreground -k 30 "$test_timeout" cargo test --no-fail-fast --all-targets -- --include-ignored </dev/null 2>&1 \
     | tee "$test_log"
 test_rc=${PIPESTATUS[0]}
 set -e
