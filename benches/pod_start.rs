@@ -183,6 +183,7 @@ fn harness(max_pods: usize) -> Harness {
         tmpfs: false,
         host_cgroups: false,
         shared_pod_work: None,
+        waiters: None,
     };
     let kubelet = Arc::new(Kubelet::new(config, deps).expect("kubelet"));
     // Large enough to hand over a whole burst without blocking the sender.

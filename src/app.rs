@@ -249,6 +249,7 @@ pub fn create_and_init_kubelet(
         tmpfs: true,
         host_cgroups: true,
         shared_pod_work: None,
+        waiters: None,
     };
     let kubelet = new_main_kubelet(Arc::clone(&config), deps)?;
     kubelet.birth_cry();
@@ -272,6 +273,7 @@ pub fn create_and_init_kubelet(
                 recorder,
                 runtime_name: version.get_runtime_name().to_string(),
                 runtime_version: version.get_runtime_version().to_string(),
+                node: Arc::clone(kubelet.node_record()),
             },
         ));
         threads.extend(start_node_threads(&config, client, clock, source, stop)?);
@@ -348,6 +350,7 @@ fn join_until(threads: Vec<JoinHandle<()>>, deadline: Instant) {
 /// Runs a kubelet until SIGTERM or SIGINT (or, with `--runonce`, until its pods started).
 pub fn run(config: KubeletConfig) -> Result<(), AppError> {
     let config = Arc::new(config);
+    crate::config::unimplemented::warn_unimplemented(&config);
     setup_data_dirs(&config)?;
     // Dropping `stop_tx` disconnects every clone of `stop_rx`: the one broadcast that reaches
     // every thread. Capacity 0: nothing is ever sent.

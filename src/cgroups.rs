@@ -40,6 +40,8 @@ pub struct CgroupLimits {
     pub cpu_quota: Option<i64>,
     /// Memory limit in bytes; `None` = unlimited.
     pub memory_bytes: Option<i64>,
+    /// `pids.max`; `None` = not set (unlimited).
+    pub pids: Option<i64>,
 }
 
 /// Creates, limits and removes the kubelet's cgroups.
@@ -50,6 +52,8 @@ pub struct CgroupManager {
     version: CgroupVersion,
     /// `--cgroup-root` joined with `kubepods`, e.g. `/kubepods`.
     kubepods: String,
+    /// `podPidsLimit`: `pids.max` of every pod cgroup (`None`: unlimited).
+    pod_pids_limit: Option<i64>,
 }
 
 fn sum_millis(pod: &Pod, kind: &str, resource: &str) -> (i128, bool) {
@@ -106,6 +110,7 @@ pub fn pod_limits(pod: &Pod, qos: &str) -> CgroupLimits {
         cpu_shares: Some(milli_cpu_to_shares(to_i64(cpu_request))),
         cpu_quota: cpu_all.then(|| milli_cpu_to_quota(to_i64(cpu_limit), CPU_PERIOD_US)),
         memory_bytes: memory_all.then(|| to_i64(memory_limit / 1000)),
+        pids: None,
     }
 }
 
@@ -132,7 +137,15 @@ impl CgroupManager {
             mount: mount.to_path_buf(),
             version,
             kubepods: format!("{root}/kubepods"),
+            pod_pids_limit: None,
         })
+    }
+
+    /// Limits every pod cgroup to `limit` processes (`podPidsLimit`; -1 and 0 mean
+    /// unlimited, as upstream).
+    pub fn with_pod_pids_limit(mut self, limit: Option<i64>) -> Self {
+        self.pod_pids_limit = limit.filter(|l| *l > 0);
+        self
     }
 
     /// The layout in use.
@@ -230,6 +243,11 @@ impl CgroupManager {
                     limits.cpu_quota.map_or("-1".to_string(), |q| q.to_string()),
                 )?;
             }
+            (CgroupVersion::V1, Some("pids")) => {
+                if let Some(pids) = limits.pids {
+                    write("pids.max", pids.to_string())?;
+                }
+            }
             (CgroupVersion::V1, Some("memory")) => {
                 write(
                     "memory.limit_in_bytes",
@@ -249,6 +267,9 @@ impl CgroupManager {
                         .cpu_quota
                         .map_or("max".to_string(), |q| q.to_string());
                     write("cpu.max", format!("{quota} {CPU_PERIOD_US}"))?;
+                }
+                if let Some(pids) = limits.pids.filter(|_| dir.join("pids.max").exists()) {
+                    write("pids.max", pids.to_string())?;
                 }
                 if dir.join("memory.max").exists() {
                     write(
@@ -275,8 +296,8 @@ impl CgroupManager {
             &self.kubepods,
             &CgroupLimits {
                 cpu_shares: Some(milli_cpu_to_shares(allocatable_cpu_millis)),
-                cpu_quota: None,
                 memory_bytes: (allocatable_memory > 0).then_some(allocatable_memory),
+                ..Default::default()
             },
         )?;
         self.ensure(&self.qos_cgroup("Burstable"), &CgroupLimits::default())?;
@@ -292,7 +313,11 @@ impl CgroupManager {
     /// Creates the pod's cgroup with its limits; returns its name for `cgroup_parent`.
     pub fn ensure_pod_cgroup(&self, pod: &Pod, uid: &PodUid, qos: &str) -> io::Result<String> {
         let name = self.pod_cgroup(uid, qos);
-        self.ensure(&name, &pod_limits(pod, qos))?;
+        let limits = CgroupLimits {
+            pids: self.pod_pids_limit,
+            ..pod_limits(pod, qos)
+        };
+        self.ensure(&name, &limits)?;
         Ok(name)
     }
 
@@ -368,7 +393,8 @@ mod tests {
             CgroupLimits {
                 cpu_shares: Some(768),
                 cpu_quota: Some(75_000),
-                memory_bytes: Some(96 << 20)
+                memory_bytes: Some(96 << 20),
+                pids: None,
             }
         );
         let partial = pod(serde_json::json!([
@@ -380,7 +406,8 @@ mod tests {
             CgroupLimits {
                 cpu_shares: Some(102),
                 cpu_quota: None,
-                memory_bytes: None
+                memory_bytes: None,
+                pids: None,
             }
         );
         assert_eq!(
@@ -399,7 +426,9 @@ mod tests {
         for c in ["cpu", "memory", "pids"] {
             std::fs::create_dir_all(dir.join(c)).unwrap();
         }
-        let cm = CgroupManager::detect(&dir, "/").unwrap();
+        let cm = CgroupManager::detect(&dir, "/")
+            .unwrap()
+            .with_pod_pids_limit(Some(100));
         assert_eq!(cm.version(), CgroupVersion::V1);
         cm.ensure_qos_cgroups(4000, 8 << 30).unwrap();
         let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
@@ -421,6 +450,11 @@ mod tests {
         assert_eq!(
             read("memory/kubepods/burstable/podu1/memory.limit_in_bytes"),
             (64u64 << 20).to_string()
+        );
+        assert_eq!(read("pids/kubepods/burstable/podu1/pids.max"), "100");
+        assert!(
+            !dir.join("pids/kubepods/pids.max").exists(),
+            "podPidsLimit is per pod"
         );
         assert_eq!(cm.pods_with_cgroups(), [uid.clone()].into());
         // Plain directories hold the limit files, so removal here empties them first.

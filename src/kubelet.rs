@@ -8,6 +8,7 @@ mod gc;
 pub mod node_status;
 mod run_once;
 mod sync_loop;
+pub mod sysctl;
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -25,6 +26,7 @@ use crate::cri::{ImageService, RuntimeService};
 use crate::events::{EventType, Recorder};
 use crate::kuberuntime::{RunningPod, RuntimeManager, RuntimeSettings};
 use crate::mirror::MirrorPods;
+use crate::nodestatus::record::NodeRecord;
 use crate::pleg::{GenericPleg, PodLifecycleEvent, EVENT_CHANNEL_CAPACITY};
 use crate::pod_manager::PodManager;
 use crate::pod_sync::ApiContext;
@@ -34,6 +36,7 @@ use crate::status::sync::{is_mirror_pod, StatusSync};
 use crate::status::{PodStatusEntry, StatusManager};
 use crate::types::{pod_key, uid_of};
 use crate::volume::{NodeResources, VolumeManager, VolumeSettings};
+use crate::waiters::Waiters;
 
 pub use run_once::{PodRunResult, RunOnceOutcome};
 pub use sync_loop::LoopTicks;
@@ -53,6 +56,9 @@ pub enum KubeletError {
     /// A kubelet API server could not start.
     #[error(transparent)]
     Server(#[from] crate::server::ServerError),
+    /// A setting cannot be used as given.
+    #[error(transparent)]
+    Sysctls(#[from] sysctl::AllowlistError),
     /// Run-once mode got no pods from its sources in time.
     #[error("run once: no pod update from the sources within {0:?}")]
     NoPods(std::time::Duration),
@@ -84,6 +90,17 @@ pub struct Deps {
     /// through this notifier) and no threads of this kubelet's own are started; probes do
     /// not run.
     pub shared_pod_work: Option<crate::pod_workers::WorkNotifier>,
+    /// Waiters shared with other kubelets (hollow nodes); `None`: the kubelet has its own.
+    pub waiters: Option<Arc<Waiters>>,
+}
+
+/// The most waiter threads a kubelet starts: enough for every pod it may run to be
+/// stopping (or pulling) at once, so one pod's grace period never delays another's.
+fn waiter_threads(max_pods: u32) -> usize {
+    usize::try_from(max_pods)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+        .max(32)
 }
 
 /// Upstream's `Bootstrap` interface: what starting a kubelet needs from it. The three serving
@@ -162,12 +179,16 @@ pub struct Kubelet {
     mirrors: Arc<MirrorPods>,
     /// Node events (the birth cry).
     recorder: Arc<dyn Recorder>,
-    /// This node's UID in the API, once registered.
-    node_uid: Arc<Mutex<Option<String>>>,
+    /// What is known of this node's Node object (UID, host IPs).
+    node_record: Arc<NodeRecord>,
+    /// Where pod work that waits goes (its own, or shared by hollow nodes).
+    waiters: Arc<Waiters>,
     /// Time.
     clock: Arc<dyn Clock>,
     /// What pods may request in all (admission).
     allocatable: admission::Allocatable,
+    /// The sysctls pods may set (admission).
+    sysctls: sysctl::SysctlAllowlist,
     /// Probes.
     probes: Arc<crate::prober::ProbeManager>,
     /// Published probe result changes, read by the sync loop.
@@ -184,6 +205,27 @@ pub struct Kubelet {
     sync_loop_entered: Mutex<Option<std::time::Instant>>,
     /// Set when `run` returns, so handles to threads started there can be joined.
     threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Whether the API says the pod finished (`Succeeded` or `Failed`): it never runs again.
+fn is_terminal_in_api(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// What is left of a deleted pod's grace period: its `deletionTimestamp` is when the grace
+/// period ends, so the time until then, at most `deletionGracePeriodSeconds`. `None` for a
+/// pod not being deleted.
+fn deletion_grace_left(pod: &Pod, now: std::time::SystemTime) -> Option<i64> {
+    let deadline = pod.metadata.deletion_timestamp.as_ref()?.0.as_second();
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let left = deadline.saturating_sub(now).max(0);
+    Some(match pod.metadata.deletion_grace_period_seconds {
+        Some(period) => left.min(period.max(0)),
+        None => left,
+    })
 }
 
 /// How long the Node's labels read for admission are reused.
@@ -226,7 +268,7 @@ fn pod_cgroups(
         .unwrap_or("/");
     let manager =
         match crate::cgroups::CgroupManager::detect(std::path::Path::new("/sys/fs/cgroup"), root) {
-            Ok(m) => m,
+            Ok(m) => m.with_pod_pids_limit(config.raw.pod_pids_limit),
             Err(e) => {
                 log::error!("pod cgroups are not managed: {e}");
                 return None;
@@ -276,6 +318,16 @@ fn node_allocatable(config: &KubeletConfig, node: &NodeResources) -> admission::
 impl Kubelet {
     /// Builds a kubelet and starts its pod workers (upstream `NewMainKubelet`).
     pub fn new(config: Arc<KubeletConfig>, deps: Deps) -> Result<Kubelet, KubeletError> {
+        // A node in a cluster reports an address even without --node-ip (upstream resolves
+        // its hostname); standalone, pods get a host IP only from --node-ip, as upstream.
+        let node_ips = if config.node_ips.is_empty() && deps.api.is_some() {
+            crate::nodestatus::node_ip::detect_node_ip(std::path::Path::new("/"), &config.node_name)
+                .into_iter()
+                .collect()
+        } else {
+            config.node_ips.clone()
+        };
+        let node_record = NodeRecord::new(&node_ips);
         let settings = RuntimeSettings {
             node_name: config.node_name.clone(),
             pod_logs_dir: config.pod_logs_dir.clone(),
@@ -285,16 +337,20 @@ impl Kubelet {
             cluster_dns: config.cluster_dns.clone(),
             cluster_domain: config.cluster_domain.clone(),
             root_dir: config.root_dir.clone(),
-            serialize_image_pulls: config.raw.serialize_image_pulls.unwrap_or(true),
-            max_parallel_image_pulls: config
-                .raw
-                .max_parallel_image_pulls
-                .and_then(|n| u32::try_from(n).ok()),
-            node_ip: config.node_ip.map(|ip| ip.to_string()),
+            seccomp_default: config.raw.seccomp_default.unwrap_or(false),
+            node: Arc::clone(&node_record),
             cgroups: None,
         };
         let node = node_resources(&config.root_dir);
         let allocatable = node_allocatable(&config, &node);
+        let sysctls = sysctl::SysctlAllowlist::new(
+            config
+                .raw
+                .allowed_unsafe_sysctls
+                .as_deref()
+                .unwrap_or_default(),
+            sysctl::kernel_version(),
+        )?;
         let mut settings = settings;
         settings.cgroups = deps
             .host_cgroups
@@ -336,22 +392,35 @@ impl Kubelet {
         ));
         let status_manager = Arc::new(StatusManager::default());
         let mirrors = Arc::new(MirrorPods::default());
-        let node_uid = Arc::new(Mutex::new(None));
         let api = deps.api.as_ref().map(|client| ApiContext {
             client: Arc::clone(client),
             mirrors: Arc::clone(&mirrors),
             node_name: config.node_name.clone(),
-            node_uid: Arc::clone(&node_uid),
         });
-        let syncer = Arc::new(PodSync {
+        let waiters = deps.waiters.clone().unwrap_or_else(|| {
+            Waiters::new(
+                "pod-waiter",
+                waiter_threads(config.max_pods),
+                crate::kuberuntime::pull_limit(
+                    config.raw.serialize_image_pulls.unwrap_or(true),
+                    config
+                        .raw
+                        .max_parallel_image_pulls
+                        .and_then(|n| u32::try_from(n).ok()),
+                ),
+            )
+        });
+        let syncer = Arc::new_cyclic(|me| PodSync {
             runtime_manager: Arc::clone(&runtime_manager),
             status_manager: Arc::clone(&status_manager),
             recorder: Arc::clone(&deps.recorder),
             clock: Arc::clone(&deps.clock),
             runtime_name: deps.runtime_name,
-            host_ip: config.node_ip.map(|ip| ip.to_string()),
+            node: Arc::clone(&node_record),
             api,
             probes: Arc::clone(&probes),
+            waiters: Arc::clone(&waiters),
+            me: me.clone(),
         });
         let pod_workers = match deps.shared_pod_work {
             Some(notify) => PodWorkers::external(
@@ -389,6 +458,7 @@ impl Kubelet {
             sources_ready: deps.sources_ready,
             clock: Arc::clone(&deps.clock),
             allocatable,
+            sysctls,
             probes,
             probe_updates,
             sync_loop_entered: Mutex::new(None),
@@ -396,13 +466,55 @@ impl Kubelet {
             api: deps.api,
             mirrors,
             recorder: Arc::clone(&deps.recorder),
-            node_uid,
+            node_record,
+            waiters,
             threads: Mutex::new(prober_threads),
         })
     }
 
     fn pods(&self) -> std::sync::MutexGuard<'_, PodManager> {
         self.pod_manager.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Pods with `hostUsers: false` want their own user namespace. rkubelet does not map
+    /// user namespaces yet, so such a pod is rejected with a reason that says whether the
+    /// runtime could have run it; it never runs in the host's user namespace.
+    fn admit_user_namespace(&self, pod: &Pod) -> Result<(), admission::Rejection> {
+        let wants_own = pod.spec.as_ref().and_then(|s| s.host_users) == Some(false);
+        if !wants_own {
+            return Ok(());
+        }
+        let runtime_supports = self
+            .runtime_manager
+            .runtime()
+            .status(false)
+            .map(|status| {
+                status
+                    .get_runtime_handlers()
+                    .iter()
+                    .any(|h| h.get_features().get_user_namespaces())
+            })
+            .unwrap_or(false);
+        let why = if runtime_supports {
+            "user namespace ID mappings are not implemented by this kubelet"
+        } else {
+            "the container runtime does not support user namespaces"
+        };
+        Err(admission::Rejection {
+            reason: "UserNamespacesNotSupported".into(),
+            message: format!("pod asks for its own user namespace (hostUsers: false): {why}"),
+        })
+    }
+
+    /// Stops a pod its source still has (deleted with a grace period, or finished): with
+    /// what is left of its deletion grace period.
+    fn kill(&self, pod: &Arc<Pod>) {
+        self.pod_workers.update_pod(UpdatePodOptions {
+            update_type: UpdateType::Kill,
+            grace_period_override: deletion_grace_left(pod, self.clock.wall()),
+            pod: Arc::clone(pod),
+            removed: false,
+        });
     }
 
     /// Sends work for a pod to the pod workers (upstream `dispatchWork`).
@@ -430,9 +542,10 @@ impl Kubelet {
         self.api.as_ref()
     }
 
-    /// Where the node's UID is recorded once registered (mirror pods name the node as owner).
-    pub fn node_uid(&self) -> &Arc<Mutex<Option<String>>> {
-        &self.node_uid
+    /// What is known of this node's Node object: the node status threads update it, pod
+    /// workers read its UID (mirror pods) and host IPs.
+    pub fn node_record(&self) -> &Arc<NodeRecord> {
+        &self.node_record
     }
 
     /// The status sync of this kubelet (what the `status-manager` thread runs), when an API
@@ -608,17 +721,39 @@ impl SyncHandler for Kubelet {
         });
         let node_labels = self.node_labels();
         for pod in pods {
+            // A pod being deleted, or already finished, when first seen (a restarted kubelet
+            // lists it): never started again, only stopped and, when deleted, removed from
+            // the API with what is left of its grace period.
+            if pod.metadata.deletion_timestamp.is_some() || is_terminal_in_api(&pod) {
+                self.pods().add_or_update(&pod);
+                log::info!(
+                    "pod=\"{}\" uid={} added while {}: terminating it",
+                    pod_key(&pod),
+                    uid_of(&pod),
+                    if pod.metadata.deletion_timestamp.is_some() {
+                        "being deleted"
+                    } else {
+                        "finished"
+                    }
+                );
+                self.kill(&pod);
+                continue;
+            }
             let mut manager = self.pods();
-            let verdict = {
-                let active = self.active_pods(&manager);
-                admission::admit(
-                    &pod,
-                    &active,
-                    &self.allocatable,
-                    &node_labels,
-                    &self.config.node_name,
-                )
-            };
+            let verdict = self
+                .sysctls
+                .admit(&pod)
+                .and_then(|()| self.admit_user_namespace(&pod))
+                .and_then(|()| {
+                    let active = self.active_pods(&manager);
+                    admission::admit(
+                        &pod,
+                        &active,
+                        &self.allocatable,
+                        &node_labels,
+                        &self.config.node_name,
+                    )
+                });
             if let Err(rejection) = verdict {
                 log::warn!(
                     "pod=\"{}\" uid={} rejected: {}: {}",
@@ -656,12 +791,7 @@ impl SyncHandler for Kubelet {
         for pod in self.split_mirror_pods(pods, false) {
             self.pods().add_or_update(&pod);
             if pod.metadata.deletion_timestamp.is_some() {
-                self.pod_workers.update_pod(UpdatePodOptions {
-                    update_type: UpdateType::Kill,
-                    grace_period_override: pod.metadata.deletion_grace_period_seconds,
-                    pod,
-                    removed: false,
-                });
+                self.kill(&pod);
             } else {
                 log::info!("pod=\"{}\" uid={} updated", pod_key(&pod), uid_of(&pod));
                 self.dispatch_work(&pod, UpdateType::Update);
@@ -677,10 +807,11 @@ impl SyncHandler for Kubelet {
                 pod_key(&pod),
                 uid_of(&pod)
             );
+            // A forced deletion's last form says grace 0: the containers go at once.
             self.pod_workers.update_pod(UpdatePodOptions {
                 update_type: UpdateType::Kill,
+                grace_period_override: deletion_grace_left(&pod, self.clock.wall()),
                 pod,
-                grace_period_override: None,
                 removed: true,
             });
         }
@@ -691,6 +822,14 @@ impl SyncHandler for Kubelet {
         let mut manager = self.pods();
         for pod in &pods {
             manager.add_or_update(pod);
+        }
+        drop(manager);
+        // A readiness gate's condition changed: Ready is recomputed by a sync.
+        for pod in pods
+            .iter()
+            .filter(|p| crate::status::generate::needs_readiness_reconcile(p))
+        {
+            self.dispatch_work(pod, UpdateType::Sync);
         }
     }
 

@@ -32,3 +32,4 @@ pub mod status;
 pub mod types;
 pub mod util;
 pub mod volume;
+pub mod waiters;

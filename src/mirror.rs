@@ -55,23 +55,21 @@ pub fn mirror_is_current(static_pod: &Pod, mirror: &Pod) -> bool {
             == config_hash(static_pod, CONFIG_HASH_ANNOTATION)
 }
 
-/// The mirror pod object for a static pod: a copy with the mirror annotation and the node as
-/// owner (upstream `CreateMirrorPod`).
-pub fn mirror_pod_for(static_pod: &Pod, node_name: &str, node_uid: Option<&str>) -> Pod {
+/// The mirror pod object for a static pod: a copy with the mirror annotation and the Node as
+/// its controller owner (upstream `CreateMirrorPod`; NodeRestriction admits nothing else).
+pub fn mirror_pod_for(static_pod: &Pod, node_name: &str, node_uid: &str) -> Pod {
     let hash = config_hash(static_pod, CONFIG_HASH_ANNOTATION).unwrap_or_default();
     let mut annotations: BTreeMap<String, String> =
         static_pod.metadata.annotations.clone().unwrap_or_default();
     annotations.insert(CONFIG_MIRROR_ANNOTATION.to_string(), hash);
-    let owner_references = node_uid.map(|uid| {
-        vec![OwnerReference {
-            api_version: "v1".into(),
-            kind: "Node".into(),
-            name: node_name.to_string(),
-            uid: uid.to_string(),
-            controller: Some(false),
-            ..Default::default()
-        }]
-    });
+    let owner_references = Some(vec![OwnerReference {
+        api_version: "v1".into(),
+        kind: "Node".into(),
+        name: node_name.to_string(),
+        uid: node_uid.to_string(),
+        controller: Some(true),
+        ..Default::default()
+    }]);
     Pod {
         metadata: ObjectMeta {
             name: static_pod.metadata.name.clone(),
@@ -93,7 +91,7 @@ pub fn ensure_mirror_pod(
     mirrors: &MirrorPods,
     static_pod: &Pod,
     node_name: &str,
-    node_uid: Option<&str>,
+    node_uid: &str,
 ) -> Result<(), ApiError> {
     let existing = mirrors.get(static_pod);
     if existing
@@ -168,7 +166,7 @@ mod tests {
         let fake = FakeClient::new();
         let mirrors = MirrorPods::default();
         let pod = static_pod("h1");
-        ensure_mirror_pod(&fake, &mirrors, &pod, "node1", Some("node-uid")).unwrap();
+        ensure_mirror_pod(&fake, &mirrors, &pod, "node1", "node-uid").unwrap();
         let created = fake.pod("default", "web-node1").expect("mirror created");
         let annotations = created.metadata.annotations.clone().unwrap();
         assert_eq!(
@@ -177,14 +175,20 @@ mod tests {
                 .map(String::as_str),
             Some("h1")
         );
+        let owner = &created.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
-            created.metadata.owner_references.as_ref().unwrap()[0].uid,
-            "node-uid"
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("Node", "node1", "node-uid")
+        );
+        assert_eq!(
+            owner.controller,
+            Some(true),
+            "NodeRestriction needs a controller"
         );
         assert!(mirror_is_current(&pod, &created));
 
         fake.clear_calls();
-        ensure_mirror_pod(&fake, &mirrors, &pod, "node1", None).unwrap();
+        ensure_mirror_pod(&fake, &mirrors, &pod, "node1", "node-uid").unwrap();
         assert!(fake.calls().is_empty(), "current mirror left alone");
 
         // The user deletes the mirror: it is removed and created again.
@@ -192,7 +196,7 @@ mod tests {
         terminating.metadata.deletion_timestamp =
             Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
         mirrors.set(&Arc::new(terminating));
-        ensure_mirror_pod(&fake, &mirrors, &pod, "node1", None).unwrap();
+        ensure_mirror_pod(&fake, &mirrors, &pod, "node1", "node-uid").unwrap();
         let calls = fake.calls();
         assert!(matches!(calls[0], Call::DeletePod { .. }), "{calls:?}");
         assert!(matches!(calls[1], Call::CreatePod { .. }), "{calls:?}");

@@ -2,20 +2,22 @@
 //! `SyncTerminatingPod`, `SyncTerminatedPod`): read the pod's runtime status, let the runtime
 //! manager act, and record the resulting API status. Runs on `pod-worker-N` threads.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::api::KubeClient;
 use crate::clock::Clock;
 use crate::events::{EventType, Recorder};
-use crate::kuberuntime::{RuntimeManager, RuntimePodStatus, SyncError};
+use crate::kuberuntime::{Deferred, RuntimeManager, RuntimePodStatus, SyncError};
 use crate::mirror::{delete_mirror_pod, ensure_mirror_pod, MirrorPods};
-use crate::pod_workers::{PodSyncer, UpdateType};
+use crate::nodestatus::record::NodeRecord;
+use crate::pod_workers::{PodSyncer, Resume, StepEnd, UpdateType};
 use crate::prober::{ContainerState as ProbeContainer, ProbeManager};
 use crate::status::sync::is_api_pod;
 use crate::status::{generate_api_pod_status, StatusContext, StatusManager};
 use crate::types::{pod_key, termination_grace_period, uid_of};
+use crate::waiters::{JobKind, Waiters};
 
 /// Implements [`PodSyncer`] over the runtime manager and status manager.
 pub struct PodSync {
@@ -29,12 +31,16 @@ pub struct PodSync {
     pub clock: Arc<dyn Clock>,
     /// Runtime name for container ids in statuses (`containerd`).
     pub runtime_name: String,
-    /// The node IP for `status.hostIP`.
-    pub host_ip: Option<String>,
+    /// This node's Node: its host IPs (`status.hostIP(s)`) and UID (mirror pods' owner).
+    pub node: Arc<NodeRecord>,
     /// The API server, when the kubelet has one (mirror pods).
     pub api: Option<ApiContext>,
     /// Probes: told about each pod's containers after every sync.
     pub probes: Arc<ProbeManager>,
+    /// Where waits go (stops within grace periods, pulls, postStart hooks).
+    pub waiters: Arc<Waiters>,
+    /// Itself, for the jobs handed to the waiters.
+    pub me: Weak<PodSync>,
 }
 
 /// What pod workers need to keep static pods' mirror pods in the API.
@@ -45,11 +51,50 @@ pub struct ApiContext {
     pub mirrors: Arc<MirrorPods>,
     /// This node's name.
     pub node_name: String,
-    /// This node's UID once registered (owner of mirror pods).
-    pub node_uid: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl PodSync {
+    /// Makes sure a static pod has its current mirror pod (upstream creates it from the pod
+    /// worker too). The mirror names the Node as its controller owner, which NodeRestriction
+    /// requires, so nothing is created before the Node's UID is known.
+    fn sync_mirror_pod(&self, api: &ApiContext, pod: &Arc<Pod>) {
+        let node_uid = match self.node.uid() {
+            Some(uid) => uid,
+            None => match api.client.get_node(&api.node_name) {
+                Ok(node) => {
+                    self.node.observe(&node);
+                    match node.metadata.uid {
+                        Some(uid) => uid,
+                        None => return,
+                    }
+                }
+                Err(e) => {
+                    log::warn!(
+                        "pod=\"{}\" mirror pod waits for the Node's UID: {e}",
+                        pod_key(pod)
+                    );
+                    return;
+                }
+            },
+        };
+        let result = ensure_mirror_pod(
+            api.client.as_ref(),
+            &api.mirrors,
+            pod,
+            &api.node_name,
+            &node_uid,
+        );
+        if let Err(e) = result {
+            log::warn!("pod=\"{}\" mirror pod: {e}", pod_key(pod));
+            // A Node recreated under a new UID: read it again before the next attempt.
+            if e.code() == Some(403) {
+                if let Ok(node) = api.client.get_node(&api.node_name) {
+                    self.node.observe(&node);
+                }
+            }
+        }
+    }
+
     fn status_of(&self, pod: &Pod) -> Result<RuntimePodStatus, SyncError> {
         self.runtime_manager
             .get_pod_status(&uid_of(pod))
@@ -86,33 +131,170 @@ impl PodSync {
         );
     }
 
-    /// Generates and stores the API status; returns its phase.
-    fn record_status(&self, pod: &Arc<Pod>, runtime: &RuntimePodStatus) -> String {
+    /// Generates and stores the API status; returns its phase. With `terminal` (the pod's
+    /// containers were stopped for good), an API pod's phase becomes terminal as upstream:
+    /// `Succeeded` when every container exited 0, else `Failed`.
+    fn record_status(&self, pod: &Arc<Pod>, runtime: &RuntimePodStatus, terminal: bool) -> String {
         let uid = uid_of(pod);
         let lookup = |name: &str| self.runtime_manager.start_failure(&uid, name);
         let ctx = StatusContext {
             runtime_name: &self.runtime_name,
-            host_ip: self.host_ip.clone(),
+            host_ips: self.node.host_ips(),
             start_failure: &lookup,
             now: self.clock.wall(),
             probes: Some(self.probes.results()),
         };
         let mut status = generate_api_pod_status(pod, runtime, &ctx);
-        if past_active_deadline(pod, &status, ctx.now).is_some_and(|left| left.is_zero()) {
+        let previous = self.status_manager.get(&uid);
+        if past_active_deadline(pod, previous.as_deref(), ctx.now)
+            .is_some_and(|left| left.is_zero())
+        {
             status.phase = Some("Failed".into());
             status.reason = Some(DEADLINE_EXCEEDED.into());
             status.message = Some(DEADLINE_MESSAGE.into());
         }
+        if terminal && is_api_pod(pod) {
+            make_terminal(&mut status);
+        }
+        keep_terminal_phase(pod, previous.as_deref(), &mut status);
         let phase = status.phase.clone().unwrap_or_default();
-        let was_running = self
-            .status_manager
-            .get(&uid)
-            .is_some_and(|s| s.phase.as_deref() == Some("Running"));
+        let was_running = previous.is_some_and(|s| s.phase.as_deref() == Some("Running"));
         if phase == "Running" && !was_running {
             observe_pod_start(pod);
         }
         self.status_manager.set_pod_status(pod, status);
         phase
+    }
+
+    /// Runs deferred work on the waiters, then records the pod's status and resumes it.
+    fn hand_over(&self, pod: &Arc<Pod>, work: Deferred, resume: &Resume) {
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let kind = if work.is_pull() {
+            JobKind::Pull
+        } else {
+            JobKind::Wait
+        };
+        let pod = Arc::clone(pod);
+        let resume = resume.clone();
+        self.waiters.submit(
+            kind,
+            Box::new(move || {
+                let result = me.runtime_manager.run_deferred(&pod, work);
+                if let Ok(after) = me.status_of(&pod) {
+                    me.update_probes(&pod, &after);
+                    me.record_status(&pod, &after, false);
+                }
+                resume.done(result);
+            }),
+        );
+    }
+
+    /// Stops the pod's containers and sandboxes (on a waiter thread), records its final
+    /// status and reports to `resume`.
+    fn stop_pod(
+        &self,
+        pod: &Arc<Pod>,
+        grace: i64,
+        status: RuntimePodStatus,
+    ) -> Result<(), SyncError> {
+        let key = pod_key(pod);
+        self.runtime_manager
+            .kill_pod(Some(pod), &key, &status, grace)
+            .map_err(|source| SyncError::Cri {
+                pod: key.clone(),
+                op: "stopping pod",
+                source,
+            })?;
+        let after = self.status_of(pod)?;
+        self.record_status(pod, &after, true);
+        Ok(())
+    }
+}
+
+/// A pod's status once its containers were stopped for good (upstream `getPhase` with
+/// `podIsTerminal` and `TerminatePod`): containers without a terminated state show
+/// `ContainerStatusUnknown`, the phase is `Succeeded` when every container exited 0, else
+/// `Failed`, and the pod is no longer ready.
+fn make_terminal(status: &mut k8s_openapi::api::core::v1::PodStatus) {
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated};
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return;
+    }
+    let mut all_succeeded = true;
+    for c in status.container_statuses.iter_mut().flatten() {
+        let terminated = c.state.as_ref().and_then(|s| s.terminated.as_ref());
+        match terminated {
+            Some(t) => all_succeeded &= t.exit_code == 0,
+            None => {
+                all_succeeded = false;
+                c.state = Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: 137,
+                        reason: Some("ContainerStatusUnknown".into()),
+                        message: Some(
+                            "The container could not be located when the pod was terminated".into(),
+                        ),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                c.ready = false;
+                c.started = Some(false);
+            }
+        }
+    }
+    let phase = if all_succeeded && status.container_statuses.is_some() {
+        "Succeeded"
+    } else {
+        "Failed"
+    };
+    status.phase = Some(phase.into());
+    let reason = if phase == "Succeeded" {
+        "PodCompleted"
+    } else {
+        "PodFailed"
+    };
+    for c in status.conditions.iter_mut().flatten() {
+        if c.type_ == "Ready" || c.type_ == "ContainersReady" {
+            if c.status == "True" {
+                c.last_transition_time = None;
+            }
+            c.status = "False".into();
+            c.reason = Some(reason.into());
+            c.message = None;
+        }
+    }
+}
+
+/// Pods never leave a terminal phase (upstream forces it back): once `Succeeded` or `Failed`
+/// here or in the API, the phase and its reason and message stay, and so do the final
+/// container states (a restarted kubelet may find the containers garbage collected).
+fn keep_terminal_phase(
+    pod: &Pod,
+    previous: Option<&k8s_openapi::api::core::v1::PodStatus>,
+    status: &mut k8s_openapi::api::core::v1::PodStatus,
+) {
+    let terminal = |s: &&k8s_openapi::api::core::v1::PodStatus| {
+        matches!(s.phase.as_deref(), Some("Succeeded" | "Failed"))
+    };
+    let Some(before) = previous
+        .filter(terminal)
+        .or(pod.status.as_ref().filter(terminal))
+    else {
+        return;
+    };
+    if status.phase != before.phase {
+        status.phase.clone_from(&before.phase);
+        status.reason.clone_from(&before.reason);
+        status.message.clone_from(&before.message);
+        status
+            .container_statuses
+            .clone_from(&before.container_statuses);
+        status
+            .init_container_statuses
+            .clone_from(&before.init_container_statuses);
     }
 }
 
@@ -144,16 +326,18 @@ const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
 const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
 
 /// Time left before the pod's `activeDeadlineSeconds` (counted from `status.startTime`) runs
-/// out, zero once it has; `None` without a deadline or a start time.
+/// out, zero once it has; `None` without a deadline or a start time. Saturates: a deadline
+/// beyond what time can hold never runs out.
 fn past_active_deadline(
     pod: &Pod,
-    status: &k8s_openapi::api::core::v1::PodStatus,
+    status: Option<&k8s_openapi::api::core::v1::PodStatus>,
     now: std::time::SystemTime,
 ) -> Option<std::time::Duration> {
     let seconds = pod.spec.as_ref()?.active_deadline_seconds?;
-    let start = status.start_time.as_ref()?.0.as_nanosecond();
+    let start = status?.start_time.as_ref()?.0.as_nanosecond();
     let start = crate::clock::from_unix_nanos(i64::try_from(start).ok()?);
-    let deadline = start + std::time::Duration::from_secs(u64::try_from(seconds).ok()?);
+    let deadline =
+        start.checked_add(std::time::Duration::from_secs(u64::try_from(seconds).ok()?))?;
     Some(deadline.duration_since(now).unwrap_or_default())
 }
 
@@ -162,35 +346,22 @@ fn is_terminal(phase: &str) -> bool {
 }
 
 impl PodSyncer for PodSync {
-    fn sync_pod(&self, update_type: UpdateType, pod: &Arc<Pod>) -> Result<bool, SyncError> {
+    fn sync_pod(
+        &self,
+        update_type: UpdateType,
+        pod: &Arc<Pod>,
+        resume: &Resume,
+    ) -> Result<StepEnd, SyncError> {
         log::debug!(
             "pod=\"{}\" uid={} sync ({update_type:?})",
             pod_key(pod),
             uid_of(pod)
         );
         if let Some(api) = self.api.as_ref().filter(|_| !is_api_pod(pod)) {
-            let mut node_uid = api.node_uid.lock().ok().and_then(|u| u.clone());
-            if node_uid.is_none() {
-                // Learned once: the mirror pod names the node as its owner.
-                if let Ok(node) = api.client.get_node(&api.node_name) {
-                    node_uid = node.metadata.uid;
-                    if let Ok(mut slot) = api.node_uid.lock() {
-                        slot.clone_from(&node_uid);
-                    }
-                }
-            }
-            if let Err(e) = ensure_mirror_pod(
-                api.client.as_ref(),
-                &api.mirrors,
-                pod,
-                &api.node_name,
-                node_uid.as_deref(),
-            ) {
-                log::warn!("pod=\"{}\" mirror pod: {e}", pod_key(pod));
-            }
+            self.sync_mirror_pod(api, pod);
         }
         let before = self.status_of(pod)?;
-        if is_terminal(&self.record_status(pod, &before)) {
+        if is_terminal(&self.record_status(pod, &before, false)) {
             let deadline = self
                 .status_manager
                 .get(&uid_of(pod))
@@ -203,9 +374,9 @@ impl PodSyncer for PodSync {
                     DEADLINE_MESSAGE.to_string(),
                 );
             }
-            return Ok(true);
+            return Ok(StepEnd::Terminal);
         }
-        let outcome = self.runtime_manager.sync_pod(pod, &before)?;
+        let mut outcome = self.runtime_manager.sync_pod(pod, &before)?;
         if outcome.actions.init_failed {
             self.recorder.pod_event(
                 pod,
@@ -214,27 +385,48 @@ impl PodSyncer for PodSync {
                 "Init container failed and the restart policy is Never".to_string(),
             );
         }
+        let deferred = outcome.deferred.take();
         let after = if outcome.actions.is_noop() {
             before
         } else {
             self.status_of(pod)?
         };
         self.update_probes(pod, &after);
-        Ok(is_terminal(&self.record_status(pod, &after)))
+        let terminal = is_terminal(&self.record_status(pod, &after, false));
+        match deferred {
+            Some(work) => {
+                self.hand_over(pod, work, resume);
+                Ok(StepEnd::Waiting)
+            }
+            None if terminal => Ok(StepEnd::Terminal),
+            None => Ok(StepEnd::Done),
+        }
     }
 
     fn resync_within(&self, pod: &Pod) -> Option<std::time::Duration> {
-        let status = self.status_manager.get(&uid_of(pod))?;
+        let uid = uid_of(pod);
+        let status = self.status_manager.get(&uid);
         // A second late at most, like upstream's check on every sync-loop tick.
-        past_active_deadline(pod, &status, self.clock.wall())
-            .map(|left| left + std::time::Duration::from_millis(200))
+        let deadline = past_active_deadline(pod, status.as_deref(), self.clock.wall())
+            .map(|left| left.saturating_add(std::time::Duration::from_millis(200)));
+        // A container that failed to start (or waits out a back-off) is retried soon, as
+        // upstream requeues a pod whose sync failed after 10 s.
+        let retry = self
+            .runtime_manager
+            .has_start_failures(&uid)
+            .then_some(START_FAILURE_RETRY);
+        match (deadline, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn sync_terminating_pod(
         &self,
         pod: &Arc<Pod>,
         grace_override: Option<i64>,
-    ) -> Result<(), SyncError> {
+        resume: &Resume,
+    ) -> Result<StepEnd, SyncError> {
         let key = pod_key(pod);
         self.probes.remove_pod(&uid_of(pod));
         let status = self.status_of(pod)?;
@@ -248,16 +440,32 @@ impl PodSyncer for PodSync {
             "pod=\"{key}\" uid={} terminating (grace period {grace}s)",
             uid_of(pod)
         );
-        self.runtime_manager
-            .kill_pod(Some(pod), &key, &status, grace)
-            .map_err(|source| SyncError::Cri {
-                pod: key.clone(),
-                op: "stopping pod",
-                source,
-            })?;
-        let after = self.status_of(pod)?;
-        self.record_status(pod, &after);
-        Ok(())
+        let live = status.containers.iter().any(|c| {
+            matches!(
+                c.state,
+                crate::kuberuntime::ContainerState::Running
+                    | crate::kuberuntime::ContainerState::Created
+            )
+        });
+        if !live {
+            // Nothing waits: only sandboxes to stop.
+            self.stop_pod(pod, grace, status)?;
+            return Ok(StepEnd::Done);
+        }
+        let Some(me) = self.me.upgrade() else {
+            self.stop_pod(pod, grace, status)?;
+            return Ok(StepEnd::Done);
+        };
+        let pod = Arc::clone(pod);
+        let resume = resume.clone();
+        self.waiters.submit(
+            JobKind::Wait,
+            Box::new(move || {
+                let result = me.stop_pod(&pod, grace, status);
+                resume.done(result.map(|()| true));
+            }),
+        );
+        Ok(StepEnd::Waiting)
     }
 
     fn sync_terminated_pod(&self, pod: &Arc<Pod>, removed: bool) -> Result<(), SyncError> {
@@ -292,3 +500,7 @@ impl PodSyncer for PodSync {
         Ok(())
     }
 }
+
+/// How soon a pod whose container failed to start is synced again (upstream's
+/// `backOffPeriod` for a failed sync).
+const START_FAILURE_RETRY: std::time::Duration = std::time::Duration::from_secs(10);

@@ -30,9 +30,18 @@
 //! when popped, so the queues are bounded by twice the number of pods the kubelet tracks. Failed syncs are retried after a
 //! back-off by the sync loop's tick ([`PodWorkers::pods_due`]); successful ones are resynced
 //! every sync period.
+//!
+//! The pool is bounded, so no step waits for time to pass. A step that must wait (a grace
+//! period, an image pull, a postStart hook) hands the wait to the waiters
+//! ([`crate::waiters`]) and ends with [`StepEnd::Waiting`]; the pod is parked, its updates
+//! coalesce, and the job's [`Resume::done`] takes it up again. A pod parked while syncing
+//! (pulling, say) can still be killed: termination does not wait for the pull. A kill with
+//! a shorter grace period than the one in progress starts another stop at once (a forced
+//! deletion does not wait out the first grace period). A step that panics is caught,
+//! logged with its pod and retried like a failed one; the worker thread lives on.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -90,22 +99,58 @@ impl PodWorkerState {
     }
 }
 
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepEnd {
+    /// Done: a synced pod keeps running, a terminating one is stopped.
+    Done,
+    /// (Syncs only.) The pod reached a terminal phase: terminate it.
+    Terminal,
+    /// A job on the waiters carries the step on; it calls [`Resume::done`] when finished.
+    Waiting,
+}
+
+/// What a job that took over a step's wait calls when it is done; the pod is then taken up
+/// again (a stopped pod moves on to Terminated, a synced one is synced again).
+#[derive(Clone)]
+pub struct Resume {
+    workers: Weak<PodWorkers>,
+    uid: PodUid,
+    state: PodWorkerState,
+}
+
+impl Resume {
+    /// Reports the outcome of the wait: `Ok(true)` takes the pod up at once, `Ok(false)`
+    /// when it is next due (the wait ended in a failure already recorded for the pod).
+    pub fn done(self, result: Result<bool, SyncError>) {
+        if let Some(workers) = self.workers.upgrade() {
+            workers.resume(&self.uid, self.state, result);
+        }
+    }
+}
+
 /// What the workers call to do the work (implemented by the kubelet; recorded by a fake in
-/// tests).
+/// tests). No method waits for time to pass: waits go to the waiters (see the module docs).
 pub trait PodSyncer: Send + Sync {
-    /// Syncs a running pod; returns true when it reached a terminal phase.
-    fn sync_pod(&self, update_type: UpdateType, pod: &Arc<Pod>) -> Result<bool, SyncError>;
+    /// Syncs a running pod: [`StepEnd::Terminal`] when it reached a terminal phase.
+    fn sync_pod(
+        &self,
+        update_type: UpdateType,
+        pod: &Arc<Pod>,
+        resume: &Resume,
+    ) -> Result<StepEnd, SyncError>;
     /// How soon a running pod must be synced again regardless of the resync interval (its
     /// `activeDeadlineSeconds` runs out). `None`: the interval is fine.
     fn resync_within(&self, _pod: &Pod) -> Option<Duration> {
         None
     }
-    /// Stops the pod's containers and sandbox.
+    /// Stops the pod's containers and sandbox ([`StepEnd::Done`] once stopped).
     fn sync_terminating_pod(
         &self,
         pod: &Arc<Pod>,
         grace_override: Option<i64>,
-    ) -> Result<(), SyncError>;
+        resume: &Resume,
+    ) -> Result<StepEnd, SyncError>;
     /// Cleans up after a stopped pod; `removed` means no source wants it any more.
     fn sync_terminated_pod(&self, pod: &Arc<Pod>, removed: bool) -> Result<(), SyncError>;
 }
@@ -136,6 +181,16 @@ struct PodSyncStatus {
     next_sync: Option<Instant>,
     /// Consecutive failures, for the retry back-off.
     failures: u32,
+    /// Jobs on the waiters carrying on a sync step (pulls, hooks, container stops). Signed:
+    /// a job may finish (and count down) before its step has ended (and counted up).
+    waiting_sync: i32,
+    /// Jobs on the waiters stopping the pod (signed, as `waiting_sync`).
+    waiting_kill: i32,
+    /// A kill with a shorter grace period arrived while the pod was being stopped: one more
+    /// terminating step may run beside the waiting one.
+    regrace: bool,
+    /// A wait just finished: the next sync is urgent (a pulled image, a finished hook).
+    resumed: bool,
 }
 
 impl PodSyncStatus {
@@ -152,7 +207,27 @@ impl PodSyncStatus {
             finished: false,
             next_sync: None,
             failures: 0,
+            waiting_sync: 0,
+            waiting_kill: 0,
+            regrace: false,
+            resumed: false,
         }
+    }
+
+    /// Whether the pod's next step must wait: a worker holds it, or a job carries on the
+    /// step of the state it is in.
+    fn blocked(&self) -> bool {
+        self.working
+            || match self.state {
+                PodWorkerState::Syncing => self.waiting_sync > 0,
+                PodWorkerState::Terminating => self.waiting_kill > 0 && !self.regrace,
+                PodWorkerState::Terminated => false,
+            }
+    }
+
+    /// Whether anything of the pod is in progress or queued.
+    fn busy(&self) -> bool {
+        self.working || self.queued.is_some() || self.waiting_sync != 0 || self.waiting_kill != 0
     }
 }
 
@@ -180,6 +255,8 @@ pub type WorkNotifier = Arc<dyn Fn() + Send + Sync>;
 
 /// Handle to the pool; cheap to share between the sync loop and tests.
 pub struct PodWorkers {
+    /// Itself, for the [`Resume`] handles given to steps.
+    me: Weak<PodWorkers>,
     shared: Mutex<Shared>,
     /// Wakes an idle worker when a pod is queued, and waiters when work finishes.
     wake: Condvar,
@@ -202,7 +279,8 @@ impl PodWorkers {
         resync_interval: Duration,
         notify: WorkNotifier,
     ) -> Arc<PodWorkers> {
-        Arc::new(PodWorkers {
+        Arc::new_cyclic(|me| PodWorkers {
+            me: me.clone(),
             shared: Mutex::new(Shared::default()),
             wake: Condvar::new(),
             syncer,
@@ -249,7 +327,8 @@ impl PodWorkers {
         clock: Arc<dyn Clock>,
         resync_interval: Duration,
     ) -> std::io::Result<Arc<PodWorkers>> {
-        let pw = Arc::new(PodWorkers {
+        let pw = Arc::new_cyclic(|me| PodWorkers {
+            me: me.clone(),
             shared: Mutex::new(Shared::default()),
             wake: Condvar::new(),
             syncer,
@@ -302,6 +381,10 @@ impl PodWorkers {
             }
             status.removed |= options.removed;
             if let Some(g) = options.grace_period_override {
+                let shorter = status.grace_override.is_none_or(|old| g < old);
+                if shorter && status.waiting_kill > 0 {
+                    status.regrace = true;
+                }
                 status.grace_override = Some(status.grace_override.map_or(g, |old| old.min(g)));
             }
             if status.finished && status.removed {
@@ -315,7 +398,7 @@ impl PodWorkers {
             (Some(UpdateType::Create), UpdateType::Update | UpdateType::Sync) => UpdateType::Create,
             (_, t) => t,
         });
-        if !status.working {
+        if !status.blocked() {
             Self::enqueue(&mut shared, uid);
             drop(shared);
             self.signal();
@@ -329,6 +412,7 @@ impl PodWorkers {
         };
         let priority = if status.pending == Some(UpdateType::Sync)
             && status.state == PodWorkerState::Syncing
+            && !status.resumed
         {
             Priority::Routine
         } else {
@@ -391,6 +475,10 @@ impl PodWorkers {
                 continue;
             };
             status.working = true;
+            status.resumed = false;
+            if status.state == PodWorkerState::Terminating {
+                status.regrace = false;
+            }
             let update_type = status.pending.take().unwrap_or(UpdateType::Sync);
             return Some(Step {
                 uid,
@@ -413,20 +501,33 @@ impl PodWorkers {
             removed,
         } = step;
         let started = std::time::Instant::now();
-        let result = match state {
-            PodWorkerState::Syncing => self
-                .syncer
-                .sync_pod(update_type, &pod)
-                .map(|terminal| terminal.then_some(PodWorkerState::Terminating)),
-            PodWorkerState::Terminating => self
-                .syncer
-                .sync_terminating_pod(&pod, grace)
-                .map(|()| Some(PodWorkerState::Terminated)),
-            PodWorkerState::Terminated => self
-                .syncer
-                .sync_terminated_pod(&pod, removed)
-                .map(|()| None),
+        let resume = Resume {
+            workers: self.me.clone(),
+            uid: uid.clone(),
+            state,
         };
+        let syncer = &self.syncer;
+        let step = || match state {
+            PodWorkerState::Syncing => syncer.sync_pod(update_type, &pod, &resume),
+            PodWorkerState::Terminating => syncer.sync_terminating_pod(&pod, grace, &resume),
+            PodWorkerState::Terminated => syncer
+                .sync_terminated_pod(&pod, removed)
+                .map(|()| StepEnd::Done),
+        };
+        // A panic in one pod's step must not take the worker (and the pod's later steps)
+        // with it: it counts as a failed step and is retried with back-off.
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(SyncError::Panic {
+                    pod: pod_key(&pod),
+                    message,
+                })
+            });
         // Upstream's operation_type: the update type of the sync, `kill` for termination.
         let operation = match (state, update_type) {
             (PodWorkerState::Syncing, UpdateType::Create) => "create",
@@ -441,12 +542,7 @@ impl PodWorkers {
     }
 
     /// Records the outcome of one step and queues the pod again if more work is waiting.
-    fn complete(
-        &self,
-        uid: &PodUid,
-        ran: PodWorkerState,
-        result: Result<Option<PodWorkerState>, SyncError>,
-    ) {
+    fn complete(&self, uid: &PodUid, ran: PodWorkerState, result: Result<StepEnd, SyncError>) {
         let now = self.clock.now();
         let pod = self.lock().pods.get(uid).map(|s| Arc::clone(&s.pod));
         let resync = pod
@@ -459,42 +555,76 @@ impl PodWorkers {
         };
         status.working = false;
         match result {
-            Ok(next) => {
+            Ok(StepEnd::Waiting) => match ran {
+                PodWorkerState::Syncing => status.waiting_sync += 1,
+                _ => status.waiting_kill += 1,
+            },
+            Ok(end) => {
                 status.failures = 0;
                 status.next_sync = Some(now + resync);
-                match next {
-                    // Only advance if nothing moved the pod further meanwhile.
-                    Some(next) if status.state == ran => {
-                        status.state = next;
-                        status.pending.get_or_insert(UpdateType::Sync);
+                let next = match (ran, end) {
+                    (PodWorkerState::Syncing, StepEnd::Terminal) => {
+                        Some(PodWorkerState::Terminating)
                     }
-                    Some(_) => {}
-                    None if ran == PodWorkerState::Terminated && status.state == ran => {
-                        status.finished = true;
-                        status.next_sync = None;
-                        status.pending = None;
-                    }
-                    None => {}
-                }
-            }
-            Err(e) => {
-                let level = if e.is_retriable() {
-                    log::Level::Warn
-                } else {
-                    log::Level::Error
+                    (PodWorkerState::Terminating, _) => Some(PodWorkerState::Terminated),
+                    _ => None,
                 };
-                log::log!(
-                    level,
-                    "pod=\"{}\" uid={uid} sync failed ({ran:?}): {e}",
-                    pod_key(&status.pod)
-                );
-                status.failures = status.failures.saturating_add(1);
-                let exp = status.failures.min(16) - 1;
-                let delay = (self.backoff_base * 2u32.pow(exp)).min(self.backoff_max);
-                status.next_sync = Some(now + delay);
+                Self::advance(status, ran, next);
             }
+            Err(e) => self.failed(status, uid, ran, &e, now),
         }
-        let queued = status.pending.is_some();
+        self.requeue(shared, uid);
+    }
+
+    /// Moves a pod on after a step of state `ran` succeeded (`next`: the state it leads to).
+    fn advance(status: &mut PodSyncStatus, ran: PodWorkerState, next: Option<PodWorkerState>) {
+        match next {
+            // Only advance if nothing moved the pod further meanwhile.
+            Some(next) if status.state == ran => {
+                status.state = next;
+                status.pending.get_or_insert(UpdateType::Sync);
+            }
+            Some(_) => {}
+            None if ran == PodWorkerState::Terminated && status.state == ran => {
+                status.finished = true;
+                status.next_sync = None;
+                status.pending = None;
+            }
+            None => {}
+        }
+    }
+
+    /// Logs a failed step and schedules its retry after a back-off.
+    fn failed(
+        &self,
+        status: &mut PodSyncStatus,
+        uid: &PodUid,
+        ran: PodWorkerState,
+        e: &SyncError,
+        now: Instant,
+    ) {
+        let level = if e.is_retriable() {
+            log::Level::Warn
+        } else {
+            log::Level::Error
+        };
+        log::log!(
+            level,
+            "pod=\"{}\" uid={uid} sync failed ({ran:?}): {e}",
+            pod_key(&status.pod)
+        );
+        status.failures = status.failures.saturating_add(1);
+        let exp = status.failures.min(16) - 1;
+        let delay = (self.backoff_base * 2u32.pow(exp)).min(self.backoff_max);
+        status.next_sync = Some(now + delay);
+    }
+
+    /// Queues the pod if work is pending and nothing blocks it, and wakes the workers.
+    fn requeue(&self, mut shared: MutexGuard<'_, Shared>, uid: &PodUid) {
+        let queued = shared
+            .pods
+            .get(uid)
+            .is_some_and(|s| s.pending.is_some() && !s.blocked());
         if queued {
             Self::enqueue(&mut shared, uid.clone());
         }
@@ -503,6 +633,50 @@ impl PodWorkers {
             self.signal();
         }
         self.wake.notify_all();
+    }
+
+    /// A job that carried on a step of state `ran` finished (see [`Resume`]).
+    fn resume(&self, uid: &PodUid, ran: PodWorkerState, result: Result<bool, SyncError>) {
+        let now = self.clock.now();
+        let later = match &result {
+            Ok(false) => {
+                let pod = self.lock().pods.get(uid).map(|s| Arc::clone(&s.pod));
+                let within = pod.and_then(|p| self.syncer.resync_within(&p));
+                Some(within.map_or(self.resync_interval, |d| d.min(self.resync_interval)))
+            }
+            _ => None,
+        };
+        let mut shared = self.lock();
+        let Some(status) = shared.pods.get_mut(uid) else {
+            return;
+        };
+        match ran {
+            PodWorkerState::Syncing => status.waiting_sync -= 1,
+            _ => status.waiting_kill -= 1,
+        }
+        match result {
+            Ok(now_or_later) => {
+                status.failures = 0;
+                match ran {
+                    PodWorkerState::Syncing if status.state == ran && now_or_later => {
+                        status.pending.get_or_insert(UpdateType::Sync);
+                        status.resumed = true;
+                    }
+                    PodWorkerState::Syncing => {
+                        if let Some(later) = later {
+                            status.next_sync = Some(now + later);
+                        }
+                    }
+                    PodWorkerState::Terminating => {
+                        Self::advance(status, ran, Some(PodWorkerState::Terminated))
+                    }
+                    _ => {}
+                }
+            }
+            // Retried after the back-off (a failed stop once no other stop is in flight).
+            Err(e) => self.failed(status, uid, ran, &e, now),
+        }
+        self.requeue(shared, uid);
     }
 
     /// Pods whose resync or retry time has come (upstream `getPodsToSync`).
@@ -540,7 +714,7 @@ impl PodWorkers {
         let forget: Vec<PodUid> = shared
             .pods
             .iter()
-            .filter(|(uid, s)| s.finished && !s.working && !desired.contains(*uid))
+            .filter(|(uid, s)| s.finished && !s.busy() && !desired.contains(*uid))
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in &forget {
@@ -555,10 +729,7 @@ impl PodWorkers {
         let deadline = Instant::now() + timeout;
         let mut shared = self.lock();
         loop {
-            let busy = shared
-                .pods
-                .values()
-                .any(|s| s.working || s.queued.is_some());
+            let busy = shared.pods.values().any(PodSyncStatus::busy);
             if !busy {
                 return true;
             }
@@ -646,16 +817,30 @@ mod tests {
     }
 
     impl PodSyncer for Recorder {
-        fn sync_pod(&self, _t: UpdateType, pod: &Arc<Pod>) -> Result<bool, SyncError> {
+        fn sync_pod(
+            &self,
+            _t: UpdateType,
+            pod: &Arc<Pod>,
+            _resume: &Resume,
+        ) -> Result<StepEnd, SyncError> {
             self.enter(pod, "sync");
             self.leave(pod);
             let uid = pod.metadata.uid.clone().unwrap_or_default();
-            Ok(self.terminal.lock().unwrap().contains(&uid))
+            Ok(if self.terminal.lock().unwrap().contains(&uid) {
+                StepEnd::Terminal
+            } else {
+                StepEnd::Done
+            })
         }
-        fn sync_terminating_pod(&self, pod: &Arc<Pod>, _g: Option<i64>) -> Result<(), SyncError> {
+        fn sync_terminating_pod(
+            &self,
+            pod: &Arc<Pod>,
+            _g: Option<i64>,
+            _resume: &Resume,
+        ) -> Result<StepEnd, SyncError> {
             self.enter(pod, "terminating");
             self.leave(pod);
-            Ok(())
+            Ok(StepEnd::Done)
         }
         fn sync_terminated_pod(&self, pod: &Arc<Pod>, _removed: bool) -> Result<(), SyncError> {
             self.enter(pod, "terminated");
@@ -789,6 +974,174 @@ mod tests {
         clock.step(Duration::from_secs(61));
         assert_eq!(pw.pods_due().len(), 1);
         assert!(pw.pods_due().is_empty());
+        pw.stop();
+    }
+
+    /// A syncer whose steps wait: each records its Resume and returns `Waiting`, unless
+    /// told to finish at once.
+    #[derive(Default)]
+    struct Waiter {
+        calls: Mutex<Vec<(&'static str, Option<i64>)>>,
+        resumes: Mutex<Vec<Resume>>,
+        /// Resume inside the step itself (a job that finishes before its step has ended).
+        immediate: std::sync::atomic::AtomicBool,
+        /// Panic in the first sync.
+        panic_once: std::sync::atomic::AtomicBool,
+    }
+
+    impl Waiter {
+        fn park(&self, what: &'static str, grace: Option<i64>, resume: &Resume) -> StepEnd {
+            self.calls.lock().unwrap().push((what, grace));
+            if self.immediate.swap(false, Ordering::SeqCst) {
+                resume.clone().done(Ok(true));
+            } else {
+                self.resumes.lock().unwrap().push(resume.clone());
+            }
+            StepEnd::Waiting
+        }
+        fn steps(&self) -> Vec<(&'static str, Option<i64>)> {
+            self.calls.lock().unwrap().clone()
+        }
+        fn release_all(&self) {
+            let resumes: Vec<Resume> = std::mem::take(&mut *self.resumes.lock().unwrap());
+            for r in resumes {
+                r.done(Ok(true));
+            }
+        }
+    }
+
+    impl PodSyncer for Waiter {
+        fn sync_pod(
+            &self,
+            _t: UpdateType,
+            _pod: &Arc<Pod>,
+            resume: &Resume,
+        ) -> Result<StepEnd, SyncError> {
+            if self.panic_once.swap(false, Ordering::SeqCst) {
+                self.calls.lock().unwrap().push(("panic", None));
+                panic!("a bug in one pod's sync");
+            }
+            // The first sync waits; later ones are done at once.
+            let syncs = self.steps().iter().filter(|c| c.0 == "sync").count();
+            if syncs >= 1 {
+                self.calls.lock().unwrap().push(("sync", None));
+                return Ok(StepEnd::Done);
+            }
+            Ok(self.park("sync", None, resume))
+        }
+        fn sync_terminating_pod(
+            &self,
+            _pod: &Arc<Pod>,
+            grace: Option<i64>,
+            resume: &Resume,
+        ) -> Result<StepEnd, SyncError> {
+            Ok(self.park("terminating", grace, resume))
+        }
+        fn sync_terminated_pod(&self, _pod: &Arc<Pod>, _removed: bool) -> Result<(), SyncError> {
+            self.calls.lock().unwrap().push(("terminated", None));
+            Ok(())
+        }
+    }
+
+    fn external(syncer: Arc<Waiter>) -> Arc<PodWorkers> {
+        PodWorkers::external(
+            syncer,
+            Arc::new(RealClock),
+            Duration::from_secs(60),
+            Arc::new(|| {}),
+        )
+    }
+
+    fn drain(pw: &PodWorkers) {
+        while pw.run_queued(10) > 0 {}
+    }
+
+    #[test]
+    fn a_waiting_sync_parks_the_pod_until_it_is_resumed() {
+        let w = Arc::new(Waiter::default());
+        let pw = external(w.clone());
+        pw.update_pod(update(UpdateType::Create, pod("a", "1")));
+        drain(&pw);
+        assert_eq!(w.steps(), [("sync", None)]);
+        // Updates coalesce while the wait goes on; nothing runs.
+        pw.update_pod(update(UpdateType::Sync, pod("a", "2")));
+        drain(&pw);
+        assert_eq!(w.steps().len(), 1);
+        assert!(
+            !pw.wait_idle(Duration::from_millis(10)),
+            "a waiting pod is busy"
+        );
+        w.release_all();
+        drain(&pw);
+        assert_eq!(w.steps(), [("sync", None), ("sync", None)]);
+        // The waiting sync is not resumed twice.
+        drain(&pw);
+        assert_eq!(w.steps().len(), 2);
+        assert!(pw.wait_idle(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn a_job_that_finishes_before_its_step_ends_is_not_lost() {
+        let w = Arc::new(Waiter::default());
+        w.immediate.store(true, Ordering::SeqCst);
+        let pw = external(w.clone());
+        pw.update_pod(update(UpdateType::Create, pod("a", "1")));
+        drain(&pw);
+        assert_eq!(w.steps(), [("sync", None), ("sync", None)]);
+        assert!(pw.wait_idle(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn a_kill_does_not_wait_for_a_waiting_sync_and_a_shorter_grace_stops_again() {
+        let w = Arc::new(Waiter::default());
+        let pw = external(w.clone());
+        pw.update_pod(update(UpdateType::Create, pod("a", "1")));
+        drain(&pw);
+        let kill = |grace| UpdatePodOptions {
+            update_type: UpdateType::Kill,
+            pod: pod("a", "2"),
+            grace_period_override: Some(grace),
+            removed: false,
+        };
+        pw.update_pod(kill(30));
+        drain(&pw);
+        assert_eq!(w.steps(), [("sync", None), ("terminating", Some(30))]);
+        // The same grace again: the stop in progress is enough.
+        pw.update_pod(kill(30));
+        drain(&pw);
+        assert_eq!(w.steps().len(), 2);
+        // A forced deletion: another stop with grace 0 at once.
+        pw.update_pod(kill(0));
+        drain(&pw);
+        assert_eq!(w.steps()[2], ("terminating", Some(0)));
+        w.release_all();
+        drain(&pw);
+        let steps = w.steps();
+        assert_eq!(steps.last(), Some(&("terminated", None)), "{steps:?}");
+        assert_eq!(steps.iter().filter(|s| s.0 == "terminated").count(), 1);
+        assert!(pw.is_finished(&PodUid::from("a")));
+    }
+
+    #[test]
+    fn a_panicking_step_is_caught_and_retried() {
+        let w = Arc::new(Waiter::default());
+        w.panic_once.store(true, Ordering::SeqCst);
+        let clock = Arc::new(FakeClock::new());
+        let pw = PodWorkers::start(1, w.clone(), clock.clone(), Duration::from_secs(60)).unwrap();
+        pw.update_pod(update(UpdateType::Create, pod("a", "1")));
+        assert!(pw.wait_idle(Duration::from_secs(5)));
+        assert_eq!(w.steps(), [("panic", None)]);
+        // Retried after the back-off, on the same (living) worker.
+        clock.step(Duration::from_secs(2));
+        for p in pw.pods_due() {
+            pw.update_pod(update(UpdateType::Sync, p));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while w.steps().len() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(w.steps()[1], ("sync", None));
+        w.release_all();
         pw.stop();
     }
 

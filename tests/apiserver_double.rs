@@ -248,15 +248,6 @@ fn merge_patch_follows_rfc_7386_and_noop_patches_keep_the_version() {
         rv_of(&patched),
         "a no-op patch writes nothing"
     );
-    let conditions = json!({ "status": { "conditions": [{ "type": "Ready", "status": "True" }] } });
-    let smp = "application/strategic-merge-patch+json";
-    let response = api.send("PATCH", &format!("{PODS}/a/status"), smp, Some(conditions));
-    let patched: Value = serde_json::from_slice(&response.bytes().unwrap()).unwrap();
-    assert_eq!(patched["status"]["conditions"][0]["type"], "Ready");
-    assert_eq!(patched["status"]["phase"], "Pending");
-    let directive = json!({ "status": { "$setElementOrder/conditions": [{ "type": "Ready" }] } });
-    let response = api.send("PATCH", &format!("{PODS}/a/status"), smp, Some(directive));
-    assert_eq!(response.status().as_u16(), 400);
     let stale = json!({ "metadata": { "resourceVersion": "1" }, "status": { "phase": "Running" } });
     assert_eq!(
         api.call("PATCH", &format!("{PODS}/a/status"), Some(stale))
@@ -269,6 +260,49 @@ fn merge_patch_follows_rfc_7386_and_noop_patches_keep_the_version() {
             .0,
         409
     );
+}
+
+#[test]
+fn strategic_merge_patch_merges_lists_by_key_as_kube_apiserver() {
+    let server = ApiServer::start();
+    let api = Api::new(&server);
+    api.call("POST", PODS, Some(pod("a", Some("n1"))));
+    let smp = "application/strategic-merge-patch+json";
+    let send = |body: Value| {
+        let response = api.send("PATCH", &format!("{PODS}/a/status"), smp, Some(body));
+        let code = response.status().as_u16();
+        (
+            code,
+            serde_json::from_slice::<Value>(&response.bytes().unwrap()).unwrap(),
+        )
+    };
+    let (code, patched) = send(json!({ "status": { "conditions": [
+        { "type": "Ready", "status": "False" }, { "type": "lb.example/ready", "status": "False" }] } }));
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(patched["status"]["phase"], "Pending");
+    // The kubelet's patch names only its own conditions: the other one survives.
+    let (code, patched) = send(json!({ "status": {
+        "$setElementOrder/conditions": [{ "type": "Ready" }],
+        "conditions": [{ "type": "Ready", "status": "True" }] } }));
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(
+        patched["status"]["conditions"],
+        json!([{ "type": "Ready", "status": "True" }, { "type": "lb.example/ready", "status": "False" }])
+    );
+    // Deletion of one element by its key.
+    let (_, patched) = send(json!({ "status": { "conditions": [
+        { "$patch": "delete", "type": "lb.example/ready" }] } }));
+    assert_eq!(patched["status"]["conditions"].as_array().unwrap().len(), 1);
+    // What kube-apiserver refuses: unknown directives, elements without their merge key,
+    // and a patch list that $setElementOrder does not cover.
+    for bad in [
+        json!({ "status": { "$unknown": 1 } }),
+        json!({ "status": { "conditions": [{ "status": "True" }] } }),
+        json!({ "status": { "$setElementOrder/conditions": [{ "type": "Ready" }],
+            "conditions": [{ "type": "Other", "status": "True" }] } }),
+    ] {
+        assert_eq!(send(bad.clone()).0, 400, "{bad}");
+    }
 }
 
 #[test]
@@ -354,8 +388,13 @@ fn watch_from_a_resource_version_sends_only_later_events() {
     let watch = api.watch(&format!(
         "/api/v1/pods?watch=1&resourceVersion={from}&timeoutSeconds=1"
     ));
-    let expected =
-        [("ADDED", "after"), ("DELETED", "after")].map(|(t, n)| (t.to_string(), n.to_string()));
+    // A pod deleted with grace 0 is first updated to say so, then removed, as upstream.
+    let expected = [
+        ("ADDED", "after"),
+        ("MODIFIED", "after"),
+        ("DELETED", "after"),
+    ]
+    .map(|(t, n)| (t.to_string(), n.to_string()));
     assert_eq!(watch.drain(), expected);
     let watch = api.watch(&format!("{PODS}?watch=true&timeoutSeconds=1"));
     let names: Vec<_> = watch
@@ -924,4 +963,162 @@ fn kubectl_gets_and_deletes() {
     assert!(watching.is_some(), "kubectl delete never watched");
     assert!(status.unwrap().success(), "kubectl delete with wait failed");
     assert!(server.get_pod("default", "web").is_none());
+}
+
+/// A mirror pod of node `n1` as the kubelet creates it, owned by the Node with `uid`.
+fn mirror_pod(owner_uid: &str) -> Value {
+    json!({"metadata": {"name": "static-n1", "namespace": "default",
+            "annotations": {"kubernetes.io/config.mirror": "h"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "n1",
+                "uid": owner_uid, "controller": true}]},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}})
+}
+
+#[test]
+fn node_restriction_limits_what_a_node_may_write() {
+    let server = ApiServer::start();
+    let admin = Api::new(&server);
+    let node = Api::with_tls(&server, server.tls_client_config_for("system:node:n1"));
+    let (code, created) = node.call(
+        "POST",
+        "/api/v1/nodes",
+        Some(json!({"metadata": {"name": "n1",
+        "labels": {"kubernetes.io/os": "linux"}},
+        "spec": {"taints": [{"key": "registering", "effect": "NoSchedule"}]}})),
+    );
+    assert_eq!(code, 201, "taints at registration are fine: {created}");
+    let node_uid = created["metadata"]["uid"].as_str().unwrap().to_string();
+
+    // Mirror pods: only with the Node as controller owner and the mirror annotation.
+    let mut not_controller = mirror_pod(&node_uid);
+    not_controller["metadata"]["ownerReferences"][0]["controller"] = json!(false);
+    let (code, status) = node.call("POST", PODS, Some(not_controller));
+    assert_eq!(code, 403);
+    assert_eq!(
+        status["message"],
+        "pods \"static-n1\" is forbidden: node \"n1\" can only create pods with a controller owner reference set to itself"
+    );
+    let (code, status) = node.call("POST", PODS, Some(mirror_pod("some-old-uid")));
+    assert_eq!(code, 403, "{status}");
+    assert!(status["message"].as_str().unwrap().contains("UID mismatch"));
+    let mut plain = mirror_pod(&node_uid);
+    plain["metadata"]["annotations"] = json!({});
+    assert_eq!(node.call("POST", PODS, Some(plain)).0, 403);
+    for (field, value) in [
+        ("serviceAccountName", json!("default")),
+        (
+            "volumes",
+            json!([{"name": "s", "secret": {"secretName": "x"}}]),
+        ),
+        (
+            "volumes",
+            json!([{"name": "c", "configMap": {"name": "x"}}]),
+        ),
+        (
+            "volumes",
+            json!([{"name": "p", "persistentVolumeClaim": {"claimName": "x"}}]),
+        ),
+    ] {
+        let mut pod = mirror_pod(&node_uid);
+        pod["spec"][field] = value;
+        let (code, status) = node.call("POST", PODS, Some(pod));
+        assert_eq!(code, 403, "{field}: {status}");
+    }
+    let (code, created) = node.call("POST", PODS, Some(mirror_pod(&node_uid)));
+    assert_eq!(code, 201, "{created}");
+
+    // Pods: status and deletion only for pods bound to the node; no other writes.
+    admin.call("POST", PODS, Some(pod("mine", Some("n1"))));
+    admin.call("POST", PODS, Some(pod("theirs", Some("n2"))));
+    let status = json!({"status": {"phase": "Running"}});
+    assert_eq!(
+        node.call(
+            "PATCH",
+            &format!("{PODS}/mine/status"),
+            Some(status.clone())
+        )
+        .0,
+        200
+    );
+    let (code, answer) = node.call("PATCH", &format!("{PODS}/theirs/status"), Some(status));
+    assert_eq!(code, 403, "{answer}");
+    assert_eq!(
+        node.call(
+            "PATCH",
+            &format!("{PODS}/mine"),
+            Some(json!({"metadata": {"labels": {"a": "b"}}}))
+        )
+        .0,
+        403
+    );
+    assert_eq!(node.call("DELETE", &format!("{PODS}/theirs"), None).0, 403);
+    assert_eq!(node.call("DELETE", &format!("{PODS}/mine"), None).0, 200);
+
+    // Its own Node: no restricted labels, no taint changes; never another Node.
+    let restricted = json!({"metadata": {"labels": {"node-restriction.kubernetes.io/pool": "a"}}});
+    let (code, answer) = node.call("PATCH", "/api/v1/nodes/n1", Some(restricted));
+    assert_eq!(code, 403, "{answer}");
+    let role = json!({"metadata": {"labels": {"node-role.kubernetes.io/control-plane": ""}}});
+    assert_eq!(node.call("PATCH", "/api/v1/nodes/n1", Some(role)).0, 403);
+    let allowed = json!({"metadata": {"labels": {"example.com/team": "a",
+        "topology.kubernetes.io/zone": "z1"}}});
+    assert_eq!(node.call("PATCH", "/api/v1/nodes/n1", Some(allowed)).0, 200);
+    let taints = json!({"spec": {"taints": []}});
+    assert_eq!(node.call("PATCH", "/api/v1/nodes/n1", Some(taints)).0, 403);
+    admin.call(
+        "POST",
+        "/api/v1/nodes",
+        Some(json!({"metadata": {"name": "n2"}})),
+    );
+    let (code, answer) = node.call(
+        "PATCH",
+        "/api/v1/nodes/n2/status",
+        Some(json!({"status": {"phase": "x"}})),
+    );
+    assert_eq!(code, 403, "{answer}");
+    assert_eq!(
+        answer["message"],
+        "nodes \"n2\" is forbidden: node \"n1\" is not allowed to modify node \"n2\""
+    );
+
+    // Leases: its own, in kube-node-lease.
+    let lease = |name: &str| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": name}, "spec": {"holderIdentity": name}})
+    };
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases";
+    assert_eq!(node.call("POST", leases, Some(lease("n1"))).0, 201);
+    assert_eq!(node.call("POST", leases, Some(lease("n2"))).0, 403);
+    let elsewhere = "/apis/coordination.k8s.io/v1/namespaces/default/leases";
+    assert_eq!(node.call("POST", elsewhere, Some(lease("n1"))).0, 403);
+}
+
+#[test]
+fn finalizers_hold_a_deleted_object_until_they_are_removed() {
+    let server = ApiServer::start();
+    let api = Api::new(&server);
+    let mut body = pod("held", Some("n1"));
+    body["metadata"]["finalizers"] = json!(["example.com/keep"]);
+    api.call("POST", PODS, Some(body));
+    let path = format!("{PODS}/held?gracePeriodSeconds=0");
+    assert_eq!(api.call("DELETE", &path, None).0, 200);
+    let (code, held) = api.get(&format!("{PODS}/held"));
+    assert_eq!(code, 200, "the finalizer keeps the pod");
+    assert!(held["metadata"]["deletionTimestamp"].is_string());
+    let patch = json!({"status": {"phase": "Failed"}});
+    assert_eq!(
+        api.call("PATCH", &format!("{PODS}/held/status"), Some(patch))
+            .0,
+        200
+    );
+    let release = json!({"metadata": {"finalizers": null}});
+    assert_eq!(
+        api.call("PATCH", &format!("{PODS}/held"), Some(release)).0,
+        200
+    );
+    assert_eq!(
+        api.get(&format!("{PODS}/held")).0,
+        404,
+        "gone with its last finalizer"
+    );
 }

@@ -5,202 +5,17 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::Pod;
 use rkubelet::cri::{api, RuntimeService};
-use support::apiserver::ApiServer;
-use support::cri::{clean_runtime, endpoint, runtime};
-use support::{scratch_dir, wait_for};
-
-const IMAGE: &str = "docker.io/library/busybox:local";
-const NODE: &str = "e2e-cluster-node";
-static SERIAL: Mutex<()> = Mutex::new(());
-
-struct Cluster {
-    server: ApiServer,
-    kubelet: Child,
-    dir: PathBuf,
-    /// The kubelet API port.
-    port: u16,
-}
-
-impl Cluster {
-    fn start(name: &str) -> Cluster {
-        clean_runtime();
-        let dir = scratch_dir(name);
-        let server = ApiServer::start();
-        server
-            .write_kubeconfig(&dir.join("kubelet.conf"), &format!("system:node:{NODE}"))
-            .unwrap();
-        server
-            .write_kubeconfig(&dir.join("admin.conf"), "kubernetes-admin")
-            .unwrap();
-        std::fs::create_dir_all(dir.join("root")).unwrap();
-        std::fs::write(dir.join("client-ca.crt"), server.ca_pem()).unwrap();
-        let port = support::free_port();
-        let kubelet = spawn_kubelet(&dir, port);
-        Cluster {
-            server,
-            kubelet,
-            dir,
-            port,
-        }
-    }
-
-    /// `kill -9` the kubelet, then start it again with the same flags and files.
-    fn kill9_and_restart(&mut self) {
-        let _ = self.kubelet.kill();
-        let _ = self.kubelet.wait();
-        self.kubelet = spawn_kubelet(&self.dir, self.port);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("rkubelet.log")).unwrap_or_default()
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        self.kubectl_command(args)
-            .output()
-            .expect("kubectl must be installed (/usr/bin/kubectl)")
-    }
-
-    /// kubectl against the double, streaming over SPDY (the protocol the runtime's streaming
-    /// server speaks for every kubectl version).
-    fn kubectl_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("kubectl");
-        cmd.arg(format!(
-            "--kubeconfig={}",
-            self.dir.join("admin.conf").display()
-        ))
-        .args(args)
-        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
-        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false");
-        cmd
-    }
-
-    fn phase(&self, name: &str) -> Option<String> {
-        self.server.get_pod("default", name)?.status?.phase
-    }
-
-    fn wait_ready_node(&self) {
-        wait_for(Duration::from_secs(60), || {
-            let n = self.server.get_node(NODE)?;
-            n.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-                .then_some(())
-        })
-        .unwrap_or_else(|| panic!("node not Ready:\n{}", self.log()));
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.kubelet.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && matches!(self.kubelet.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.kubelet.kill();
-        let _ = self.kubelet.wait();
-        clean_runtime();
-    }
-}
-
-/// The real binary joined to the double, its log appended to `rkubelet.log`.
-fn spawn_kubelet(dir: &Path, port: u16) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("rkubelet.log"))
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_rkubelet"))
-        .arg(format!(
-            "--kubeconfig={}",
-            dir.join("kubelet.conf").display()
-        ))
-        .arg(format!("--container-runtime-endpoint={}", endpoint()))
-        .arg(format!("--root-dir={}", dir.join("root").display()))
-        .arg(format!(
-            "--pod-logs-dir={}",
-            dir.join("logs/pods").display()
-        ))
-        .arg(format!("--hostname-override={NODE}"))
-        .arg("--node-ip=127.0.0.1")
-        .arg("--address=127.0.0.1")
-        .arg(format!("--port={port}"))
-        .arg(format!(
-            "--client-ca-file={}",
-            dir.join("client-ca.crt").display()
-        ))
-        .args(["-v", "2"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
-fn pod(name: &str, script: &str, grace: i64) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some("default".into()),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            node_name: Some(NODE.into()),
-            termination_grace_period_seconds: Some(grace),
-            containers: vec![Container {
-                name: "app".into(),
-                image: Some(IMAGE.into()),
-                image_pull_policy: Some("IfNotPresent".into()),
-                command: Some(vec!["sh".into(), "-c".into(), script.into()]),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn running_of(pod: &str) -> Vec<String> {
-    let mut f = api::ContainerFilter::new();
-    f.mut_label_selector()
-        .insert("io.kubernetes.pod.name".into(), pod.into());
-    let mut ids: Vec<String> = runtime()
-        .list_containers(Some(&f))
-        .unwrap()
-        .into_iter()
-        .filter(|c| c.get_state() == api::ContainerState::CONTAINER_RUNNING)
-        .map(|c| c.get_id().to_string())
-        .collect();
-    ids.sort();
-    ids
-}
-
-/// Everything the container logged so far (the pod's log directory goes with the pod).
-fn container_log(dir: &Path, pod: &str) -> String {
-    let Ok(entries) = std::fs::read_dir(dir.join("logs/pods")) else {
-        return String::new();
-    };
-    entries
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("default_{pod}_"))
-        })
-        .map(|e| std::fs::read_to_string(e.path().join("app/0.log")).unwrap_or_default())
-        .collect()
-}
+use support::cri::runtime;
+use support::e2e::{
+    api_status, container_log, main_status, pod, running_of, wait_phase, Cluster, IMAGE, NODE,
+    SERIAL,
+};
+use support::wait_for;
 
 #[test]
 #[ignore = "needs containerd: run tests/run.sh"]
@@ -514,21 +329,6 @@ fn service_account_config_map_and_secret_volumes_through_updates_restarts_and_de
         mounts_under(&c.dir.join("root")).is_empty(),
         "no tmpfs leaked"
     );
-}
-
-fn api_status(c: &Cluster, name: &str) -> Option<k8s_openapi::api::core::v1::PodStatus> {
-    c.server.get_pod("default", name)?.status
-}
-
-fn main_status(c: &Cluster, name: &str) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
-    api_status(c, name)?.container_statuses?.into_iter().next()
-}
-
-fn wait_phase(c: &Cluster, name: &str, phase: &str, within: Duration) {
-    wait_for(within, || {
-        (c.phase(name).as_deref() == Some(phase)).then_some(())
-    })
-    .unwrap_or_else(|| panic!("{name} not {phase}: {:?}\n{}", api_status(c, name), c.log()));
 }
 
 /// `<seconds since boot> <what>` appended to a host file, for ordering across containers.

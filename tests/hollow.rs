@@ -203,7 +203,14 @@ fn fifty_hollow_nodes_run_five_hundred_pods_on_shared_threads() {
         .filter(|p| p.metadata.name.as_deref().unwrap_or("").starts_with("web"))
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
         .count();
-    assert_eq!(web_running, 460);
+    let not_running: Vec<_> = server
+        .list_pods()
+        .into_iter()
+        .filter(|p| p.metadata.name.as_deref().unwrap_or("").starts_with("web"))
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running"))
+        .map(|p| (p.metadata.name, p.spec.and_then(|s| s.node_name), p.status))
+        .collect();
+    assert_eq!(web_running, 460, "{not_running:#?}");
 
     // Deleted pods are stopped and removed from the API.
     for i in (2..PODS).filter(|i| i % 25 >= 2).take(100) {

@@ -51,6 +51,7 @@ impl Node {
             tmpfs: false,
             host_cgroups: false,
             shared_pod_work: None,
+            waiters: None,
         };
         let kubelet = new_main_kubelet(config, deps).unwrap();
         let sync_loop = start_kubelet(kubelet.clone(), sources.updates, stop_rx).unwrap();

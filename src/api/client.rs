@@ -16,6 +16,7 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
+use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 use reqwest::blocking::Response;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
@@ -451,6 +452,14 @@ impl KubeClient for RestClient {
         Ok(list.items)
     }
 
+    fn get_runtime_class(&self, name: &str) -> Result<RuntimeClass, ApiError> {
+        let path = format!(
+            "/apis/node.k8s.io/v1/runtimeclasses/{}",
+            super::request::encode(name)
+        );
+        self.get(Op::GetRuntimeClass, &path)
+    }
+
     fn create_token(
         &self,
         namespace: &str,
@@ -778,7 +787,7 @@ mod tests {
         assert_eq!(seen.len(), 1);
         assert_eq!(
             seen[0].header("content-type"),
-            Some("application/merge-patch+json")
+            Some("application/strategic-merge-patch+json")
         );
         assert_eq!(c.stats().retries, 0);
     }

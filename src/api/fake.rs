@@ -19,6 +19,7 @@ use k8s_openapi::api::authentication::v1::{
 use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewStatus};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
+use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
@@ -88,6 +89,8 @@ pub enum Call {
     GetSecret { namespace: String, name: String },
     /// `list_services` of a namespace.
     ListServices { namespace: String },
+    /// `get_runtime_class`.
+    GetRuntimeClass(String),
     /// `create_token` for a service account, with the request's audiences and lifetime.
     CreateToken {
         namespace: String,
@@ -115,6 +118,7 @@ struct Store {
     config_maps: Objects<ConfigMap>,
     secrets: Objects<Secret>,
     services: Objects<Service>,
+    runtime_classes: Objects<RuntimeClass>,
     /// Token requests received, in order.
     token_requests: Vec<(String, String, TokenRequest)>,
     /// Tokens issued so far.
@@ -214,6 +218,12 @@ impl FakeClient {
     pub fn insert_secret(&self, secret: &Secret) -> Result<Secret, ApiError> {
         let store = &mut *self.store();
         store.secrets.create(secret, &mut store.rv)
+    }
+
+    /// Stores a RuntimeClass as if created (not recorded as a call).
+    pub fn insert_runtime_class(&self, class: &RuntimeClass) -> Result<RuntimeClass, ApiError> {
+        let store = &mut *self.store();
+        store.runtime_classes.create(class, &mut store.rv)
     }
 
     /// Stores a service.
@@ -488,6 +498,13 @@ impl KubeClient for FakeClient {
             .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
             .cloned()
             .collect())
+    }
+
+    fn get_runtime_class(&self, name: &str) -> Result<RuntimeClass, ApiError> {
+        let call = Call::GetRuntimeClass(name.into());
+        self.begin("get_runtime_class", call)?
+            .runtime_classes
+            .get("", name)
     }
 
     fn create_token_review(&self, review: &TokenReview) -> Result<TokenReview, ApiError> {

@@ -9,6 +9,7 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
+use k8s_openapi::api::node::v1::RuntimeClass;
 
 use super::rate_limit::RateLimiter;
 use super::{ApiError, DeleteOptions, KubeClient, List, ListOptions, WatchStream};
@@ -133,6 +134,11 @@ impl KubeClient for RateLimitedClient {
     fn list_services(&self, namespace: &str) -> Result<Vec<Service>, ApiError> {
         self.limiter.acquire();
         self.inner.list_services(namespace)
+    }
+
+    fn get_runtime_class(&self, name: &str) -> Result<RuntimeClass, ApiError> {
+        self.limiter.acquire();
+        self.inner.get_runtime_class(name)
     }
 
     fn create_token(

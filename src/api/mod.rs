@@ -7,12 +7,12 @@ pub mod client;
 pub mod fake;
 pub mod kubeconfig;
 pub mod limited;
-pub mod merge_patch;
 pub mod rate_limit;
 mod request;
 pub mod selector;
 pub mod stats;
 pub mod store;
+pub mod strategic;
 pub(crate) mod tls;
 pub mod watch;
 
@@ -26,6 +26,7 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
+use k8s_openapi::api::node::v1::RuntimeClass;
 
 /// Options of a list or watch call (the query parameters the kubelet uses).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -181,7 +182,7 @@ pub trait KubeClient: Send + Sync {
     /// `DELETE /api/v1/namespaces/{ns}/pods/{name}` with DeleteOptions.
     fn delete_pod(&self, namespace: &str, name: &str, opts: &DeleteOptions)
         -> Result<(), ApiError>;
-    /// `PATCH .../pods/{name}/status` (merge patch).
+    /// `PATCH .../pods/{name}/status` (strategic merge patch).
     fn patch_pod_status(
         &self,
         namespace: &str,
@@ -192,9 +193,9 @@ pub trait KubeClient: Send + Sync {
     fn get_node(&self, name: &str) -> Result<Node, ApiError>;
     /// `POST /api/v1/nodes`.
     fn create_node(&self, node: &Node) -> Result<Node, ApiError>;
-    /// `PATCH /api/v1/nodes/{name}` (merge patch).
+    /// `PATCH /api/v1/nodes/{name}` (strategic merge patch).
     fn patch_node(&self, name: &str, patch: &serde_json::Value) -> Result<Node, ApiError>;
-    /// `PATCH /api/v1/nodes/{name}/status` (merge patch).
+    /// `PATCH /api/v1/nodes/{name}/status` (strategic merge patch).
     fn patch_node_status(&self, name: &str, patch: &serde_json::Value) -> Result<Node, ApiError>;
     /// `GET /apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}`.
     fn get_lease(&self, namespace: &str, name: &str) -> Result<Lease, ApiError>;
@@ -204,7 +205,7 @@ pub trait KubeClient: Send + Sync {
     fn update_lease(&self, lease: &Lease) -> Result<Lease, ApiError>;
     /// `POST /api/v1/namespaces/{ns}/events`.
     fn create_event(&self, event: &Event) -> Result<Event, ApiError>;
-    /// `PATCH /api/v1/namespaces/{ns}/events/{name}` (merge patch, for aggregated counts).
+    /// `PATCH /api/v1/namespaces/{ns}/events/{name}` (strategic merge patch, for aggregated counts).
     fn patch_event(
         &self,
         namespace: &str,
@@ -218,6 +219,9 @@ pub trait KubeClient: Send + Sync {
     /// `GET /api/v1/namespaces/{ns}/services`: the services of one namespace (their
     /// environment variables go into containers).
     fn list_services(&self, namespace: &str) -> Result<Vec<Service>, ApiError>;
+    /// `GET /apis/node.k8s.io/v1/runtimeclasses/{name}`: the runtime handler a pod's
+    /// `runtimeClassName` stands for.
+    fn get_runtime_class(&self, name: &str) -> Result<RuntimeClass, ApiError>;
     /// `POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token`: asks for a bound
     /// service account token; the answer is the request with `status.token` and
     /// `status.expirationTimestamp` filled in.

@@ -12,7 +12,7 @@ use super::{ApiError, ApiStatus, ListOptions};
 /// How much of a non-Status error body goes into the error message.
 const MAX_ERROR_BODY: usize = 1024;
 pub(crate) const JSON: &str = "application/json";
-const MERGE_PATCH: &str = "application/merge-patch+json";
+const STRATEGIC_MERGE_PATCH: &str = "application/strategic-merge-patch+json";
 
 /// A request body and its content type.
 pub(crate) struct Body {
@@ -20,10 +20,11 @@ pub(crate) struct Body {
     pub(crate) bytes: Vec<u8>,
 }
 
-/// Serialises a request body: a merge patch for PATCH, plain JSON otherwise.
+/// Serialises a request body: a strategic merge patch for PATCH (as upstream's kubelet
+/// patches pods, nodes and events), plain JSON otherwise.
 pub(crate) fn json_body<B: Serialize>(op: Op, path: &str, body: &B) -> Result<Body, ApiError> {
     let content_type = if op.http_verb() == "PATCH" {
-        MERGE_PATCH
+        STRATEGIC_MERGE_PATCH
     } else {
         JSON
     };

@@ -26,13 +26,14 @@ pub(crate) enum Op {
     GetSecret,
     CreateToken,
     ListServices,
+    GetRuntimeClass,
     CreateTokenReview,
     CreateSubjectAccessReview,
 }
 
 /// (verb, resource) of each [`Op`], indexed by `Op as usize`. Verbs are named as the API
 /// server's metrics name them (`LIST` and `WATCH` are GETs on the wire).
-const OPS: [(&str, &str); 21] = [
+const OPS: [(&str, &str); 22] = [
     ("LIST", "pods"),
     ("WATCH", "pods"),
     ("GET", "pods"),
@@ -52,6 +53,7 @@ const OPS: [(&str, &str); 21] = [
     ("GET", "secrets"),
     ("POST", "serviceaccounts/token"),
     ("LIST", "services"),
+    ("GET", "runtimeclasses"),
     ("POST", "tokenreviews"),
     ("POST", "subjectaccessreviews"),
 ];
@@ -184,7 +186,7 @@ mod tests {
         c.call(Op::GetPod);
         c.retry();
         let s = c.snapshot();
-        assert_eq!(s.requests.len(), 21);
+        assert_eq!(s.requests.len(), 22);
         assert_eq!(s.count("PATCH", "pods/status"), 2);
         assert_eq!((s.writes(), s.total(), s.retries), (3, 4, 1));
     }

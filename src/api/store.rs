@@ -8,12 +8,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
+use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::merge_patch;
+use super::strategic;
 use super::{ApiError, ApiStatus};
 
 /// An API object the store can hold.
@@ -26,13 +27,19 @@ pub trait Object: Serialize + DeserializeOwned + Clone {
     fn meta(&self) -> &ObjectMeta;
     /// `metadata`, to fill in.
     fn meta_mut(&mut self) -> &mut ObjectMeta;
+    /// The patch strategies of the kind's lists (strategic merge patch).
+    const SCHEMA: strategic::Schema;
 }
 
 macro_rules! object {
     ($t:ty, $resource:expr, $namespaced:expr) => {
+        object!($t, $resource, $namespaced, strategic::generic_schema);
+    };
+    ($t:ty, $resource:expr, $namespaced:expr, $schema:expr) => {
         impl Object for $t {
             const RESOURCE: &'static str = $resource;
             const NAMESPACED: bool = $namespaced;
+            const SCHEMA: strategic::Schema = $schema;
             fn meta(&self) -> &ObjectMeta {
                 &self.metadata
             }
@@ -42,13 +49,14 @@ macro_rules! object {
         }
     };
 }
-object!(Pod, "pods", true);
-object!(Node, "nodes", false);
+object!(Pod, "pods", true, strategic::pod_schema);
+object!(Node, "nodes", false, strategic::node_schema);
 object!(Lease, "leases.coordination.k8s.io", true);
 object!(Event, "events", true);
 object!(ConfigMap, "configmaps", true);
 object!(Secret, "secrets", true);
 object!(Service, "services", true);
+object!(RuntimeClass, "runtimeclasses.node.k8s.io", false);
 
 /// A `Status` error as the API server would send it.
 pub fn status_error(verb: &'static str, code: u16, reason: &str, message: String) -> ApiError {
@@ -193,7 +201,7 @@ impl<T: Object> Objects<T> {
         Ok(updated)
     }
 
-    /// Applies a JSON merge patch; with `status_only` (the `/status` subresource) only the
+    /// Applies a strategic merge patch (as the kubelet sends them); with `status_only` (the `/status` subresource) only the
     /// patched `status` is kept. A `metadata.uid` in the patch must match (409 otherwise).
     pub fn patch(
         &mut self,
@@ -215,7 +223,8 @@ impl<T: Object> Objects<T> {
         }
         let invalid = |e: serde_json::Error| status_error("PATCH", 422, "Invalid", e.to_string());
         let original = serde_json::to_value(current).map_err(invalid)?;
-        let mut patched = merge_patch::merged(&original, patch);
+        let mut patched = strategic::apply(&original, patch, T::SCHEMA)
+            .map_err(|e| status_error("PATCH", 400, "BadRequest", e.to_string()))?;
         if status_only {
             let status = patched.get("status").cloned().unwrap_or(Value::Null);
             patched = original;

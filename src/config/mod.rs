@@ -12,4 +12,5 @@ pub mod manifest;
 pub mod mux;
 pub mod settings;
 pub mod static_pod;
+pub mod unimplemented;
 pub mod update;

@@ -41,6 +41,7 @@ use crate::kubelet::{Deps, Kubelet, LoopTicks};
 use crate::nodestatus::lease::NodeLeaseController;
 use crate::nodestatus::updater::NodeStatusUpdater;
 use crate::status::sync::StatusSync;
+use crate::waiters::Waiters;
 
 /// Flags of `rkubelet hollow`.
 #[derive(Debug, Clone, StructOpt)]
@@ -170,6 +171,8 @@ struct Node {
 }
 
 struct Shared {
+    /// Where the nodes' pod work that waits goes.
+    waiters: Arc<Waiters>,
     nodes: Vec<Arc<Node>>,
     /// Per step kind (and pod work, last): steps run and nanoseconds spent.
     spent: [(AtomicU64, AtomicU64); 7],
@@ -224,11 +227,17 @@ impl Hollow {
         let (task_tx, task_rx) =
             crossbeam_channel::bounded::<Task>(args.nodes.saturating_mul(16).max(1024));
         let clock: Arc<dyn Clock> = Arc::new(RealClock);
+        // Waits of every node's pods (stops within grace periods, pulls with a delay) share
+        // one pool; pulls are not limited per node.
+        let waiters = Waiters::new("hollow-waiter", args.workers.max(1).saturating_mul(4), None);
         let mut nodes = Vec::with_capacity(args.nodes);
         for i in 0..args.nodes {
-            nodes.push(Arc::new(build_node(args, i, &client, &clock, &task_tx)?));
+            nodes.push(Arc::new(build_node(
+                args, i, &client, &clock, &task_tx, &waiters,
+            )?));
         }
         let shared = Arc::new(Shared {
+            waiters,
             nodes,
             spent: Default::default(),
             errors: AtomicU64::new(0),
@@ -349,6 +358,7 @@ impl Hollow {
         for node in &self.shared.nodes {
             node.kubelet.pod_workers().stop();
         }
+        self.shared.waiters.stop(Duration::from_secs(2));
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -365,6 +375,7 @@ fn build_node(
     client: &Arc<RestClient>,
     clock: &Arc<dyn Clock>,
     tasks: &Sender<Task>,
+    waiters: &Arc<Waiters>,
 ) -> Result<Node, HollowError> {
     let name = format!("{}{index}", args.name_prefix);
     let root = args.root_dir.join(&name);
@@ -427,6 +438,7 @@ fn build_node(
         tmpfs: false,
         host_cgroups: false,
         shared_pod_work: Some(notify),
+        waiters: Some(Arc::clone(waiters)),
     };
     let kubelet =
         Arc::new(Kubelet::new(Arc::clone(&config), deps).map_err(|e| config_err(e.to_string()))?);
@@ -439,6 +451,7 @@ fn build_node(
             recorder,
             runtime_name: "rkubelet-fake".into(),
             runtime_version: env!("CARGO_PKG_VERSION").into(),
+            node: Arc::clone(kubelet.node_record()),
         },
     ));
     let (updater, lease) = node_controllers(&config, Arc::clone(&api), Arc::clone(clock), source);

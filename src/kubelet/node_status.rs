@@ -16,7 +16,7 @@ use crate::cri::{ImageService, RuntimeService};
 use crate::events::{EventType, Recorder};
 use crate::nodestatus::lease::NodeLeaseController;
 use crate::nodestatus::machine::{read_machine_info, MachineInfo};
-use crate::nodestatus::node_ip::detect_node_ip;
+use crate::nodestatus::record::NodeRecord;
 use crate::nodestatus::registration::NodeRegistration;
 use crate::nodestatus::updater::{NodeStatusConfig, NodeStatusSource, NodeStatusUpdater};
 use crate::nodestatus::{
@@ -44,6 +44,7 @@ pub struct KubeletNodeStatus {
     images: Arc<dyn ImageService>,
     pleg: Arc<GenericPleg>,
     recorder: Arc<dyn Recorder>,
+    node: Arc<NodeRecord>,
 }
 
 /// Everything [`KubeletNodeStatus`] is built from.
@@ -60,6 +61,8 @@ pub struct NodeStatusDeps {
     pub runtime_name: String,
     /// Runtime version from CRI Version (`1.6.20`).
     pub runtime_version: String,
+    /// The kubelet's record of its Node (node IPs in; UID and addresses out).
+    pub node: Arc<NodeRecord>,
 }
 
 impl KubeletNodeStatus {
@@ -70,13 +73,7 @@ impl KubeletNodeStatus {
             log::error!("reading machine information: {e}");
             MachineInfo::default()
         });
-        let node_ips = if config.node_ips.is_empty() {
-            detect_node_ip(Path::new("/"), &config.node_name)
-                .into_iter()
-                .collect()
-        } else {
-            config.node_ips.clone()
-        };
+        let node_ips = deps.node.node_ips().to_vec();
         let raw = &config.raw;
         let reservation = AllocatableReservation::from_config(
             raw.system_reserved.as_ref(),
@@ -107,6 +104,7 @@ impl KubeletNodeStatus {
             images: deps.images,
             pleg: deps.pleg,
             recorder: deps.recorder,
+            node: deps.node,
         }
     }
 }
@@ -174,6 +172,10 @@ impl NodeStatusSource for KubeletNodeStatus {
             },
             ..Default::default()
         }
+    }
+
+    fn node_observed(&self, node: &k8s_openapi::api::core::v1::Node) {
+        self.node.observe(node);
     }
 
     fn record_node_event(&self, event: &NodeEvent) {

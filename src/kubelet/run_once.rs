@@ -135,6 +135,7 @@ pub(super) fn run_once(
         }
     }
     kubelet.pod_workers.stop();
+    kubelet.waiters.stop(Duration::from_secs(2));
     let results = pods
         .iter()
         .zip(results)

@@ -173,6 +173,10 @@ impl Kubelet {
     }
 }
 
+/// How long shutdown waits for jobs on the waiters (a container stop in its grace period
+/// goes on in the runtime without the kubelet).
+const WAITERS_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Bootstrap for Kubelet {
     fn get_configuration(&self) -> Arc<KubeletConfig> {
         Arc::clone(&self.config)
@@ -276,6 +280,7 @@ impl Bootstrap for Kubelet {
         self.start_status_sync(stop.clone())?;
         self.sync_loop(updates, stop);
         self.pod_workers.stop();
+        self.waiters.stop(WAITERS_SHUTDOWN_GRACE);
         self.probes.shutdown();
         let handles = self
             .threads

@@ -67,8 +67,11 @@ pub fn should_restart(policy: &str, latest: Option<&ContainerStatus>) -> bool {
     };
     match status.state {
         ContainerState::Running => false,
-        // Created-but-not-started or unknown: the previous attempt never ran properly.
-        ContainerState::Created | ContainerState::Unknown => policy != "Never",
+        // Created but never started (the kubelet stopped between create and start): it has
+        // not run yet, so it runs whatever the policy.
+        ContainerState::Created => true,
+        // Unknown: the previous attempt never ran properly.
+        ContainerState::Unknown => policy != "Never",
         ContainerState::Exited => match policy {
             "Never" => false,
             "OnFailure" => status.exit_code != 0,

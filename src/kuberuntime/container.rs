@@ -12,6 +12,8 @@ use crate::events::EventType;
 use crate::types::{pod_key, ContainerId};
 use crate::volume::PodVolumes;
 
+use super::deferred::HookWork;
+use super::images::{ImageReady, PullWork};
 use super::labels::{new_container_annotations, new_container_labels, pod_name, pod_namespace};
 use super::lifecycle;
 use super::logs::{container_log_relative_path, create_legacy_symlink, legacy_symlink_path};
@@ -33,8 +35,16 @@ pub struct StartTarget<'a> {
 }
 
 /// Upper bound for a `postStart` hook (upstream waits without a bound; a hung hook must not
-/// hold a pod worker forever).
-const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
+/// hold a waiter forever).
+pub(super) const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What starting a container came to.
+pub(super) enum Started {
+    /// It runs; its postStart hook, if it has one, is still to run (on the waiters).
+    Running(ContainerId, Option<HookWork>),
+    /// Its image must be pulled first (on the waiters).
+    Pull(Box<PullWork>),
+}
 
 /// Builds the CRI config for `container` at `restart_count`.
 pub fn generate_container_config(
@@ -96,22 +106,25 @@ pub fn generate_container_config(
 }
 
 impl RuntimeManager {
-    /// Pulls (per policy), creates and starts one container in a sandbox. Failures come back
-    /// with the upstream waiting reason.
+    /// Creates and starts one container in a sandbox once its image is present (else the
+    /// pull to wait for). Failures come back with the upstream waiting reason.
     pub(super) fn start_container(
         &self,
         pod: &Pod,
         container: &Container,
         target: &StartTarget<'_>,
         restart_count: u32,
-    ) -> Result<ContainerId, StartFailure> {
+    ) -> Result<Started, StartFailure> {
         let StartTarget {
             sandbox_id,
             sandbox_config,
             volumes,
             pod_ip,
         } = *target;
-        let image_ref = self.ensure_image(pod, container, sandbox_config)?;
+        let image_ref = match self.ensure_image(pod, container, sandbox_config)? {
+            ImageReady::Present(image_ref) => image_ref,
+            ImageReady::Pull(work) => return Ok(Started::Pull(work)),
+        };
         let log_dir = std::path::Path::new(sandbox_config.get_log_directory());
         let container_log_dir = log_dir.join(&container.name);
         if let Err(e) = std::fs::create_dir_all(&container_log_dir) {
@@ -133,9 +146,10 @@ impl RuntimeManager {
         {
             mounts.push(m);
         }
+        let host_ips = self.settings.node.host_ips();
         let env_ctx = super::env::EnvContext {
             objects: self.volumes.objects(),
-            host_ip: self.settings.node_ip.as_deref(),
+            host_ip: host_ips.first().map(String::as_str),
             pod_ips: &pod_ip.map(str::to_string).into_iter().collect::<Vec<_>>(),
             node: self.volumes.node_resources(),
         };
@@ -218,43 +232,6 @@ impl RuntimeManager {
             "Started",
             format!("Started container {}", container.name),
         );
-        if let Some(handler) = container
-            .lifecycle
-            .as_ref()
-            .and_then(|l| l.post_start.as_ref())
-        {
-            if let Err(message) = lifecycle::run_handler(
-                self.runtime.as_ref(),
-                &id,
-                pod,
-                container,
-                handler,
-                pod_ip,
-                POST_START_TIMEOUT,
-            ) {
-                self.recorder.pod_event(
-                    pod,
-                    EventType::Warning,
-                    "FailedPostStartHook",
-                    message.clone(),
-                );
-                let grace = crate::types::termination_grace_period(pod);
-                if let Err(e) = self.kill_container(
-                    &pod_key(pod),
-                    &ContainerId(id.clone()),
-                    &container.name,
-                    grace,
-                    "FailedPostStartHook",
-                    None,
-                ) {
-                    log::warn!(
-                        "stopping container {} after its postStart hook failed: {e}",
-                        container.name
-                    );
-                }
-                return Err(StartFailure::new("PostStartHookError", message));
-            }
-        }
         let target = log_dir.join(config.get_log_path());
         let link = legacy_symlink_path(
             &self.settings.container_logs_dir,
@@ -271,7 +248,16 @@ impl RuntimeManager {
                 link.display()
             );
         }
-        Ok(ContainerId(id))
+        let has_post_start = container
+            .lifecycle
+            .as_ref()
+            .is_some_and(|l| l.post_start.is_some());
+        let hook = has_post_start.then(|| HookWork {
+            container: container.name.clone(),
+            id: ContainerId(id.clone()),
+            pod_ip: pod_ip.map(str::to_string),
+        });
+        Ok(Started::Running(ContainerId(id), hook))
     }
 
     /// The container's security context and resources (after verifying `runAsNonRoot`
@@ -300,10 +286,14 @@ impl RuntimeManager {
             .get_security_context()
             .get_namespace_options()
             .clone();
+        let seccomp_root = self.settings.root_dir.join("seccomp");
         let mut sc = security::container_security_context(
             pod,
             container,
-            &self.settings.root_dir.join("seccomp"),
+            security::SeccompSettings {
+                root: &seccomp_root,
+                runtime_default: self.settings.seccomp_default,
+            },
         );
         sc.set_namespace_options(namespaces);
         let qos = crate::status::generate::qos_class(pod);
@@ -367,7 +357,9 @@ impl RuntimeManager {
         reason: &str,
         hook: Option<(&Pod, &Container, Option<&str>)>,
     ) -> Result<(), crate::cri::CriError> {
-        let grace = Duration::from_secs(u64::try_from(grace_secs.max(0)).unwrap_or(0));
+        // A grace period beyond any real wait is held to one: deadlines stay representable.
+        let grace_secs = grace_secs.clamp(0, super::MAX_GRACE_PERIOD_SECS);
+        let grace = Duration::from_secs(u64::try_from(grace_secs).unwrap_or(0));
         let mut remaining = grace_secs;
         if let Some((pod, spec, pod_ip)) = hook {
             if let Some(handler) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
@@ -387,7 +379,8 @@ impl RuntimeManager {
                         .pod_event(pod, EventType::Warning, "FailedPreStopHook", message);
                 }
                 let spent = self.clock.now().saturating_duration_since(started);
-                remaining = grace_secs - i64::try_from(spent.as_secs()).unwrap_or(i64::MAX);
+                remaining =
+                    grace_secs.saturating_sub(i64::try_from(spent.as_secs()).unwrap_or(i64::MAX));
             }
         }
         let stop_grace = remaining.max(super::MIN_GRACE_PERIOD_SECS);

@@ -1,8 +1,8 @@
 //! Making sure a container's image is present before it is created (upstream `EnsureImageExists`):
 //! pull policy with upstream defaults, pull back-off, and the waiting reasons users see
-//! (`ErrImagePull`, `ImagePullBackOff`, `ErrImageNeverPull`).
-
-use std::sync::{Condvar, Mutex};
+//! (`ErrImagePull`, `ImagePullBackOff`, `ErrImageNeverPull`). The decision runs on the pod
+//! worker; the pull itself runs on a waiter thread ([`RuntimeManager::pull`]) and its result
+//! waits here for the pod's next sync.
 
 use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 
@@ -11,64 +11,40 @@ use crate::events::EventType;
 
 use super::{RuntimeManager, StartFailure};
 
-/// Limits how many image pulls run at once (upstream `serializeImagePulls` and
-/// `maxParallelImagePulls`). Only pulls wait here: a container whose image is present never
-/// queues behind another pod's pull.
-#[derive(Debug)]
-pub struct PullGate {
-    /// `None`: unlimited.
-    limit: Option<usize>,
-    running: Mutex<usize>,
-    freed: Condvar,
-}
-
-/// Holds one pull slot until dropped.
-pub struct PullSlot<'a>(&'a PullGate);
-
-impl PullGate {
-    /// One pull at a time when `serialize`, else at most `max_parallel` (unlimited when unset).
-    pub fn new(serialize: bool, max_parallel: Option<u32>) -> Self {
-        let limit = if serialize {
-            Some(1)
-        } else {
-            max_parallel
-                .filter(|n| *n > 0)
-                .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
-        };
-        PullGate {
-            limit,
-            running: Mutex::new(0),
-            freed: Condvar::new(),
-        }
-    }
-
-    /// Waits for a slot.
-    pub fn acquire(&self) -> PullSlot<'_> {
-        let mut running = self
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while self.limit.is_some_and(|l| *running >= l) {
-            running = self
-                .freed
-                .wait(running)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        *running += 1;
-        PullSlot(self)
+/// How many image pulls may run at once (upstream `serializeImagePulls` and
+/// `maxParallelImagePulls`): one when serialized, else the maximum (unlimited when unset).
+/// The waiters enforce it; a pull waiting for its turn holds no thread.
+pub fn pull_limit(serialize: bool, max_parallel: Option<u32>) -> Option<usize> {
+    if serialize {
+        Some(1)
+    } else {
+        max_parallel
+            .filter(|n| *n > 0)
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
     }
 }
 
-impl Drop for PullSlot<'_> {
-    fn drop(&mut self) {
-        let mut running = self
-            .0
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *running = running.saturating_sub(1);
-        self.0.freed.notify_one();
-    }
+/// An image pull a sync hands to the waiters.
+#[derive(Debug, Clone)]
+pub struct PullWork {
+    /// The container the image is for.
+    pub container: String,
+    /// The image as the container names it.
+    pub image: String,
+    spec: api::ImageSpec,
+    sandbox_config: api::PodSandboxConfig,
+    /// The pod's matching `imagePullSecrets`, most specific first.
+    credentials: Vec<api::AuthConfig>,
+    /// When the pull was asked for (the event gives the time including the wait for a slot).
+    asked_at: std::time::Instant,
+}
+
+/// Where a container's image stands.
+pub enum ImageReady {
+    /// Present: the reference to create the container from.
+    Present(String),
+    /// It must be pulled first (on the waiters).
+    Pull(Box<PullWork>),
 }
 
 /// The registry host (and path) an image is pulled from: `docker.io/library/busybox` for
@@ -215,16 +191,23 @@ impl RuntimeManager {
         pull_credentials(image, &secrets)
     }
 
-    /// Returns the image reference to create `container` from, pulling it if the policy says so.
+    /// Returns the image reference to create `container` from, or the pull to wait for
+    /// first, as the policy says (upstream `EnsureImageExists`). A pull that finished since
+    /// the last sync is used once; a failed one holds further pulls back (10 s doubling to
+    /// 5 min since the last failure, upstream `IsInBackOffSinceUpdate`).
     pub(super) fn ensure_image(
         &self,
         pod: &Pod,
         container: &Container,
         sandbox_config: &api::PodSandboxConfig,
-    ) -> Result<String, StartFailure> {
+    ) -> Result<ImageReady, StartFailure> {
         let image = container.image.clone().unwrap_or_default();
         let mut spec = api::ImageSpec::new();
         spec.set_image(image.clone());
+        let key = (crate::types::uid_of(pod), image.clone());
+        if let Some(image_ref) = self.take_pulled(&key) {
+            return Ok(ImageReady::Present(image_ref));
+        }
         let present = match self.images.image_status(&spec, false) {
             Ok(found) => found.map(|img| img.get_id().to_string()),
             Err(e) => {
@@ -243,7 +226,7 @@ impl RuntimeManager {
                     "Pulled",
                     format!("Container image \"{image}\" already present on machine"),
                 );
-                return Ok(id);
+                return Ok(ImageReady::Present(id));
             }
             ("Never", None) => {
                 let message =
@@ -259,15 +242,18 @@ impl RuntimeManager {
             _ => {}
         }
 
-        let key = (crate::types::uid_of(pod), image.clone());
         let now = self.clock.wall();
-        let in_backoff = self
-            .pull_backoff
+        let backoff = self
+            .pulls
             .lock()
-            .map(|b| b.is_in_backoff_since(&key, now, now))
-            .unwrap_or(false);
-        if in_backoff {
-            let message = format!("Back-off pulling image \"{image}\"");
+            .ok()
+            .filter(|p| p.backoff.is_in_backoff_since_update(&key, now))
+            .map(|p| p.last_error.get(&key).cloned());
+        if let Some(last_error) = backoff {
+            let mut message = format!("Back-off pulling image \"{image}\"");
+            if let Some(e) = last_error {
+                message.push_str(&format!(": ErrImagePull: {e}"));
+            }
             self.recorder
                 .pod_event(pod, EventType::Normal, "BackOff", message.clone());
             return Err(StartFailure::new("ImagePullBackOff", message));
@@ -279,15 +265,40 @@ impl RuntimeManager {
             "Pulling",
             format!("Pulling image \"{image}\""),
         );
-        let credentials = self.pull_secrets(pod, &image);
-        let _slot = self.pull_gate.acquire();
+        Ok(ImageReady::Pull(Box::new(PullWork {
+            container: container.name.clone(),
+            credentials: self.pull_secrets(pod, &image),
+            image,
+            spec,
+            sandbox_config: sandbox_config.clone(),
+            asked_at: self.clock.now(),
+        })))
+    }
+
+    /// The reference of an image pulled for this pod since its last sync, taken once.
+    fn take_pulled(&self, key: &(crate::types::PodUid, String)) -> Option<String> {
+        self.pulls.lock().ok()?.pulled.remove(key)
+    }
+
+    /// Pulls an image (on a waiter thread): each matching credential in turn, then
+    /// anonymously when none matched. Success is kept for the pod's next sync; a failure is
+    /// recorded as the container's `ErrImagePull` and starts (or grows) the pull back-off.
+    /// Returns whether the pull succeeded.
+    pub(super) fn pull(&self, pod: &Pod, work: PullWork) -> bool {
+        let PullWork {
+            container,
+            image,
+            spec,
+            sandbox_config,
+            credentials,
+            asked_at,
+        } = work;
         let started = self.clock.now();
-        // Each matching credential in turn, then anonymously when none matched.
         let mut result = Err(None);
         for auth in &credentials {
             match self
                 .images
-                .pull_image(&spec, Some(auth), Some(sandbox_config))
+                .pull_image(&spec, Some(auth), Some(&sandbox_config))
             {
                 Ok(r) => {
                     result = Ok(r);
@@ -299,26 +310,38 @@ impl RuntimeManager {
         if credentials.is_empty() {
             result = self
                 .images
-                .pull_image(&spec, None, Some(sandbox_config))
+                .pull_image(&spec, None, Some(&sandbox_config))
                 .map_err(Some);
         }
-        drop(_slot);
         let result = result
             .map_err(|e| e.map_or_else(|| "no credentials tried".to_string(), |e| e.to_string()));
+        let uid = crate::types::uid_of(pod);
+        let key = (uid.clone(), image.clone());
         match result {
             Ok(image_ref) => {
-                let took = self.clock.now().saturating_duration_since(started);
+                let now = self.clock.now();
+                let took = now.saturating_duration_since(started);
+                let with_wait = now.saturating_duration_since(asked_at);
+                let size = self.image_size(&image_ref);
                 self.recorder.pod_event(
                     pod,
                     EventType::Normal,
                     "Pulled",
-                    format!("Successfully pulled image \"{image}\" in {took:?}"),
+                    format!(
+                        "Successfully pulled image \"{image}\" in {took:?} ({with_wait:?} including waiting). Image size: {size} bytes."
+                    ),
                 );
-                Ok(image_ref)
+                if let Ok(mut pulls) = self.pulls.lock() {
+                    pulls.backoff.gc(self.clock.wall());
+                    pulls.last_error.remove(&key);
+                    pulls.pulled.insert(key, image_ref);
+                }
+                true
             }
             Err(e) => {
-                if let Ok(mut b) = self.pull_backoff.lock() {
-                    b.next(&key, self.clock.wall());
+                if let Ok(mut pulls) = self.pulls.lock() {
+                    pulls.backoff.next(&key, self.clock.wall());
+                    pulls.last_error.insert(key, e.clone());
                 }
                 self.recorder.pod_event(
                     pod,
@@ -332,9 +355,60 @@ impl RuntimeManager {
                     "Failed",
                     "Error: ErrImagePull".to_string(),
                 );
-                Err(StartFailure::new("ErrImagePull", e))
+                log::warn!(
+                    "pod=\"{}\" container={container} failed to pull image {image}: {e}",
+                    crate::types::pod_key(pod)
+                );
+                self.set_start_failure(
+                    &uid,
+                    &container,
+                    Some(StartFailure::new("ErrImagePull", e)),
+                );
+                false
             }
         }
+    }
+
+    /// The size the runtime reports for an image (0 when it cannot say).
+    fn image_size(&self, image_ref: &str) -> u64 {
+        let mut spec = api::ImageSpec::new();
+        spec.set_image(image_ref.to_string());
+        match self.images.image_status(&spec, false) {
+            Ok(Some(image)) => image.get_size(),
+            _ => 0,
+        }
+    }
+}
+
+/// Image pulls of the runtime manager's pods: back-off, the last error and finished pulls
+/// waiting for their pod's next sync.
+#[derive(Debug)]
+pub(super) struct Pulls {
+    /// Pull back-off per (pod, image): the ImagePullBackOff delay.
+    pub(super) backoff: crate::util::backoff::Backoff<(crate::types::PodUid, String)>,
+    /// The last failure per (pod, image), shown with the back-off.
+    pub(super) last_error: std::collections::HashMap<(crate::types::PodUid, String), String>,
+    /// Image references pulled for a pod, used by its next sync.
+    pub(super) pulled: std::collections::HashMap<(crate::types::PodUid, String), String>,
+}
+
+impl Pulls {
+    pub(super) fn new() -> Self {
+        Pulls {
+            backoff: crate::util::backoff::Backoff::new(
+                super::RESTART_BACKOFF_INITIAL,
+                super::RESTART_BACKOFF_MAX,
+            ),
+            last_error: std::collections::HashMap::new(),
+            pulled: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Forgets everything of a pod.
+    pub(super) fn forget(&mut self, uid: &crate::types::PodUid) {
+        self.backoff.retain(|(u, _)| u != uid);
+        self.last_error.retain(|(u, _), _| u != uid);
+        self.pulled.retain(|(u, _), _| u != uid);
     }
 }
 
@@ -399,27 +473,11 @@ mod tests {
     }
 
     #[test]
-    fn pull_gate_serializes_or_limits() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        for (gate, want) in [
-            (PullGate::new(true, None), 1),
-            (PullGate::new(false, Some(2)), 2),
-        ] {
-            let now = AtomicUsize::new(0);
-            let peak = AtomicUsize::new(0);
-            std::thread::scope(|s| {
-                for _ in 0..6 {
-                    s.spawn(|| {
-                        let _slot = gate.acquire();
-                        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
-                        peak.fetch_max(n, Ordering::SeqCst);
-                        std::thread::sleep(std::time::Duration::from_millis(20));
-                        now.fetch_sub(1, Ordering::SeqCst);
-                    });
-                }
-            });
-            assert!(peak.load(Ordering::SeqCst) <= want);
-        }
+    fn pull_limit_serializes_or_limits() {
+        assert_eq!(pull_limit(true, Some(5)), Some(1));
+        assert_eq!(pull_limit(false, Some(2)), Some(2));
+        assert_eq!(pull_limit(false, Some(0)), None);
+        assert_eq!(pull_limit(false, None), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod actions;
 mod container;
+pub mod deferred;
 pub mod env;
 pub mod gc;
 pub mod hash;
@@ -33,7 +34,8 @@ use crate::util::backoff::Backoff;
 use crate::volume::VolumeManager;
 
 pub use actions::{compute_pod_actions, PodActions};
-pub use images::pull_policy;
+pub use deferred::Deferred;
+pub use images::{pull_limit, pull_policy};
 pub use runtime_pod::{ContainerState, ContainerStatus, RunningPod, RuntimePodStatus};
 
 use labels::{pod_name, POD_TERMINATION_GRACE_PERIOD_ANNOTATION, POD_UID_LABEL};
@@ -44,6 +46,9 @@ pub const RESTART_BACKOFF_INITIAL: Duration = Duration::from_secs(10);
 pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// Upstream never gives a container less than this to stop.
 const MIN_GRACE_PERIOD_SECS: i64 = 2;
+/// The longest grace period waited for (ten years): anything longer in a pod spec is held
+/// to it, so every deadline computed from it stays representable.
+pub const MAX_GRACE_PERIOD_SECS: i64 = 10 * 365 * 24 * 3600;
 
 /// What the runtime manager needs from the kubelet's settings.
 #[derive(Debug, Clone)]
@@ -62,12 +67,10 @@ pub struct RuntimeSettings {
     pub cluster_domain: Option<String>,
     /// `--root-dir` (pod volume directories live under it).
     pub root_dir: PathBuf,
-    /// `serializeImagePulls`.
-    pub serialize_image_pulls: bool,
-    /// `maxParallelImagePulls` (unlimited when unset).
-    pub max_parallel_image_pulls: Option<u32>,
-    /// The node's IP (`status.hostIP` in env).
-    pub node_ip: Option<String>,
+    /// `seccompDefault`: containers without a seccomp profile get `RuntimeDefault`.
+    pub seccomp_default: bool,
+    /// This node's Node (`status.hostIP` in env, hostNetwork pods' IPs).
+    pub node: Arc<crate::nodestatus::record::NodeRecord>,
     /// Pod cgroups (`cgroupsPerQOS` with the cgroupfs driver); `None` leaves cgroups to the
     /// runtime's defaults.
     pub cgroups: Option<crate::cgroups::CgroupManager>,
@@ -84,9 +87,8 @@ impl RuntimeSettings {
             cluster_dns: Vec::new(),
             cluster_domain: None,
             root_dir: dir.join("root"),
-            serialize_image_pulls: true,
-            max_parallel_image_pulls: None,
-            node_ip: None,
+            seccomp_default: false,
+            node: crate::nodestatus::record::NodeRecord::new(&[]),
             cgroups: None,
         }
     }
@@ -134,6 +136,31 @@ pub enum SyncError {
         #[source]
         source: crate::volume::MountError,
     },
+    /// Volumes of a type this kubelet does not implement: the pod waits in
+    /// ContainerCreating, nothing of it starts.
+    #[error("pod {pod}: {}", self.event_message())]
+    UnsupportedVolumes {
+        /// `namespace/name`.
+        pod: String,
+        /// `(volume name, volume type)`.
+        volumes: Vec<(String, &'static str)>,
+    },
+    /// The pod's RuntimeClass cannot be resolved; its sandbox is not created.
+    #[error("pod {pod}: {message}")]
+    RuntimeClass {
+        /// `namespace/name`.
+        pod: String,
+        /// Upstream's wording (`runtimeclasses.node.k8s.io "x" not found`).
+        message: String,
+    },
+    /// The step panicked (a bug): logged with the pod and retried like a failure.
+    #[error("pod {pod}: panicked: {message}")]
+    Panic {
+        /// `namespace/name`.
+        pod: String,
+        /// The panic's message.
+        message: String,
+    },
     /// Preparing files on disk failed.
     #[error("pod {pod}: creating {path}: {source}")]
     Io {
@@ -148,23 +175,44 @@ pub enum SyncError {
 }
 
 impl SyncError {
+    /// The `FailedMount` message for unsupported volumes, in upstream's words for volumes
+    /// that never mount; empty for other errors.
+    pub fn event_message(&self) -> String {
+        let SyncError::UnsupportedVolumes { volumes, .. } = self else {
+            return String::new();
+        };
+        let names: Vec<&str> = volumes.iter().map(|(n, _)| n.as_str()).collect();
+        let kinds: Vec<String> = volumes.iter().map(|(n, k)| format!("{n} ({k})")).collect();
+        format!(
+            "Unable to attach or mount volumes: unmounted volumes=[{}], unattached volumes=[{}]: volume type not supported by this kubelet: {}",
+            names.join(" "),
+            names.join(" "),
+            kinds.join(", ")
+        )
+    }
+
     /// Whether retrying later can help.
     pub fn is_retriable(&self) -> bool {
         match self {
             SyncError::Cri { source, .. } => source.is_retriable(),
-            SyncError::Io { .. } => true,
+            SyncError::Io { .. } | SyncError::Panic { .. } | SyncError::RuntimeClass { .. } => true,
             SyncError::Volume { source, .. } => source.source.is_retriable(),
+            // Only a newer kubelet (or a changed spec) can mount them.
+            SyncError::UnsupportedVolumes { .. } => false,
         }
     }
 }
 
-/// Result of one sync: what was decided and which containers failed to start.
+/// Result of one sync: what was decided, which containers failed to start and the work
+/// that waits (the sync stopped there; run it on the waiters, then sync again).
 #[derive(Debug, Default)]
 pub struct SyncOutcome {
     /// The actions computed.
     pub actions: PodActions,
     /// `(container name, failure)` for containers that could not be started.
     pub failures: Vec<(String, StartFailure)>,
+    /// Work handed over because it waits.
+    pub deferred: Option<Deferred>,
 }
 
 type ContainerKey = (PodUid, String);
@@ -190,15 +238,13 @@ pub struct RuntimeManager {
     settings: RuntimeSettings,
     /// Restart back-off per (pod, container): the CrashLoopBackOff delay.
     restart_backoff: Mutex<Backoff<ContainerKey>>,
-    /// Pull back-off per (pod, image): the ImagePullBackOff delay.
-    pull_backoff: Mutex<Backoff<(PodUid, String)>>,
+    /// Image pulls: back-off per (pod, image), last errors, pulls done for the next sync.
+    pulls: Mutex<images::Pulls>,
     /// Last start failure per (pod, container), shown as the waiting reason until it starts
     /// (upstream `ReasonCache`).
     reasons: Mutex<HashMap<ContainerKey, StartFailure>>,
     /// Pod volumes and `/etc/hosts`.
     volumes: VolumeManager,
-    /// Bounds concurrent image pulls.
-    pull_gate: images::PullGate,
     /// Probe results (liveness and startup failures restart containers).
     probes: Option<Arc<crate::prober::ProbeResults>>,
 }
@@ -220,14 +266,10 @@ impl RuntimeManager {
             clock,
             recorder,
             restart_backoff: Mutex::new(Backoff::new(RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX)),
-            pull_backoff: Mutex::new(Backoff::new(RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX)),
+            pulls: Mutex::new(images::Pulls::new()),
             reasons: Mutex::new(HashMap::new()),
             volumes,
             probes,
-            pull_gate: images::PullGate::new(
-                settings.serialize_image_pulls,
-                settings.max_parallel_image_pulls,
-            ),
             settings,
         }
     }
@@ -288,6 +330,10 @@ impl RuntimeManager {
                         status.host_network =
                             st.get_linux().get_namespaces().get_options().get_network()
                                 == api::NamespaceMode::NODE;
+                        // A hostNetwork pod's IP is the node's (probes and hooks go there).
+                        if status.host_network && status.ip.is_none() {
+                            status.ip = self.settings.node.host_ips().into_iter().next();
+                        }
                     }
                     Err(e) if e.is_not_found() => status.ready = false,
                     Err(e) => return Err(e),
@@ -365,20 +411,25 @@ impl RuntimeManager {
         log::debug!("pod=\"{key}\" uid={uid} actions: {actions:?}");
         let mut outcome = SyncOutcome {
             actions: actions.clone(),
-            failures: Vec::new(),
+            ..Default::default()
         };
         // Volumes first, on every sync: API-backed ones are refreshed, and nothing starts
         // (or is restarted) while one of them fails, as upstream waits for mounts.
         let mut volumes = self.volumes.setup_pod(pod, &uid);
-        if actions.create_sandbox {
-            for (name, kind) in &volumes.unsupported {
-                self.recorder.pod_event(
-                    pod,
-                    EventType::Warning,
-                    "FailedMount",
-                    format!("volume \"{name}\" of type {kind} is not supported; containers start without it"),
-                );
-            }
+        // A volume of a type this kubelet cannot set up fails the pod's mounts: nothing
+        // starts without it (a container writing where its claim should be would lose data).
+        if !volumes.unsupported.is_empty() {
+            let error = SyncError::UnsupportedVolumes {
+                pod: key,
+                volumes: std::mem::take(&mut volumes.unsupported),
+            };
+            self.recorder.pod_event(
+                pod,
+                EventType::Warning,
+                "FailedMount",
+                error.event_message(),
+            );
+            return Err(error);
         }
         if !volumes.failed.is_empty() {
             for failure in &volumes.failed {
@@ -395,38 +446,34 @@ impl RuntimeManager {
                 source: first,
             });
         }
-        if actions.kill_pod {
-            self.kill_pod(
-                Some(pod),
-                &key,
-                status,
-                crate::types::termination_grace_period(pod),
-            )
-            .map_err(|source| SyncError::Cri {
-                pod: key.clone(),
-                op: "stopping pod before recreating its sandbox",
-                source,
-            })?;
-        } else {
-            for kill in &actions.containers_to_kill {
-                let grace = kill
-                    .grace_seconds
-                    .unwrap_or_else(|| crate::types::termination_grace_period(pod));
-                let spec = container_spec(pod, &kill.name);
-                let hook = spec.map(|c| (pod, c, status.ip()));
-                self.kill_container(&key, &kill.id, &kill.name, grace, &kill.message, hook)
-                    .map_err(|source| SyncError::Cri {
-                        pod: key.clone(),
-                        op: "stopping container",
-                        source,
-                    })?;
-                self.recorder.pod_event(
-                    pod,
-                    EventType::Normal,
-                    "Killing",
-                    format!("Stopping container {}", kill.name),
-                );
-            }
+        // Stopping containers waits for their grace period: handed over, and the next sync
+        // (once they stopped) starts what must run. A pod without live containers only has
+        // its sandboxes stopped, which does not wait.
+        let live = status
+            .containers
+            .iter()
+            .any(|c| matches!(c.state, ContainerState::Running | ContainerState::Created));
+        if actions.kill_pod && live {
+            outcome.deferred = Some(Deferred::Stop(deferred::StopWork {
+                whole_pod: true,
+                status: status.clone(),
+                kills: Vec::new(),
+            }));
+            return Ok(outcome);
+        } else if actions.kill_pod {
+            self.kill_pod(Some(pod), &key, status, 0)
+                .map_err(|source| SyncError::Cri {
+                    pod: key.clone(),
+                    op: "stopping the sandbox before recreating it",
+                    source,
+                })?;
+        } else if !actions.containers_to_kill.is_empty() {
+            outcome.deferred = Some(Deferred::Stop(deferred::StopWork {
+                whole_pod: false,
+                status: status.clone(),
+                kills: actions.containers_to_kill.clone(),
+            }));
+            return Ok(outcome);
         }
 
         let mut sandbox_config =
@@ -459,7 +506,20 @@ impl RuntimeManager {
             );
             let metrics = crate::util::metrics::kubelet();
             metrics.started_pods.inc();
-            match self.runtime.run_pod_sandbox(&sandbox_config, "") {
+            let handler = match self.runtime_handler(pod) {
+                Ok(handler) => handler,
+                Err(message) => {
+                    metrics.started_pods_errors.inc();
+                    self.recorder.pod_event(
+                        pod,
+                        EventType::Warning,
+                        "FailedCreatePodSandBox",
+                        format!("Failed to create pod sandbox: {message}"),
+                    );
+                    return Err(SyncError::RuntimeClass { pod: key, message });
+                }
+            };
+            match self.runtime.run_pod_sandbox(&sandbox_config, &handler) {
                 Ok(id) => id,
                 Err(source) => {
                     metrics.started_pods_errors.inc();
@@ -489,7 +549,9 @@ impl RuntimeManager {
         {
             return Ok(outcome);
         }
-        let pod_ips: Vec<String> = if actions.create_sandbox {
+        let pod_ips: Vec<String> = if crate::types::is_host_network(pod) {
+            self.settings.node.host_ips()
+        } else if actions.create_sandbox {
             match self.runtime.pod_sandbox_status(&sandbox_id, false) {
                 Ok(resp) => {
                     let ip = resp.get_status().get_network().get_ip();
@@ -526,42 +588,66 @@ impl RuntimeManager {
         let init_specs = spec
             .and_then(|s| s.init_containers.as_deref())
             .unwrap_or_default();
-        for i in &actions.sidecars_to_restart {
-            if let Some(c) = init_specs.get(*i) {
-                if let Err(f) = self.start_with_backoff(pod, c, &target, status) {
-                    outcome.failures.push((c.name.clone(), f));
+        // In order: restarted sidecars, the next init container, the main containers. A
+        // container that waits (for its image, for its postStart hook) ends the sync there,
+        // as upstream starts them one after the other.
+        let main_specs = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+        let order = actions
+            .sidecars_to_restart
+            .iter()
+            .filter_map(|i| init_specs.get(*i))
+            .chain(actions.next_init_container.and_then(|i| init_specs.get(i)))
+            .chain(
+                actions
+                    .containers_to_start
+                    .iter()
+                    .filter_map(|i| main_specs.get(*i)),
+            );
+        for c in order {
+            match self.start_with_backoff(pod, c, &target, status) {
+                Ok(None) => {}
+                Ok(Some(wait)) => {
+                    outcome.deferred = Some(wait);
+                    break;
                 }
-            }
-        }
-        if let Some(i) = actions.next_init_container {
-            if let Some(c) = init_specs.get(i) {
-                if let Err(f) = self.start_with_backoff(pod, c, &target, status) {
-                    outcome.failures.push((c.name.clone(), f));
-                }
-            }
-        }
-        for i in &actions.containers_to_start {
-            if let Some(c) = spec.and_then(|s| s.containers.get(*i)) {
-                if let Err(f) = self.start_with_backoff(pod, c, &target, status) {
-                    outcome.failures.push((c.name.clone(), f));
-                }
+                Err(f) => outcome.failures.push((c.name.clone(), f)),
             }
         }
         Ok(outcome)
     }
 
     /// Starts a container unless its restart back-off holds it (CrashLoopBackOff), recording
-    /// the outcome in the reason cache.
+    /// the outcome in the reason cache. `Ok(Some(work))`: the start waits for `work` (its
+    /// image pull, or its postStart hook once it runs).
     fn start_with_backoff(
         &self,
         pod: &Pod,
         container: &k8s_openapi::api::core::v1::Container,
         target: &container::StartTarget<'_>,
         status: &RuntimePodStatus,
-    ) -> Result<(), StartFailure> {
+    ) -> Result<Option<Deferred>, StartFailure> {
         let uid = uid_of(pod);
         let latest = status.latest(&container.name);
-        let restart_count = latest.map_or(0, |c| c.restart_count + 1);
+        // A container created but never started (the kubelet stopped between create and
+        // start) is no restart: it is replaced under the same attempt number.
+        let never_started = latest.filter(|c| c.state == ContainerState::Created);
+        if let Some(created) = never_started {
+            self.remove_unstarted(pod, created);
+        }
+        let previous = if never_started.is_some() {
+            status
+                .containers
+                .iter()
+                .filter(|c| c.name == container.name)
+                .nth(1)
+        } else {
+            latest
+        };
+        let restart_count = match (never_started, previous) {
+            (Some(created), _) => created.restart_count,
+            (None, Some(c)) => c.restart_count + 1,
+            (None, None) => 0,
+        };
         if let Some(exited) = latest.filter(|c| c.state == ContainerState::Exited) {
             let key = (uid.clone(), container.name.clone());
             let finished = from_unix_nanos(exited.finished_at);
@@ -593,7 +679,8 @@ impl RuntimeManager {
             }
         }
         match self.start_container(pod, container, target, restart_count) {
-            Ok(id) => {
+            Ok(container::Started::Pull(work)) => Ok(Some(Deferred::Pull(work))),
+            Ok(container::Started::Running(id, hook)) => {
                 log::info!(
                     "pod=\"{}\" container={} id={id} started (restart count {restart_count})",
                     pod_key(pod),
@@ -601,7 +688,7 @@ impl RuntimeManager {
                 );
                 self.set_start_failure(&uid, &container.name, None);
                 self.prune_dead_containers(pod, status, &container.name);
-                Ok(())
+                Ok(hook.map(Deferred::PostStart))
             }
             Err(f) => {
                 log::warn!(
@@ -615,6 +702,28 @@ impl RuntimeManager {
                 Err(f)
             }
         }
+    }
+
+    /// Removes a container that was created but never started, with its log file.
+    fn remove_unstarted(&self, pod: &Pod, created: &ContainerStatus) {
+        log::info!(
+            "pod=\"{}\" container={} id={} was created but never started: replacing it",
+            pod_key(pod),
+            created.name,
+            created.id
+        );
+        match self.runtime.remove_container(&created.id.0) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => log::warn!("removing unstarted container {}: {e}", created.id),
+        }
+        gc::remove_container_log(
+            &self.settings.pod_logs_dir,
+            &self.settings.container_logs_dir,
+            (labels::pod_namespace(pod), pod_name(pod), &created.name),
+            created.restart_count,
+            &created.id.0,
+        );
     }
 
     /// After a new attempt of `name` started, removes its older dead attempts, keeping the most
@@ -692,16 +801,25 @@ impl RuntimeManager {
                 .iter()
                 .map(|c| scope.spawn(|| kill(c, grace_secs)))
                 .collect();
+            // A stop that panicked did not stop its container: a failure, retried.
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or(Ok(())))
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(CriError::Transport {
+                            method: "StopContainer",
+                            message: "the stopping thread panicked".into(),
+                        })
+                    })
+                })
                 .collect()
         });
         results.into_iter().collect::<Result<Vec<()>, _>>()?;
         for spec in sidecars.iter().rev() {
             if let Some(c) = live.iter().find(|c| c.name == spec.name) {
                 let spent = self.clock.now().saturating_duration_since(started);
-                let left = grace_secs - i64::try_from(spent.as_secs()).unwrap_or(i64::MAX);
+                let left =
+                    grace_secs.saturating_sub(i64::try_from(spent.as_secs()).unwrap_or(i64::MAX));
                 kill(c, left)?;
             }
         }
@@ -762,7 +880,45 @@ impl RuntimeManager {
         if let Ok(mut b) = self.restart_backoff.lock() {
             b.retain(|(uid, _)| uid != &status.uid);
         }
+        if let Ok(mut pulls) = self.pulls.lock() {
+            pulls.forget(&status.uid);
+        }
         Ok(())
+    }
+
+    /// Whether a container of the pod failed to start (or waits in a back-off): such a pod
+    /// is synced again soon (upstream requeues it after 10 s) instead of at the resync
+    /// period.
+    pub fn has_start_failures(&self, uid: &PodUid) -> bool {
+        self.reasons
+            .lock()
+            .is_ok_and(|r| r.keys().any(|(u, _)| u == uid))
+    }
+
+    /// The CRI runtime handler of the pod's `runtimeClassName` (upstream
+    /// `LookupRuntimeHandler`): empty without one; an error, with upstream's wording, when
+    /// the RuntimeClass does not exist or cannot be read.
+    fn runtime_handler(&self, pod: &Pod) -> Result<String, String> {
+        let Some(name) = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.runtime_class_name.as_deref())
+            .filter(|n| !n.is_empty())
+        else {
+            return Ok(String::new());
+        };
+        match self.volumes.objects().runtime_class(name) {
+            Ok(Some(class)) => {
+                log::debug!(
+                    "pod=\"{}\" runs with runtime handler {:?}",
+                    pod_key(pod),
+                    class.handler
+                );
+                Ok(class.handler)
+            }
+            Ok(None) => Err(format!("runtimeclasses.node.k8s.io \"{name}\" not found")),
+            Err(e) => Err(format!("failed to lookup RuntimeClass {name}: {e}")),
+        }
     }
 
     /// The grace period recorded on a pod's containers (for orphans whose spec is gone).

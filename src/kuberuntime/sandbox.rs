@@ -181,7 +181,12 @@ pub fn generate_sandbox_config(
 
     let mut config = api::PodSandboxConfig::new();
     config.set_metadata(meta);
-    config.set_hostname(pod_hostname(pod, &settings.node_name));
+    // A hostNetwork pod shares the node's UTS namespace: setting a hostname there is refused
+    // by the runtime (runc: "unable to set hostname without a private UTS namespace"), so,
+    // as upstream, only pods with their own network get one.
+    if !is_host_network(pod) {
+        config.set_hostname(pod_hostname(pod, &settings.node_name));
+    }
     config.set_log_directory(log_directory(pod, &settings.pod_logs_dir));
     config.set_dns_config(pod_dns(pod, settings));
     config.set_port_mappings(RepeatedField::from_vec(port_mappings(pod)));
@@ -225,7 +230,10 @@ pub fn generate_sandbox_config(
     security.set_privileged(privileged);
     security.set_seccomp(super::security::seccomp_profile(
         psc.and_then(|p| p.seccomp_profile.as_ref()),
-        &settings.root_dir.join("seccomp"),
+        super::security::SeccompSettings {
+            root: &settings.root_dir.join("seccomp"),
+            runtime_default: settings.seccomp_default,
+        },
     ));
     let mut linux = api::LinuxPodSandboxConfig::new();
     linux.set_security_context(security);
@@ -337,6 +345,11 @@ mod tests {
             spec.host_network = Some(true);
         }
         assert_eq!(pod_hostname(&p, "node1"), "node1");
+        assert_eq!(
+            generate_sandbox_config(&p, 0, &s).get_hostname(),
+            "",
+            "no hostname in the node's UTS namespace"
+        );
         let ns = namespace_options(&p);
         assert_eq!(ns.get_network(), api::NamespaceMode::NODE);
         assert!(pod_dns(&p, &s)

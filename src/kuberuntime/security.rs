@@ -124,18 +124,32 @@ pub fn verify_run_as_non_root(
     }
 }
 
-/// A CRI seccomp profile; unset means Unconfined (the kubelet's `seccompDefault: false`).
-/// Localhost profiles live under `<root-dir>/seccomp/`.
+/// Where seccomp profiles come from: the kubelet's `seccompDefault` and `<root-dir>/seccomp`.
+#[derive(Debug, Clone, Copy)]
+pub struct SeccompSettings<'a> {
+    /// Localhost profiles live under this directory.
+    pub root: &'a std::path::Path,
+    /// `seccompDefault`: a container without a profile gets `RuntimeDefault` instead of
+    /// `Unconfined`.
+    pub runtime_default: bool,
+}
+
+/// A CRI seccomp profile (upstream `getSeccompProfile`): the given one, else
+/// `RuntimeDefault` with `seccompDefault`, else `Unconfined`.
 pub fn seccomp_profile(
     profile: Option<&SeccompProfile>,
-    seccomp_root: &std::path::Path,
+    seccomp: SeccompSettings<'_>,
 ) -> api::SecurityProfile {
     let mut out = api::SecurityProfile::new();
-    match profile.map(|p| p.type_.as_str()) {
-        Some("RuntimeDefault") => {
-            out.set_profile_type(api::SecurityProfile_ProfileType::RuntimeDefault)
-        }
-        Some("Localhost") => {
+    let seccomp_root = seccomp.root;
+    let default = if seccomp.runtime_default {
+        "RuntimeDefault"
+    } else {
+        "Unconfined"
+    };
+    match profile.map_or(default, |p| p.type_.as_str()) {
+        "RuntimeDefault" => out.set_profile_type(api::SecurityProfile_ProfileType::RuntimeDefault),
+        "Localhost" => {
             out.set_profile_type(api::SecurityProfile_ProfileType::Localhost);
             let rel = profile
                 .and_then(|p| p.localhost_profile.clone())
@@ -152,7 +166,7 @@ pub fn seccomp_profile(
 pub fn container_security_context(
     pod: &Pod,
     container: &Container,
-    seccomp_root: &std::path::Path,
+    seccomp: SeccompSettings<'_>,
 ) -> api::LinuxContainerSecurityContext {
     let eff = effective_security(pod, container);
     let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
@@ -189,7 +203,7 @@ pub fn container_security_context(
     // privileged, which implies it).
     let allow = csc.and_then(|c| c.allow_privilege_escalation);
     out.set_no_new_privs(!privileged && allow == Some(false));
-    out.set_seccomp(seccomp_profile(eff.seccomp.as_ref(), seccomp_root));
+    out.set_seccomp(seccomp_profile(eff.seccomp.as_ref(), seccomp));
     let apparmor = csc
         .and_then(|c| c.app_armor_profile.as_ref())
         .or_else(|| psc.and_then(|p| p.app_armor_profile.as_ref()));
@@ -426,8 +440,11 @@ mod tests {
         let c = container(serde_json::json!({"name": "app", "securityContext": {
             "runAsUser": 1234, "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false,
             "capabilities": {"drop": ["NET_RAW"], "add": ["NET_ADMIN"]}}}));
-        let sc =
-            container_security_context(&pod, &c, std::path::Path::new("/var/lib/kubelet/seccomp"));
+        let seccomp = SeccompSettings {
+            root: std::path::Path::new("/var/lib/kubelet/seccomp"),
+            runtime_default: false,
+        };
+        let sc = container_security_context(&pod, &c, seccomp);
         assert_eq!(sc.get_run_as_user().get_value(), 1234);
         assert_eq!(sc.get_run_as_group().get_value(), 3000);
         assert_eq!(sc.get_supplemental_groups(), [4000, 2000]);
@@ -441,8 +458,36 @@ mod tests {
         assert_eq!(sc.get_masked_paths().len(), DEFAULT_MASKED_PATHS.len());
         let privileged =
             container(serde_json::json!({"name": "p", "securityContext": {"privileged": true}}));
-        let sc = container_security_context(&pod, &privileged, std::path::Path::new("/s"));
+        let sc = container_security_context(&pod, &privileged, seccomp);
         assert!(sc.get_privileged() && !sc.get_no_new_privs() && sc.get_masked_paths().is_empty());
+    }
+
+    #[test]
+    fn seccomp_default_makes_runtime_default_the_default_profile() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "team", "uid": "u1"},
+            "spec": {"containers": [{"name": "app"}, {"name": "open",
+                "securityContext": {"seccompProfile": {"type": "Unconfined"}}}]}
+        }))
+        .unwrap();
+        let spec = pod.spec.as_ref().unwrap();
+        let profile = |c: &Container, runtime_default| {
+            let seccomp = SeccompSettings {
+                root: std::path::Path::new("/s"),
+                runtime_default,
+            };
+            container_security_context(&pod, c, seccomp)
+                .get_seccomp()
+                .get_profile_type()
+        };
+        use api::SecurityProfile_ProfileType::{RuntimeDefault, Unconfined};
+        assert_eq!(profile(&spec.containers[0], false), Unconfined);
+        assert_eq!(profile(&spec.containers[0], true), RuntimeDefault);
+        assert_eq!(
+            profile(&spec.containers[1], true),
+            Unconfined,
+            "explicit wins"
+        );
     }
 
     #[test]

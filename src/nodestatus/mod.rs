@@ -18,6 +18,7 @@ pub mod lease;
 pub mod machine;
 pub mod node_ip;
 pub mod quantity;
+pub mod record;
 pub mod registration;
 pub mod setters;
 pub mod updater;

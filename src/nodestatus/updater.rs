@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use super::machine::{go_arch, go_os};
 use super::registration::{initial_node, register_node, NodeRegistration, LABEL_ARCH, LABEL_OS};
 use super::{node_events, set_node_status, NodeEvent, NodeStatusInputs};
-use crate::api::{merge_patch, ApiError, KubeClient};
+use crate::api::{strategic, ApiError, KubeClient};
 use crate::clock::Clock;
 
 /// Upstream default `nodeStatusUpdateFrequency`.
@@ -34,6 +34,9 @@ pub const NODE_STATUS_UPDATE_RETRY: usize = 5;
 pub trait NodeStatusSource: Send + Sync {
     /// Fresh inputs for one status computation. `now` is overwritten from the updater's clock.
     fn node_status_inputs(&self) -> NodeStatusInputs;
+    /// The Node as the API server has it, each time it is read or written (its UID owns
+    /// mirror pods, its addresses are the pods' host IPs). Default: nothing.
+    fn node_observed(&self, _node: &Node) {}
     /// Records an event for a condition transition (`NodeReady`...). Default: log it.
     fn record_node_event(&self, event: &NodeEvent) {
         log::info!(
@@ -189,7 +192,8 @@ impl NodeStatusUpdater {
         let mut node = initial_node(&self.config.registration);
         set_node_status(&mut node, &self.inputs());
         log::info!("Attempting to register node node=\"{}\"", self.node_name());
-        register_node(&*self.client, &node)?;
+        let registered = register_node(&*self.client, &node)?;
+        self.source.node_observed(&registered);
         log::info!("Successfully registered node node=\"{}\"", self.node_name());
         self.registered.store(true, Ordering::SeqCst);
         self.record(&Node::default(), &node);
@@ -199,6 +203,7 @@ impl NodeStatusUpdater {
     /// GET the Node, apply the setters, PATCH when changed or the report is due.
     fn try_update_node_status(&self) -> Result<bool, ApiError> {
         let original = self.client.get_node(self.node_name())?;
+        self.source.node_observed(&original);
         if let Some(patch) = os_arch_labels_patch(&original) {
             log::info!(
                 "Restoring the os and arch labels node=\"{}\"",
@@ -222,21 +227,18 @@ impl NodeStatusUpdater {
             );
             return Ok(false);
         }
-        let diff = match (
-            serde_json::to_value(&original.status),
-            serde_json::to_value(&node.status),
-        ) {
-            (Ok(old), Ok(new)) => merge_patch::diff(&old, &new),
-            (Err(e), _) | (_, Err(e)) => {
+        let patch = match node_status_patch(&original, &node) {
+            Ok(patch) => patch,
+            Err(e) => {
                 log::error!("Encoding node status: {e}");
                 return Ok(false);
             }
         };
         // Nothing differs right after registration, whose create carried the status.
-        let sent = match diff {
-            Some(diff) => {
-                let patch = Value::Object(Map::from_iter([("status".to_string(), diff)]));
-                self.client.patch_node_status(self.node_name(), &patch)?;
+        let sent = match patch {
+            Some(patch) => {
+                let node = self.client.patch_node_status(self.node_name(), &patch)?;
+                self.source.node_observed(&node);
                 log::debug!(
                     "Patched node status node=\"{}\" changed={changed}",
                     self.node_name()
@@ -250,6 +252,39 @@ impl NodeStatusUpdater {
         }
         Ok(sent)
     }
+}
+
+/// The strategic merge patch of `nodes/{name}/status` that turns the Node as read into the
+/// Node with its new status (upstream `PatchNodeStatus`): conditions merge by `type`, so one
+/// another component (node-problem-detector) wrote meanwhile survives. Addresses are declared
+/// merged by `type` though a node may have several of one type, so when they changed they
+/// are sent whole with a `replace` directive, as upstream does. `None` when nothing changed.
+pub fn node_status_patch(
+    original: &Node,
+    updated: &Node,
+) -> Result<Option<Value>, serde_json::Error> {
+    let mut target = updated.clone();
+    target.spec.clone_from(&original.spec);
+    let addresses = |n: &Node| n.status.as_ref().and_then(|s| s.addresses.clone());
+    let (old_addresses, new_addresses) = (addresses(original), addresses(updated));
+    let replace_addresses = old_addresses.is_some() && old_addresses != new_addresses;
+    if replace_addresses {
+        if let Some(status) = target.status.as_mut() {
+            status.addresses.clone_from(&old_addresses);
+        }
+    }
+    let old = serde_json::to_value(original)?;
+    let new = serde_json::to_value(&target)?;
+    let mut patch = strategic::two_way(&old, &new, strategic::node_schema);
+    if replace_addresses {
+        let mut list = serde_json::to_value(new_addresses.unwrap_or_default())?;
+        if let Value::Array(items) = &mut list {
+            items.push(serde_json::json!({"$patch": "replace"}));
+        }
+        let patch = patch.get_or_insert_with(|| Value::Object(Map::new()));
+        patch["status"]["addresses"] = list;
+    }
+    Ok(patch)
 }
 
 /// The merge patch of `nodes/{name}` restoring `kubernetes.io/os` and `kubernetes.io/arch`
@@ -498,15 +533,81 @@ mod tests {
         h.clock.step(Duration::from_secs(1));
         assert!(h.updater.sync_node_status().unwrap());
         let patch = h.status_patches().pop().unwrap();
+        // A strategic merge patch: the conditions by type, with their order.
         assert_eq!(
             patch["status"]
                 .as_object()
                 .unwrap()
                 .keys()
                 .collect::<Vec<_>>(),
-            ["conditions"]
+            ["$setElementOrder/conditions", "conditions"]
         );
+        assert!(patch["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["type"].is_string() && c["lastHeartbeatTime"].is_string()));
         assert!(h.events().len() == 3, "only the initial events");
+    }
+
+    #[test]
+    fn a_condition_written_by_another_component_survives_the_status_patch() {
+        let h = Harness::new();
+        h.updater.sync_node_status().unwrap();
+        // node-problem-detector adds its condition between two kubelet updates.
+        let npd = json!({"status": {"conditions": [{"type": "KernelDeadlock", "status": "False",
+            "reason": "KernelHasNoDeadlock"}]}});
+        h.api.patch_node_status("rust-node", &npd).unwrap();
+        for _ in 0..2 {
+            h.clock.step(Duration::from_secs(10));
+            h.set(|i| i.max_pods += 1);
+            assert!(h.updater.sync_node_status().unwrap());
+        }
+        let kinds: Vec<String> = h
+            .api
+            .node("rust-node")
+            .unwrap()
+            .status
+            .unwrap()
+            .conditions
+            .unwrap()
+            .into_iter()
+            .map(|c| c.type_)
+            .collect();
+        assert!(kinds.contains(&"KernelDeadlock".to_string()), "{kinds:?}");
+        assert!(kinds.contains(&"Ready".to_string()), "{kinds:?}");
+    }
+
+    #[test]
+    fn changed_addresses_are_replaced_whole() {
+        let address = |ip: &str| k8s_openapi::api::core::v1::NodeAddress {
+            type_: "InternalIP".into(),
+            address: ip.into(),
+        };
+        let old = Node {
+            status: Some(NodeStatus {
+                addresses: Some(vec![address("10.0.0.1"), address("10.0.0.2")]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut new = old.clone();
+        new.status.as_mut().unwrap().addresses = Some(vec![address("10.0.0.3")]);
+        let patch = node_status_patch(&old, &new).unwrap().unwrap();
+        assert_eq!(
+            patch["status"]["addresses"],
+            json!([{"type": "InternalIP", "address": "10.0.0.3"}, {"$patch": "replace"}])
+        );
+        let applied = crate::api::strategic::apply(
+            &serde_json::to_value(&old).unwrap(),
+            &patch,
+            crate::api::strategic::node_schema,
+        )
+        .unwrap();
+        assert_eq!(
+            applied["status"]["addresses"],
+            json!([{"type": "InternalIP", "address": "10.0.0.3"}])
+        );
     }
 
     #[test]

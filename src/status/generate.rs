@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::{
     Container, ContainerState as ApiState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus as ApiContainerStatus, Pod, PodCondition, PodIP,
+    ContainerStateWaiting, ContainerStatus as ApiContainerStatus, HostIP, Pod, PodCondition, PodIP,
     PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -19,8 +19,8 @@ use crate::types::{is_sidecar, restart_policy};
 pub struct StatusContext<'a> {
     /// Runtime name for container ids (`containerd` gives `containerd://<id>`).
     pub runtime_name: &'a str,
-    /// The node's IP, when known.
-    pub host_ip: Option<String>,
+    /// The node's host IPs (primary first), when known.
+    pub host_ips: Vec<String>,
     /// Last start failure of a container (the reason cache).
     pub start_failure: &'a dyn Fn(&str) -> Option<StartFailure>,
     /// Now, for condition transition times.
@@ -282,11 +282,13 @@ pub fn generate_api_pod_status(
         .filter(|s| !s.ready)
         .map(|s| s.name.as_str())
         .collect();
-    let ready = unready.is_empty() && phase == "Running";
-    let (ready_reason, ready_message) = if ready {
+    let containers_ready = unready.is_empty() && phase == "Running";
+    let (ready_reason, ready_message) = if containers_ready {
         (None, None)
-    } else if phase == "Succeeded" || phase == "Failed" {
+    } else if phase == "Succeeded" {
         (Some("PodCompleted"), None)
+    } else if phase == "Failed" {
+        (Some("PodFailed"), None)
     } else {
         (
             Some("ContainersNotReady"),
@@ -295,6 +297,12 @@ pub fn generate_api_pod_status(
                 unready.join(" ")
             )),
         )
+    };
+    // Ready also needs every readiness gate's condition (written by other components) True.
+    let gates = if containers_ready {
+        readiness_gates_not_ready(pod)
+    } else {
+        None
     };
     let uninit: Vec<&str> = init_statuses
         .iter()
@@ -319,30 +327,118 @@ pub fn generate_api_pod_status(
                 now,
             )
         },
-        condition("Ready", ready, ready_reason, ready_message.clone(), now),
-        condition("ContainersReady", ready, ready_reason, ready_message, now),
+        match gates {
+            Some(message) => condition(
+                "Ready",
+                false,
+                Some("ReadinessGatesNotReady"),
+                Some(message),
+                now,
+            ),
+            None => condition(
+                "Ready",
+                containers_ready,
+                ready_reason,
+                ready_message.clone(),
+                now,
+            ),
+        },
+        condition(
+            "ContainersReady",
+            containers_ready,
+            ready_reason,
+            ready_message,
+            now,
+        ),
         condition("PodScheduled", true, None, None, now),
     ];
     conditions.iter_mut().for_each(|c| c.last_probe_time = None);
 
-    let ip = runtime.ip().map(str::to_string);
+    // hostNetwork pods have the node's addresses (upstream: the host IPs, immutable once set).
+    let pod_ips: Vec<String> = if crate::types::is_host_network(pod) && !ctx.host_ips.is_empty() {
+        ctx.host_ips.clone()
+    } else {
+        runtime.ip().map(str::to_string).into_iter().collect()
+    };
     PodStatus {
         phase: Some(phase.into()),
         conditions: Some(conditions),
         container_statuses: Some(statuses),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
-        host_ip: ctx.host_ip.clone(),
-        pod_ip: ip.clone(),
-        pod_ips: ip.map(|ip| vec![PodIP { ip }]),
+        host_ip: ctx.host_ips.first().cloned(),
+        host_ips: (!ctx.host_ips.is_empty()).then(|| {
+            ctx.host_ips
+                .iter()
+                .map(|ip| HostIP { ip: ip.clone() })
+                .collect()
+        }),
+        pod_ip: pod_ips.first().cloned(),
+        pod_ips: (!pod_ips.is_empty())
+            .then(|| pod_ips.into_iter().map(|ip| PodIP { ip }).collect()),
         qos_class: Some(qos_class(pod).into()),
-        start_time: runtime
-            .sandboxes
-            .iter()
-            .map(|s| s.created_at)
-            .min()
-            .and_then(nanos_time),
+        // When the kubelet first saw the pod; the status manager keeps the first one.
+        start_time: api_time(now),
         ..Default::default()
     }
+}
+
+/// Why the pod's readiness gates hold Ready back (upstream `GeneratePodReadyCondition`):
+/// each gate whose condition is missing from the pod's API status or not `True`, in the
+/// gates' order; `None` when all are satisfied.
+fn readiness_gates_not_ready(pod: &Pod) -> Option<String> {
+    let gates = pod.spec.as_ref()?.readiness_gates.as_ref()?;
+    let conditions = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let messages: Vec<String> = gates
+        .iter()
+        .filter_map(|gate| {
+            let kind = &gate.condition_type;
+            match conditions.iter().find(|c| c.type_ == *kind) {
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate {kind:?} does not exist."
+                )),
+                Some(c) if c.status != "True" => Some(format!(
+                    "the status of pod readiness gate {kind:?} is not \"True\", but {}",
+                    c.status
+                )),
+                Some(_) => None,
+            }
+        })
+        .collect();
+    (!messages.is_empty()).then(|| messages.join(", "))
+}
+
+/// Whether a status-only change of `pod` calls for a sync because its Ready condition no
+/// longer agrees with its readiness gates (upstream `NeedToReconcilePodReadiness`).
+pub fn needs_readiness_reconcile(pod: &Pod) -> bool {
+    let has_gates = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.readiness_gates.as_ref())
+        .is_some_and(|g| !g.is_empty());
+    if !has_gates {
+        return false;
+    }
+    let conditions = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let status_of = |kind: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == kind)
+            .map(|c| c.status.as_str())
+    };
+    let Some(ready) = status_of("Ready") else {
+        return false;
+    };
+    let containers_ready = status_of("ContainersReady") == Some("True");
+    let want = containers_ready && readiness_gates_not_ready(pod).is_none();
+    (ready == "True") != want
 }
 
 /// The pod's QoS class (upstream `GetPodQOS`, for cpu and memory).
@@ -460,7 +556,7 @@ mod tests {
         let lookup = move |_: &str| failure.map(|(r, m)| StartFailure::new(r, m.to_string()));
         let ctx = StatusContext {
             runtime_name: "containerd",
-            host_ip: Some("192.0.2.2".into()),
+            host_ips: vec!["192.0.2.2".into()],
             start_failure: &lookup,
             now: SystemTime::now(),
             probes: None,

@@ -117,6 +117,14 @@ impl StatusManager {
             return;
         };
         let old = statuses.get(uid);
+        // The start time never changes once set (upstream `updateStatusInternal`): from the
+        // stored status, else from the API object (a restarted kubelet), else this status's.
+        let first_start = old
+            .and_then(|o| o.status.start_time.clone())
+            .or_else(|| pod.status.as_ref().and_then(|s| s.start_time.clone()));
+        if first_start.is_some() {
+            status.start_time = first_start;
+        }
         if let (Some(old), Some(conds)) = (old, status.conditions.as_mut()) {
             for c in conds.iter_mut() {
                 let same = old

@@ -2,7 +2,9 @@
 //! `status-manager` thread. Pod workers only record statuses in the [`StatusManager`] and
 //! wake this thread; it patches `pods/status` for each pod whose status changed since it was
 //! last sent, so no API call is ever made from a pod worker. Static pods' statuses go to their
-//! mirror pods. Pods that terminated while their API object carries a deletion timestamp are
+//! mirror pods. Each patch is a strategic merge patch of the kubelet's own part of the status
+//! (its fields and the conditions it owns, merged by condition `type`), so conditions other
+//! components write are never lost. Pods that terminated while their API object carries a deletion timestamp are
 //! deleted from the API (grace period 0, UID precondition) once their last status is sent.
 //! A retriable failure leaves the pod pending for the next round (woken by the next change
 //! or by the 10 s resync tick).
@@ -12,9 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{select, tick, Receiver};
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use serde_json::Value;
 
-use crate::api::{ApiError, DeleteOptions, KubeClient};
+use crate::api::{strategic, ApiError, DeleteOptions, KubeClient};
 use crate::config::update::{API_SOURCE, CONFIG_MIRROR_ANNOTATION, CONFIG_SOURCE_ANNOTATION};
 use crate::types::{pod_key, PodUid};
 
@@ -23,12 +26,35 @@ use super::StatusManager;
 /// How often pending work is retried even without a new change (upstream `syncPeriod`).
 pub const SYNC_PERIOD: Duration = Duration::from_secs(10);
 
-/// Pod conditions the kubelet owns; every other condition on the API object is kept.
+/// Pod conditions the kubelet owns (upstream `PodConditionsByKubelet`); the others on the
+/// API object (readiness gates, DisruptionTarget, ...) belong to other components and are
+/// never part of the kubelet's patch.
 const KUBELET_CONDITIONS: &[&str] = &[
-    "Initialized",
+    "PodScheduled",
     "Ready",
+    "Initialized",
     "ContainersReady",
+    "PodResizeInProgress",
+    "PodResizePending",
     "PodReadyToStartContainers",
+];
+
+/// The `status` fields the kubelet writes; others (`nominatedNodeName`,
+/// `resourceClaimStatuses`, ...) are left to their owners.
+const KUBELET_FIELDS: &[&str] = &[
+    "phase",
+    "conditions",
+    "message",
+    "reason",
+    "hostIP",
+    "hostIPs",
+    "podIP",
+    "podIPs",
+    "startTime",
+    "initContainerStatuses",
+    "containerStatuses",
+    "ephemeralContainerStatuses",
+    "qosClass",
 ];
 
 /// Whether a pod came from the API server (as opposed to a static pod).
@@ -48,28 +74,31 @@ pub fn is_mirror_pod(pod: &Pod) -> bool {
         .is_some_and(|a| a.contains_key(CONFIG_MIRROR_ANNOTATION))
 }
 
-/// The status to send: ours, with the conditions other components own kept from the API
-/// object's current status.
-pub fn merge_conditions(ours: &PodStatus, api: Option<&PodStatus>) -> PodStatus {
-    let mut out = ours.clone();
-    let mut conditions: Vec<PodCondition> = out.conditions.take().unwrap_or_default();
-    let foreign = api
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|c| !KUBELET_CONDITIONS.contains(&c.type_.as_str()))
-        .filter(|c| !conditions.iter().any(|o| o.type_ == c.type_))
-        .cloned()
-        .collect::<Vec<_>>();
-    // Theirs (PodScheduled, DisruptionTarget...) replace ours of the same type only where
-    // we do not own the type.
-    conditions.retain(|c| {
-        KUBELET_CONDITIONS.contains(&c.type_.as_str())
-            || !foreign.iter().any(|f| f.type_ == c.type_)
-    });
-    conditions.extend(foreign);
-    out.conditions = Some(conditions);
-    out
+/// The part of a pod status the kubelet owns, as JSON: its fields and its conditions.
+fn kubelet_part(status: &PodStatus) -> Value {
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    if let Value::Object(fields) = &mut value {
+        fields.retain(|k, _| KUBELET_FIELDS.contains(&k.as_str()));
+        if let Some(Value::Array(conditions)) = fields.get_mut("conditions") {
+            conditions.retain(|c| {
+                c["type"]
+                    .as_str()
+                    .is_some_and(|t| KUBELET_CONDITIONS.contains(&t))
+            });
+        }
+    }
+    value
+}
+
+/// The strategic merge patch of `pods/{name}/status` that turns `old` (what the server
+/// holds of the kubelet's part) into `new`, with the target's UID as precondition (upstream
+/// `PatchPodStatus`); `None` when nothing the kubelet owns changes.
+pub fn pod_status_patch(uid: &str, old: &PodStatus, new: &PodStatus) -> Option<Value> {
+    let old = serde_json::json!({ "status": kubelet_part(old) });
+    let new = serde_json::json!({ "metadata": { "uid": uid }, "status": kubelet_part(new) });
+    let patch = strategic::two_way(&old, &new, strategic::pod_schema)?;
+    let unchanged = patch.get("status").is_none();
+    (!unchanged).then_some(patch)
 }
 
 /// What sending one status did.
@@ -84,7 +113,9 @@ pub struct StatusSync {
     manager: Arc<StatusManager>,
     client: Arc<dyn KubeClient>,
     /// The last status sent per pod, so unchanged statuses are not patched again.
-    last_sent: HashMap<PodUid, PodStatus>,
+    /// (UID of the API object it went to, the status): a mirror pod recreated under a new
+    /// UID starts from nothing.
+    last_sent: HashMap<PodUid, (String, PodStatus)>,
     /// Mirror pods as the API source last reported them; without it the mirror is read
     /// from the API server for each status.
     mirrors: Option<Arc<crate::mirror::MirrorPods>>,
@@ -174,9 +205,6 @@ impl StatusSync {
 
     /// Patches one pod's status if it differs from what was last sent.
     fn send(&mut self, uid: &PodUid, pod: &Pod, status: &PodStatus) -> Result<Sent, ApiError> {
-        if self.last_sent.get(uid) == Some(status) {
-            return Ok(Sent::Unchanged);
-        }
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let (target_uid, api_status) = if is_api_pod(pod) {
@@ -217,16 +245,26 @@ impl StatusSync {
     ) -> Result<Sent, ApiError> {
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let merged = merge_conditions(status, api_status);
-        let body = serde_json::to_value(&merged).map_err(|e| ApiError::Decode {
-            what: format!("status of {}", pod_key(pod)),
-            message: e.to_string(),
-        })?;
-        // The UID makes the patch fail with a conflict if the name now belongs to another pod.
-        let patch = serde_json::json!({ "metadata": { "uid": target_uid }, "status": body });
+        // What the server holds of our part: what we last sent, else what the API source
+        // delivered. The UID makes the patch fail with a conflict if the name now belongs to
+        // another pod.
+        let sent = self
+            .last_sent
+            .get(uid)
+            .filter(|(target, _)| target == target_uid)
+            .map(|(_, status)| status);
+        if sent == Some(status) {
+            return Ok(Sent::Unchanged);
+        }
+        let server = sent.or(api_status).cloned().unwrap_or_default();
+        let record = (target_uid.to_string(), status.clone());
+        let Some(patch) = pod_status_patch(target_uid, &server, status) else {
+            self.last_sent.insert(uid.clone(), record);
+            return Ok(Sent::Unchanged);
+        };
         self.client.patch_pod_status(namespace, name, &patch)?;
         log::debug!("pod=\"{}\" uid={uid} status sent", pod_key(pod));
-        self.last_sent.insert(uid.clone(), status.clone());
+        self.last_sent.insert(uid.clone(), record);
         Ok(Sent::Patched)
     }
 
@@ -255,6 +293,7 @@ impl StatusSync {
 mod tests {
     use super::*;
     use crate::api::{ApiStatus, Call, FakeClient};
+    use k8s_openapi::api::core::v1::PodCondition;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
     fn api_pod(name: &str) -> Pod {

@@ -63,6 +63,16 @@ impl<K: Eq + Hash + Clone> Backoff<K> {
         })
     }
 
+    /// True while less than `key`'s delay has passed since its last failure (upstream
+    /// `IsInBackOffSinceUpdate`, the image pull back-off). An entry idle for longer than
+    /// `2 * max` no longer holds anything back.
+    pub fn is_in_backoff_since_update(&self, key: &K, now: SystemTime) -> bool {
+        self.entries.get(key).is_some_and(|e| {
+            let idle = since(now, e.last_update);
+            idle <= 2 * self.max && idle < e.delay
+        })
+    }
+
     /// The current delay for `key` (zero when it has none).
     pub fn delay(&self, key: &K) -> Duration {
         self.entries.get(key).map_or(Duration::ZERO, |e| e.delay)
@@ -113,5 +123,26 @@ mod tests {
         clock.step(Duration::from_secs(601));
         b.gc(clock.wall());
         assert_eq!(b.delay(&k), Duration::ZERO);
+    }
+
+    #[test]
+    fn back_off_since_update_ends_with_the_delay_after_the_last_failure() {
+        let clock = FakeClock::new();
+        let mut b = Backoff::new(Duration::from_secs(10), Duration::from_secs(300));
+        let k = "pod/image".to_string();
+        assert!(!b.is_in_backoff_since_update(&k, clock.wall()));
+        b.next(&k, clock.wall());
+        clock.step(Duration::from_secs(9));
+        assert!(b.is_in_backoff_since_update(&k, clock.wall()));
+        clock.step(Duration::from_secs(1));
+        assert!(
+            !b.is_in_backoff_since_update(&k, clock.wall()),
+            "retried 10 s after the failure"
+        );
+        b.next(&k, clock.wall());
+        clock.step(Duration::from_secs(19));
+        assert!(b.is_in_backoff_since_update(&k, clock.wall()));
+        clock.step(Duration::from_secs(1));
+        assert!(!b.is_in_backoff_since_update(&k, clock.wall()));
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::{ApiError, KubeClient};
@@ -51,6 +52,7 @@ pub struct ObjectCache {
     config_maps: Mutex<HashMap<ObjectKey, Cached<ConfigMap>>>,
     secrets: Mutex<HashMap<ObjectKey, Cached<Secret>>>,
     services: Mutex<HashMap<ObjectKey, Cached<Vec<Service>>>>,
+    runtime_classes: Mutex<HashMap<ObjectKey, Cached<RuntimeClass>>>,
 }
 
 impl ObjectCache {
@@ -64,7 +66,22 @@ impl ObjectCache {
             config_maps: Mutex::new(HashMap::new()),
             secrets: Mutex::new(HashMap::new()),
             services: Mutex::new(HashMap::new()),
+            runtime_classes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The RuntimeClass `name` (cluster-scoped), `None` when it does not exist. Without an
+    /// API server there is nothing to resolve it from: an error, so a pod asking for one
+    /// never runs under the default handler by mistake.
+    pub fn runtime_class(&self, name: &str) -> Result<Option<RuntimeClass>, VolumeError> {
+        self.lookup(
+            &self.runtime_classes,
+            "runtimeclass",
+            "",
+            name,
+            false,
+            |api| api.get_runtime_class(name),
+        )
     }
 
     /// Whether there is an API server to read from.

@@ -60,6 +60,16 @@ impl ClusterNode {
         Self::start_with(dir, server, runtime, extra_args, true)
     }
 
+    /// Like [`start`](ClusterNode::start) with extra kubelet flags.
+    pub fn start_with_args(
+        dir: &Path,
+        server: &ApiServer,
+        runtime: &Arc<FakeRuntime>,
+        extra_args: &[String],
+    ) -> ClusterNode {
+        Self::start_with(dir, server, runtime, extra_args, false)
+    }
+
     fn start_with(
         dir: &Path,
         server: &ApiServer,
@@ -103,6 +113,7 @@ impl ClusterNode {
             tmpfs: false,
             host_cgroups: false,
             shared_pod_work: None,
+            waiters: None,
         };
         let kubelet = new_main_kubelet(config.clone(), deps).unwrap();
         let source = Arc::new(KubeletNodeStatus::new(
@@ -114,6 +125,7 @@ impl ClusterNode {
                 recorder,
                 runtime_name: "fake".into(),
                 runtime_version: "0.1.0".into(),
+                node: Arc::clone(kubelet.node_record()),
             },
         ));
         sources

@@ -5,6 +5,7 @@
 pub mod apiserver;
 pub mod cluster;
 pub mod cri;
+pub mod e2e;
 pub mod kubelet_api;
 
 use std::path::PathBuf;

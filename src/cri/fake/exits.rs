@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{exit, State, EXIT_AFTER_ANNOTATION, EXIT_CODE_ANNOTATION};
+use super::{exit, State, EXIT_AFTER_ANNOTATION, EXIT_CODE_ANNOTATION, IGNORE_SIGTERM_ANNOTATION};
 use crate::cri::api::ContainerState;
 
 impl State {
@@ -36,6 +36,20 @@ impl State {
             c.planned_exit = Some((at, code));
         }
         self.exits.push(Reverse((at, container_id.to_string())));
+    }
+
+    /// Whether the container's pod ignores SIGTERM (its
+    /// `rkubelet.io/fake-ignore-sigterm` annotation).
+    pub(super) fn ignores_sigterm(&self, container_id: &str) -> bool {
+        let Some(c) = self.containers.get(container_id) else {
+            return false;
+        };
+        self.sandboxes.get(&c.sandbox_id).is_some_and(|s| {
+            s.status
+                .annotations
+                .get(IGNORE_SIGTERM_ANNOTATION)
+                .is_some_and(|v| v == "true")
+        })
     }
 
     /// Exits the running containers whose planned exit time has come.

@@ -28,7 +28,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::api::{self, ContainerState, PodSandboxState};
@@ -54,6 +54,8 @@ pub enum Call {
         name: String,
         /// Pod UID.
         uid: String,
+        /// The runtime handler asked for (empty: the default).
+        handler: String,
     },
     /// `StopPodSandbox(id)`.
     StopPodSandbox(String),
@@ -114,6 +116,8 @@ pub struct FakeRuntime {
     pull_delay_nanos: AtomicU64,
     /// Whether every image can be pulled (hollow nodes, `rkubelet fake-runtime`).
     any_image: AtomicBool,
+    /// Signalled whenever a container exits, for stops that wait out a grace period.
+    exited: Condvar,
 }
 
 /// 10.88.0.0, containerd's default bridge network.
@@ -125,6 +129,9 @@ pub const EXIT_AFTER_ANNOTATION: &str = "rkubelet.io/fake-exit-after";
 /// Pod annotation: the exit code of those exits (default 0);
 /// `rkubelet.io/fake-exit-code.<container>` for one container.
 pub const EXIT_CODE_ANNOTATION: &str = "rkubelet.io/fake-exit-code";
+/// Pod annotation: `"true"` makes every container of the pod ignore SIGTERM, so a stop
+/// with a grace period takes the whole period and ends in SIGKILL (exit code 137).
+pub const IGNORE_SIGTERM_ANNOTATION: &str = "rkubelet.io/fake-ignore-sigterm";
 
 /// A sandbox and what the fake needs beyond its CRI status.
 struct Sandbox {
@@ -222,6 +229,7 @@ impl FakeRuntime {
             delay_nanos: AtomicU64::new(0),
             pull_delay_nanos: AtomicU64::new(0),
             any_image: AtomicBool::new(false),
+            exited: Condvar::new(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The runtime half of [`FakeRuntime`]: sandbox and container lifecycles with
 //! containerd's semantics and error messages (see the parent module docs).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{
     exit, labels_match, not_found, unknown, Call, Container, FakeRuntime, Sandbox, POD_UID_LABEL,
@@ -39,6 +39,7 @@ impl RuntimeService for FakeRuntime {
         let mut st = self.begin(M, || Call::RunPodSandbox {
             name: meta.name.clone(),
             uid: meta.uid.clone(),
+            handler: runtime_handler.to_string(),
         })?;
         if config.metadata.is_none() {
             return Err(unknown(M, "sandbox config must include metadata".into()));
@@ -356,17 +357,48 @@ impl RuntimeService for FakeRuntime {
         let mut st = self.begin("StopContainer", || {
             Call::StopContainer(container_id.to_string())
         })?;
-        let now = st.now();
-        let c = st
-            .containers
-            .get_mut(container_id)
-            .ok_or_else(|| not_found("StopContainer", "container", container_id))?;
-        if c.status.state == ContainerState::CONTAINER_RUNNING {
-            // SIGTERM (143) within a grace period, SIGKILL (137) without one.
-            let code = if timeout_secs > 0 { 143 } else { 137 };
-            exit(&mut c.status, now, code, "Error");
-        }
         st.stop_grace.insert(container_id.to_string(), timeout_secs);
+        let ignores_sigterm = st.ignores_sigterm(container_id);
+        let running = |st: &super::State| {
+            st.containers
+                .get(container_id)
+                .is_some_and(|c| c.status.state == ContainerState::CONTAINER_RUNNING)
+        };
+        if !st.containers.contains_key(container_id) {
+            return Err(not_found("StopContainer", "container", container_id));
+        }
+        if ignores_sigterm && timeout_secs > 0 && running(&st) {
+            // SIGTERM is ignored: the stop waits out the grace period (or a concurrent stop
+            // with a shorter one, or an exit of the container's own), then SIGKILLs.
+            let grace = Duration::from_secs(u64::try_from(timeout_secs).unwrap_or(0));
+            let deadline = Instant::now() + grace.min(Duration::from_secs(3600));
+            while running(&st) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                st = self
+                    .exited
+                    .wait_timeout(st, left.min(Duration::from_millis(100)))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+                st.run_planned_exits();
+            }
+        }
+        let now = st.now();
+        if let Some(c) = st.containers.get_mut(container_id) {
+            if c.status.state == ContainerState::CONTAINER_RUNNING {
+                // SIGTERM (143) within a grace period, SIGKILL (137) without one (or when
+                // SIGTERM was ignored).
+                let code = if timeout_secs > 0 && !ignores_sigterm {
+                    143
+                } else {
+                    137
+                };
+                exit(&mut c.status, now, code, "Error");
+                self.exited.notify_all();
+            }
+        }
         Ok(())
     }
 
@@ -998,7 +1030,8 @@ mod tests {
             vec![
                 Call::RunPodSandbox {
                     name: "web".into(),
-                    uid: "uid-1".into()
+                    uid: "uid-1".into(),
+                    handler: "runc".into(),
                 },
                 Call::CreateContainer {
                     sandbox: sb.clone(),

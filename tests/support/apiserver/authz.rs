@@ -101,7 +101,7 @@ fn service_account_of(pod: &Value) -> &str {
 
 /// Names of the configmaps or secrets a pod references: volumes (also inside projected
 /// ones), env, envFrom and, for secrets, imagePullSecrets.
-fn references(pod: &Value, resource: Resource) -> Vec<String> {
+pub(super) fn references(pod: &Value, resource: Resource) -> Vec<String> {
     let spec = &pod["spec"];
     let mut out = Vec::new();
     let mut push = |v: &Value| {

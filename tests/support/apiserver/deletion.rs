@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use super::meta::{format_time, metadata_mut, parse_time, str_at, unix_now};
-use super::registry::key;
+use super::registry::{key, Admit, Operation};
 use super::resources::Resource;
 use super::status::ApiError;
 use super::store::{Store, Write, Written};
@@ -62,12 +62,14 @@ pub fn delete(
     namespace: &str,
     name: &str,
     options: &DeleteOptions,
+    admit: &Admit<'_>,
 ) -> Result<Written, ApiError> {
-    store.write(key(resource, namespace, name), |current| {
+    let written = store.write(key(resource, namespace, name), |current| {
         let current = current.ok_or_else(|| ApiError::not_found(resource, name))?;
         check_delete_preconditions(resource, current, options)?;
+        admit(Operation::Delete, Some(current), None)?;
         if resource != Resource::Pods {
-            return Ok(Write::Remove);
+            return Ok(remove_unless_finalized(current));
         }
         let grace = options
             .grace_period_seconds
@@ -80,21 +82,59 @@ pub fn delete(
                 Some(g) if g < pending => (at - pending + g, g),
                 _ => return Ok(Write::Keep),
             },
-            (Some(_), _) => return Ok(Write::Remove),
+            (Some(_), _) => return Ok(remove_unless_finalized(current)),
             (None, _) => {
                 let period = pod_grace_period(current, grace);
                 (unix_now() + period, period)
             }
         };
-        if period == 0 {
-            return Ok(Write::Remove);
-        }
         let mut next = current.clone();
         let meta = metadata_mut(&mut next);
         meta.insert("deletionTimestamp".into(), json!(format_time(deadline)));
         meta.insert("deletionGracePeriodSeconds".into(), json!(period));
         Ok(Write::Put(next))
+    })?;
+    // As kube-apiserver: a pod whose grace period became 0 is first updated to say so (the
+    // kubelet sees that and stops its containers at once), then removed, unless finalizers
+    // hold it.
+    let forced = resource == Resource::Pods
+        && written.change.is_some()
+        && written.object["metadata"]["deletionGracePeriodSeconds"].as_i64() == Some(0)
+        && !finalized(&written.object);
+    if !forced {
+        return Ok(written);
+    }
+    store.write(key(resource, namespace, name), |current| {
+        let current = current.ok_or_else(|| ApiError::not_found(resource, name))?;
+        Ok(remove_unless_finalized(current))
     })
+}
+
+/// Whether finalizers hold the object.
+fn finalized(object: &Value) -> bool {
+    object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
+}
+
+/// Removes the object, unless finalizers hold it: then it stays, marked for deletion
+/// (`deletionTimestamp` now, grace 0), until an update removes the last finalizer.
+fn remove_unless_finalized(current: &Value) -> Write {
+    if !finalized(current) {
+        return Write::Remove;
+    }
+    let mut next = current.clone();
+    let meta = metadata_mut(&mut next);
+    if !meta.contains_key("deletionTimestamp") {
+        meta.insert("deletionTimestamp".into(), json!(format_time(unix_now())));
+    }
+    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+    if next == *current {
+        Write::Keep
+    } else {
+        Write::Put(next)
+    }
 }
 
 /// The pod strategy's `CheckGracefulDelete`: the requested grace, else the pod's

@@ -1,11 +1,11 @@
 //! Discovery documents in their plain (non-aggregated) forms: `/version`, `/api`, `/api/v1`,
-//! `/apis`, `/apis/coordination.k8s.io[/v1]`. kubectl asks for the aggregated
+//! `/apis`, `/apis/<group>[/v1]` for coordination.k8s.io and node.k8s.io. kubectl asks for the aggregated
 //! `apidiscovery.k8s.io/v2` form first but lists `application/json` as a fallback, and falls
 //! back to these documents when the answer is plain JSON.
 
 use serde_json::{json, Value};
 
-use super::resources::{Resource, COORDINATION_GROUP};
+use super::resources::{Resource, GROUPS};
 
 /// The version the double claims to be.
 pub fn version() -> Value {
@@ -33,29 +33,35 @@ pub fn api_versions(server_address: &str) -> Value {
     })
 }
 
-fn group_version() -> Value {
-    json!({ "groupVersion": "coordination.k8s.io/v1", "version": "v1" })
+fn group_version(group: &str) -> Value {
+    json!({ "groupVersion": format!("{group}/v1"), "version": "v1" })
 }
 
-/// `/apis/coordination.k8s.io`.
-pub fn coordination_group() -> Value {
+/// `/apis/<group>` of a served group (`coordination.k8s.io`, `node.k8s.io`).
+pub fn group(name: &str) -> Value {
     json!({
         "kind": "APIGroup",
         "apiVersion": "v1",
-        "name": COORDINATION_GROUP,
-        "versions": [group_version()],
-        "preferredVersion": group_version(),
+        "name": name,
+        "versions": [group_version(name)],
+        "preferredVersion": group_version(name),
     })
 }
 
-/// `/apis`: the named groups (only coordination.k8s.io).
+/// `/apis`: the named groups.
 pub fn api_groups() -> Value {
-    let mut group = coordination_group();
-    if let Some(map) = group.as_object_mut() {
-        map.remove("kind");
-        map.remove("apiVersion");
-    }
-    json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": [group] })
+    let groups: Vec<Value> = GROUPS
+        .iter()
+        .map(|name| {
+            let mut g = group(name);
+            if let Some(map) = g.as_object_mut() {
+                map.remove("kind");
+                map.remove("apiVersion");
+            }
+            g
+        })
+        .collect();
+    json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
 }
 
 const ITEM_VERBS: [&str; 7] = [

@@ -45,6 +45,7 @@ mod http;
 mod kubeconfig;
 mod kubelet;
 mod meta;
+mod noderestriction;
 mod registry;
 mod resources;
 mod router;
@@ -71,7 +72,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use deletion::DeleteOptions;
-use registry::{Part, PatchType};
+use registry::{admit_all, Part, PatchType};
 use resources::Resource;
 use server::Shared;
 
@@ -153,7 +154,7 @@ impl ApiServer {
         let shared = Arc::new(Shared::new(config, pki, tls_config, addr));
         for namespace in ["default", "kube-system", "kube-node-lease"] {
             let object = serde_json::json!({ "metadata": { "name": namespace } });
-            registry::create(&shared.store, Resource::Namespaces, "", object)
+            registry::create(&shared.store, Resource::Namespaces, "", object, &admit_all)
                 .expect("create the initial namespaces");
         }
         let acceptor = server::spawn_acceptor(shared.clone(), listener);
@@ -203,6 +204,13 @@ impl ApiServer {
         kubeconfig::client_config(&self.shared.pki, Some(&self.default_identity))
     }
 
+    /// Like [`ApiServer::tls_client_config`] but presenting a fresh certificate of
+    /// `user_cn` (`system:node:<name>` acts as that node).
+    pub fn tls_client_config_for(&self, user_cn: &str) -> rustls::ClientConfig {
+        let identity = self.issue_client_cert(user_cn);
+        kubeconfig::client_config(&self.shared.pki, Some(&identity))
+    }
+
     /// Like [`ApiServer::tls_client_config`] but presenting no client certificate.
     pub fn tls_client_config_anonymous(&self) -> rustls::ClientConfig {
         kubeconfig::client_config(&self.shared.pki, None)
@@ -228,6 +236,7 @@ impl ApiServer {
             Resource::Pods,
             &namespace,
             to_json(&pod),
+            &admit_all,
         )
         .map(from_json)
     }
@@ -286,6 +295,7 @@ impl ApiServer {
             namespace,
             name,
             &options,
+            &admit_all,
         )?;
         let still_there = self.get_json(Resource::Pods, namespace, name).is_some();
         Ok(still_there.then(|| from_json(written.object)))
@@ -293,7 +303,14 @@ impl ApiServer {
 
     /// Creates a node.
     pub fn create_node(&self, node: Node) -> Result<Node, ApiError> {
-        registry::create(&self.shared.store, Resource::Nodes, "", to_json(&node)).map(from_json)
+        registry::create(
+            &self.shared.store,
+            Resource::Nodes,
+            "",
+            to_json(&node),
+            &admit_all,
+        )
+        .map(from_json)
     }
 
     /// One node.
@@ -317,6 +334,7 @@ impl ApiServer {
             "",
             name,
             &DeleteOptions::default(),
+            &admit_all,
         )
         .map(|_| ())
     }
@@ -339,8 +357,14 @@ impl ApiServer {
     pub fn create_config_map(&self, config_map: ConfigMap) -> Result<ConfigMap, ApiError> {
         let namespace = namespace_or_default(&config_map.metadata);
         let object = to_json(&config_map);
-        registry::create(&self.shared.store, Resource::ConfigMaps, &namespace, object)
-            .map(from_json)
+        registry::create(
+            &self.shared.store,
+            Resource::ConfigMaps,
+            &namespace,
+            object,
+            &admit_all,
+        )
+        .map(from_json)
     }
 
     /// Replaces a config map as `PUT` would (a `metadata.resourceVersion` must be current).
@@ -350,8 +374,16 @@ impl ApiServer {
         let object = to_json(&config_map);
         let store = &self.shared.store;
         let resource = Resource::ConfigMaps;
-        registry::update(store, resource, &namespace, &name, object, Part::Main)
-            .map(|written| from_json(written.object))
+        registry::update(
+            store,
+            resource,
+            &namespace,
+            &name,
+            object,
+            Part::Main,
+            &admit_all,
+        )
+        .map(|written| from_json(written.object))
     }
 
     /// One config map.
@@ -365,14 +397,40 @@ impl ApiServer {
     pub fn create_secret(&self, secret: Secret) -> Result<Secret, ApiError> {
         let namespace = namespace_or_default(&secret.metadata);
         let object = to_json(&secret);
-        registry::create(&self.shared.store, Resource::Secrets, &namespace, object).map(from_json)
+        registry::create(
+            &self.shared.store,
+            Resource::Secrets,
+            &namespace,
+            object,
+            &admit_all,
+        )
+        .map(from_json)
     }
 
     /// Creates a service as `POST` would (the cluster IP is taken as given).
     pub fn create_service(&self, service: Service) -> Result<Service, ApiError> {
         let namespace = namespace_or_default(&service.metadata);
         let object = to_json(&service);
-        registry::create(&self.shared.store, Resource::Services, &namespace, object).map(from_json)
+        registry::create(
+            &self.shared.store,
+            Resource::Services,
+            &namespace,
+            object,
+            &admit_all,
+        )
+        .map(from_json)
+    }
+
+    /// Creates a node.k8s.io/v1 RuntimeClass `name` with `handler`.
+    pub fn create_runtime_class(&self, name: &str, handler: &str) -> Result<Value, ApiError> {
+        let object = serde_json::json!({"metadata": {"name": name}, "handler": handler});
+        registry::create(
+            &self.shared.store,
+            Resource::RuntimeClasses,
+            "",
+            object,
+            &admit_all,
+        )
     }
 
     /// Makes TokenReview accept `token` as `user` in `groups`.
@@ -503,6 +561,7 @@ impl ApiServer {
             PatchType::Merge,
             &body,
             part,
+            &admit_all,
         )
         .map(|written| written.object)
     }

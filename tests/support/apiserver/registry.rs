@@ -13,6 +13,7 @@ use super::resources::Resource;
 use super::status::ApiError;
 use super::store::{Store, Write, Written};
 use super::token::base64;
+use rkubelet::api::strategic;
 
 /// Which part of an object a write addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +35,10 @@ pub fn create(
     resource: Resource,
     namespace: &str,
     body: Value,
+    admit: &Admit<'_>,
 ) -> Result<Value, ApiError> {
     let object = prepare_create(store, resource, namespace, body)?;
+    admit(Operation::Create, None, Some(&object))?;
     let name = str_at(&object, "/metadata/name").to_string();
     let written = store.write(key(resource, namespace, &name), |current| match current {
         Some(_) => Err(ApiError::already_exists(resource, &name)),
@@ -111,6 +114,7 @@ pub fn update(
     name: &str,
     body: Value,
     part: Part,
+    admit: &Admit<'_>,
 ) -> Result<Written, ApiError> {
     check_type(resource, &body)?;
     check_namespace(resource, namespace, &body)?;
@@ -127,11 +131,20 @@ pub fn update(
         None
     };
     store.write(key(resource, namespace, name), |current| {
-        match (current, new_object) {
-            (Some(current), _) => updated(resource, current, body, part),
-            (None, Some(object)) => Ok(Write::Put(object)),
-            (None, None) => Err(ApiError::not_found(resource, name)),
+        let write = match (current, new_object) {
+            (Some(current), _) => updated(resource, current, body, part)?,
+            (None, Some(object)) => Write::Put(object),
+            (None, None) => return Err(ApiError::not_found(resource, name)),
+        };
+        if let Write::Put(next) = &write {
+            let op = if current.is_some() {
+                Operation::Update
+            } else {
+                Operation::Create
+            };
+            admit(op, current, Some(next))?;
         }
+        Ok(write)
     })
 }
 
@@ -140,9 +153,10 @@ pub fn update(
 pub enum PatchType {
     /// `application/merge-patch+json` (RFC 7386).
     Merge,
-    /// `application/strategic-merge-patch+json`, applied as a merge patch: lists are
-    /// replaced, not merged by key. Patches with `$` directives are refused with 400 so a
-    /// client that depends on them fails loudly here rather than only on a real cluster.
+    /// `application/strategic-merge-patch+json`: lists with a patch merge key (pod and node
+    /// conditions by `type`, ...) merge element by element, with the directives
+    /// (`$setElementOrder`, `$patch`, `$retainKeys`, `$deleteFromPrimitiveList`) and the
+    /// checks kube-apiserver applies.
     Strategic,
 }
 
@@ -158,8 +172,19 @@ impl PatchType {
     }
 }
 
-/// `PATCH`: merges `patch` into the current object, then applies the update rules. A
-/// `metadata.resourceVersion` or `metadata.uid` in the patch acts as a precondition.
+/// The patch strategies of a resource's lists.
+fn schema(resource: Resource) -> strategic::Schema {
+    match resource {
+        Resource::Pods => strategic::pod_schema,
+        Resource::Nodes => strategic::node_schema,
+        _ => strategic::generic_schema,
+    }
+}
+
+/// `PATCH`: merges `patch` into the current object, then applies the update rules (with
+/// `admit` seeing the current and the patched object). A `metadata.resourceVersion` or
+/// `metadata.uid` in the patch acts as a precondition.
+#[allow(clippy::too_many_arguments)]
 pub fn patch(
     store: &Store,
     resource: Resource,
@@ -168,23 +193,24 @@ pub fn patch(
     patch_type: PatchType,
     patch: &[u8],
     part: Part,
+    admit: &Admit<'_>,
 ) -> Result<Written, ApiError> {
     let patch: Value = serde_json::from_slice(patch)
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     if !patch.is_object() {
         return Err(ApiError::bad_request("a merge patch must be a JSON object"));
     }
-    if patch_type == PatchType::Strategic {
-        if let Some(directive) = find_directive(&patch) {
-            return Err(ApiError::bad_request(format!(
-                "strategic merge patch directive {directive:?} is not supported by the API server test double; send a merge patch"
-            )));
-        }
-    }
     store.write(key(resource, namespace, name), |current| {
         let current = current.ok_or_else(|| ApiError::not_found(resource, name))?;
-        let mut merged = current.clone();
-        merge_patch(&mut merged, &patch);
+        let merged = match patch_type {
+            PatchType::Merge => {
+                let mut merged = current.clone();
+                merge_patch(&mut merged, &patch);
+                merged
+            }
+            PatchType::Strategic => strategic::apply(current, &patch, schema(resource))
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        };
         check_type(resource, &merged)?;
         let same_place = |field: &str| str_at(&merged, field) == str_at(current, field);
         if !same_place("/metadata/name") || !same_place("/metadata/namespace") {
@@ -192,23 +218,32 @@ pub fn patch(
                 "a patch may not change metadata.name or metadata.namespace",
             ));
         }
-        updated(resource, current, merged, part)
+        let write = updated(resource, current, merged, part)?;
+        if let Write::Put(next) = &write {
+            admit(Operation::Update, Some(current), Some(next))?;
+        }
+        Ok(write)
     })
 }
 
-/// The first `$`-prefixed key (a strategic merge directive) in a patch.
-fn find_directive(patch: &Value) -> Option<String> {
-    match patch {
-        Value::Object(map) => map.iter().find_map(|(key, value)| {
-            if key.starts_with('$') {
-                Some(key.clone())
-            } else {
-                find_directive(value)
-            }
-        }),
-        Value::Array(items) => items.iter().find_map(find_directive),
-        _ => None,
-    }
+/// What a write does, for admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `POST` to a collection (and a `PUT` that creates).
+    Create,
+    /// `PUT` or `PATCH` of an existing object.
+    Update,
+    /// `DELETE`.
+    Delete,
+}
+
+/// An admission check of a write: the operation, the current object (`None` on create) and
+/// the new one (`None` on delete).
+pub type Admit<'a> = dyn Fn(Operation, Option<&Value>, Option<&Value>) -> Result<(), ApiError> + 'a;
+
+/// Admits everything (writes made by the test itself).
+pub fn admit_all(_: Operation, _: Option<&Value>, _: Option<&Value>) -> Result<(), ApiError> {
+    Ok(())
 }
 
 /// The shared update rules: preconditions, then the new object with the server-owned parts
@@ -281,10 +316,22 @@ fn updated(resource: Resource, current: &Value, new: Value, part: Part) -> Resul
         current["metadata"]["resourceVersion"].clone(),
     );
     if next == *current {
-        Ok(Write::Keep)
-    } else {
-        Ok(Write::Put(next))
+        return Ok(Write::Keep);
     }
+    // The last finalizer of an object whose deletion it held is gone: the deletion completes.
+    let finalized = next
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    let deleted = !str_at(&next, "/metadata/deletionTimestamp").is_empty()
+        && next["metadata"]["deletionGracePeriodSeconds"]
+            .as_i64()
+            .unwrap_or(0)
+            == 0;
+    if deleted && !finalized {
+        return Ok(Write::Remove);
+    }
+    Ok(Write::Put(next))
 }
 
 /// A secret's write-only `stringData` merged into `data` (base64), as upstream's conversion

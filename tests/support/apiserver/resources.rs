@@ -23,14 +23,20 @@ pub enum Resource {
     Secrets,
     /// core/v1 services (stored as given; no cluster IP allocation).
     Services,
+    /// node.k8s.io/v1 runtimeclasses (cluster-scoped).
+    RuntimeClasses,
 }
 
 /// The API group of coordination.k8s.io leases.
 pub const COORDINATION_GROUP: &str = "coordination.k8s.io";
+/// The API group of node.k8s.io runtime classes.
+pub const NODE_GROUP: &str = "node.k8s.io";
+/// The named API groups served (each at `v1`).
+pub const GROUPS: [&str; 2] = [COORDINATION_GROUP, NODE_GROUP];
 
 impl Resource {
     /// Every served resource, in discovery order.
-    pub const ALL: [Resource; 8] = [
+    pub const ALL: [Resource; 9] = [
         Resource::Pods,
         Resource::Nodes,
         Resource::Events,
@@ -39,6 +45,7 @@ impl Resource {
         Resource::ConfigMaps,
         Resource::Secrets,
         Resource::Services,
+        Resource::RuntimeClasses,
     ];
 
     /// The plural name used in URLs (`pods`).
@@ -52,6 +59,7 @@ impl Resource {
             Resource::ConfigMaps => "configmaps",
             Resource::Secrets => "secrets",
             Resource::Services => "services",
+            Resource::RuntimeClasses => "runtimeclasses",
         }
     }
 
@@ -72,6 +80,7 @@ impl Resource {
             Resource::ConfigMaps => "ConfigMap",
             Resource::Secrets => "Secret",
             Resource::Services => "Service",
+            Resource::RuntimeClasses => "RuntimeClass",
         }
     }
 
@@ -79,6 +88,7 @@ impl Resource {
     pub fn group(self) -> &'static str {
         match self {
             Resource::Leases => COORDINATION_GROUP,
+            Resource::RuntimeClasses => NODE_GROUP,
             _ => "",
         }
     }
@@ -87,13 +97,17 @@ impl Resource {
     pub fn api_version(self) -> &'static str {
         match self {
             Resource::Leases => "coordination.k8s.io/v1",
+            Resource::RuntimeClasses => "node.k8s.io/v1",
             _ => "v1",
         }
     }
 
     /// Whether objects live in a namespace.
     pub fn namespaced(self) -> bool {
-        !matches!(self, Resource::Nodes | Resource::Namespaces)
+        !matches!(
+            self,
+            Resource::Nodes | Resource::Namespaces | Resource::RuntimeClasses
+        )
     }
 
     /// Whether the resource has a `status` subresource (then the main resource cannot
@@ -114,7 +128,7 @@ impl Resource {
             Resource::Namespaces => &["ns"],
             Resource::ConfigMaps => &["cm"],
             Resource::Services => &["svc"],
-            Resource::Leases | Resource::Secrets => &[],
+            Resource::Leases | Resource::Secrets | Resource::RuntimeClasses => &[],
         }
     }
 

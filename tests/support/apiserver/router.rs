@@ -15,8 +15,9 @@ use super::discovery;
 use super::http::{write_response, Request, Response};
 use super::kubelet;
 use super::meta::str_at;
+use super::noderestriction;
 use super::registry::{self, Part, PatchType};
-use super::resources::{Resource, COORDINATION_GROUP};
+use super::resources::{Resource, GROUPS};
 use super::selectors::Filter;
 use super::server::{Conn, Shared};
 use super::status::{delete_success, ApiError};
@@ -32,8 +33,8 @@ enum Route {
     Api,
     ApiV1,
     Apis,
-    Group,
-    GroupVersion,
+    Group(&'static str),
+    GroupVersion(&'static str),
     /// A collection: all namespaces when `namespace` is `None` (or cluster-scoped).
     Collection {
         resource: Resource,
@@ -91,10 +92,16 @@ fn parse_route(path: &str) -> Route {
         ["api"] => Route::Api,
         ["api", "v1"] => Route::ApiV1,
         ["apis"] => Route::Apis,
-        ["apis", COORDINATION_GROUP] => Route::Group,
-        ["apis", COORDINATION_GROUP, "v1"] => Route::GroupVersion,
         ["api", "v1", rest @ ..] => resource_route("", rest),
-        ["apis", COORDINATION_GROUP, "v1", rest @ ..] => resource_route(COORDINATION_GROUP, rest),
+        ["apis", group, tail @ ..] => match GROUPS.iter().find(|g| *g == group) {
+            Some(group) => match tail {
+                [] => Route::Group(group),
+                ["v1"] => Route::GroupVersion(group),
+                ["v1", rest @ ..] => resource_route(group, rest),
+                _ => Route::Unknown,
+            },
+            None => Route::Unknown,
+        },
         _ => Route::Unknown,
     }
 }
@@ -263,8 +270,8 @@ fn dispatch(
         Route::Api => get_only(discovery::api_versions(&shared.addr.to_string())),
         Route::ApiV1 => get_only(discovery::resource_list("")),
         Route::Apis => get_only(discovery::api_groups()),
-        Route::Group => get_only(discovery::coordination_group()),
-        Route::GroupVersion => get_only(discovery::resource_list(COORDINATION_GROUP)),
+        Route::Group(group) => get_only(discovery::group(group)),
+        Route::GroupVersion(group) => get_only(discovery::resource_list(group)),
         Route::Unknown => Err(ApiError::no_route()),
         Route::TokenReview | Route::SubjectAccessReview => {
             if request.method != "POST" {
@@ -308,13 +315,13 @@ fn dispatch(
         Route::Collection {
             resource,
             namespace,
-        } => collection(shared, request, resource, namespace, conn),
+        } => collection(shared, request, resource, namespace, conn, user),
         Route::Item {
             resource,
             namespace,
             name,
             sub,
-        } => item(shared, request, resource, &namespace, &name, sub).map(Outcome::Respond),
+        } => item(shared, request, resource, &namespace, &name, sub, user).map(Outcome::Respond),
     }
 }
 
@@ -365,6 +372,7 @@ fn collection(
     resource: Resource,
     namespace: Option<String>,
     conn: &mut Conn,
+    user: Option<&str>,
 ) -> Result<Outcome, ApiError> {
     match request.method.as_str() {
         "GET" => {}
@@ -374,7 +382,20 @@ fn collection(
         "POST" => {
             let body = parse_body(request)?;
             let namespace = namespace.as_deref().unwrap_or("");
-            let created = registry::create(&shared.store, resource, namespace, body)?;
+            let name = str_at(&body, "/metadata/name").to_string();
+            let node = node_of(shared, user);
+            let restriction = noderestriction::Request {
+                user,
+                resource,
+                status: false,
+                name: &name,
+                namespace,
+                node: node.as_ref(),
+            };
+            let admit = |op, old: Option<&Value>, new: Option<&Value>| {
+                noderestriction::admit(&restriction, op, old, new)
+            };
+            let created = registry::create(&shared.store, resource, namespace, body, &admit)?;
             return Ok(Outcome::Respond(Response::json(201, &created)));
         }
         _ => return Err(ApiError::method_not_allowed()),
@@ -427,6 +448,14 @@ fn strip_type(mut object: Value) -> Value {
     object
 }
 
+/// The Node of a node user (`system:node:<name>`), as NodeRestriction reads it.
+fn node_of(shared: &Shared, user: Option<&str>) -> Option<Value> {
+    let node = user?.strip_prefix("system:node:")?;
+    shared
+        .store
+        .get(&(Resource::Nodes, String::new(), node.to_string()))
+}
+
 fn item(
     shared: &Shared,
     request: &Request,
@@ -434,12 +463,25 @@ fn item(
     namespace: &str,
     name: &str,
     sub: Sub,
+    user: Option<&str>,
 ) -> Result<Response, ApiError> {
     let store = &shared.store;
     let part = if sub == Sub::Status {
         Part::Status
     } else {
         Part::Main
+    };
+    let node = node_of(shared, user);
+    let restriction = noderestriction::Request {
+        user,
+        resource,
+        status: sub == Sub::Status,
+        name,
+        namespace,
+        node: node.as_ref(),
+    };
+    let admit = |op, old: Option<&Value>, new: Option<&Value>| {
+        noderestriction::admit(&restriction, op, old, new)
     };
     match (request.method.as_str(), sub) {
         ("GET", Sub::None | Sub::Status) => {
@@ -457,7 +499,7 @@ fn item(
         }
         ("PUT", Sub::None | Sub::Status) => {
             let body = parse_body(request)?;
-            let written = registry::update(store, resource, namespace, name, body, part)?;
+            let written = registry::update(store, resource, namespace, name, body, part, &admit)?;
             let created = written.change == Some(super::store::ChangeType::Added);
             Ok(Response::json(
                 if created { 201 } else { 200 },
@@ -475,13 +517,14 @@ fn item(
                 patch_type,
                 &request.body,
                 part,
+                &admit,
             )?;
             Ok(Response::json(200, &written.object))
         }
         ("DELETE", Sub::None) => {
             let grace = request.query("gracePeriodSeconds");
             let options = DeleteOptions::parse(&request.body, grace)?;
-            let written = deletion::delete(store, resource, namespace, name, &options)?;
+            let written = deletion::delete(store, resource, namespace, name, &options, &admit)?;
             if resource.returns_deleted_object() {
                 return Ok(Response::json(200, &written.object));
             }

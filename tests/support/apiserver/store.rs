@@ -50,6 +50,7 @@ pub enum Write {
     Put(Value),
     /// Remove the object.
     Remove,
+
     /// Leave everything as is (a no-op update bumps nothing, as upstream).
     Keep,
 }

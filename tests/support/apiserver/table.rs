@@ -122,6 +122,11 @@ fn columns(resource: Resource) -> Vec<Column> {
             ("Cluster-IP", "string", 0, "The cluster IP of the service."),
             age,
         ],
+        Resource::RuntimeClasses => vec![
+            name,
+            ("Handler", "string", 0, "The name of the CRI handler."),
+            age,
+        ],
     }
 }
 
@@ -191,6 +196,7 @@ fn cells(resource: Resource, obj: &Value, now: i64) -> Vec<Value> {
             json!(or_none(str_at(obj, "/spec/clusterIP"))),
             json!(age),
         ],
+        Resource::RuntimeClasses => vec![json!(name), json!(str_at(obj, "/handler")), json!(age)],
     }
 }
 

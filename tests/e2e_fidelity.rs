@@ -1,0 +1,313 @@
+//! End-to-end on the test containerd (the real binary joined to the API server test double):
+//! a restart during a deletion, hostNetwork pods, the pull back-off's retries, stops that
+//! wait out their grace period without holding the pod workers, and a kill -9 soak while
+//! pods come and go. Ignored in a plain `cargo test`; run by `tests/run.sh`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rkubelet::cri::{api, RuntimeService};
+use support::cri::runtime;
+use support::e2e::{api_status, container_log, pod, running_of, wait_phase, Cluster, SERIAL};
+use support::wait_for;
+
+/// A container that ignores SIGTERM and says so when it gets one.
+const STUBBORN: &str =
+    "trap 'echo ignoring SIGTERM' TERM; echo started; while true; do sleep 0.2; done";
+
+/// Containers of a pod in any state, by id.
+fn containers_of(pod: &str) -> Vec<api::Container> {
+    let mut f = api::ContainerFilter::new();
+    f.mut_label_selector()
+        .insert("io.kubernetes.pod.name".into(), pod.into());
+    runtime().list_containers(Some(&f)).unwrap()
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn a_kubelet_killed_during_a_deletion_finishes_it_after_its_restart() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::start("e2e-fidelity-restart");
+    c.wait_ready_node();
+    let script =
+        "trap 'echo got SIGTERM; exit 0' TERM; echo started; while true; do sleep 0.2; done";
+    c.server.create_pod(pod("doomed", script, 30)).unwrap();
+    wait_phase(&c, "doomed", "Running", Duration::from_secs(60));
+    c.kill9();
+    c.server.delete_pod("default", "doomed", Some(30)).unwrap();
+    c.restart();
+    wait_for(Duration::from_secs(60), || {
+        c.server
+            .get_pod("default", "doomed")
+            .is_none()
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("never deleted: {:?}\n{}", api_status(&c, "doomed"), c.log()));
+    assert!(
+        container_log(&c.dir, "doomed").contains("got SIGTERM") || running_of("doomed").is_empty(),
+        "stopped with SIGTERM"
+    );
+    wait_for(Duration::from_secs(30), || {
+        containers_of("doomed").is_empty().then_some(())
+    })
+    .unwrap_or_else(|| panic!("containers left behind:\n{}", c.log()));
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn a_host_network_pod_gets_the_node_ip_and_its_probes_reach_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = Cluster::start("e2e-fidelity-hostnet");
+    c.wait_ready_node();
+    let port = support::free_port();
+    let mut p = pod(
+        "hostnet",
+        &format!("mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /www"),
+        2,
+    );
+    let spec = p.spec.as_mut().unwrap();
+    spec.host_network = Some(true);
+    let probe = serde_json::json!({"httpGet": {"path": "/", "port": port},
+        "periodSeconds": 1, "failureThreshold": 3});
+    spec.containers[0].readiness_probe = Some(serde_json::from_value(probe.clone()).unwrap());
+    spec.containers[0].liveness_probe = Some(serde_json::from_value(probe).unwrap());
+    c.server.create_pod(p).unwrap();
+    wait_phase(&c, "hostnet", "Running", Duration::from_secs(60));
+    let ready = wait_for(Duration::from_secs(30), || {
+        let s = api_status(&c, "hostnet")?;
+        let ready = s
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(s)
+    })
+    .unwrap_or_else(|| panic!("never Ready: {:?}\n{}", api_status(&c, "hostnet"), c.log()));
+    assert_eq!(ready.pod_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(ready.pod_ips.unwrap()[0].ip, "127.0.0.1");
+    assert_eq!(ready.host_ip.as_deref(), Some("127.0.0.1"));
+    // The liveness probe passes too: no restarts over a few periods.
+    std::thread::sleep(Duration::from_secs(5));
+    let s = api_status(&c, "hostnet").unwrap();
+    assert_eq!(
+        s.container_statuses.unwrap()[0].restart_count,
+        0,
+        "{}",
+        c.log()
+    );
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn a_failed_pull_is_retried_when_its_back_off_ends() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = Cluster::start("e2e-fidelity-pull");
+    c.wait_ready_node();
+    let mut p = pod("nopull", "sleep 1000", 2);
+    p.spec.as_mut().unwrap().containers[0].image = Some("example.invalid/nope:1".into());
+    p.spec.as_mut().unwrap().containers[0].image_pull_policy = Some("Always".into());
+    let started = Instant::now();
+    c.server.create_pod(p).unwrap();
+    // 10 s after the first failure the pull is tried again, then after 20 s more.
+    let pulls = || {
+        c.server
+            .events()
+            .iter()
+            .filter(|e| {
+                e.involved_object.name.as_deref() == Some("nopull")
+                    && e.reason.as_deref() == Some("Pulling")
+            })
+            .map(|e| e.count.unwrap_or(1))
+            .sum::<i32>()
+    };
+    wait_for(Duration::from_secs(50), || (pulls() >= 3).then_some(())).unwrap_or_else(|| {
+        panic!(
+            "pulls after {:?}: {}\n{}",
+            started.elapsed(),
+            pulls(),
+            c.log()
+        )
+    });
+    let waiting = api_status(&c, "nopull")
+        .unwrap()
+        .container_statuses
+        .unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .waiting
+        .unwrap();
+    assert!(
+        matches!(
+            waiting.reason.as_deref(),
+            Some("ErrImagePull" | "ImagePullBackOff")
+        ),
+        "{waiting:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn pods_waiting_out_their_grace_period_do_not_delay_a_new_pod() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = Cluster::start_with("e2e-fidelity-slow", &["--pod-workers=2"]);
+    c.wait_ready_node();
+    let names: Vec<String> = (0..4).map(|i| format!("stubborn-{i}")).collect();
+    for name in &names {
+        c.server.create_pod(pod(name, STUBBORN, 30)).unwrap();
+    }
+    for name in &names {
+        wait_phase(&c, name, "Running", Duration::from_secs(60));
+    }
+    for name in &names {
+        c.server.delete_pod("default", name, None).unwrap();
+    }
+    c.server.create_pod(pod("fresh", "sleep 1000", 2)).unwrap();
+    wait_phase(&c, "fresh", "Running", Duration::from_secs(20));
+    for name in &names {
+        assert_eq!(
+            running_of(name).len(),
+            1,
+            "{name} still waits out its grace period:\n{}",
+            c.log()
+        );
+    }
+    // `kubectl delete --force --grace-period=0` ends the wait.
+    let out = c.kubectl(&["delete", "pod", &names[0], "--force", "--grace-period=0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(Duration::from_secs(15), || {
+        running_of(&names[0]).is_empty().then_some(())
+    })
+    .unwrap_or_else(|| panic!("not killed at once:\n{}", c.log()));
+}
+
+/// A small deterministic generator, so a failing soak can be replayed from its seed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below
+    }
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn kill_9_at_random_moments_while_pods_come_and_go_loses_and_duplicates_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let seed = std::env::var("RKUBELET_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("soak seed {seed} (RKUBELET_SOAK_SEED replays it)");
+    let mut rng = Lcg(seed);
+    let mut c = Cluster::start("e2e-fidelity-soak");
+    c.wait_ready_node();
+    let survivors = ["keeper-0", "keeper-1", "keeper-2"];
+    for name in survivors {
+        c.server.create_pod(pod(name, "sleep 100000", 2)).unwrap();
+    }
+    for name in survivors {
+        wait_phase(&c, name, "Running", Duration::from_secs(60));
+    }
+    let before: BTreeMap<&str, (Vec<String>, i32)> = survivors
+        .iter()
+        .map(|n| {
+            let restarts = api_status(&c, n).unwrap().container_statuses.unwrap()[0].restart_count;
+            (*n, (running_of(n), restarts))
+        })
+        .collect();
+
+    let mut live: Vec<String> = Vec::new();
+    let mut deleted: Vec<String> = Vec::new();
+    let kills = 30;
+    for round in 0..kills {
+        match rng.next(3) {
+            0 | 1 if live.len() < 6 => {
+                let name = format!("churn-{round}");
+                c.server.create_pod(pod(&name, "sleep 100000", 2)).unwrap();
+                live.push(name);
+            }
+            _ if !live.is_empty() => {
+                let name = live.remove(usize::try_from(rng.next(live.len() as u64)).unwrap_or(0));
+                c.server.delete_pod("default", &name, Some(2)).unwrap();
+                deleted.push(name);
+            }
+            _ => {}
+        }
+        // Kill at a random moment of the work that follows, restart at once.
+        std::thread::sleep(Duration::from_millis(rng.next(1500)));
+        c.kill9();
+        c.restart();
+        std::thread::sleep(Duration::from_millis(300 + rng.next(700)));
+    }
+
+    // Everything settles: one running container per live pod, deleted pods gone.
+    let settled = wait_for(Duration::from_secs(120), || {
+        let ok = live
+            .iter()
+            .map(String::as_str)
+            .chain(survivors)
+            .all(|n| running_of(n).len() == 1 && c.phase(n).as_deref() == Some("Running"))
+            && deleted
+                .iter()
+                .all(|n| c.server.get_pod("default", n).is_none() && containers_of(n).is_empty());
+        ok.then_some(())
+    });
+    let report = || {
+        let mut out = String::new();
+        for n in live.iter().map(String::as_str).chain(survivors) {
+            out.push_str(&format!(
+                "{n}: phase {:?}, running {}, containers {}\n",
+                c.phase(n),
+                running_of(n).len(),
+                containers_of(n).len()
+            ));
+        }
+        for n in &deleted {
+            out.push_str(&format!(
+                "{n} (deleted): in API {}, containers {}\n",
+                c.server.get_pod("default", n).is_some(),
+                containers_of(n).len()
+            ));
+        }
+        out
+    };
+    assert!(settled.is_some(), "seed {seed}\n{}\n{}", report(), c.log());
+    for (name, (ids, restarts)) in &before {
+        assert_eq!(
+            &running_of(name),
+            ids,
+            "{name} kept its container (seed {seed})"
+        );
+        let now = api_status(&c, name).unwrap().container_statuses.unwrap()[0].restart_count;
+        assert_eq!(now, *restarts, "{name} restartCount (seed {seed})");
+    }
+    for name in &live {
+        let s = api_status(&c, name).unwrap();
+        assert_eq!(
+            s.container_statuses.unwrap()[0].restart_count,
+            0,
+            "{name} never restarted (seed {seed})\n{}",
+            report()
+        );
+    }
+    eprintln!(
+        "soak: {kills} kills, {} pods alive, {} deleted, all consistent",
+        live.len() + survivors.len(),
+        deleted.len()
+    );
+}
