@@ -506,12 +506,18 @@ impl Kubelet {
         })
     }
 
-    /// Stops a pod its source still has (deleted with a grace period, or finished): with
-    /// what is left of its deletion grace period.
-    fn kill(&self, pod: &Arc<Pod>) {
+    /// Stops a pod its source still has (deleted with a grace period, or finished), with
+    /// its deletion grace period (`deletionGracePeriodSeconds`, as upstream); `first_seen`
+    /// (a restarted kubelet finds the deletion under way): with what is left of it.
+    fn kill(&self, pod: &Arc<Pod>, first_seen: bool) {
+        let grace = if first_seen {
+            deletion_grace_left(pod, self.clock.wall())
+        } else {
+            pod.metadata.deletion_grace_period_seconds
+        };
         self.pod_workers.update_pod(UpdatePodOptions {
             update_type: UpdateType::Kill,
-            grace_period_override: deletion_grace_left(pod, self.clock.wall()),
+            grace_period_override: grace,
             pod: Arc::clone(pod),
             removed: false,
         });
@@ -736,7 +742,7 @@ impl SyncHandler for Kubelet {
                         "finished"
                     }
                 );
-                self.kill(&pod);
+                self.kill(&pod, true);
                 continue;
             }
             let mut manager = self.pods();
@@ -791,7 +797,7 @@ impl SyncHandler for Kubelet {
         for pod in self.split_mirror_pods(pods, false) {
             self.pods().add_or_update(&pod);
             if pod.metadata.deletion_timestamp.is_some() {
-                self.kill(&pod);
+                self.kill(&pod, false);
             } else {
                 log::info!("pod=\"{}\" uid={} updated", pod_key(&pod), uid_of(&pod));
                 self.dispatch_work(&pod, UpdateType::Update);
@@ -810,7 +816,7 @@ impl SyncHandler for Kubelet {
             // A forced deletion's last form says grace 0: the containers go at once.
             self.pod_workers.update_pod(UpdatePodOptions {
                 update_type: UpdateType::Kill,
-                grace_period_override: deletion_grace_left(&pod, self.clock.wall()),
+                grace_period_override: pod.metadata.deletion_grace_period_seconds,
                 pod,
                 removed: true,
             });

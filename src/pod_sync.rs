@@ -114,10 +114,15 @@ impl PodSync {
                 .fold(Vec::<ProbeContainer>::new(), |mut out, c| {
                     // Statuses come newest first: the first of each name is the latest attempt.
                     if !out.iter().any(|o| o.name == c.name) {
+                        // Probes wait for a postStart hook to finish, as upstream.
+                        let hooked = self
+                            .runtime_manager
+                            .post_start_pending(&runtime.uid, &c.name);
                         out.push(ProbeContainer {
                             name: c.name.clone(),
                             id: Some(c.id.0.clone()),
-                            running: c.state == crate::kuberuntime::ContainerState::Running,
+                            running: c.state == crate::kuberuntime::ContainerState::Running
+                                && !hooked,
                             started_at: (c.started_at > 0)
                                 .then(|| crate::clock::from_unix_nanos(c.started_at)),
                         });
@@ -137,10 +142,12 @@ impl PodSync {
     fn record_status(&self, pod: &Arc<Pod>, runtime: &RuntimePodStatus, terminal: bool) -> String {
         let uid = uid_of(pod);
         let lookup = |name: &str| self.runtime_manager.start_failure(&uid, name);
+        let hook_pending = |name: &str| self.runtime_manager.post_start_pending(&uid, name);
         let ctx = StatusContext {
             runtime_name: &self.runtime_name,
             host_ips: self.node.host_ips(),
             start_failure: &lookup,
+            post_start_pending: &hook_pending,
             now: self.clock.wall(),
             probes: Some(self.probes.results()),
         };
@@ -169,6 +176,7 @@ impl PodSync {
     /// Runs deferred work on the waiters, then records the pod's status and resumes it.
     fn hand_over(&self, pod: &Arc<Pod>, work: Deferred, resume: &Resume) {
         let Some(me) = self.me.upgrade() else {
+            resume.clone().done(Ok(true));
             return;
         };
         let kind = if work.is_pull() {
@@ -181,10 +189,14 @@ impl PodSync {
         self.waiters.submit(
             kind,
             Box::new(move || {
-                let result = me.runtime_manager.run_deferred(&pod, work);
-                if let Ok(after) = me.status_of(&pod) {
-                    me.update_probes(&pod, &after);
-                    me.record_status(&pod, &after, false);
+                let result = guarded(&pod, || me.runtime_manager.run_deferred(&pod, work));
+                // A pod killed meanwhile has left this step: its probes and status are the
+                // stop's business now.
+                if resume.is_current() {
+                    if let Ok(after) = me.status_of(&pod) {
+                        me.update_probes(&pod, &after);
+                        me.record_status(&pod, &after, false);
+                    }
                 }
                 resume.done(result);
             }),
@@ -211,6 +223,17 @@ impl PodSync {
         self.record_status(pod, &after, true);
         Ok(())
     }
+}
+
+/// Runs a job's work, turning a panic into a failure of the pod's step (the pod is resumed
+/// either way, never left parked).
+fn guarded(pod: &Pod, work: impl FnOnce() -> Result<bool, SyncError>) -> Result<bool, SyncError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|_| {
+        Err(SyncError::Panic {
+            pod: pod_key(pod),
+            message: "a job on the waiters panicked".into(),
+        })
+    })
 }
 
 /// A pod's status once its containers were stopped for good (upstream `getPhase` with
@@ -385,21 +408,26 @@ impl PodSyncer for PodSync {
                 "Init container failed and the restart policy is Never".to_string(),
             );
         }
-        let deferred = outcome.deferred.take();
+        // Handed over first: a container already started must get its postStart hook even
+        // when reading the status fails.
+        if let Some(work) = outcome.deferred.take() {
+            self.hand_over(pod, work, resume);
+            if let Ok(after) = self.status_of(pod) {
+                self.update_probes(pod, &after);
+                self.record_status(pod, &after, false);
+            }
+            return Ok(StepEnd::Waiting);
+        }
         let after = if outcome.actions.is_noop() {
             before
         } else {
             self.status_of(pod)?
         };
         self.update_probes(pod, &after);
-        let terminal = is_terminal(&self.record_status(pod, &after, false));
-        match deferred {
-            Some(work) => {
-                self.hand_over(pod, work, resume);
-                Ok(StepEnd::Waiting)
-            }
-            None if terminal => Ok(StepEnd::Terminal),
-            None => Ok(StepEnd::Done),
+        if is_terminal(&self.record_status(pod, &after, false)) {
+            Ok(StepEnd::Terminal)
+        } else {
+            Ok(StepEnd::Done)
         }
     }
 
@@ -461,8 +489,8 @@ impl PodSyncer for PodSync {
         self.waiters.submit(
             JobKind::Wait,
             Box::new(move || {
-                let result = me.stop_pod(&pod, grace, status);
-                resume.done(result.map(|()| true));
+                let result = guarded(&pod, || me.stop_pod(&pod, grace, status).map(|()| true));
+                resume.done(result);
             }),
         );
         Ok(StepEnd::Waiting)

@@ -120,6 +120,14 @@ pub struct Resume {
 }
 
 impl Resume {
+    /// Whether the pod is still in the state of the step this wait carries on (a wait that
+    /// outlived its step records nothing).
+    pub fn is_current(&self) -> bool {
+        self.workers
+            .upgrade()
+            .is_some_and(|w| w.is_in_state(&self.uid, self.state))
+    }
+
     /// Reports the outcome of the wait: `Ok(true)` takes the pod up at once, `Ok(false)`
     /// when it is next due (the wait ended in a failure already recorded for the pod).
     pub fn done(self, result: Result<bool, SyncError>) {
@@ -186,9 +194,9 @@ struct PodSyncStatus {
     waiting_sync: i32,
     /// Jobs on the waiters stopping the pod (signed, as `waiting_sync`).
     waiting_kill: i32,
-    /// A kill with a shorter grace period arrived while the pod was being stopped: one more
-    /// terminating step may run beside the waiting one.
-    regrace: bool,
+    /// The shortest grace period a stop of this pod started with. A kill asking for less
+    /// (a forced deletion) starts another stop beside the one waiting.
+    stopping_grace: Option<i64>,
     /// A wait just finished: the next sync is urgent (a pulled image, a finished hook).
     resumed: bool,
 }
@@ -209,7 +217,7 @@ impl PodSyncStatus {
             failures: 0,
             waiting_sync: 0,
             waiting_kill: 0,
-            regrace: false,
+            stopping_grace: None,
             resumed: false,
         }
     }
@@ -220,9 +228,23 @@ impl PodSyncStatus {
         self.working
             || match self.state {
                 PodWorkerState::Syncing => self.waiting_sync > 0,
-                PodWorkerState::Terminating => self.waiting_kill > 0 && !self.regrace,
+                PodWorkerState::Terminating => self.waiting_kill > 0 && !self.shorter_grace(),
                 PodWorkerState::Terminated => false,
             }
+    }
+
+    /// Whether a kill asks for a shorter grace period than the stops in progress use.
+    fn shorter_grace(&self) -> bool {
+        match (self.grace_override, self.stopping_grace) {
+            (Some(asked), Some(stopping)) => asked < stopping,
+            _ => false,
+        }
+    }
+
+    /// The grace period a stop starting now uses: the kill's, else the pod's own.
+    fn effective_grace(&self) -> i64 {
+        self.grace_override
+            .unwrap_or_else(|| crate::types::termination_grace_period(&self.pod))
     }
 
     /// Whether anything of the pod is in progress or queued.
@@ -381,10 +403,6 @@ impl PodWorkers {
             }
             status.removed |= options.removed;
             if let Some(g) = options.grace_period_override {
-                let shorter = status.grace_override.is_none_or(|old| g < old);
-                if shorter && status.waiting_kill > 0 {
-                    status.regrace = true;
-                }
                 status.grace_override = Some(status.grace_override.map_or(g, |old| old.min(g)));
             }
             if status.finished && status.removed {
@@ -477,7 +495,8 @@ impl PodWorkers {
             status.working = true;
             status.resumed = false;
             if status.state == PodWorkerState::Terminating {
-                status.regrace = false;
+                let grace = status.effective_grace();
+                status.stopping_grace = Some(status.stopping_grace.map_or(grace, |g| g.min(grace)));
             }
             let update_type = status.pending.take().unwrap_or(UpdateType::Sync);
             return Some(Step {
@@ -654,29 +673,41 @@ impl PodWorkers {
             PodWorkerState::Syncing => status.waiting_sync -= 1,
             _ => status.waiting_kill -= 1,
         }
-        match result {
-            Ok(now_or_later) => {
-                status.failures = 0;
-                match ran {
-                    PodWorkerState::Syncing if status.state == ran && now_or_later => {
-                        status.pending.get_or_insert(UpdateType::Sync);
-                        status.resumed = true;
-                    }
-                    PodWorkerState::Syncing => {
-                        if let Some(later) = later {
-                            status.next_sync = Some(now + later);
+        if ran == PodWorkerState::Terminating && status.waiting_kill <= 0 {
+            status.stopping_grace = None;
+        }
+        // A wait of a step the pod has moved past (a pull when it is being stopped) changes
+        // nothing but the count.
+        if status.state == ran {
+            match result {
+                Ok(now_or_later) => {
+                    status.failures = 0;
+                    match ran {
+                        PodWorkerState::Syncing if now_or_later => {
+                            status.pending.get_or_insert(UpdateType::Sync);
+                            status.resumed = true;
                         }
+                        PodWorkerState::Syncing => {
+                            if let Some(later) = later {
+                                status.next_sync = Some(now + later);
+                            }
+                        }
+                        _ => Self::advance(status, ran, Some(PodWorkerState::Terminated)),
                     }
-                    PodWorkerState::Terminating => {
-                        Self::advance(status, ran, Some(PodWorkerState::Terminated))
-                    }
-                    _ => {}
                 }
+                // Retried after the back-off (a failed stop once no other stop is in flight).
+                Err(e) => self.failed(status, uid, ran, &e, now),
             }
-            // Retried after the back-off (a failed stop once no other stop is in flight).
-            Err(e) => self.failed(status, uid, ran, &e, now),
         }
         self.requeue(shared, uid);
+    }
+
+    /// Whether the pod is still in `state` (a job checks before it records anything).
+    pub fn is_in_state(&self, uid: &PodUid, state: PodWorkerState) -> bool {
+        self.lock()
+            .pods
+            .get(uid)
+            .is_some_and(|s| s.state == state && !s.finished)
     }
 
     /// Pods whose resync or retry time has come (upstream `getPodsToSync`).

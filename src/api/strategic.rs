@@ -193,8 +193,11 @@ fn diff_lists<'a>(
                 .chain(new.iter())
                 .all(|e| key_of(e, merge_key).is_some());
             if !keyed {
-                // Elements without their merge key cannot be merged: send the list whole.
-                out.insert(field.to_string(), Value::Array(new.to_vec()));
+                // Elements without their merge key cannot be merged: the list is sent whole,
+                // marked to replace the server's.
+                let mut whole = new.to_vec();
+                whole.push(serde_json::json!({ PATCH: "replace" }));
+                out.insert(field.to_string(), Value::Array(whole));
                 return;
             }
             let mut items = Vec::new();
@@ -619,6 +622,18 @@ mod tests {
             let patch = two_way(&old, &new, pod_schema).unwrap();
             assert_eq!(apply(&old, &patch, pod_schema).unwrap(), new, "{patch}");
         }
+    }
+
+    #[test]
+    fn lists_whose_elements_lack_their_merge_key_replace_the_servers() {
+        let old = json!({"status": {"conditions": [{"status": "True"}]}});
+        let new = json!({"status": {"conditions": [{"status": "False"}, {"status": "True"}]}});
+        let patch = two_way(&old, &new, pod_schema).unwrap();
+        assert_eq!(
+            patch["status"]["conditions"].as_array().unwrap().last(),
+            Some(&json!({"$patch": "replace"}))
+        );
+        assert_eq!(apply(&old, &patch, pod_schema).unwrap(), new);
     }
 
     #[test]

@@ -92,7 +92,12 @@ impl RuntimeManager {
                 }
                 Ok(true)
             }
-            Deferred::PostStart(hook) => Ok(self.run_post_start(pod, hook)),
+            Deferred::PostStart(hook) => {
+                let name = hook.container.clone();
+                let ok = self.run_post_start(pod, hook);
+                self.set_post_start_pending(&uid_of(pod), &name, false);
+                Ok(ok)
+            }
         }
     }
 

@@ -243,8 +243,14 @@ pub struct RuntimeManager {
     /// Last start failure per (pod, container), shown as the waiting reason until it starts
     /// (upstream `ReasonCache`).
     reasons: Mutex<HashMap<ContainerKey, StartFailure>>,
+    /// Containers started whose postStart hook still runs: not yet Running to users or
+    /// probes (upstream publishes nothing of them before the hook ends).
+    post_start_pending: Mutex<std::collections::HashSet<ContainerKey>>,
     /// Pod volumes and `/etc/hosts`.
     volumes: VolumeManager,
+    /// When this manager was made (ns since the epoch): a start that failed before then was
+    /// cut short by an earlier kubelet's death, not by the container.
+    born_ns: i64,
     /// Probe results (liveness and startup failures restart containers).
     probes: Option<Arc<crate::prober::ProbeResults>>,
 }
@@ -260,7 +266,12 @@ impl RuntimeManager {
         volumes: VolumeManager,
         probes: Option<Arc<crate::prober::ProbeResults>>,
     ) -> Self {
+        let born_ns = clock
+            .wall()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         RuntimeManager {
+            born_ns,
             runtime,
             images,
             clock,
@@ -268,6 +279,7 @@ impl RuntimeManager {
             restart_backoff: Mutex::new(Backoff::new(RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX)),
             pulls: Mutex::new(images::Pulls::new()),
             reasons: Mutex::new(HashMap::new()),
+            post_start_pending: Mutex::new(std::collections::HashSet::new()),
             volumes,
             probes,
             settings,
@@ -355,6 +367,15 @@ impl RuntimeManager {
                     st.sandbox_id = c.get_pod_sandbox_id().to_string();
                     if st.state == ContainerState::Exited && st.message.is_empty() {
                         st.message = runtime_pod::termination_message(resp.get_status());
+                    }
+                    // The runtime marks a start that was cut short (the kubelet died in
+                    // StartContainer) as exited with StartError. It never ran: like a
+                    // created one, it is replaced under the same attempt, not restarted.
+                    if st.state == ContainerState::Exited
+                        && st.reason == "StartError"
+                        && st.created_at < self.born_ns
+                    {
+                        st.state = ContainerState::Created;
                     }
                     statuses.push(st);
                 }
@@ -688,6 +709,9 @@ impl RuntimeManager {
                 );
                 self.set_start_failure(&uid, &container.name, None);
                 self.prune_dead_containers(pod, status, &container.name);
+                if hook.is_some() {
+                    self.set_post_start_pending(&uid, &container.name, true);
+                }
                 Ok(hook.map(Deferred::PostStart))
             }
             Err(f) => {
@@ -732,7 +756,11 @@ impl RuntimeManager {
         let dead = status
             .containers
             .iter()
-            .filter(|c| c.name == name && c.state != ContainerState::Running)
+            // A created-but-never-started one was just replaced, not a dead attempt to keep.
+            .filter(|c| {
+                c.name == name
+                    && !matches!(c.state, ContainerState::Running | ContainerState::Created)
+            })
             .skip(1);
         for c in dead {
             match self.runtime.remove_container(&c.id.0) {
@@ -883,7 +911,28 @@ impl RuntimeManager {
         if let Ok(mut pulls) = self.pulls.lock() {
             pulls.forget(&status.uid);
         }
+        if let Ok(mut pending) = self.post_start_pending.lock() {
+            pending.retain(|(uid, _)| uid != &status.uid);
+        }
         Ok(())
+    }
+
+    /// Whether a started container's postStart hook still runs.
+    pub fn post_start_pending(&self, uid: &PodUid, container: &str) -> bool {
+        self.post_start_pending
+            .lock()
+            .is_ok_and(|p| p.contains(&(uid.clone(), container.to_string())))
+    }
+
+    pub(crate) fn set_post_start_pending(&self, uid: &PodUid, container: &str, pending: bool) {
+        if let Ok(mut p) = self.post_start_pending.lock() {
+            let key = (uid.clone(), container.to_string());
+            if pending {
+                p.insert(key);
+            } else {
+                p.remove(&key);
+            }
+        }
     }
 
     /// Whether a container of the pod failed to start (or waits in a back-off): such a pod

@@ -23,6 +23,8 @@ pub struct StatusContext<'a> {
     pub host_ips: Vec<String>,
     /// Last start failure of a container (the reason cache).
     pub start_failure: &'a dyn Fn(&str) -> Option<StartFailure>,
+    /// Whether a started container's postStart hook still runs (it shows as creating).
+    pub post_start_pending: &'a dyn Fn(&str) -> bool,
     /// Now, for condition transition times.
     pub now: SystemTime,
     /// Probe results (readiness and startup), when probes run.
@@ -123,8 +125,14 @@ fn container_status(
                 status.image = c.image.clone();
             }
             status.restart_count = i32::try_from(c.restart_count).unwrap_or(i32::MAX);
-            status.state = Some(api_state(c, ctx.runtime_name));
-            let running = c.state == ContainerState::Running;
+            // Until its postStart hook ends a started container still shows as creating.
+            let hooked = c.state == ContainerState::Running && (ctx.post_start_pending)(&spec.name);
+            status.state = Some(if hooked {
+                waiting("ContainerCreating", None)
+            } else {
+                api_state(c, ctx.runtime_name)
+            });
+            let running = c.state == ContainerState::Running && !hooked;
             let passed = |kind| {
                 ctx.probes.and_then(|p| p.get(&c.id.0, kind))
                     == Some(crate::prober::ProbeResult::Success)
@@ -558,6 +566,7 @@ mod tests {
             runtime_name: "containerd",
             host_ips: vec!["192.0.2.2".into()],
             start_failure: &lookup,
+            post_start_pending: &|_| false,
             now: SystemTime::now(),
             probes: None,
         };
@@ -569,6 +578,34 @@ mod tests {
     }
 
     use ContainerState::{Exited, Running};
+
+    #[test]
+    fn a_container_shows_as_creating_until_its_post_start_hook_ends() {
+        let p = pod("Always", &[], &["app"]);
+        let rt = runtime(vec![cs("app", Running, 0, 0, 5)]);
+        let lookup = |_: &str| None;
+        let ctx = StatusContext {
+            runtime_name: "containerd",
+            host_ips: Vec::new(),
+            start_failure: &lookup,
+            post_start_pending: &|name| name == "app",
+            now: SystemTime::now(),
+            probes: None,
+        };
+        let status = generate_api_pod_status(&p, &rt, &ctx);
+        let app = &status.container_statuses.unwrap()[0];
+        assert_eq!(waiting_reason(app), Some("ContainerCreating"));
+        assert!(!app.ready);
+        assert_eq!(app.started, Some(false));
+        assert_eq!(status.phase.as_deref(), Some("Pending"));
+        let status = generate(&p, &rt, None);
+        assert!(status.container_statuses.unwrap()[0]
+            .state
+            .as_ref()
+            .unwrap()
+            .running
+            .is_some());
+    }
 
     #[test]
     fn phase_and_container_states_table() {

@@ -125,10 +125,12 @@ impl StatusManager {
         if first_start.is_some() {
             status.start_time = first_start;
         }
-        if let (Some(old), Some(conds)) = (old, status.conditions.as_mut()) {
+        // Transition times stay while a condition keeps its status: compared with the stored
+        // status, else (a restarted kubelet, the scheduler's PodScheduled) the API object's.
+        let previous = old.map(|o| o.status.as_ref()).or(pod.status.as_ref());
+        if let (Some(previous), Some(conds)) = (previous, status.conditions.as_mut()) {
             for c in conds.iter_mut() {
-                let same = old
-                    .status
+                let same = previous
                     .conditions
                     .iter()
                     .flatten()

@@ -324,7 +324,26 @@ impl RuntimeService for FakeRuntime {
 
     fn start_container(&self, container_id: &str) -> Result<(), CriError> {
         const M: &str = "StartContainer";
-        let mut st = self.begin(M, || Call::StartContainer(container_id.to_string()))?;
+        let mut st = match self.begin(M, || Call::StartContainer(container_id.to_string())) {
+            Ok(st) => st,
+            // As containerd: a start that failed in the runtime leaves the container exited
+            // (StartError, 128); one that never reached it (the connection) leaves it created.
+            Err(e) => {
+                let reached = !matches!(
+                    e,
+                    CriError::Unavailable { .. } | CriError::DeadlineExceeded { .. }
+                );
+                if reached {
+                    let mut st = self.lock();
+                    let now = st.now();
+                    if let Some(c) = st.containers.get_mut(container_id) {
+                        exit(&mut c.status, now, 128, "StartError");
+                        c.status.message = e.to_string();
+                    }
+                }
+                return Err(e);
+            }
+        };
         let now = st.now();
         let st = &mut *st;
         let c = st
