@@ -184,6 +184,7 @@ fn harness(max_pods: usize) -> Harness {
         host_cgroups: false,
         shared_pod_work: None,
         waiters: None,
+        services: None,
     };
     let kubelet = Arc::new(Kubelet::new(config, deps).expect("kubelet"));
     // Large enough to hand over a whole burst without blocking the sender.

@@ -100,6 +100,7 @@ fn main() {
         host_cgroups: false,
         shared_pod_work: None,
         waiters: None,
+        services: None,
     };
     let kubelet = Arc::new(Kubelet::new(config, deps).expect("kubelet"));
     let (updates, rx) = crossbeam_channel::bounded(64);

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::api::client::RestClient;
+use crate::api::services::ServiceInformer;
 use crate::api::{ApiError, KubeClient};
 use crate::clock::{Clock, RealClock};
 use crate::config::apiserver::ApiserverSource;
@@ -238,6 +239,20 @@ pub fn create_and_init_kubelet(
         }
         None => Arc::new(LogRecorder),
     };
+    let services = match api.as_ref() {
+        Some(client) => {
+            let informer = ServiceInformer::new(Arc::clone(client));
+            let handle = informer
+                .start(stop.clone())
+                .map_err(|source| AppError::Thread {
+                    name: "service-informer",
+                    source,
+                })?;
+            threads.push(handle);
+            Some(informer)
+        }
+        None => None,
+    };
     let deps = Deps {
         runtime: Arc::clone(&runtime) as Arc<dyn crate::cri::RuntimeService>,
         images: Arc::clone(&images),
@@ -250,6 +265,7 @@ pub fn create_and_init_kubelet(
         host_cgroups: true,
         shared_pod_work: None,
         waiters: None,
+        services,
     };
     let kubelet = new_main_kubelet(Arc::clone(&config), deps)?;
     kubelet.birth_cry();

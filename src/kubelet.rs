@@ -92,6 +92,9 @@ pub struct Deps {
     pub shared_pod_work: Option<crate::pod_workers::WorkNotifier>,
     /// Waiters shared with other kubelets (hollow nodes); `None`: the kubelet has its own.
     pub waiters: Option<Arc<Waiters>>,
+    /// The service informer (service environment variables); `None`: services are listed
+    /// from the API server when a container is created.
+    pub services: Option<Arc<crate::api::services::ServiceInformer>>,
 }
 
 /// The most waiter threads a kubelet starts: enough for every pod it may run to be
@@ -231,8 +234,7 @@ fn deletion_grace_left(pod: &Pod, now: std::time::SystemTime) -> Option<i64> {
 /// How long the Node's labels read for admission are reused.
 const NODE_LABELS_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The machine's CPU, memory and root-dir filesystem size: what a downward API
-/// `resourceFieldRef` reports for a container without a limit.
+/// The machine's CPU, memory and root-dir filesystem size.
 fn node_resources(root_dir: &std::path::Path) -> NodeResources {
     use crate::nodestatus::machine::{filesystem_capacity, read_memory_capacity, read_num_cores};
     let root = std::path::Path::new("/");
@@ -288,9 +290,14 @@ fn pod_cgroups(
     Some(manager)
 }
 
-/// Capacity less `systemReserved`, `kubeReserved` and the hard eviction threshold for
-/// memory, as node status reports allocatable; pods from `maxPods`.
-fn node_allocatable(config: &KubeletConfig, node: &NodeResources) -> admission::Allocatable {
+/// Capacity less `systemReserved`, `kubeReserved` and the hard eviction thresholds, as node
+/// status reports allocatable: what admission counts against (pods from `maxPods`) and what a
+/// downward API `limits.*` field of a container without that limit reports (upstream
+/// `MergeContainerResourceLimits`).
+fn node_allocatable(
+    config: &KubeletConfig,
+    node: &NodeResources,
+) -> (admission::Allocatable, NodeResources) {
     use crate::nodestatus::quantity::ThresholdValue;
     use crate::nodestatus::AllocatableReservation;
     let raw = &config.raw;
@@ -308,11 +315,30 @@ fn node_allocatable(config: &KubeletConfig, node: &NodeResources) -> admission::
         Some(ThresholdValue::Percentage(p)) => (node.memory_bytes as f64 * f64::from(p)) as i128,
         None => 0,
     };
-    admission::Allocatable {
-        cpu_millis: (node.cpu_millis - reserved(|r| r.cpu_millis)).max(0),
-        memory_bytes: (node.memory_bytes - reserved(|r| r.memory_bytes) - eviction).max(0),
-        pods: config.max_pods,
-    }
+    let nodefs_eviction = match reservation.eviction_nodefs_available {
+        Some(ThresholdValue::Quantity(bytes)) => i128::from(bytes),
+        Some(ThresholdValue::Percentage(p)) => {
+            (node.ephemeral_storage_bytes as f64 * f64::from(p)) as i128
+        }
+        None => 0,
+    };
+    let cpu_millis = (node.cpu_millis - reserved(|r| r.cpu_millis)).max(0);
+    let memory_bytes = (node.memory_bytes - reserved(|r| r.memory_bytes) - eviction).max(0);
+    let ephemeral_storage_bytes =
+        (node.ephemeral_storage_bytes - reserved(|r| r.ephemeral_storage_bytes) - nodefs_eviction)
+            .max(0);
+    (
+        admission::Allocatable {
+            cpu_millis,
+            memory_bytes,
+            pods: config.max_pods,
+        },
+        NodeResources {
+            cpu_millis,
+            memory_bytes,
+            ephemeral_storage_bytes,
+        },
+    )
 }
 
 impl Kubelet {
@@ -338,11 +364,12 @@ impl Kubelet {
             cluster_domain: config.cluster_domain.clone(),
             root_dir: config.root_dir.clone(),
             seccomp_default: config.raw.seccomp_default.unwrap_or(false),
+            memory_capacity_bytes: 0,
             node: Arc::clone(&node_record),
             cgroups: None,
         };
         let node = node_resources(&config.root_dir);
-        let allocatable = node_allocatable(&config, &node);
+        let (allocatable, downward_api_limits) = node_allocatable(&config, &node);
         let sysctls = sysctl::SysctlAllowlist::new(
             config
                 .raw
@@ -352,6 +379,7 @@ impl Kubelet {
             sysctl::kernel_version(),
         )?;
         let mut settings = settings;
+        settings.memory_capacity_bytes = node.memory_bytes;
         settings.cgroups = deps
             .host_cgroups
             .then(|| pod_cgroups(&config, &allocatable))
@@ -362,7 +390,8 @@ impl Kubelet {
                 api: deps.api.clone(),
                 clock: Arc::clone(&deps.clock),
                 tmpfs: deps.tmpfs,
-                node,
+                node: downward_api_limits,
+                services: deps.services.clone(),
             },
         );
         let (probes, probe_updates, prober_threads) = if deps.shared_pod_work.is_some() {

@@ -1122,3 +1122,52 @@ fn finalizers_hold_a_deleted_object_until_they_are_removed() {
         "gone with its last finalizer"
     );
 }
+
+#[test]
+fn pods_are_stored_with_the_api_servers_defaults() {
+    let server = ApiServer::start();
+    let api = Api::new(&server);
+    let body = json!({"metadata": {"name": "d"}, "spec": {"nodeName": "n1", "hostNetwork": true,
+        "containers": [{"name": "c", "image": "busybox:1",
+            "ports": [{"containerPort": 8080}],
+            "resources": {"limits": {"cpu": "1"}},
+            "livenessProbe": {"httpGet": {"port": 8080}},
+            "env": [{"name": "M", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}},
+                    {"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}],
+        "volumes": [{"name": "scratch"},
+            {"name": "cfg", "configMap": {"name": "x"}},
+            {"name": "token", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}]}});
+    let (code, stored) = api.call("POST", PODS, Some(body));
+    assert_eq!(code, 201, "{stored}");
+    let c = &stored["spec"]["containers"][0];
+    assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(
+        c["ports"][0],
+        json!({"containerPort": 8080, "hostPort": 8080, "protocol": "TCP"})
+    );
+    assert_eq!(c["resources"]["requests"], json!({"cpu": "1"}));
+    let probe = &c["livenessProbe"];
+    assert_eq!(
+        (
+            &probe["timeoutSeconds"],
+            &probe["periodSeconds"],
+            &probe["successThreshold"],
+            &probe["failureThreshold"]
+        ),
+        (&json!(1), &json!(10), &json!(1), &json!(3))
+    );
+    assert_eq!(probe["httpGet"]["path"], "/");
+    assert_eq!(probe["httpGet"]["scheme"], "HTTP");
+    assert_eq!(c["env"][0]["valueFrom"]["resourceFieldRef"]["divisor"], "0");
+    assert_eq!(c["env"][1]["valueFrom"]["fieldRef"]["apiVersion"], "v1");
+    let volumes = &stored["spec"]["volumes"];
+    assert_eq!(volumes[0]["emptyDir"], json!({}));
+    assert_eq!(volumes[1]["configMap"]["defaultMode"], 420);
+    assert_eq!(volumes[2]["projected"]["defaultMode"], 420);
+    assert_eq!(
+        volumes[2]["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"],
+        3600
+    );
+    assert_eq!(stored["spec"]["dnsPolicy"], "ClusterFirst");
+    assert_eq!(stored["spec"]["enableServiceLinks"], true);
+}

@@ -311,3 +311,111 @@ fn kill_9_at_random_moments_while_pods_come_and_go_loses_and_duplicates_nothing(
         deleted.len()
     );
 }
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn downward_api_host_ips_and_service_variables_as_upstream_conformance_expects() {
+    use std::os::unix::fs::PermissionsExt;
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = Cluster::start("e2e-fidelity-conformance");
+    c.wait_ready_node();
+    // Another pod's start has just read the namespace's services...
+    c.server.create_pod(pod("warm", "sleep 100000", 1)).unwrap();
+    wait_phase(&c, "warm", "Running", Duration::from_secs(60));
+    // ...then a service is created just before the pod: its variables are in the container.
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "fresh-backend", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.50", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}
+    }))
+    .unwrap();
+    c.server.create_service(service).unwrap();
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "downward", "namespace": "default", "labels": {"app": "one"}},
+        "spec": {"nodeName": support::e2e::NODE, "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "app", "image": support::e2e::IMAGE,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "env | sort; echo ready; exec sleep 100000"],
+                "env": [
+                    {"name": "MEM_LIMIT", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}},
+                    {"name": "CPU_LIMIT", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+                    {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+                    {"name": "HOST_IPS", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIPs"}}}
+                ],
+                "volumeMounts": [{"name": "info", "mountPath": "/info"}]}],
+            "volumes": [{"name": "info", "downwardAPI": {"defaultMode": 0o400, "items": [
+                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}, "mode": 0o600},
+                {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
+                {"path": "mem", "resourceFieldRef": {"containerName": "app", "resource": "limits.memory"}}
+            ]}}]}
+    }))
+    .unwrap();
+    c.server.create_pod(pod).unwrap();
+    wait_phase(&c, "downward", "Running", Duration::from_secs(60));
+    let log = wait_for(Duration::from_secs(30), || {
+        let log = container_log(&c.dir, "downward");
+        log.contains("ready").then_some(log)
+    })
+    .unwrap_or_else(|| panic!("no output:\n{}", c.log()));
+    for want in [
+        "FRESH_BACKEND_SERVICE_HOST=10.96.0.50",
+        "FRESH_BACKEND_SERVICE_PORT=8080",
+        "FRESH_BACKEND_SERVICE_PORT_HTTP=8080",
+        "HOST_IP=127.0.0.1",
+        "HOST_IPS=127.0.0.1",
+    ] {
+        assert!(log.contains(want), "{want} missing from:\n{log}");
+    }
+    // No limits: the node's allocatable (a positive number), never an error.
+    let value = |name: &str| -> i64 {
+        log.lines()
+            .find_map(|l| l.split_once(&format!(" {name}=")).map(|(_, v)| v))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{log}"))
+    };
+    assert!(value("MEM_LIMIT") > 0 && value("CPU_LIMIT") > 0, "{log}");
+    assert_eq!(
+        api_status(&c, "downward").unwrap().host_ips.unwrap()[0].ip,
+        "127.0.0.1"
+    );
+
+    let uid = c
+        .server
+        .get_pod("default", "downward")
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let dir = c.dir.join(format!(
+        "root/pods/{uid}/volumes/kubernetes.io~downward-api/info"
+    ));
+    let mode = |file: &str| {
+        std::fs::metadata(dir.join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("labels"), 0o600, "the item's mode");
+    assert_eq!(mode("name"), 0o400, "the volume's defaultMode");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("labels")).unwrap(),
+        "app=\"one\""
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("mem")).unwrap(),
+        value("MEM_LIMIT").to_string()
+    );
+    // A label change reaches the file.
+    c.server
+        .patch_pod(
+            "default",
+            "downward",
+            serde_json::json!({"metadata": {"labels": {"app": "two"}}}),
+        )
+        .unwrap();
+    wait_for(Duration::from_secs(90), || {
+        let labels = std::fs::read_to_string(dir.join("labels")).ok()?;
+        (labels == "app=\"two\"").then_some(())
+    })
+    .unwrap_or_else(|| panic!("labels file not updated:\n{}", c.log()));
+}

@@ -52,6 +52,7 @@ impl Node {
             host_cgroups: false,
             shared_pod_work: None,
             waiters: None,
+            services: None,
         };
         let kubelet = new_main_kubelet(config, deps).unwrap();
         let sync_loop = start_kubelet(kubelet.clone(), sources.updates, stop_rx).unwrap();

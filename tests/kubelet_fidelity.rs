@@ -481,3 +481,47 @@ fn what_is_not_supported_is_refused_never_ignored() {
     assert_eq!(handler.as_deref(), Some("runsc"));
     node.stop();
 }
+
+#[test]
+fn objects_defaulted_as_the_api_server_stores_them_run() {
+    let d = dir("defaults");
+    let server = ApiServer::start();
+    let rt = fake();
+    let node = ClusterNode::start(&d, &server, &rt);
+    // No divisor (stored as "0"), no limits (the node's allocatable), an init container.
+    let p = pod(
+        "defaulted",
+        json!({
+            "initContainers": [{"name": "init", "image": IMAGE}],
+            "volumes": [{"name": "info", "downwardAPI": {"items": [
+                {"path": "mem", "resourceFieldRef": {"containerName": "app", "resource": "limits.memory"}},
+                {"path": "cpu", "resourceFieldRef": {"containerName": "app", "resource": "requests.cpu"}}
+            ]}}]
+        }),
+        json!({"annotations": {"rkubelet.io/fake-exit-after.init": "0s"}}),
+    );
+    server.create_pod(p).unwrap();
+    let stored = server.get_pod("default", "defaulted").unwrap();
+    let item = &stored.spec.as_ref().unwrap().volumes.as_ref().unwrap()[0];
+    let source = item.downward_api.as_ref().unwrap();
+    assert_eq!(source.default_mode, Some(0o644));
+    let field = source.items.as_ref().unwrap()[0]
+        .resource_field_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(field.divisor.as_ref().map(|q| q.0.as_str()), Some("0"));
+    let s = wait_phase(&server, "defaulted", "Running", WAIT);
+    let init = &s.init_container_statuses.as_ref().unwrap()[0];
+    assert!(init.ready, "a completed init container is ready: {init:?}");
+    let uid = stored.metadata.uid.unwrap();
+    let files = d.join(format!(
+        "root/pods/{uid}/volumes/kubernetes.io~downward-api/info"
+    ));
+    let mem: i64 = std::fs::read_to_string(files.join("mem"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(mem > 0, "allocatable memory, {mem}");
+    assert_eq!(std::fs::read_to_string(files.join("cpu")).unwrap(), "0");
+    node.stop();
+}

@@ -452,6 +452,27 @@ impl KubeClient for RestClient {
         Ok(list.items)
     }
 
+    fn list_all_services(&self, opts: &ListOptions) -> Result<List<Service>, ApiError> {
+        let query = list_query(opts, false);
+        let list: ListBody<Service> =
+            self.call(Op::ListAllServices, "/api/v1/services", &query, None)?;
+        Ok(List {
+            items: list.items,
+            resource_version: list.metadata.resource_version.unwrap_or_default(),
+        })
+    }
+
+    fn watch_services(&self, opts: &ListOptions) -> Result<WatchStream<Service>, ApiError> {
+        let path = "/api/v1/services";
+        let secs = opts
+            .timeout_seconds
+            .map_or(WATCH_DEFAULT_BOUND_SECS, u64::from);
+        let timeout = Duration::from_secs(secs) + WATCH_GRACE;
+        let query = list_query(opts, true);
+        let resp = self.send(Op::WatchServices, path, &query, None, timeout)?;
+        Ok(decode_watch(resp, format!("watch {path}")))
+    }
+
     fn get_runtime_class(&self, name: &str) -> Result<RuntimeClass, ApiError> {
         let path = format!(
             "/apis/node.k8s.io/v1/runtimeclasses/{}",

@@ -91,6 +91,10 @@ pub enum Call {
     ListServices { namespace: String },
     /// `get_runtime_class`.
     GetRuntimeClass(String),
+    /// `list_all_services`.
+    ListAllServices,
+    /// `watch_services`.
+    WatchServices,
     /// `create_token` for a service account, with the request's audiences and lifetime.
     CreateToken {
         namespace: String,
@@ -498,6 +502,25 @@ impl KubeClient for FakeClient {
             .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
             .cloned()
             .collect())
+    }
+
+    fn list_all_services(&self, _opts: &ListOptions) -> Result<List<Service>, ApiError> {
+        let store = self.begin("list_all_services", Call::ListAllServices)?;
+        Ok(List {
+            items: store.services.iter().cloned().collect(),
+            resource_version: store.rv.to_string(),
+        })
+    }
+
+    fn watch_services(&self, _opts: &ListOptions) -> Result<WatchStream<Service>, ApiError> {
+        drop(self.begin("watch_services", Call::WatchServices)?);
+        // The fake has no service watch: the informer lists again after its back-off.
+        Err(status_error(
+            "GET",
+            503,
+            "ServiceUnavailable",
+            "the fake client serves no service watch".into(),
+        ))
     }
 
     fn get_runtime_class(&self, name: &str) -> Result<RuntimeClass, ApiError> {

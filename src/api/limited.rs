@@ -136,6 +136,16 @@ impl KubeClient for RateLimitedClient {
         self.inner.list_services(namespace)
     }
 
+    fn list_all_services(&self, opts: &ListOptions) -> Result<List<Service>, ApiError> {
+        self.limiter.acquire();
+        self.inner.list_all_services(opts)
+    }
+
+    fn watch_services(&self, opts: &ListOptions) -> Result<WatchStream<Service>, ApiError> {
+        self.limiter.acquire();
+        self.inner.watch_services(opts)
+    }
+
     fn get_runtime_class(&self, name: &str) -> Result<RuntimeClass, ApiError> {
         self.limiter.acquire();
         self.inner.get_runtime_class(name)

@@ -10,6 +10,7 @@ pub mod limited;
 pub mod rate_limit;
 mod request;
 pub mod selector;
+pub mod services;
 pub mod stats;
 pub mod store;
 pub mod strategic;
@@ -219,6 +220,11 @@ pub trait KubeClient: Send + Sync {
     /// `GET /api/v1/namespaces/{ns}/services`: the services of one namespace (their
     /// environment variables go into containers).
     fn list_services(&self, namespace: &str) -> Result<Vec<Service>, ApiError>;
+    /// `GET /api/v1/services` (all namespaces) with options: the list the service informer
+    /// starts from.
+    fn list_all_services(&self, opts: &ListOptions) -> Result<List<Service>, ApiError>;
+    /// `GET /api/v1/services?watch=1` with options.
+    fn watch_services(&self, opts: &ListOptions) -> Result<WatchStream<Service>, ApiError>;
     /// `GET /apis/node.k8s.io/v1/runtimeclasses/{name}`: the runtime handler a pod's
     /// `runtimeClassName` stands for.
     fn get_runtime_class(&self, name: &str) -> Result<RuntimeClass, ApiError>;

@@ -26,6 +26,8 @@ pub(crate) enum Op {
     GetSecret,
     CreateToken,
     ListServices,
+    ListAllServices,
+    WatchServices,
     GetRuntimeClass,
     CreateTokenReview,
     CreateSubjectAccessReview,
@@ -33,7 +35,7 @@ pub(crate) enum Op {
 
 /// (verb, resource) of each [`Op`], indexed by `Op as usize`. Verbs are named as the API
 /// server's metrics name them (`LIST` and `WATCH` are GETs on the wire).
-const OPS: [(&str, &str); 22] = [
+const OPS: [(&str, &str); 24] = [
     ("LIST", "pods"),
     ("WATCH", "pods"),
     ("GET", "pods"),
@@ -53,6 +55,8 @@ const OPS: [(&str, &str); 22] = [
     ("GET", "secrets"),
     ("POST", "serviceaccounts/token"),
     ("LIST", "services"),
+    ("LIST", "services"),
+    ("WATCH", "services"),
     ("GET", "runtimeclasses"),
     ("POST", "tokenreviews"),
     ("POST", "subjectaccessreviews"),
@@ -186,7 +190,7 @@ mod tests {
         c.call(Op::GetPod);
         c.retry();
         let s = c.snapshot();
-        assert_eq!(s.requests.len(), 22);
+        assert_eq!(s.requests.len(), 24);
         assert_eq!(s.count("PATCH", "pods/status"), 2);
         assert_eq!((s.writes(), s.total(), s.retries), (3, 4, 1));
     }

@@ -27,6 +27,7 @@ use crossbeam_channel::{Receiver, Sender};
 use structopt::StructOpt;
 
 use crate::api::limited::RateLimitedClient;
+use crate::api::services::ServiceInformer;
 use crate::api::{KubeClient, RestClient};
 use crate::clock::{Clock, RealClock};
 use crate::config::apiserver::ApiserverSource;
@@ -206,6 +207,8 @@ pub struct Hollow {
     threads: Vec<JoinHandle<()>>,
     /// The pod watch (may sit in a blocking read at shutdown; not joined).
     source: Option<JoinHandle<()>>,
+    /// The service watch (likewise).
+    service_watch: Option<JoinHandle<()>>,
     started: Instant,
 }
 
@@ -230,10 +233,12 @@ impl Hollow {
         // Waits of every node's pods (stops within grace periods, pulls with a delay) share
         // one pool; pulls are not limited per node.
         let waiters = Waiters::new("hollow-waiter", args.workers.max(1).saturating_mul(4), None);
+        // One service watch for every node (their containers' service variables).
+        let services = ServiceInformer::new(Arc::clone(&client) as Arc<dyn KubeClient>);
         let mut nodes = Vec::with_capacity(args.nodes);
         for i in 0..args.nodes {
             nodes.push(Arc::new(build_node(
-                args, i, &client, &clock, &task_tx, &waiters,
+                args, i, &client, &clock, &task_tx, &waiters, &services,
             )?));
         }
         let shared = Arc::new(Shared {
@@ -275,6 +280,14 @@ impl Hollow {
                 Box::new(move || ApiserverSource::all_nodes(api).run_into(&demux, stop)),
             )?
         };
+        // Like the pod watch, the service watch may sit in a read at shutdown: not joined.
+        let service_watch =
+            services
+                .start(stop_rx.clone())
+                .map_err(|source| HollowError::Thread {
+                    name: "service-informer",
+                    source,
+                })?;
         drop(task_tx);
         log::info!(
             "{} hollow nodes started ({} worker threads)",
@@ -287,6 +300,7 @@ impl Hollow {
             stop_tx: Some(stop_tx),
             threads,
             source: Some(source),
+            service_watch: Some(service_watch),
             started: Instant::now(),
         })
     }
@@ -364,6 +378,7 @@ impl Hollow {
         }
         // The pod watch ends with its next event or timeout; it is not waited for.
         drop(self.source.take());
+        drop(self.service_watch.take());
         log::info!("hollow nodes stopped after {:?}", self.started.elapsed());
         last
     }
@@ -376,6 +391,7 @@ fn build_node(
     clock: &Arc<dyn Clock>,
     tasks: &Sender<Task>,
     waiters: &Arc<Waiters>,
+    services: &Arc<ServiceInformer>,
 ) -> Result<Node, HollowError> {
     let name = format!("{}{index}", args.name_prefix);
     let root = args.root_dir.join(&name);
@@ -439,6 +455,7 @@ fn build_node(
         host_cgroups: false,
         shared_pod_work: Some(notify),
         waiters: Some(Arc::clone(waiters)),
+        services: Some(Arc::clone(services)),
     };
     let kubelet =
         Arc::new(Kubelet::new(Arc::clone(&config), deps).map_err(|e| config_err(e.to_string()))?);

@@ -149,7 +149,7 @@ impl RuntimeManager {
         let host_ips = self.settings.node.host_ips();
         let env_ctx = super::env::EnvContext {
             objects: self.volumes.objects(),
-            host_ip: host_ips.first().map(String::as_str),
+            host_ips: &host_ips,
             pod_ips: &pod_ip.map(str::to_string).into_iter().collect::<Vec<_>>(),
             node: self.volumes.node_resources(),
         };
@@ -297,11 +297,8 @@ impl RuntimeManager {
         );
         sc.set_namespace_options(namespaces);
         let qos = crate::status::generate::qos_class(pod);
-        let resources = security::container_resources(
-            container,
-            qos,
-            self.volumes.node_resources().memory_bytes,
-        );
+        let resources =
+            security::container_resources(container, qos, self.settings.memory_capacity_bytes);
         let linux = config.mut_linux();
         linux.set_security_context(sc);
         linux.set_resources(resources);

@@ -44,8 +44,8 @@ pub enum EnvError {
 pub struct EnvContext<'a> {
     /// ConfigMaps and Secrets.
     pub objects: &'a ObjectCache,
-    /// The node's IP (`status.hostIP`).
-    pub host_ip: Option<&'a str>,
+    /// The host IPs, primary first (`status.hostIP`, `status.hostIPs`).
+    pub host_ips: &'a [String],
     /// The pod's IPs (`status.podIP`, `status.podIPs`).
     pub pod_ips: &'a [String],
     /// Defaults for `resourceFieldRef` limits.
@@ -155,9 +155,8 @@ pub fn make_environment(
                 match field.field_path.as_str() {
                     "status.podIP" => ctx.pod_ips.first().cloned().unwrap_or_default(),
                     "status.podIPs" => ctx.pod_ips.join(","),
-                    "status.hostIP" | "status.hostIPs" => {
-                        ctx.host_ip.unwrap_or_default().to_string()
-                    }
+                    "status.hostIP" => ctx.host_ips.first().cloned().unwrap_or_default(),
+                    "status.hostIPs" => ctx.host_ips.join(","),
                     path => field_ref_value(pod, path)?,
                 }
             } else if let Some(field) = &from.resource_field_ref {
@@ -407,7 +406,7 @@ mod tests {
         let container = &pod.spec.as_ref().unwrap().containers[0];
         let ctx = EnvContext {
             objects: &objects,
-            host_ip: Some("192.0.2.1"),
+            host_ips: &["192.0.2.1".to_string()],
             pod_ips: &["10.0.0.7".to_string()],
             node: &NodeResources::default(),
         };
@@ -506,7 +505,7 @@ mod tests {
         let mut pod = pod();
         let ctx = EnvContext {
             objects: &objects,
-            host_ip: None,
+            host_ips: &[],
             pod_ips: &[],
             node: &NodeResources::default(),
         };

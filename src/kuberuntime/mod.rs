@@ -67,6 +67,9 @@ pub struct RuntimeSettings {
     pub cluster_domain: Option<String>,
     /// `--root-dir` (pod volume directories live under it).
     pub root_dir: PathBuf,
+    /// The machine's memory, for `oom_score_adj` of burstable containers (upstream uses the
+    /// machine's capacity there, not allocatable).
+    pub memory_capacity_bytes: i128,
     /// `seccompDefault`: containers without a seccomp profile get `RuntimeDefault`.
     pub seccomp_default: bool,
     /// This node's Node (`status.hostIP` in env, hostNetwork pods' IPs).
@@ -88,6 +91,7 @@ impl RuntimeSettings {
             cluster_domain: None,
             root_dir: dir.join("root"),
             seccomp_default: false,
+            memory_capacity_bytes: 0,
             node: crate::nodestatus::record::NodeRecord::new(&[]),
             cgroups: None,
         }
@@ -587,7 +591,23 @@ impl RuntimeManager {
             status.ip().map(str::to_string).into_iter().collect()
         };
         let pod_ip = pod_ips.first().map(String::as_str);
-        match self.volumes.etc_hosts(pod, &uid, &pod_ips) {
+        let hostname = sandbox::pod_hostname(pod, &self.settings.node_name);
+        let domain = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.subdomain.as_deref())
+            .filter(|s| !s.is_empty())
+            .map(|sub| {
+                format!(
+                    "{sub}.{}.svc.{}",
+                    labels::pod_namespace(pod),
+                    self.settings.cluster_domain.as_deref().unwrap_or_default()
+                )
+            });
+        match self
+            .volumes
+            .etc_hosts(pod, &uid, &pod_ips, &hostname, domain.as_deref())
+        {
             Ok(path) => volumes.etc_hosts = path,
             Err(source) => {
                 return Err(SyncError::Volume {

@@ -261,7 +261,19 @@ pub fn generate_api_pod_status(
     let init_done = init_containers_done(pod, runtime);
     let init_statuses: Vec<ApiContainerStatus> = init_specs
         .iter()
-        .map(|c| container_status(pod, c, runtime, ctx, "PodInitializing"))
+        .map(|c| {
+            let mut status = container_status(pod, c, runtime, ctx, "PodInitializing");
+            // An init container that ran to completion is ready (upstream's prober manager).
+            let succeeded = status
+                .state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0);
+            if !is_sidecar(c) && succeeded {
+                status.ready = true;
+            }
+            status
+        })
         .collect();
     let init_failed = init_specs.iter().filter(|c| !is_sidecar(c)).any(|c| {
         runtime
@@ -321,7 +333,9 @@ pub fn generate_api_pod_status(
     let initialized = init_done || phase == "Succeeded";
     let now = ctx.now;
     let mut conditions = vec![
-        if initialized {
+        if phase == "Succeeded" {
+            condition("Initialized", true, Some("PodCompleted"), None, now)
+        } else if initialized {
             condition("Initialized", true, None, None, now)
         } else {
             condition(
@@ -578,6 +592,32 @@ mod tests {
     }
 
     use ContainerState::{Exited, Running};
+
+    #[test]
+    fn completed_init_containers_are_ready_and_a_succeeded_pod_is_initialized_completed() {
+        let p = pod("Never", &["init"], &["a"]);
+        let rt = runtime(vec![cs("a", Running, 0, 0, 2), cs("init", Exited, 0, 0, 1)]);
+        let status = generate(&p, &rt, None);
+        let init = &status.init_container_statuses.unwrap()[0];
+        assert!(init.ready, "{init:?}");
+        assert_eq!(init.started, Some(false));
+        let rt = runtime(vec![cs("a", Exited, 0, 0, 2), cs("init", Exited, 0, 0, 1)]);
+        let status = generate(&p, &rt, None);
+        assert_eq!(status.phase.as_deref(), Some("Succeeded"));
+        let initialized = status
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Initialized")
+            .unwrap();
+        assert_eq!(
+            (initialized.status.as_str(), initialized.reason.as_deref()),
+            ("True", Some("PodCompleted"))
+        );
+        let rt = runtime(vec![cs("init", Exited, 1, 0, 1)]);
+        let failed = generate(&p, &rt, None);
+        assert!(!failed.init_container_statuses.unwrap()[0].ready);
+    }
 
     #[test]
     fn a_container_shows_as_creating_until_its_post_start_hook_ends() {

@@ -1,6 +1,7 @@
-//! The kubelet-managed `/etc/hosts` of a pod that does not use the host network
-//! (upstream `managedHostsFileContent` and `hostsEntriesFromHostAliases` in
-//! `pkg/kubelet/kubelet_pods.go`). Generated and written by the pod worker thread in
+//! The kubelet-managed `/etc/hosts` of a pod (upstream `managedHostsFileContent`,
+//! `nodeHostsFileContent` and `hostsEntriesFromHostAliases` in
+//! `pkg/kubelet/kubelet_pods.go`): generated for pods on the pod network, the node's own for
+//! hostNetwork pods. Generated and written by the pod worker thread in
 //! `sync_pod` before the sandbox's containers start; the file is bind-mounted into
 //! every container.
 
@@ -14,6 +15,10 @@ use k8s_openapi::api::core::v1::HostAlias;
 
 /// First line of a managed hosts file, byte-for-byte as upstream.
 pub const MANAGED_HOSTS_HEADER: &str = "# Kubernetes-managed hosts file.\n";
+
+/// First line of a hostNetwork pod's managed hosts file, as upstream.
+pub const MANAGED_HOSTS_HEADER_HOST_NETWORK: &str =
+    "# Kubernetes-managed hosts file (host network).\n";
 
 /// Permission bits of the written file, as upstream.
 const HOSTS_FILE_MODE: u32 = 0o644;
@@ -43,6 +48,15 @@ pub fn hosts_file_content(
             None => writeln!(out, "{ip}\t{hostname}"),
         };
     }
+    out.push_str(&host_alias_entries(host_aliases));
+    out
+}
+
+/// The content of a hostNetwork pod's managed `/etc/hosts`: the node's own file under the
+/// host-network header, then the host aliases.
+pub fn host_network_hosts_file_content(node_hosts: &str, host_aliases: &[HostAlias]) -> String {
+    let mut out = String::from(MANAGED_HOSTS_HEADER_HOST_NETWORK);
+    out.push_str(node_hosts);
     out.push_str(&host_alias_entries(host_aliases));
     out
 }

@@ -34,7 +34,7 @@ use crate::types::{is_host_network, PodUid};
 
 use super::atomic_writer::AtomicWriter;
 use super::error::VolumeError;
-use super::etc_hosts::{hosts_file_content, write_hosts_file};
+use super::etc_hosts::{host_network_hosts_file_content, hosts_file_content, write_hosts_file};
 use super::host_path::check_host_path;
 use super::mount::{mount_tmpfs, mounts_under, unmount};
 use super::projection::{
@@ -90,6 +90,9 @@ pub struct VolumeSettings {
     pub tmpfs: bool,
     /// What an unset container limit means for downward API `resourceFieldRef`s.
     pub node: NodeResources,
+    /// The services as a watch keeps them (service environment variables); without it they
+    /// are listed from the API server.
+    pub services: Option<Arc<crate::api::services::ServiceInformer>>,
 }
 
 /// Sets up and tears down pod volumes under the kubelet root dir.
@@ -101,6 +104,8 @@ pub struct VolumeManager {
     tokens: TokenManager,
     /// Pods set up since start; a pod's first set-up reads its objects fresh.
     seen: Mutex<HashSet<PodUid>>,
+    /// The node's hosts file, which hostNetwork pods see (`/etc/hosts`).
+    host_etc_hosts: PathBuf,
 }
 
 /// Parses a quantity such as `64Mi`, `1G` or `1000` into bytes (the forms `sizeLimit` uses).
@@ -152,6 +157,7 @@ impl VolumeManager {
                 clock: Arc::new(RealClock),
                 tmpfs: true,
                 node: NodeResources::default(),
+                services: None,
             },
         )
     }
@@ -166,8 +172,10 @@ impl VolumeManager {
                 settings.api.clone(),
                 Arc::clone(&settings.clock),
                 DEFAULT_OBJECT_TTL,
-            ),
+            )
+            .with_service_informer(settings.services),
             tokens: TokenManager::new(settings.api, settings.clock),
+            host_etc_hosts: PathBuf::from("/etc/hosts"),
             seen: Mutex::new(HashSet::new()),
         }
     }
@@ -180,6 +188,13 @@ impl VolumeManager {
     /// What an unset container limit means for downward API and env resource fields.
     pub fn node_resources(&self) -> &NodeResources {
         &self.node
+    }
+
+    /// Reads the node's hosts file for hostNetwork pods from `path` instead of `/etc/hosts`
+    /// (tests).
+    pub fn with_host_etc_hosts(mut self, path: &Path) -> Self {
+        self.host_etc_hosts = path.to_path_buf();
+        self
     }
 
     /// `<root>/pods/<uid>`.
@@ -374,26 +389,33 @@ impl VolumeManager {
         Ok(payload)
     }
 
-    /// Writes the pod's managed `/etc/hosts` for `pod_ips`, unless it uses the host network.
+    /// Writes the pod's managed `/etc/hosts` (upstream `ensureHostsFile`): for a pod on the
+    /// pod network, localhost, its IPs with `hostname` (and `hostname.domain` when the pod
+    /// has a subdomain) and its host aliases; for a hostNetwork pod, the node's own
+    /// `/etc/hosts` with the aliases added. A pod on the pod network without an IP yet gets
+    /// none, as upstream.
     pub fn etc_hosts(
         &self,
         pod: &Pod,
         uid: &PodUid,
         pod_ips: &[String],
+        hostname: &str,
+        domain: Option<&str>,
     ) -> Result<Option<PathBuf>, VolumeError> {
-        if is_host_network(pod) {
-            return Ok(None);
-        }
         let spec = pod.spec.as_ref();
-        let path = self.pod_dir(uid).join("etc-hosts");
-        let hostname = spec
-            .and_then(|s| s.hostname.clone())
-            .or_else(|| pod.metadata.name.clone())
-            .unwrap_or_default();
         let aliases = spec
             .and_then(|s| s.host_aliases.clone())
             .unwrap_or_default();
-        let content = hosts_file_content(pod_ips, &hostname, None, &aliases);
+        let content = if is_host_network(pod) {
+            let node_hosts = std::fs::read_to_string(&self.host_etc_hosts)
+                .map_err(|e| VolumeError::io("read file", &self.host_etc_hosts, e))?;
+            host_network_hosts_file_content(&node_hosts, &aliases)
+        } else if pod_ips.is_empty() {
+            return Ok(None);
+        } else {
+            hosts_file_content(pod_ips, hostname, domain, &aliases)
+        };
+        let path = self.pod_dir(uid).join("etc-hosts");
         let current = std::fs::read_to_string(&path).ok();
         if current.as_deref() != Some(content.as_str()) {
             create_dir(&self.pod_dir(uid))?;
@@ -605,7 +627,9 @@ mod tests {
         ]);
         let mut vols = vm.setup_pod(&p, &uid);
         assert!(vols.failed.is_empty(), "{:?}", vols.failed);
-        vols.etc_hosts = vm.etc_hosts(&p, &uid, &["10.0.0.7".to_string()]).unwrap();
+        vols.etc_hosts = vm
+            .etc_hosts(&p, &uid, &["10.0.0.7".to_string()], "web", None)
+            .unwrap();
         let cache = tmp
             .path()
             .join("root/pods/u1/volumes/kubernetes.io~empty-dir/cache");
@@ -669,13 +693,74 @@ mod tests {
         assert!(vm.container_mounts(&p, &bad, &vols).is_err());
 
         // Orphan cleanup keeps known pods and removes the rest.
-        vm.etc_hosts(&pod(vec![]), &PodUid::from("u2"), &[])
-            .unwrap();
+        vm.etc_hosts(
+            &pod(vec![]),
+            &PodUid::from("u2"),
+            &["10.0.0.8".into()],
+            "web",
+            None,
+        )
+        .unwrap();
         let keep: HashSet<PodUid> = [PodUid::from("u2")].into();
         assert_eq!(vm.cleanup_orphans(&keep), vec![uid]);
         assert!(!tmp.path().join("root/pods/u1").exists());
         assert!(tmp.path().join("root/pods/u2").exists());
         assert!(host.exists(), "hostPath data is never removed");
+    }
+
+    #[test]
+    fn etc_hosts_follows_upstreams_rules() {
+        let tmp = TestDir::new("vm-hosts");
+        let node_hosts = tmp.path().join("node-hosts");
+        std::fs::write(&node_hosts, "127.0.0.1\tlocalhost\n10.1.2.3\tnode1\n").unwrap();
+        let vm = VolumeManager::with_settings(
+            &tmp.path().join("root"),
+            VolumeSettings {
+                api: None,
+                clock: Arc::new(RealClock),
+                tmpfs: false,
+                node: NodeResources::default(),
+                services: None,
+            },
+        )
+        .with_host_etc_hosts(&node_hosts);
+        let mut p = pod(vec![]);
+        let uid = PodUid::from("u1");
+        // On the pod network without an IP yet: no managed file.
+        assert_eq!(vm.etc_hosts(&p, &uid, &[], "web", None).unwrap(), None);
+        // With a subdomain: the FQDN first.
+        let path = vm
+            .etc_hosts(
+                &p,
+                &uid,
+                &["10.0.0.7".into()],
+                "web",
+                Some("sub.ns.svc.cluster.local"),
+            )
+            .unwrap()
+            .unwrap();
+        let content = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            content.starts_with("# Kubernetes-managed hosts file.\n"),
+            "{content}"
+        );
+        assert!(
+            content.ends_with("10.0.0.7\tweb.sub.ns.svc.cluster.local\tweb\n"),
+            "{content}"
+        );
+        // hostNetwork: the node's file under its own header, with the aliases.
+        if let Some(spec) = p.spec.as_mut() {
+            spec.host_network = Some(true);
+            spec.host_aliases = Some(vec![k8s_openapi::api::core::v1::HostAlias {
+                ip: "10.9.9.9".into(),
+                hostnames: Some(vec!["db".into()]),
+            }]);
+        }
+        let path = vm.etc_hosts(&p, &uid, &[], "node1", None).unwrap().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "# Kubernetes-managed hosts file (host network).\n127.0.0.1\tlocalhost\n10.1.2.3\tnode1\n\n# Entries added by HostAliases.\n10.9.9.9\tdb\n"
+        );
     }
 
     #[test]
@@ -727,6 +812,7 @@ mod tests {
                 clock: Arc::new(crate::clock::FakeClock::new()),
                 tmpfs: false,
                 node: NodeResources::default(),
+                services: None,
             },
         );
         (vm, api)

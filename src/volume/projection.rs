@@ -182,8 +182,8 @@ pub struct NodeResources {
 }
 
 /// The value of a downward API `resourceFieldRef` (upstream `ExtractContainerResourceValue`):
-/// the container's request or limit divided by `divisor` (default 1) and rounded up; an
-/// unset limit is the node's capacity.
+/// the container's request or limit divided by `divisor` (unset or 0: 1) and rounded up; an
+/// unset limit is the node's allocatable.
 pub fn resource_field_value(
     pod: &Pod,
     field: &ResourceFieldSelector,
@@ -221,19 +221,25 @@ pub fn resource_field_value(
     }
     .and_then(|m| m.get(resource));
     let parse = |q: &str| parse_millis(q).map_err(|e| invalid(e.to_string()));
+    // Unset, the API stores the divisor as "0": it means 1, as upstream.
     let divisor_millis = match field.divisor.as_ref() {
         Some(d) if !d.0.is_empty() => parse(&d.0)?,
-        _ => 1000,
+        _ => 0,
     };
-    if divisor_millis <= 0 {
-        return Err(invalid("divisor must be positive".into()));
-    }
+    let divisor_millis = match divisor_millis {
+        0 => 1000,
+        d if d < 0 => return Err(invalid("divisor must not be negative".into())),
+        d => d,
+    };
+    let set = set.map(|q| parse(&q.0)).transpose()?;
     let millis = match (set, kind, resource) {
-        (Some(q), _, _) => parse(&q.0)?,
-        (None, "limits", "cpu") => node.cpu_millis,
-        (None, "limits", "memory") => node.memory_bytes * 1000,
-        (None, "limits", "ephemeral-storage") => node.ephemeral_storage_bytes * 1000,
-        (None, "requests", "cpu" | "memory" | "ephemeral-storage") => 0,
+        // An unset (or zero) cpu, memory or ephemeral-storage limit is the node's allocatable.
+        (None | Some(0), "limits", "cpu") => node.cpu_millis,
+        (None | Some(0), "limits", "memory") => node.memory_bytes * 1000,
+        (None | Some(0), "limits", "ephemeral-storage") => node.ephemeral_storage_bytes * 1000,
+        (Some(v), _, _) => v,
+        (None, _, "cpu" | "memory" | "ephemeral-storage") => 0,
+        (None, _, r) if r.starts_with("hugepages-") => 0,
         _ => return Err(invalid("unsupported resource".into())),
     };
     let value = if resource == "cpu" {
@@ -453,6 +459,10 @@ mod tests {
         assert_eq!(value(field("limits.memory", Some("1Mi"))), "64");
         assert_eq!(value(field("limits.cpu", None)), "4");
         assert_eq!(value(field("limits.memory", Some("1Gi"))), "1");
+        // The API server stores an unset divisor as "0": it means 1.
+        assert_eq!(value(field("limits.memory", Some("0"))), "67108864");
+        assert_eq!(value(field("requests.cpu", Some("0"))), "1");
+        assert_eq!(value(field("requests.hugepages-2Mi", Some("0"))), "0");
         let mut other = field("limits.cpu", None);
         other.container_name = Some("nope".into());
         assert!(resource_field_value(&pod, &other, None, &node).is_err());

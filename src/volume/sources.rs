@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::api::services::ServiceInformer;
 use crate::api::{ApiError, KubeClient};
 use crate::clock::{from_unix_nanos, Clock};
 
@@ -53,6 +54,8 @@ pub struct ObjectCache {
     secrets: Mutex<HashMap<ObjectKey, Cached<Secret>>>,
     services: Mutex<HashMap<ObjectKey, Cached<Vec<Service>>>>,
     runtime_classes: Mutex<HashMap<ObjectKey, Cached<RuntimeClass>>>,
+    /// The services as a watch keeps them; `None`: listed through the TTL cache.
+    service_informer: Option<Arc<ServiceInformer>>,
 }
 
 impl ObjectCache {
@@ -67,7 +70,14 @@ impl ObjectCache {
             secrets: Mutex::new(HashMap::new()),
             services: Mutex::new(HashMap::new()),
             runtime_classes: Mutex::new(HashMap::new()),
+            service_informer: None,
         }
+    }
+
+    /// Reads services from `informer` (current as the watch delivers) once it has listed.
+    pub fn with_service_informer(mut self, informer: Option<Arc<ServiceInformer>>) -> Self {
+        self.service_informer = informer;
+        self
     }
 
     /// The RuntimeClass `name` (cluster-scoped), `None` when it does not exist. Without an
@@ -89,10 +99,18 @@ impl ObjectCache {
         self.api.is_some()
     }
 
-    /// The services of `namespace` (empty without an API server).
+    /// The services of `namespace` (empty without an API server): from the service
+    /// informer, else (before its first list, or without one) from the API server.
     pub fn services(&self, namespace: &str) -> Result<Vec<Service>, VolumeError> {
         if self.api.is_none() {
             return Ok(Vec::new());
+        }
+        if let Some(services) = self
+            .service_informer
+            .as_ref()
+            .and_then(|i| i.services(namespace))
+        {
+            return Ok(services);
         }
         let found = self.lookup(
             &self.services,

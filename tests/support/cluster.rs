@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rkubelet::api::services::ServiceInformer;
 use rkubelet::app::{make_api_client, make_pod_sources, new_main_kubelet, start_kubelet};
 use rkubelet::clock::{Clock, RealClock};
 use rkubelet::config::settings::KubeletConfig;
@@ -102,6 +103,10 @@ impl ClusterNode {
             ApiRecorder::start(client.clone(), clock.clone(), NODE, stop_rx.clone()).unwrap();
         sources.threads.push(events);
         let recorder: Arc<dyn Recorder> = recorder;
+        let services = ServiceInformer::new(client.clone());
+        sources
+            .threads
+            .push(services.start(stop_rx.clone()).unwrap());
         let deps = Deps {
             runtime: runtime.clone(),
             images: runtime.clone(),
@@ -114,6 +119,7 @@ impl ClusterNode {
             host_cgroups: false,
             shared_pod_work: None,
             waiters: None,
+            services: Some(services),
         };
         let kubelet = new_main_kubelet(config.clone(), deps).unwrap();
         let source = Arc::new(KubeletNodeStatus::new(

@@ -1,7 +1,11 @@
-//! What kube-apiserver adds to a pod on create: the scheme defaults a kubelet relies on
-//! (restart policy, grace period, DNS policy, image pull policy, termination message) and the
-//! initial status (`Pending` with the QoS class). Only the common defaults are here; admission
-//! plugins (service accounts, priority, tolerations) are not simulated.
+//! What kube-apiserver adds to a pod on create: the v1 scheme defaults (upstream
+//! `pkg/apis/core/v1/defaults.go` and the generated per-field defaults) for everything a
+//! kubelet reads — restart policy, grace period, DNS policy, image pull policy, termination
+//! message, probe and handler fields, port protocols, host ports on the host network,
+//! requests copied from limits, volume modes and sources, field selector API versions and
+//! resource field divisors (an unset divisor is stored as `"0"`) — and the initial status
+//! (`Pending` with the QoS class). Admission plugins (service accounts, priority,
+//! tolerations) are not simulated.
 
 use serde_json::{json, Map, Value};
 
@@ -16,17 +20,26 @@ pub fn default_pod_spec(pod: &mut Value) {
     set_default(spec, "schedulerName", json!("default-scheduler"));
     set_default(spec, "securityContext", json!({}));
     set_default(spec, "enableServiceLinks", json!(true));
-    for list in ["initContainers", "containers"] {
+    let host_network = spec.get("hostNetwork") == Some(&json!(true));
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
         let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
             continue;
         };
         for container in containers.iter_mut().filter_map(Value::as_object_mut) {
-            default_container(container);
+            default_container(container, host_network && list != "ephemeralContainers");
+            if list != "ephemeralContainers" {
+                requests_from_limits(container);
+            }
+        }
+    }
+    if let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
+        for volume in volumes.iter_mut().filter_map(Value::as_object_mut) {
+            default_volume(volume);
         }
     }
 }
 
-fn default_container(container: &mut Map<String, Value>) {
+fn default_container(container: &mut Map<String, Value>, host_network: bool) {
     let image = container.get("image").and_then(Value::as_str).unwrap_or("");
     let policy = if image_uses_latest(image) {
         "Always"
@@ -44,6 +57,155 @@ fn default_container(container: &mut Map<String, Value>) {
     if let Some(ports) = container.get_mut("ports").and_then(Value::as_array_mut) {
         for port in ports.iter_mut().filter_map(Value::as_object_mut) {
             set_default(port, "protocol", json!("TCP"));
+            let unset = port.get("hostPort").is_none_or(|p| p == &json!(0));
+            if host_network && unset {
+                let container_port = port.get("containerPort").cloned().unwrap_or(json!(0));
+                port.insert("hostPort".into(), container_port);
+            }
+        }
+    }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(probe) = container.get_mut(probe).and_then(Value::as_object_mut) {
+            set_default(probe, "timeoutSeconds", json!(1));
+            set_default(probe, "periodSeconds", json!(10));
+            set_default(probe, "successThreshold", json!(1));
+            set_default(probe, "failureThreshold", json!(3));
+            default_handler(probe);
+            if let Some(grpc) = probe.get_mut("grpc").and_then(Value::as_object_mut) {
+                set_default(grpc, "service", json!(""));
+            }
+        }
+    }
+    if let Some(lifecycle) = container
+        .get_mut("lifecycle")
+        .and_then(Value::as_object_mut)
+    {
+        for hook in ["postStart", "preStop"] {
+            if let Some(hook) = lifecycle.get_mut(hook).and_then(Value::as_object_mut) {
+                default_handler(hook);
+            }
+        }
+    }
+    if let Some(env) = container.get_mut("env").and_then(Value::as_array_mut) {
+        for var in env.iter_mut() {
+            if let Some(from) = var.get_mut("valueFrom").and_then(Value::as_object_mut) {
+                default_selectors(from);
+            }
+        }
+    }
+}
+
+/// `httpGet` of a probe or hook: path `/`, scheme `HTTP`.
+fn default_handler(handler: &mut Map<String, Value>) {
+    if let Some(get) = handler.get_mut("httpGet").and_then(Value::as_object_mut) {
+        set_default(get, "path", json!("/"));
+        set_default(get, "scheme", json!("HTTP"));
+    }
+}
+
+/// `fieldRef.apiVersion` `v1`; a `resourceFieldRef` without a divisor stores `"0"` (a
+/// non-pointer quantity).
+fn default_selectors(source: &mut Map<String, Value>) {
+    if let Some(field) = source.get_mut("fieldRef").and_then(Value::as_object_mut) {
+        set_default(field, "apiVersion", json!("v1"));
+    }
+    if let Some(resource) = source
+        .get_mut("resourceFieldRef")
+        .and_then(Value::as_object_mut)
+    {
+        set_default(resource, "divisor", json!("0"));
+    }
+}
+
+/// Limits without a request become the request too (upstream `SetDefaults_Pod`).
+fn requests_from_limits(container: &mut Map<String, Value>) {
+    let Some(resources) = container
+        .get_mut("resources")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let Some(limits) = resources.get("limits").and_then(Value::as_object).cloned() else {
+        return;
+    };
+    let requests = resources.entry("requests").or_insert_with(|| json!({}));
+    if let Some(requests) = requests.as_object_mut() {
+        for (name, value) in limits {
+            requests.entry(name).or_insert(value);
+        }
+    }
+}
+
+fn default_volume(volume: &mut Map<String, Value>) {
+    const SOURCES: &[&str] = &[
+        "hostPath",
+        "emptyDir",
+        "gcePersistentDisk",
+        "awsElasticBlockStore",
+        "gitRepo",
+        "secret",
+        "nfs",
+        "iscsi",
+        "glusterfs",
+        "persistentVolumeClaim",
+        "rbd",
+        "flexVolume",
+        "cinder",
+        "cephfs",
+        "flocker",
+        "downwardAPI",
+        "fc",
+        "azureFile",
+        "configMap",
+        "vsphereVolume",
+        "quobyte",
+        "azureDisk",
+        "photonPersistentDisk",
+        "projected",
+        "portworxVolume",
+        "scaleIO",
+        "storageos",
+        "csi",
+        "ephemeral",
+        "image",
+    ];
+    if !SOURCES.iter().any(|s| volume.contains_key(*s)) {
+        volume.insert("emptyDir".into(), json!({}));
+    }
+    if let Some(host_path) = volume.get_mut("hostPath").and_then(Value::as_object_mut) {
+        set_default(host_path, "type", json!(""));
+    }
+    for kind in ["configMap", "secret", "downwardAPI", "projected"] {
+        if let Some(source) = volume.get_mut(kind).and_then(Value::as_object_mut) {
+            set_default(source, "defaultMode", json!(0o644));
+        }
+    }
+    if let Some(items) = volume
+        .get_mut("downwardAPI")
+        .and_then(|d| d.get_mut("items"))
+        .and_then(Value::as_array_mut)
+    {
+        for item in items.iter_mut().filter_map(Value::as_object_mut) {
+            default_selectors(item);
+        }
+    }
+    let sources = volume
+        .get_mut("projected")
+        .and_then(|p| p.get_mut("sources"))
+        .and_then(Value::as_array_mut);
+    for source in sources.into_iter().flatten() {
+        if let Some(token) = source
+            .get_mut("serviceAccountToken")
+            .and_then(Value::as_object_mut)
+        {
+            set_default(token, "expirationSeconds", json!(3600));
+        }
+        let items = source
+            .get_mut("downwardAPI")
+            .and_then(|d| d.get_mut("items"))
+            .and_then(Value::as_array_mut);
+        for item in items.into_iter().flatten().filter_map(Value::as_object_mut) {
+            default_selectors(item);
         }
     }
 }

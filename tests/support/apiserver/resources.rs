@@ -207,6 +207,8 @@ fn field_path(resource: Resource, label: &str) -> Option<FieldPath> {
         ("status.podIP", Resource::Pods) => string("/status/podIP"),
         ("status.nominatedNodeName", Resource::Pods) => string("/status/nominatedNodeName"),
         ("spec.unschedulable", Resource::Nodes) => boolean("/spec/unschedulable"),
+        ("spec.clusterIP", Resource::Services) => string("/spec/clusterIP"),
+        ("spec.type", Resource::Services) => string("/spec/type"),
         ("involvedObject.kind", Resource::Events) => string("/involvedObject/kind"),
         ("involvedObject.namespace", Resource::Events) => string("/involvedObject/namespace"),
         ("involvedObject.name", Resource::Events) => string("/involvedObject/name"),
