@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::kuberuntime::security::{
-    milli_cpu_to_quota, milli_cpu_to_shares, quantity_millis, request_millis, CPU_PERIOD_US,
+use crate::resources::{
+    milli_cpu_to_quota, milli_cpu_to_shares, overhead_millis, quantity_millis, request_millis,
+    shares_to_weight, CPU_PERIOD_US,
 };
-use crate::nodestatus::quantity::parse_millis;
 use crate::types::{is_sidecar, PodUid};
 
 /// v1 controllers whose hierarchy gets the kubepods tree (others are created by the runtime
@@ -94,14 +94,7 @@ pub fn pod_limits(pod: &Pod, qos: &str) -> CgroupLimits {
     let (cpu_limit, cpu_all) = sum_millis(pod, "limits", "cpu");
     let (memory_limit, memory_all) = sum_millis(pod, "limits", "memory");
     // Pod overhead (RuntimeClass) is charged to the pod cgroup as upstream does.
-    let overhead = |resource: &str| {
-        pod.spec
-            .as_ref()
-            .and_then(|s| s.overhead.as_ref())
-            .and_then(|o| o.get(resource))
-            .and_then(|q| parse_millis(&q.0).ok())
-            .unwrap_or(0)
-    };
+    let overhead = |resource: &str| overhead_millis(pod, resource);
     let cpu_request = cpu_request + overhead("cpu");
     let cpu_limit = cpu_limit + overhead("cpu");
     let memory_limit = memory_limit + overhead("memory");
@@ -112,11 +105,6 @@ pub fn pod_limits(pod: &Pod, qos: &str) -> CgroupLimits {
         memory_bytes: memory_all.then(|| to_i64(memory_limit / 1000)),
         pids: None,
     }
-}
-
-/// cgroup v2 `cpu.weight` for v1 shares (upstream `CpuSharesToCpuWeight`).
-pub fn shares_to_weight(shares: i64) -> i64 {
-    1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142
 }
 
 impl CgroupManager {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use structopt::StructOpt;
 
-use crate::config::duration::GoDuration;
 use crate::cri::{FakeCriServer, FakeRuntime};
+use crate::util::duration::GoDuration;
 
 /// Flags of `rkubelet fake-runtime`.
 #[derive(Debug, StructOpt)]
@@ -85,7 +85,7 @@ pub fn run(args: &FakeRuntimeArgs) -> Result<(), String> {
         "fake CRI runtime serving on unix://{} (pod network {}, pull delay {})",
         socket.display(),
         args.pod_cidr,
-        crate::config::duration::format_duration(args.pull_delay)
+        crate::util::duration::format_duration(args.pull_delay)
     );
     if let Some(signal) = signals.forever().next() {
         log::info!("signal {signal}: stopping the fake runtime");

@@ -298,8 +298,8 @@ fn node_allocatable(
     config: &KubeletConfig,
     node: &NodeResources,
 ) -> (admission::Allocatable, NodeResources) {
-    use crate::nodestatus::quantity::ThresholdValue;
     use crate::nodestatus::AllocatableReservation;
+    use crate::quantity::ThresholdValue;
     let raw = &config.raw;
     let reservation = AllocatableReservation::from_config(
         raw.system_reserved.as_ref(),
@@ -809,7 +809,7 @@ impl SyncHandler for Kubelet {
                         phase: Some("Failed".into()),
                         reason: Some(rejection.reason),
                         message: Some(format!("Pod was rejected: {}", rejection.message)),
-                        qos_class: Some(crate::status::generate::qos_class(&pod).into()),
+                        qos_class: Some(crate::resources::qos_class(&pod).into()),
                         ..Default::default()
                     },
                 );

@@ -27,6 +27,8 @@ pub mod pod_manager;
 pub mod pod_sync;
 pub mod pod_workers;
 pub mod prober;
+pub mod quantity;
+pub mod resources;
 pub mod server;
 pub mod status;
 pub mod types;

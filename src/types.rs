@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 /// A pod's UID (`metadata.uid`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -62,7 +63,7 @@ pub fn restart_policy(pod: &Pod) -> &str {
 
 /// Whether an init container is a sidecar (`restartPolicy: Always`): started in order with the
 /// init containers, then kept running beside the main containers.
-pub fn is_sidecar(c: &k8s_openapi::api::core::v1::Container) -> bool {
+pub fn is_sidecar(c: &Container) -> bool {
     c.restart_policy.as_deref() == Some("Always")
 }
 
@@ -72,4 +73,52 @@ pub fn termination_grace_period(pod: &Pod) -> i64 {
         .as_ref()
         .and_then(|s| s.termination_grace_period_seconds)
         .unwrap_or(30)
+}
+
+/// Resolves a probe or hook port: a number, or the name of one of the container's ports.
+pub fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, String> {
+    match port {
+        IntOrString::Int(n) => u16::try_from(*n).map_err(|_| format!("invalid port number: {n}")),
+        IntOrString::String(name) => {
+            if let Ok(n) = name.parse::<u16>() {
+                return Ok(n);
+            }
+            container
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .and_then(|p| u16::try_from(p.container_port).ok())
+                .ok_or_else(|| {
+                    format!("couldn't find port: {name} in container {}", container.name)
+                })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ContainerPort;
+
+    #[test]
+    fn named_and_numeric_ports() {
+        let c = Container {
+            name: "app".into(),
+            ports: Some(vec![ContainerPort {
+                name: Some("http".into()),
+                container_port: 8080,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        assert_eq!(resolve_port(&IntOrString::Int(80), &c), Ok(80));
+        assert_eq!(
+            resolve_port(&IntOrString::String("http".into()), &c),
+            Ok(8080)
+        );
+        assert_eq!(resolve_port(&IntOrString::String("81".into()), &c), Ok(81));
+        assert!(resolve_port(&IntOrString::String("nope".into()), &c).is_err());
+        assert!(resolve_port(&IntOrString::Int(70000), &c).is_err());
+    }
 }

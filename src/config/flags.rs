@@ -14,7 +14,7 @@ use std::str::FromStr;
 
 use structopt::StructOpt;
 
-use super::duration::GoDuration;
+use crate::util::duration::GoDuration;
 
 /// The kubelet's command line. Doc comments are the `--help` text.
 #[derive(Debug, Clone, Default, PartialEq, StructOpt)]

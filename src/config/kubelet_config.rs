@@ -24,8 +24,8 @@ pub use self::nested::{
     OutputRoutingOptions, ShutdownGracePeriodByPodPriority, Taint, TimeOrMetaDuration,
     TracingConfiguration, UserNamespaces, VModuleItem,
 };
-use super::duration::GoDuration;
 use super::settings::{ConfigError, Origin};
+use crate::util::duration::GoDuration;
 
 /// The only `apiVersion` upstream defines for `KubeletConfiguration`.
 pub const API_VERSION: &str = "kubelet.config.k8s.io/v1beta1";

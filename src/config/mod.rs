@@ -3,7 +3,6 @@
 //! that merges them into one stream of pod updates.
 
 pub mod apiserver;
-pub mod duration;
 pub mod file;
 pub mod flags;
 pub mod http;

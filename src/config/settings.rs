@@ -18,7 +18,6 @@ use std::time::Duration;
 use structopt::clap::{self, ErrorKind};
 use structopt::StructOpt;
 
-use super::duration::GoDuration;
 use super::flags::{HeaderList, KubeletFlags};
 use super::kubelet_config::defaults::{
     DEFAULT_CHECK_FREQUENCY, DEFAULT_CONTAINER_RUNTIME_ENDPOINT, DEFAULT_MAX_PODS,
@@ -30,6 +29,7 @@ use super::kubelet_config::validate::{
     check_log_dir, check_positive, check_range,
 };
 use super::kubelet_config::{self, KubeletConfiguration};
+use crate::util::duration::GoDuration;
 
 /// Where the machine's hostname is read when there is no `--hostname-override`.
 const HOSTNAME_FILE: &str = "/proc/sys/kernel/hostname";

@@ -31,7 +31,6 @@ use crate::api::services::ServiceInformer;
 use crate::api::{KubeClient, RestClient};
 use crate::clock::{Clock, RealClock};
 use crate::config::apiserver::ApiserverSource;
-use crate::config::duration::GoDuration;
 use crate::config::mux::PodConfig;
 use crate::config::settings::KubeletConfig;
 use crate::config::update::{PodUpdate, API_SOURCE};
@@ -42,6 +41,7 @@ use crate::kubelet::{Deps, Kubelet, LoopTicks};
 use crate::nodestatus::lease::NodeLeaseController;
 use crate::nodestatus::updater::NodeStatusUpdater;
 use crate::status::sync::StatusSync;
+use crate::util::duration::GoDuration;
 use crate::waiters::Waiters;
 
 /// Flags of `rkubelet hollow`.

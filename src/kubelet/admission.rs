@@ -7,11 +7,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use k8s_openapi::api::core::v1::{Container, NodeSelectorRequirement, NodeSelectorTerm, Pod};
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Pod};
 
-use crate::kuberuntime::security::request_millis;
-use crate::nodestatus::quantity::parse_millis;
-use crate::types::is_sidecar;
+pub use crate::resources::pod_request_millis;
 
 /// What the node can give pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,42 +38,6 @@ impl Rejection {
             message: message.into(),
         }
     }
-}
-
-fn request_of(c: &Container, resource: &str) -> i128 {
-    request_millis(c, resource).unwrap_or(0)
-}
-
-/// A pod's effective request in thousandths (upstream `PodRequests`): the larger of the
-/// main containers plus sidecars and the largest regular init container (plus the sidecars
-/// started before it), plus the pod overhead.
-pub fn pod_request_millis(pod: &Pod, resource: &str) -> i128 {
-    let Some(spec) = pod.spec.as_ref() else {
-        return 0;
-    };
-    let mut sidecars = 0;
-    let mut init_peak = 0;
-    for c in spec.init_containers.iter().flatten() {
-        if is_sidecar(c) {
-            sidecars += request_of(c, resource);
-            init_peak = init_peak.max(sidecars);
-        } else {
-            init_peak = init_peak.max(sidecars + request_of(c, resource));
-        }
-    }
-    let main: i128 = spec
-        .containers
-        .iter()
-        .map(|c| request_of(c, resource))
-        .sum::<i128>()
-        + sidecars;
-    let overhead = spec
-        .overhead
-        .as_ref()
-        .and_then(|o| o.get(resource))
-        .and_then(|q| parse_millis(&q.0).ok())
-        .unwrap_or(0);
-    main.max(init_peak) + overhead
 }
 
 fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {

@@ -296,7 +296,7 @@ impl RuntimeManager {
             },
         );
         sc.set_namespace_options(namespaces);
-        let qos = crate::status::generate::qos_class(pod);
+        let qos = crate::resources::qos_class(pod);
         let resources =
             security::container_resources(container, qos, self.settings.memory_capacity_bytes);
         let linux = config.mut_linux();

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::cri::RuntimeService;
+use crate::types::resolve_port;
 use crate::util::http;
 
 use super::labels::{pod_name, pod_namespace};
@@ -24,27 +24,6 @@ fn pod_desc(pod: &Pod) -> String {
         pod_namespace(pod),
         pod.metadata.uid.as_deref().unwrap_or_default()
     )
-}
-
-/// Resolves a probe or hook port: a number, or the name of one of the container's ports.
-pub fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, String> {
-    match port {
-        IntOrString::Int(n) => u16::try_from(*n).map_err(|_| format!("invalid port number: {n}")),
-        IntOrString::String(name) => {
-            if let Ok(n) = name.parse::<u16>() {
-                return Ok(n);
-            }
-            container
-                .ports
-                .iter()
-                .flatten()
-                .find(|p| p.name.as_deref() == Some(name.as_str()))
-                .and_then(|p| u16::try_from(p.container_port).ok())
-                .ok_or_else(|| {
-                    format!("couldn't find port: {name} in container {}", container.name)
-                })
-        }
-    }
 }
 
 /// Runs one handler; `Err` holds the message upstream puts in the event.
@@ -142,6 +121,7 @@ mod tests {
     use super::*;
     use crate::cri::FakeRuntime;
     use k8s_openapi::api::core::v1::{ContainerPort, ExecAction, HTTPGetAction};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     use std::io::{Read, Write};
 
     fn pod() -> Pod {
@@ -166,19 +146,6 @@ mod tests {
             }]),
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn named_and_numeric_ports() {
-        let c = container();
-        assert_eq!(resolve_port(&IntOrString::Int(80), &c), Ok(80));
-        assert_eq!(
-            resolve_port(&IntOrString::String("http".into()), &c),
-            Ok(8080)
-        );
-        assert_eq!(resolve_port(&IntOrString::String("81".into()), &c), Ok(81));
-        assert!(resolve_port(&IntOrString::String("nope".into()), &c).is_err());
-        assert!(resolve_port(&IntOrString::Int(70000), &c).is_err());
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::cri::{api, CriError, ImageService, RuntimeService};
 use crate::events::{EventType, Recorder};
 use crate::types::{pod_key, uid_of, ContainerId, PodUid};
 use crate::util::backoff::Backoff;
+use crate::util::duration::{format_duration, GoDuration};
 use crate::volume::VolumeManager;
 
 pub use actions::{compute_pod_actions, PodActions};
@@ -504,7 +505,7 @@ impl RuntimeManager {
         let mut sandbox_config =
             sandbox::generate_sandbox_config(pod, actions.attempt, &self.settings);
         if let Some(cgroups) = &self.settings.cgroups {
-            let qos = crate::status::generate::qos_class(pod);
+            let qos = crate::resources::qos_class(pod);
             let parent = if actions.create_sandbox {
                 cgroups
                     .ensure_pod_cgroup(pod, &uid, qos)
@@ -699,7 +700,7 @@ impl RuntimeManager {
                         "CrashLoopBackOff",
                         format!(
                             "back-off {} restarting failed container={} pod={}_{}({})",
-                            go_duration(backoff.delay(&key)),
+                            format_duration(GoDuration::from_std(backoff.delay(&key))),
                             container.name,
                             pod_name(pod),
                             labels::pod_namespace(pod),
@@ -1009,19 +1010,5 @@ impl RuntimeManager {
     /// Removes a container by id (used for containers whose pod is unknown).
     pub fn remove_container(&self, id: &ContainerId) -> Result<(), CriError> {
         self.runtime.remove_container(&id.0)
-    }
-}
-
-/// Formats a duration the way Go prints it (`10s`, `2m40s`, `5m0s`), as in upstream messages.
-pub fn go_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs < 60 {
-        return format!("{secs}s");
-    }
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    if h > 0 {
-        format!("{h}h{m}m{s}s")
-    } else {
-        format!("{m}m{s}s")
     }
 }

@@ -6,7 +6,10 @@
 use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext, SeccompProfile};
 
 use crate::cri::api;
-use crate::nodestatus::quantity::parse_millis;
+use crate::quantity::parse_millis;
+use crate::resources::{
+    milli_cpu_to_quota, milli_cpu_to_shares, quantity_millis, request_millis, CPU_PERIOD_US,
+};
 
 /// Paths masked in non-privileged containers (upstream `DefaultMaskedPaths`).
 pub const DEFAULT_MASKED_PATHS: [&str; 11] = [
@@ -31,12 +34,6 @@ pub const DEFAULT_READONLY_PATHS: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
-/// CFS period the kubelet uses (`cpuCFSQuotaPeriod`, 100 ms).
-pub const CPU_PERIOD_US: i64 = 100_000;
-const MIN_SHARES: i64 = 2;
-const MAX_SHARES: i64 = 262_144;
-const SHARES_PER_CPU: i64 = 1024;
-const MIN_QUOTA_US: i64 = 1000;
 /// `oom_score_adj` of Guaranteed containers.
 pub const GUARANTEED_OOM_SCORE_ADJ: i64 = -997;
 /// `oom_score_adj` of BestEffort containers.
@@ -241,39 +238,6 @@ pub fn container_security_context(
         out.set_selinux_options(o);
     }
     out
-}
-
-/// A container's `limits` or `requests` of `resource` in thousandths, when set.
-pub fn quantity_millis(container: &Container, kind: &str, resource: &str) -> Option<i128> {
-    let res = container.resources.as_ref()?;
-    let map = match kind {
-        "limits" => res.limits.as_ref(),
-        _ => res.requests.as_ref(),
-    }?;
-    parse_millis(&map.get(resource)?.0).ok()
-}
-
-/// A container's request of `resource` in thousandths; the API defaults a missing request
-/// to the limit.
-pub fn request_millis(container: &Container, resource: &str) -> Option<i128> {
-    quantity_millis(container, "requests", resource)
-        .or_else(|| quantity_millis(container, "limits", resource))
-}
-
-/// Upstream `MilliCPUToShares`.
-pub fn milli_cpu_to_shares(milli: i64) -> i64 {
-    if milli <= 0 {
-        return MIN_SHARES;
-    }
-    (milli * SHARES_PER_CPU / 1000).clamp(MIN_SHARES, MAX_SHARES)
-}
-
-/// Upstream `MilliCPUToQuota`: 0 (no quota) without a limit.
-pub fn milli_cpu_to_quota(milli: i64, period: i64) -> i64 {
-    if milli <= 0 {
-        return 0;
-    }
-    (milli * period / 1000).max(MIN_QUOTA_US)
 }
 
 /// Upstream `GetContainerOOMScoreAdjust` for a QoS class; `memory_request` and

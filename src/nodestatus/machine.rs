@@ -10,7 +10,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::quantity::binary_si;
+use crate::quantity::binary_si;
 
 /// Reading a machine fact failed.
 #[derive(Debug, thiserror::Error)]

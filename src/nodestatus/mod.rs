@@ -17,7 +17,6 @@
 pub mod lease;
 pub mod machine;
 pub mod node_ip;
-pub mod quantity;
 pub mod record;
 pub mod registration;
 pub mod setters;
@@ -32,8 +31,9 @@ use k8s_openapi::api::core::v1::{Node, NodeCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use crate::quantity;
+pub use crate::quantity::{QuantityError, ThresholdValue};
 pub use machine::MachineInfo;
-pub use quantity::{QuantityError, ThresholdValue};
 
 /// Upstream default `maxPods`.
 pub const DEFAULT_MAX_PODS: u32 = 110;

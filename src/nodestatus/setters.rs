@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::quantity::{binary_si, decimal_si, milli_si};
 use super::{to_time, NodeStatusInputs};
+use crate::quantity::{binary_si, decimal_si, milli_si};
 
 /// Upstream `MaxNamesPerImageInNodeStatus`.
 pub const MAX_NAMES_PER_IMAGE: usize = 5;

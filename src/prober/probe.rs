@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Probe};
 
 use crate::cri::RuntimeService;
-use crate::kuberuntime::lifecycle::resolve_port;
+use crate::types::resolve_port;
 use crate::util::http;
 
 use super::health::HealthCheckRequest;

@@ -224,7 +224,7 @@ impl ServerSettings {
         hostnames.push("localhost".into());
         hostnames.push("127.0.0.1".into());
         hostnames.dedup();
-        let duration = |d: Option<&crate::config::duration::GoDuration>, default: u64| {
+        let duration = |d: Option<&crate::util::duration::GoDuration>, default: u64| {
             d.and_then(|d| d.to_std())
                 .unwrap_or(Duration::from_secs(default))
         };

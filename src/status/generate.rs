@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::clock::from_unix_nanos;
 use crate::kuberuntime::actions::{init_container_done, init_containers_done, should_restart};
 use crate::kuberuntime::{ContainerState, ContainerStatus, RuntimePodStatus, StartFailure};
+use crate::resources::qos_class;
 use crate::types::{is_sidecar, restart_policy};
 
 /// What status generation needs besides the pod and the runtime status.
@@ -461,42 +462,6 @@ pub fn needs_readiness_reconcile(pod: &Pod) -> bool {
     let containers_ready = status_of("ContainersReady") == Some("True");
     let want = containers_ready && readiness_gates_not_ready(pod).is_none();
     (ready == "True") != want
-}
-
-/// The pod's QoS class (upstream `GetPodQOS`, for cpu and memory).
-pub fn qos_class(pod: &Pod) -> &'static str {
-    let spec = pod.spec.as_ref();
-    let all = spec.iter().flat_map(|s| {
-        s.containers
-            .iter()
-            .chain(s.init_containers.iter().flatten())
-    });
-    let mut any_set = false;
-    let mut guaranteed = true;
-    for c in all {
-        let res = c.resources.as_ref();
-        let req = res.and_then(|r| r.requests.as_ref());
-        let lim = res.and_then(|r| r.limits.as_ref());
-        for name in ["cpu", "memory"] {
-            let r = req.and_then(|m| m.get(name)).filter(|q| q.0 != "0");
-            let l = lim.and_then(|m| m.get(name)).filter(|q| q.0 != "0");
-            if r.is_some() || l.is_some() {
-                any_set = true;
-            }
-            match (r, l) {
-                (_, None) => guaranteed = false,
-                (Some(r), Some(l)) if r.0 != l.0 => guaranteed = false,
-                _ => {}
-            }
-        }
-    }
-    if !any_set {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Small helpers shared by several subsystems.
 
 pub mod backoff;
+pub mod duration;
 pub mod expansion;
 pub mod http;
 pub mod metrics;

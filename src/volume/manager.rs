@@ -108,29 +108,6 @@ pub struct VolumeManager {
     host_etc_hosts: PathBuf,
 }
 
-/// Parses a quantity such as `64Mi`, `1G` or `1000` into bytes (the forms `sizeLimit` uses).
-pub fn parse_bytes(q: &str) -> Option<u64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: f64 = match suffix {
-        "" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    Some((n * mult).ceil() as u64)
-}
-
 fn volume_type(v: &Volume) -> &'static str {
     match v {
         v if v.persistent_volume_claim.is_some() => "persistentVolumeClaim",
@@ -262,7 +239,11 @@ impl VolumeManager {
             let dir = self.plugin_dir(uid, "empty-dir", &v.name);
             create_dir(&dir)?;
             if empty.medium.as_deref() == Some("Memory") && self.tmpfs {
-                let size = empty.size_limit.as_ref().and_then(|q| parse_bytes(&q.0));
+                let size = empty
+                    .size_limit
+                    .as_ref()
+                    .and_then(|q| crate::quantity::parse_value(&q.0).ok())
+                    .and_then(|b| u64::try_from(b).ok());
                 mount_tmpfs(&dir, size)?;
             }
             set_mode(&dir, 0o777)?;
@@ -978,14 +959,5 @@ mod tests {
             expand_sub_path(&p, &c, "$(NS)/$(SUB)/$(NOPE)/$$x"),
             "team/logs/$(NOPE)/$x"
         );
-    }
-
-    #[test]
-    fn byte_quantities() {
-        assert_eq!(parse_bytes("64Mi"), Some(64 << 20));
-        assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
-        assert_eq!(parse_bytes("1000"), Some(1000));
-        assert_eq!(parse_bytes("1.5Ki"), Some(1536));
-        assert_eq!(parse_bytes("lots"), None);
     }
 }

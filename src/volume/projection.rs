@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, ResourceFieldSelector, Secret,
 };
 
-use crate::nodestatus::quantity::parse_millis;
+use crate::quantity::parse_millis;
 
 use super::atomic_writer::FileProjection;
 use super::error::VolumeError;

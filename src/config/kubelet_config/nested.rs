@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::duration::{parse_duration, GoDuration};
+use crate::util::duration::{parse_duration, GoDuration};
 
 /// `authentication`: how requests to the kubelet's HTTPS server are authenticated.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

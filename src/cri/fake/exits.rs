@@ -101,7 +101,7 @@ fn parse_after(value: &str) -> Option<Duration> {
     if let Ok(secs) = value.parse::<f64>() {
         return Duration::try_from_secs_f64(secs).ok();
     }
-    crate::config::duration::parse_duration(value)
+    crate::util::duration::parse_duration(value)
         .ok()
         .and_then(|d| d.to_std())
 }

@@ -2,8 +2,9 @@
 //! flags and of every `metav1.Duration` field in the KubeletConfiguration file.
 //!
 //! [`parse_duration`] follows Go's `time.ParseDuration` and [`format_duration`] Go's
-//! `Duration.String`, so values round-trip with upstream tools (`/configz`, kubeadm). Pure
-//! functions, run on the main thread while configuration is read at start-up.
+//! `Duration.String`, so values round-trip with upstream tools (`/configz`, kubeadm) and
+//! messages read as upstream's (`back-off 2m40s restarting failed container`). Pure
+//! functions.
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,7 +1,9 @@
 //! Resource quantities as the API server prints and parses them (upstream
-//! `k8s.io/apimachinery/pkg/api/resource`), only as far as node status needs: integer amounts
-//! in canonical form (`2`, `110`, `1500m`, `24684084Ki`, `243497856212`) and the configured
-//! reservations and eviction thresholds (`100Mi`, `500m`, `10%`). Pure functions, no thread.
+//! `k8s.io/apimachinery/pkg/api/resource`): the one parser every part of the kubelet uses
+//! (exact integer milli-units and bytes, upstream's suffixes and rounding up), the canonical
+//! forms node status prints (`2`, `110`, `1500m`, `24684084Ki`, `243497856212`), and the
+//! configured reservations and eviction thresholds (`100Mi`, `500m`, `10%`). Pure functions,
+//! no thread.
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -184,6 +186,77 @@ impl ThresholdValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small deterministic generator for the property tests.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, below: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % below
+        }
+    }
+
+    #[test]
+    fn parsing_is_exact_for_every_suffix_and_rounds_up() {
+        let mut rng = Lcg(7);
+        let suffixes: [(&str, i128); 14] = [
+            ("", 1000),
+            ("m", 1),
+            ("k", 1_000_000),
+            ("M", 1_000_000_000),
+            ("G", 1_000_000_000_000),
+            ("T", 1_000_000_000_000_000),
+            ("Ki", 1024 * 1000),
+            ("Mi", 1024 * 1024 * 1000),
+            ("Gi", 1024 * 1024 * 1024 * 1000),
+            ("Ti", 1024_i128.pow(4) * 1000),
+            ("e3", 1_000_000),
+            ("P", 1000_i128.pow(6)),
+            ("Pi", 1024_i128.pow(5) * 1000),
+            ("E", 1000_i128.pow(7)),
+        ];
+        for _ in 0..5000 {
+            let whole = i128::from(rng.next(1_000_000));
+            let frac_digits = rng.next(4) as u32;
+            let frac = i128::from(rng.next(10_u64.pow(frac_digits).max(1)));
+            let (suffix, millis_per_unit) = suffixes[rng.next(14) as usize];
+            let text = if frac_digits == 0 {
+                format!("{whole}{suffix}")
+            } else {
+                format!(
+                    "{whole}.{frac:0width$}{suffix}",
+                    width = frac_digits as usize
+                )
+            };
+            // Exact value in thousandths, rounded up: (whole + frac/10^d) * millis_per_unit.
+            let scale = 10_i128.pow(frac_digits);
+            let numerator = (whole * scale + frac) * millis_per_unit;
+            let want = (numerator + scale - 1) / scale;
+            assert_eq!(parse_millis(&text), Ok(want), "{text}");
+            // Whole units round up too, and must fit an i64 or be refused by name.
+            let units = (want + 999) / 1000;
+            match i64::try_from(units) {
+                Ok(units) => assert_eq!(parse_value(&text), Ok(units), "{text}"),
+                Err(_) => assert!(parse_value(&text).is_err(), "{text}"),
+            }
+        }
+    }
+
+    #[test]
+    fn canonical_forms_parse_back_to_their_value() {
+        let mut rng = Lcg(11);
+        for _ in 0..5000 {
+            let v = i64::try_from(rng.next(1 << 40)).unwrap()
+                * [1, 1024, 1_000, 1 << 20][rng.next(4) as usize];
+            assert_eq!(parse_value(&binary_si(v).0), Ok(v), "{v}");
+            assert_eq!(parse_value(&decimal_si(v).0), Ok(v), "{v}");
+            let millis = i64::try_from(rng.next(1 << 30)).unwrap();
+            assert_eq!(parse_millis(&milli_si(millis).0), Ok(i128::from(millis)));
+        }
+    }
 
     #[test]
     fn formats_canonically() {
