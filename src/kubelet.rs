@@ -5,6 +5,7 @@
 
 pub mod admission;
 mod gc;
+pub mod host;
 pub mod node_status;
 mod run_once;
 mod sync_loop;
@@ -670,7 +671,7 @@ impl Kubelet {
     }
 
     fn server_host(self: &Arc<Self>) -> Arc<dyn crate::server::HostInterface> {
-        Arc::new(crate::server::host::KubeletHost::new(
+        Arc::new(host::KubeletHost::new(
             Arc::clone(self),
             Arc::clone(&self.config),
             self.health_checks(),

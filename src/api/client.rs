@@ -34,6 +34,7 @@ use super::request::{
 use super::stats::{Counters, Op, RequestStats};
 use super::watch::decode_watch;
 use super::{ApiError, ApiStatus, DeleteOptions, KubeClient, List, ListOptions, WatchStream};
+use crate::util::backoff::Exponential;
 
 /// Default timeout of one request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -192,7 +193,7 @@ impl RestClient {
     ) -> Result<Response, ApiError> {
         self.counters.call(op);
         let first = Instant::now();
-        let mut backoff = self.retry.initial_backoff;
+        let mut backoff = Exponential::new(self.retry.initial_backoff, self.retry.max_backoff);
         let mut tries = 0;
         loop {
             tries += 1;
@@ -201,19 +202,20 @@ impl RestClient {
                 Ok(resp) => return Ok(resp),
                 Err(err) => err,
             };
+            let delay = backoff.next_delay();
             let (may_retry, wait) = match &err {
                 ApiError::Status { retry_after, .. } => (
                     err.is_retriable(),
-                    retry_after.map_or(backoff, |s| {
+                    retry_after.map_or(delay, |s| {
                         Duration::from_secs(s).min(self.retry.max_retry_after)
                     }),
                 ),
                 // A POST that failed after connecting may have been applied: not repeated.
                 ApiError::Transport { message, .. } => (
                     op.http_verb() != "POST" || message.starts_with("connect"),
-                    backoff,
+                    delay,
                 ),
-                ApiError::Decode { .. } | ApiError::Config(_) => (false, backoff),
+                ApiError::Decode { .. } | ApiError::Config(_) => (false, delay),
             };
             let too_late = first.elapsed() + wait > self.retry.max_total;
             if !may_retry || tries >= self.retry.max_tries || too_late {
@@ -222,7 +224,6 @@ impl RestClient {
             log::debug!("{err}; retry {tries} in {wait:?}");
             self.counters.retry();
             std::thread::sleep(wait);
-            backoff = (backoff * 2).min(self.retry.max_backoff);
         }
     }
 

@@ -17,11 +17,11 @@ pub mod strategic;
 pub(crate) mod tls;
 pub mod watch;
 
+pub use crate::util::tls::AcceptAnyServerCert;
 pub use client::{RestClient, RetryPolicy};
 pub use fake::{Call, FakeClient};
 pub use kubeconfig::RestConfig;
 pub use stats::RequestStats;
-pub use tls::AcceptAnyServerCert;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;

@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use k8s_openapi::api::core::v1::Service;
 
 use super::{ApiError, KubeClient, ListOptions, WatchEvent};
+use crate::util::backoff::Exponential;
 
 /// Only services with a cluster IP matter for environment variables.
 const SELECTOR: &str = "spec.clusterIP!=None";
@@ -170,7 +171,7 @@ impl ServiceInformer {
 
     /// List, then watch, until `stop` fires (see the module docs).
     pub fn run(&self, stop: &Receiver<()>) {
-        let mut delay = BACKOFF_INITIAL;
+        let mut backoff = Exponential::new(BACKOFF_INITIAL, BACKOFF_MAX);
         let mut resource_version: Option<String> = None;
         loop {
             let result = match resource_version.as_mut() {
@@ -183,7 +184,7 @@ impl ServiceInformer {
             let wait = match result {
                 Ok(End::Stopped) => return,
                 Ok(End::Closed) => {
-                    delay = BACKOFF_INITIAL;
+                    backoff.reset();
                     Duration::ZERO
                 }
                 Ok(End::Gone) => {
@@ -191,14 +192,13 @@ impl ServiceInformer {
                     Duration::ZERO
                 }
                 Ok(End::Failed) | Err(_) => {
+                    let wait = backoff.next_delay();
                     if let Err(e) = &result {
-                        log::warn!("services: {e}; retrying in {delay:?}");
+                        log::warn!("services: {e}; retrying in {wait:?}");
                         if e.code() == Some(410) {
                             resource_version = None;
                         }
                     }
-                    let wait = delay;
-                    delay = (delay * 2).min(BACKOFF_MAX);
                     wait
                 }
             };

@@ -14,6 +14,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use super::kubeconfig::RestConfig;
 use super::ApiError;
+use crate::util::tls::AcceptAnyServerCert;
 
 /// Sets up TLS on `builder` for `config`.
 pub(crate) fn configure(
@@ -112,58 +113,6 @@ fn tls_config(config: &RestConfig) -> Result<Option<rustls::ClientConfig>, ApiEr
         _ => builder.with_no_client_auth(),
     };
     Ok(Some(tls))
-}
-
-/// Accepts any server certificate, for `insecure-skip-tls-verify` on test clusters only: it
-/// gives no protection against an impostor (also what HTTPS probes and hooks use, as
-/// upstream skips verification for them). Handshake signatures are still checked, so the
-/// session is at least bound to the certificate presented.
-#[derive(Debug)]
-pub struct AcceptAnyServerCert(pub Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Verifies the server certificate against `tls-server-name` instead of the URL's host

@@ -26,6 +26,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::api::{ApiError, KubeClient, ListOptions, WatchEvent};
 use crate::config::mux::send_or_stop;
 use crate::config::update::{PodOperation, PodUpdate, API_SOURCE};
+use crate::util::backoff::Exponential;
 
 /// First retry delay after a failed list or watch (upstream reflector: 800 ms).
 const BACKOFF_INITIAL: Duration = Duration::from_millis(800);
@@ -203,7 +204,7 @@ impl ApiserverSource {
             "watching pods bound to node {} on the API server",
             self.node_name
         );
-        let mut backoff = BACKOFF_INITIAL;
+        let mut backoff = Exponential::new(BACKOFF_INITIAL, BACKOFF_MAX);
         let mut resource_version: Option<String> = None;
         loop {
             let started = std::time::Instant::now();
@@ -222,7 +223,7 @@ impl ApiserverSource {
                         break;
                     }
                     resource_version = Some(rv);
-                    backoff = BACKOFF_INITIAL;
+                    backoff.reset();
                     None
                 }
                 Ok((_, _, WatchEnd::Stopped)) => break,
@@ -233,27 +234,24 @@ impl ApiserverSource {
                 // A watch the server closes at once (overloaded, restarting) is retried with
                 // back-off rather than in a hot loop.
                 Ok((_, _, WatchEnd::Closed)) if started.elapsed() < Duration::from_secs(1) => {
-                    Some(backoff)
+                    Some(backoff.next_delay())
                 }
                 Ok((_, _, WatchEnd::Closed)) => {
-                    backoff = BACKOFF_INITIAL;
+                    backoff.reset();
                     None
                 }
-                Ok((_, _, WatchEnd::Failed)) => Some(backoff),
+                Ok((_, _, WatchEnd::Failed)) => Some(backoff.next_delay()),
                 Err(e) if e.is_gone() => {
                     resource_version = None;
                     None
                 }
                 Err(e) => {
-                    log::warn!(
-                        "pods of node {}: {e}; retrying in {backoff:?}",
-                        self.node_name
-                    );
-                    Some(backoff)
+                    let wait = backoff.next_delay();
+                    log::warn!("pods of node {}: {e}; retrying in {wait:?}", self.node_name);
+                    Some(wait)
                 }
             };
             if let Some(wait) = wait {
-                backoff = (backoff * 2).min(BACKOFF_MAX);
                 match stop.recv_timeout(wait) {
                     Err(RecvTimeoutError::Timeout) => {}
                     _ => break,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use super::{api, CriError, RpcCode, RuntimeService};
+use crate::util::backoff::Exponential;
 
 /// The only CRI version rkubelet speaks.
 const CRI_VERSION: &str = "v1";
@@ -65,7 +66,7 @@ fn wait_for_version(
     // Time spent sleeping; with a real sleep this never exceeds the elapsed
     // time, with an injected one it stands in for it.
     let mut slept = Duration::ZERO;
-    let mut backoff = INITIAL_BACKOFF;
+    let mut backoff = Exponential::new(INITIAL_BACKOFF, MAX_BACKOFF);
     let mut attempt = 1u32;
     loop {
         let err = match runtime.version(CRI_VERSION) {
@@ -82,11 +83,10 @@ fn wait_for_version(
             warn!("Container runtime not ready after {attempt} attempts in {spent:?}, giving up: {err}");
             return Err(err);
         };
-        let pause = backoff.min(left);
+        let pause = backoff.next_delay().min(left);
         warn!("Container runtime not ready (attempt {attempt}), retrying in {pause:?}: {err}");
         sleep(pause);
         slept += pause;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
         attempt += 1;
     }
 }

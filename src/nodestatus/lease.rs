@@ -15,7 +15,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::to_micro_time;
-use super::updater::Backoff;
+use super::updater::retry_backoff;
 use crate::api::{ApiError, KubeClient};
 use crate::clock::Clock;
 
@@ -68,7 +68,7 @@ impl NodeLeaseController {
     /// a failure. Returns when `stop` receives or disconnects.
     pub fn run(self: Arc<Self>, stop: Receiver<()>) {
         log::info!("Starting node lease controller node=\"{}\"", self.node_name);
-        let mut backoff = Backoff::default();
+        let mut backoff = retry_backoff();
         loop {
             let wait = match self.sync() {
                 Ok(()) => {
@@ -76,7 +76,7 @@ impl NodeLeaseController {
                     self.renew_interval
                 }
                 Err(e) => {
-                    let wait = backoff.next_wait();
+                    let wait = backoff.next_delay();
                     log::error!(
                         "Failed to renew lease, will retry in {wait:?} node=\"{}\": {e}",
                         self.node_name

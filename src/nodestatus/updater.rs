@@ -22,6 +22,7 @@ use super::registration::{initial_node, register_node, NodeRegistration, LABEL_A
 use super::{node_events, set_node_status, NodeEvent, NodeStatusInputs};
 use crate::api::{strategic, ApiError, KubeClient};
 use crate::clock::Clock;
+use crate::util::backoff::Exponential;
 
 /// Upstream default `nodeStatusUpdateFrequency`.
 pub const DEFAULT_UPDATE_FREQUENCY: Duration = Duration::from_secs(10);
@@ -118,7 +119,7 @@ impl NodeStatusUpdater {
     /// receives or disconnects.
     pub fn run(self: Arc<Self>, stop: Receiver<()>) {
         log::info!("Starting node status updater node=\"{}\"", self.node_name());
-        let mut backoff = Backoff::default();
+        let mut backoff = retry_backoff();
         loop {
             let wait = match self.sync_node_status() {
                 Ok(_) => {
@@ -126,7 +127,7 @@ impl NodeStatusUpdater {
                     self.config.update_frequency
                 }
                 Err(e) if !self.is_registered() => {
-                    let wait = backoff.next_wait();
+                    let wait = backoff.next_delay();
                     log::error!(
                         "Unable to register node with API server, will retry in {wait:?} node=\"{}\": {e}",
                         self.node_name()
@@ -318,36 +319,9 @@ fn status_changed(old: Option<&NodeStatus>, new: Option<&NodeStatus>) -> bool {
     strip(old) != strip(new)
 }
 
-/// Exponential back-off, 200 ms doubling up to 7 s (upstream's registration and lease
-/// retries).
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const INITIAL: Duration = Duration::from_millis(200);
-    const MAX: Duration = Duration::from_secs(7);
-
-    /// The wait before the next attempt; doubles the one after.
-    pub(crate) fn next_wait(&mut self) -> Duration {
-        let wait = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        wait
-    }
-
-    /// Back to the initial wait after a success.
-    pub(crate) fn reset(&mut self) {
-        self.next = Self::INITIAL;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            next: Self::INITIAL,
-        }
-    }
+/// Registration and lease retries back off as upstream's: 200 ms doubling up to 7 s.
+pub(crate) fn retry_backoff() -> Exponential {
+    Exponential::new(Duration::from_millis(200), Duration::from_secs(7))
 }
 
 #[cfg(test)]
@@ -719,11 +693,9 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_to_seven_seconds() {
-        let mut b = Backoff::default();
-        let waits: Vec<u128> = (0..8).map(|_| b.next_wait().as_millis()).collect();
+    fn retries_back_off_from_200_ms_to_seven_seconds() {
+        let mut b = retry_backoff();
+        let waits: Vec<u128> = (0..8).map(|_| b.next_delay().as_millis()).collect();
         assert_eq!(waits, [200, 400, 800, 1600, 3200, 6400, 7000, 7000]);
-        b.reset();
-        assert_eq!(b.next_wait(), Duration::from_millis(200));
     }
 }

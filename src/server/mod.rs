@@ -8,7 +8,6 @@
 //! Handlers read snapshots through [`HostInterface`] and never block the sync loop.
 
 pub mod auth;
-pub mod host;
 pub mod http;
 pub mod logs;
 pub mod podresources;

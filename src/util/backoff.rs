@@ -1,11 +1,56 @@
-//! Per-key exponential back-off (upstream `flowcontrol.Backoff`): used for container restarts
-//! and image pulls. Owned by whoever calls it; every method takes the current time from a
-//! [`Clock`](crate::clock::Clock) so tests step time instead of sleeping. Times are wall-clock
-//! because the events they are measured from (a container's `finishedAt`) are.
+//! Exponential back-off, the one rule every retry in the kubelet follows: a first delay,
+//! doubling after each further failure, capped. [`Exponential`] is one sequence (a retry
+//! loop: registration, lease renewal, the pod and service watches, waiting for the runtime);
+//! [`Backoff`] keeps one per key (upstream `flowcontrol.Backoff`: container restarts and
+//! image pulls). The keyed one takes the current time from the caller, a
+//! [`Clock`](crate::clock::Clock) reading, so tests step time instead of sleeping; its times
+//! are wall-clock because the events they are measured from (a container's `finishedAt`) are.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, SystemTime};
+
+/// One back-off sequence: [`next_delay`](Exponential::next_delay) gives `initial` after the first
+/// failure, then twice the previous delay, never more than `max`; [`reset`](Exponential::reset)
+/// after a success starts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exponential {
+    initial: Duration,
+    max: Duration,
+    /// The delay after the last failure; zero before the first.
+    current: Duration,
+}
+
+impl Exponential {
+    /// A sequence starting at `initial` and doubling up to `max`.
+    pub const fn new(initial: Duration, max: Duration) -> Self {
+        Exponential {
+            initial,
+            max,
+            current: Duration::ZERO,
+        }
+    }
+
+    /// Records a failure and returns the delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        self.current = if self.current.is_zero() {
+            self.initial
+        } else {
+            self.current.saturating_mul(2).min(self.max)
+        };
+        self.current
+    }
+
+    /// The delay after the last failure (zero when there was none since the last reset).
+    pub fn current(&self) -> Duration {
+        self.current
+    }
+
+    /// Starts over after a success.
+    pub fn reset(&mut self) {
+        self.current = Duration::ZERO;
+    }
+}
 
 fn since(now: SystemTime, then: SystemTime) -> Duration {
     now.duration_since(then).unwrap_or(Duration::ZERO)
@@ -14,7 +59,7 @@ fn since(now: SystemTime, then: SystemTime) -> Duration {
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     /// The delay that applies after the last failure.
-    delay: Duration,
+    delay: Exponential,
     /// When the last failure was recorded.
     last_update: SystemTime,
 }
@@ -40,26 +85,23 @@ impl<K: Eq + Hash + Clone> Backoff<K> {
 
     /// Records a failure that happened at `event`, growing the delay for `key`.
     pub fn next(&mut self, key: &K, event: SystemTime) {
-        let now = event;
-        let initial = self.initial;
-        let max = self.max;
+        let (initial, max) = (self.initial, self.max);
         let entry = self.entries.entry(key.clone()).or_insert(Entry {
-            delay: Duration::ZERO,
-            last_update: now,
+            delay: Exponential::new(initial, max),
+            last_update: event,
         });
-        if entry.delay.is_zero() || since(now, entry.last_update) > 2 * max {
-            entry.delay = initial;
-        } else {
-            entry.delay = (entry.delay * 2).min(max);
+        if since(event, entry.last_update) > 2 * max {
+            entry.delay.reset();
         }
-        entry.last_update = now;
+        entry.delay.next_delay();
+        entry.last_update = event;
     }
 
     /// True while `key` must wait: less than its delay has passed since `event` (upstream
     /// `IsInBackOffSince`). An entry idle for longer than `2 * max` no longer holds anything back.
     pub fn is_in_backoff_since(&self, key: &K, event: SystemTime, now: SystemTime) -> bool {
         self.entries.get(key).is_some_and(|e| {
-            since(now, e.last_update) <= 2 * self.max && since(now, event) < e.delay
+            since(now, e.last_update) <= 2 * self.max && since(now, event) < e.delay.current()
         })
     }
 
@@ -69,13 +111,15 @@ impl<K: Eq + Hash + Clone> Backoff<K> {
     pub fn is_in_backoff_since_update(&self, key: &K, now: SystemTime) -> bool {
         self.entries.get(key).is_some_and(|e| {
             let idle = since(now, e.last_update);
-            idle <= 2 * self.max && idle < e.delay
+            idle <= 2 * self.max && idle < e.delay.current()
         })
     }
 
     /// The current delay for `key` (zero when it has none).
     pub fn delay(&self, key: &K) -> Duration {
-        self.entries.get(key).map_or(Duration::ZERO, |e| e.delay)
+        self.entries
+            .get(key)
+            .map_or(Duration::ZERO, |e| e.delay.current())
     }
 
     /// Forgets `key`.
@@ -100,6 +144,23 @@ impl<K: Eq + Hash + Clone> Backoff<K> {
 mod tests {
     use super::*;
     use crate::clock::{Clock, FakeClock};
+
+    #[test]
+    fn a_sequence_doubles_to_its_cap_and_starts_over_after_a_reset() {
+        let mut b = Exponential::new(Duration::from_millis(200), Duration::from_secs(7));
+        assert_eq!(b.current(), Duration::ZERO);
+        let waits: Vec<u128> = (0..8).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(waits, [200, 400, 800, 1600, 3200, 6400, 7000, 7000]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(200));
+        let mut huge = Exponential::new(Duration::MAX - Duration::from_secs(1), Duration::MAX);
+        huge.next_delay();
+        assert_eq!(
+            huge.next_delay(),
+            Duration::MAX,
+            "saturates instead of overflowing"
+        );
+    }
 
     #[test]
     fn doubles_caps_and_resets_after_idle() {

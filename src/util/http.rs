@@ -86,7 +86,7 @@ fn tls_session(host: &str) -> io::Result<rustls::ClientConnection> {
         .map_err(|e| io::Error::other(format!("TLS set-up: {e}")))?
         .dangerous()
         .with_custom_certificate_verifier(std::sync::Arc::new(
-            crate::api::tls::AcceptAnyServerCert(provider),
+            crate::util::tls::AcceptAnyServerCert(provider),
         ))
         .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from(

@@ -1,5 +1,6 @@
-//! [`HostInterface`] over the running kubelet: desired pods and their statuses, the
-//! runtime's view of pods and containers, log files, streaming URLs from CRI, and metrics.
+//! The kubelet as the kubelet API server sees it: [`HostInterface`], the trait the server
+//! defines, implemented over the running kubelet (desired pods and their statuses, the
+//! runtime's view of pods and containers, log files, streaming URLs from CRI, and metrics).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,13 +9,13 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::stats::StatsProvider;
-use super::{HostError, HostInterface, LogSource, StreamOptions};
+use super::Kubelet;
 use crate::config::settings::KubeletConfig;
 use crate::cri::{api, RuntimeService};
-use crate::kubelet::Kubelet;
 use crate::kuberuntime::logs::{container_log_relative_path, pod_log_dir};
 use crate::kuberuntime::{ContainerState, RuntimePodStatus};
+use crate::server::stats::StatsProvider;
+use crate::server::{HostError, HostInterface, LogSource, StreamOptions};
 use crate::types::PodUid;
 use crate::util::metrics::{self, Exposition};
 
