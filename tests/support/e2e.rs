@@ -241,3 +241,8 @@ pub fn wait_phase(c: &Cluster, name: &str, phase: &str, within: Duration) {
     })
     .unwrap_or_else(|| panic!("{name} not {phase}: {:?}\n{}", api_status(c, name), c.log()));
 }
+
+/// A typed object from its JSON form (tests write objects as `serde_json::json!`).
+pub fn object<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).unwrap()
+}

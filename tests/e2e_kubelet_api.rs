@@ -1,0 +1,215 @@
+//! End-to-end kubelet API through kubectl: logs, exec, port-forward, metrics and the
+//! summary.
+//!
+//! The real `rkubelet` binary on the test containerd, joined to the API server test double,
+//! driven with the real `kubectl`. Ignored in a plain `cargo test` (they need the containerd
+//! `tests/run.sh` starts); they share that containerd, so they run one at a time.
+
+mod support;
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use support::e2e::{main_status, pod, wait_phase, Cluster, SERIAL};
+use support::wait_for;
+
+/// Lines of a running command's stdout, as they come.
+fn line_reader(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn kubelet_api_logs_exec_port_forward_metrics_and_summary_through_kubectl() {
+    use support::kubelet_api::{parse_prometheus, request, sample, Auth};
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = Cluster::start("e2e-cluster-api");
+    c.wait_ready_node();
+    c.server
+        .create_pod(pod(
+            "talker",
+            "echo first; echo second; i=0; while true; do i=$((i+1)); echo tick-$i; sleep 1; done",
+            1,
+        ))
+        .unwrap();
+    let mut crasher = pod("crasher", "echo run-$(date +%s%N); sleep 2; exit 1", 1);
+    crasher.spec.as_mut().unwrap().restart_policy = Some("Always".into());
+    c.server.create_pod(crasher).unwrap();
+    c.server
+        .create_pod(pod(
+            "web",
+            "mkdir -p /www; echo hello-through-port-forward > /www/index.html; httpd -f -p 8080 -h /www",
+            1,
+        ))
+        .unwrap();
+    for name in ["talker", "web"] {
+        wait_phase(&c, name, "Running", Duration::from_secs(60));
+    }
+
+    // Logs through the API server's pods/log, as `kubectl logs` reads them.
+    let logs = wait_for(Duration::from_secs(30), || {
+        let out = c.kubectl(&["logs", "talker"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("tick-2").then_some(text)
+    })
+    .unwrap_or_else(|| panic!("no logs:\n{}", c.log()));
+    assert!(logs.starts_with("first\nsecond\ntick-1\n"), "{logs}");
+    let tail = c.kubectl(&["logs", "talker", "--tail=1"]);
+    let tail = String::from_utf8_lossy(&tail.stdout).into_owned();
+    assert_eq!(tail.lines().count(), 1, "{tail:?}");
+    assert!(tail.starts_with("tick-"), "{tail:?}");
+    let stamped = c.kubectl(&["logs", "talker", "--tail=1", "--timestamps"]);
+    let stamped = String::from_utf8_lossy(&stamped.stdout).into_owned();
+    let (time, text) = stamped.trim_end().split_once(' ').unwrap();
+    assert!(
+        time.parse::<k8s_openapi::jiff::Timestamp>().is_ok(),
+        "{stamped:?}"
+    );
+    assert!(text.starts_with("tick-"), "{stamped:?}");
+    // follow: lines written after the request began arrive while it is open.
+    let mut follow = c
+        .kubectl_command(&["logs", "-f", "talker", "--tail=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(&mut follow);
+    let first = lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("first followed line");
+    let n = |l: &str| l.trim_start_matches("tick-").parse::<u64>().unwrap();
+    let mut later = Vec::new();
+    while later.len() < 2 {
+        later.push(
+            lines
+                .recv_timeout(Duration::from_secs(10))
+                .expect("new lines arrive while following"),
+        );
+    }
+    assert!(
+        n(&later[1]) > n(&later[0]) && n(&later[0]) > n(&first),
+        "{first} {later:?}"
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
+    // previous: the attempt before a restart.
+    wait_for(Duration::from_secs(60), || {
+        let restarts = main_status(&c, "crasher")?.restart_count;
+        (restarts >= 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("crasher never restarted:\n{}", c.log()));
+    let previous = c.kubectl(&["logs", "crasher", "--previous"]);
+    let previous_text = String::from_utf8_lossy(&previous.stdout).into_owned();
+    assert!(
+        previous_text.starts_with("run-"),
+        "{previous_text:?} {}",
+        String::from_utf8_lossy(&previous.stderr)
+    );
+
+    // exec through the API server, the kubelet's streaming proxy and containerd.
+    let out = c.kubectl(&["exec", "talker", "--", "echo", "hi"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hi\n",
+        "exec: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+    let out = c.kubectl(&["exec", "talker", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "exit codes come back");
+
+    // port-forward to busybox httpd in the pod.
+    let local = support::free_port();
+    let mut forward = c
+        .kubectl_command(&["port-forward", "pod/web", &format!("{local}:8080")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(&mut forward);
+    let ready = lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("port-forward started");
+    assert!(ready.contains("Forwarding from"), "{ready}");
+    let body = wait_for(Duration::from_secs(20), || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", local)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        s.write_all(b"GET /index.html HTTP/1.0\r\nHost: web\r\n\r\n")
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.contains("hello-through-port-forward").then_some(out)
+    });
+    let _ = forward.kill();
+    let _ = forward.wait();
+    let body = body.unwrap_or_else(|| panic!("no answer through port-forward:\n{}", c.log()));
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+
+    // /metrics and /stats/summary, read as the API server reads them.
+    let identity = c.server.issue_client_cert("kube-apiserver-kubelet-client");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], c.port));
+    let cert_dir = c.dir.join("root/pki");
+    let metrics = request(addr, &cert_dir, "GET", "/metrics", Auth::Cert(&identity));
+    assert_eq!(metrics.status, 200);
+    let samples = parse_prometheus(&metrics.text());
+    assert!(sample(&samples, "kubelet_running_pods").unwrap() >= 2.0);
+    assert!(
+        sample(
+            &samples,
+            "kubelet_runtime_operations_total{operation_type=\"run_podsandbox\"}"
+        )
+        .unwrap()
+            >= 3.0
+    );
+    assert!(
+        sample(
+            &samples,
+            "kubelet_runtime_operations_duration_seconds_count{operation_type=\"create_container\"}"
+        )
+        .unwrap()
+            >= 3.0
+    );
+    assert!(sample(&samples, "kubelet_pod_start_duration_seconds_count").unwrap() >= 2.0);
+    assert!(sample(&samples, "kubelet_pleg_relist_interval_seconds_count").unwrap() >= 1.0);
+    assert!(sample(&samples, "process_cpu_seconds_total").unwrap() > 0.0);
+    let summary = request(
+        addr,
+        &cert_dir,
+        "GET",
+        "/stats/summary",
+        Auth::Cert(&identity),
+    )
+    .json();
+    for name in ["talker", "web"] {
+        let pod = summary["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["podRef"]["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {summary}"));
+        let memory = pod["memory"]["workingSetBytes"].as_u64().unwrap_or(0);
+        assert!(memory > 0, "{name}: {pod}");
+        let cpu = pod["containers"][0]["cpu"]["usageCoreNanoSeconds"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(cpu > 0, "{name}: {pod}");
+    }
+    assert!(
+        summary["node"]["runtime"]["imageFs"]["usedBytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}
