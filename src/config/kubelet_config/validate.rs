@@ -5,11 +5,12 @@
 //! Every failure is a [`ConfigError::Invalid`] naming where the value came from (`--max-pods`
 //! or `<file>: maxPods`); the first problem found is returned.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
 use super::{GoDuration, KubeletConfiguration};
-use crate::config::settings::{ConfigError, Origin};
+use crate::config::error::{ConfigError, Origin};
 
 /// Checks every value set in a config file; `file` names it in errors.
 pub(crate) fn validate_file(c: &KubeletConfiguration, file: &Path) -> Result<(), ConfigError> {
@@ -468,4 +469,19 @@ pub(crate) fn check_log_dir(origin: Origin, dir: &Path) -> Result<(), ConfigErro
         return Err(origin.invalid(dir.display(), "must not be the root directory"));
     }
     Ok(())
+}
+
+/// Checks that header names are HTTP tokens (RFC 9110 `tchar`s).
+pub(crate) fn check_header_names(
+    origin: Origin,
+    headers: &BTreeMap<String, Vec<String>>,
+) -> Result<(), ConfigError> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    match headers
+        .keys()
+        .find(|name| name.is_empty() || !name.bytes().all(tchar))
+    {
+        Some(name) => Err(origin.invalid(name, "not a valid HTTP header name")),
+        None => Ok(()),
+    }
 }
