@@ -1,13 +1,15 @@
 //! What the runtime says about pods: the per-pod status a sync starts from
 //! ([`RuntimePodStatus`], upstream `kubecontainer.PodStatus`) and the cheap all-pods listing
-//! PLEG and housekeeping use ([`RunningPod`], upstream `kubecontainer.Pod`).
+//! PLEG and housekeeping use ([`RunningPod`], upstream `kubecontainer.Pod`), with the CRI
+//! calls that read them ([`RuntimeManager::get_pod_status`], [`RuntimeManager::get_pods`]).
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::cri::api;
+use crate::cri::{api, CriError};
 use crate::types::{ContainerId, PodUid};
 
-use super::labels::{self, CONTAINER_NAME_LABEL};
+use super::labels::{self, CONTAINER_NAME_LABEL, POD_UID_LABEL};
+use super::RuntimeManager;
 
 /// A container's state, as CRI reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -309,6 +311,94 @@ pub fn group_running_pods(
         });
     }
     pods.into_values().collect()
+}
+
+impl RuntimeManager {
+    /// Every kubelet-made pod the runtime has, from two list calls.
+    pub fn get_pods(&self) -> Result<Vec<RunningPod>, CriError> {
+        let sandboxes = self.runtime.list_pod_sandbox(None)?;
+        let containers = self.runtime.list_containers(None)?;
+        Ok(group_running_pods(&sandboxes, &containers))
+    }
+
+    /// Full status of one pod: its sandboxes (with IP) and every container's CRI status.
+    pub fn get_pod_status(&self, uid: &PodUid) -> Result<RuntimePodStatus, CriError> {
+        let mut sandbox_filter = api::PodSandboxFilter::new();
+        sandbox_filter
+            .mut_label_selector()
+            .insert(POD_UID_LABEL.into(), uid.0.clone());
+        let mut sandboxes = self.runtime.list_pod_sandbox(Some(&sandbox_filter))?;
+        sandboxes.sort_by_key(|s| std::cmp::Reverse(s.get_created_at()));
+        let mut sandbox_statuses = Vec::with_capacity(sandboxes.len());
+        for (i, s) in sandboxes.iter().enumerate() {
+            let ready = s.get_state() == api::PodSandboxState::SANDBOX_READY;
+            let mut status = SandboxStatus {
+                id: s.get_id().to_string(),
+                ready,
+                attempt: s.get_metadata().get_attempt(),
+                created_at: s.get_created_at(),
+                ip: None,
+                host_network: false,
+            };
+            // Only the newest sandbox's network matters; older ones are being replaced.
+            if i == 0 {
+                match self.runtime.pod_sandbox_status(s.get_id(), false) {
+                    Ok(resp) => {
+                        let st = resp.get_status();
+                        let ip = st.get_network().get_ip();
+                        status.ip = (!ip.is_empty()).then(|| ip.to_string());
+                        status.host_network =
+                            st.get_linux().get_namespaces().get_options().get_network()
+                                == api::NamespaceMode::NODE;
+                        // A hostNetwork pod's IP is the node's (probes and hooks go there).
+                        if status.host_network && status.ip.is_none() {
+                            status.ip = self.settings.node.host_ips().into_iter().next();
+                        }
+                    }
+                    Err(e) if e.is_not_found() => status.ready = false,
+                    Err(e) => return Err(e),
+                }
+            }
+            sandbox_statuses.push(status);
+        }
+
+        let mut container_filter = api::ContainerFilter::new();
+        container_filter
+            .mut_label_selector()
+            .insert(POD_UID_LABEL.into(), uid.0.clone());
+        let containers = self.runtime.list_containers(Some(&container_filter))?;
+        let mut statuses = Vec::with_capacity(containers.len());
+        for c in &containers {
+            match self.runtime.container_status(c.get_id(), false) {
+                Ok(resp) => {
+                    let mut st = container_status_from_cri(resp.get_status());
+                    st.sandbox_id = c.get_pod_sandbox_id().to_string();
+                    if st.state == ContainerState::Exited && st.message.is_empty() {
+                        st.message = termination_message(resp.get_status());
+                    }
+                    // The runtime marks a start that was cut short (the kubelet died in
+                    // StartContainer) as exited with StartError. It never ran: like a
+                    // created one, it is replaced under the same attempt, not restarted.
+                    if st.state == ContainerState::Exited
+                        && st.reason == "StartError"
+                        && st.created_at < self.born_ns
+                    {
+                        st.state = ContainerState::Created;
+                    }
+                    statuses.push(st);
+                }
+                // Removed between the list and the status call.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        statuses.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+        Ok(RuntimePodStatus {
+            uid: uid.clone(),
+            sandboxes: sandbox_statuses,
+            containers: statuses,
+        })
+    }
 }
 
 #[cfg(test)]
