@@ -7,44 +7,33 @@
 //! exponential backoff only when retrying can help: 429 (honouring `Retry-After`), 5xx, and
 //! connection failures (other transport failures only for requests other than POST, which
 //! may have been applied). Error responses are decoded from their `meta/v1 Status` body.
+//!
+//! This file holds the client and its retrying HTTP core; the verbs are in `verbs.rs`, the
+//! bearer token in `token.rs`.
 
-use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
+#[cfg(test)]
+mod test_server;
+mod token;
+mod verbs;
+
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
-use k8s_openapi::api::authorization::v1::SubjectAccessReview;
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
-use k8s_openapi::api::node::v1::RuntimeClass;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 use reqwest::blocking::Response;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
 
 use super::kubeconfig::RestConfig;
 use super::rate_limit::RateLimiter;
-use super::request::{
-    core_path, json_body, lease_path, list_query, namespace_of, node_path, status_from_body,
-    transport_error, Body, JSON,
-};
+use super::request::{json_body, status_from_body, transport_error, Body, JSON};
 use super::stats::{Counters, Op, RequestStats};
-use super::watch::decode_watch;
-use super::{ApiError, ApiStatus, DeleteOptions, KubeClient, List, ListOptions, WatchStream};
+use super::ApiError;
 use crate::util::backoff::Exponential;
+use token::TokenSource;
 
 /// Default timeout of one request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Extra time a watch response may take beyond its server-side `timeoutSeconds`.
-const WATCH_GRACE: Duration = Duration::from_secs(30);
-/// Bound of a watch without `timeoutSeconds`: the API server ends those after at most twice
-/// its `--min-request-timeout` (1800 s by default).
-const WATCH_DEFAULT_BOUND_SECS: u64 = 3600;
-/// How often a `tokenFile` is re-read, to pick up rotated tokens.
-const TOKEN_REFRESH: Duration = Duration::from_secs(60);
 
 /// When and how often failed requests are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,44 +59,6 @@ impl Default for RetryPolicy {
             max_retry_after: Duration::from_secs(10),
             max_total: Duration::from_secs(60),
         }
-    }
-}
-
-/// The bearer token, re-read from its file at most once per [`TOKEN_REFRESH`].
-struct TokenSource {
-    file: Option<PathBuf>,
-    /// The token and when it was last read from `file`.
-    cached: Mutex<(Option<String>, Instant)>,
-}
-
-impl TokenSource {
-    fn bearer(&self) -> Option<String> {
-        let (token, read_at) = self
-            .cached
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let Some(file) = &self.file else {
-            return token;
-        };
-        if read_at.elapsed() < TOKEN_REFRESH {
-            return token;
-        }
-        // Read without the lock held; two threads may both read, which is harmless.
-        let fresh = match std::fs::read_to_string(file) {
-            Ok(text) => Some(text.trim().to_string()),
-            Err(e) => {
-                let file = file.display();
-                log::warn!("re-reading token file {file}: {e}; keeping the previous token");
-                None
-            }
-        };
-        let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(fresh) = fresh {
-            cached.0 = Some(fresh);
-        }
-        cached.1 = Instant::now();
-        cached.0.clone()
     }
 }
 
@@ -155,10 +106,7 @@ impl RestClient {
         Ok(RestClient {
             http,
             server: config.server.trim_end_matches('/').to_string(),
-            token: TokenSource {
-                file: config.token_file,
-                cached: Mutex::new((config.bearer_token, Instant::now())),
-            },
+            token: TokenSource::new(config.token_file, config.bearer_token),
             limiter: RateLimiter::new(qps, burst),
             timeout,
             retry: RetryPolicy::default(),
@@ -307,393 +255,19 @@ impl RestClient {
     }
 }
 
-/// The parts of a list response the kubelet uses.
-#[derive(Deserialize)]
-struct ListBody<T> {
-    #[serde(default = "Vec::new")]
-    items: Vec<T>,
-    #[serde(default)]
-    metadata: ListMeta,
-}
-
-impl KubeClient for RestClient {
-    fn list_pods(&self, opts: &ListOptions) -> Result<List<Pod>, ApiError> {
-        let query = list_query(opts, false);
-        let list: ListBody<Pod> = self.call(Op::ListPods, "/api/v1/pods", &query, None)?;
-        let resource_version = list.metadata.resource_version.unwrap_or_default();
-        Ok(List {
-            items: list.items,
-            resource_version,
-        })
-    }
-
-    fn watch_pods(&self, opts: &ListOptions) -> Result<WatchStream<Pod>, ApiError> {
-        let path = "/api/v1/pods";
-        let secs = opts
-            .timeout_seconds
-            .map_or(WATCH_DEFAULT_BOUND_SECS, u64::from);
-        let timeout = Duration::from_secs(secs) + WATCH_GRACE;
-        let resp = self.send(Op::WatchPods, path, &list_query(opts, true), None, timeout)?;
-        Ok(decode_watch(resp, format!("watch {path}")))
-    }
-
-    fn get_pod(&self, namespace: &str, name: &str) -> Result<Pod, ApiError> {
-        self.get(Op::GetPod, &core_path(namespace, "pods", Some(name)))
-    }
-
-    fn create_pod(&self, pod: &Pod) -> Result<Pod, ApiError> {
-        let path = core_path(namespace_of(&pod.metadata), "pods", None);
-        self.write(Op::CreatePod, &path, pod)
-    }
-
-    fn delete_pod(
-        &self,
-        namespace: &str,
-        name: &str,
-        opts: &DeleteOptions,
-    ) -> Result<(), ApiError> {
-        let mut body = serde_json::json!({"kind": "DeleteOptions", "apiVersion": "v1"});
-        if let Some(grace) = opts.grace_period_seconds {
-            body["gracePeriodSeconds"] = grace.into();
-        }
-        if let Some(uid) = &opts.precondition_uid {
-            body["preconditions"] = serde_json::json!({ "uid": uid });
-        }
-        // The answer (the pod being deleted, or a Status) is not needed.
-        let path = core_path(namespace, "pods", Some(name));
-        let body = json_body(Op::DeletePod, &path, &body)?;
-        self.send(Op::DeletePod, &path, "", Some(body), self.timeout)
-            .map(drop)
-    }
-
-    fn patch_pod_status(
-        &self,
-        namespace: &str,
-        name: &str,
-        patch: &Value,
-    ) -> Result<Pod, ApiError> {
-        let path = format!("{}/status", core_path(namespace, "pods", Some(name)));
-        self.write(Op::PatchPodStatus, &path, patch)
-    }
-
-    fn get_node(&self, name: &str) -> Result<Node, ApiError> {
-        self.get(Op::GetNode, &node_path(name))
-    }
-
-    fn create_node(&self, node: &Node) -> Result<Node, ApiError> {
-        self.write(Op::CreateNode, "/api/v1/nodes", node)
-    }
-
-    fn patch_node(&self, name: &str, patch: &Value) -> Result<Node, ApiError> {
-        self.write(Op::PatchNode, &node_path(name), patch)
-    }
-
-    fn patch_node_status(&self, name: &str, patch: &Value) -> Result<Node, ApiError> {
-        self.write(
-            Op::PatchNodeStatus,
-            &format!("{}/status", node_path(name)),
-            patch,
-        )
-    }
-
-    fn get_lease(&self, namespace: &str, name: &str) -> Result<Lease, ApiError> {
-        self.get(Op::GetLease, &lease_path(namespace, Some(name)))
-    }
-
-    fn create_lease(&self, lease: &Lease) -> Result<Lease, ApiError> {
-        let path = lease_path(namespace_of(&lease.metadata), None);
-        self.write(Op::CreateLease, &path, lease)
-    }
-
-    fn update_lease(&self, lease: &Lease) -> Result<Lease, ApiError> {
-        let namespace = namespace_of(&lease.metadata);
-        let Some(name) = lease.metadata.name.as_deref().filter(|n| !n.is_empty()) else {
-            let message = "metadata.name: Required value".to_string();
-            return Err(ApiError::Status {
-                verb: "PUT",
-                path: lease_path(namespace, None),
-                status: ApiStatus {
-                    code: 422,
-                    reason: "Invalid".into(),
-                    message,
-                },
-                retry_after: None,
-            });
-        };
-        self.write(Op::UpdateLease, &lease_path(namespace, Some(name)), lease)
-    }
-
-    fn create_event(&self, event: &Event) -> Result<Event, ApiError> {
-        let path = core_path(namespace_of(&event.metadata), "events", None);
-        self.write(Op::CreateEvent, &path, event)
-    }
-
-    fn patch_event(&self, namespace: &str, name: &str, patch: &Value) -> Result<Event, ApiError> {
-        self.write(
-            Op::PatchEvent,
-            &core_path(namespace, "events", Some(name)),
-            patch,
-        )
-    }
-
-    fn get_config_map(&self, namespace: &str, name: &str) -> Result<ConfigMap, ApiError> {
-        self.get(
-            Op::GetConfigMap,
-            &core_path(namespace, "configmaps", Some(name)),
-        )
-    }
-
-    fn get_secret(&self, namespace: &str, name: &str) -> Result<Secret, ApiError> {
-        self.get(Op::GetSecret, &core_path(namespace, "secrets", Some(name)))
-    }
-
-    fn list_services(&self, namespace: &str) -> Result<Vec<Service>, ApiError> {
-        let path = core_path(namespace, "services", None);
-        let list: ListBody<Service> = self.call(Op::ListServices, &path, "", None)?;
-        Ok(list.items)
-    }
-
-    fn list_all_services(&self, opts: &ListOptions) -> Result<List<Service>, ApiError> {
-        let query = list_query(opts, false);
-        let list: ListBody<Service> =
-            self.call(Op::ListAllServices, "/api/v1/services", &query, None)?;
-        Ok(List {
-            items: list.items,
-            resource_version: list.metadata.resource_version.unwrap_or_default(),
-        })
-    }
-
-    fn watch_services(&self, opts: &ListOptions) -> Result<WatchStream<Service>, ApiError> {
-        let path = "/api/v1/services";
-        let secs = opts
-            .timeout_seconds
-            .map_or(WATCH_DEFAULT_BOUND_SECS, u64::from);
-        let timeout = Duration::from_secs(secs) + WATCH_GRACE;
-        let query = list_query(opts, true);
-        let resp = self.send(Op::WatchServices, path, &query, None, timeout)?;
-        Ok(decode_watch(resp, format!("watch {path}")))
-    }
-
-    fn get_runtime_class(&self, name: &str) -> Result<RuntimeClass, ApiError> {
-        let path = format!(
-            "/apis/node.k8s.io/v1/runtimeclasses/{}",
-            super::request::encode(name)
-        );
-        self.get(Op::GetRuntimeClass, &path)
-    }
-
-    fn create_token(
-        &self,
-        namespace: &str,
-        service_account: &str,
-        request: &TokenRequest,
-    ) -> Result<TokenRequest, ApiError> {
-        let sa_path = core_path(namespace, "serviceaccounts", Some(service_account));
-        self.write(Op::CreateToken, &format!("{sa_path}/token"), request)
-    }
-
-    fn create_token_review(&self, review: &TokenReview) -> Result<TokenReview, ApiError> {
-        let path = "/apis/authentication.k8s.io/v1/tokenreviews";
-        self.write(Op::CreateTokenReview, path, review)
-    }
-
-    fn create_subject_access_review(
-        &self,
-        review: &SubjectAccessReview,
-    ) -> Result<SubjectAccessReview, ApiError> {
-        let path = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
-        self.write(Op::CreateSubjectAccessReview, path, review)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use std::io::{Read, Write};
-    use std::sync::Arc;
+    use std::net::TcpListener;
+    use std::sync::{mpsc, Arc};
 
+    use k8s_openapi::api::core::v1::Event;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use std::net::TcpListener;
-    use std::sync::mpsc;
-    use std::thread::JoinHandle;
 
+    use super::test_server::{client, fast_retries, serve, status_json, Reply, POD};
+    use super::*;
     use crate::api::tls::fixtures::{CA_PEM, LEAF_KEY, LEAF_PEM};
-    use crate::api::WatchEvent;
-
-    /// What the test server sends back on one connection.
-    enum Reply {
-        /// Status code, extra header lines (each ending in CRLF), JSON body.
-        Json(u16, &'static str, String),
-        /// A chunked body: the first chunk, then the rest once the gate opens (or is dropped).
-        Chunked(Vec<&'static str>, mpsc::Receiver<()>),
-        /// Read the request, then say nothing until the gate opens (or is dropped).
-        Stall(mpsc::Receiver<()>),
-    }
-
-    /// One request as the server saw it.
-    #[derive(Debug)]
-    struct Seen {
-        method: String,
-        target: String,
-        headers: Vec<(String, String)>,
-        body: String,
-    }
-
-    impl Seen {
-        fn header(&self, name: &str) -> Option<&str> {
-            self.headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        }
-    }
-
-    /// A one-thread HTTP/1.1 server on 127.0.0.1 serving `replies` on successive connections,
-    /// TLS when `tls` is set. It stops after the last reply or 10 s without a connection.
-    fn serve(
-        replies: Vec<Reply>,
-        tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> (String, JoinHandle<Vec<Seen>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
-        let handle = std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            for reply in replies {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                let tcp = loop {
-                    match listener.accept() {
-                        Ok((tcp, _)) => break tcp,
-                        Err(_) if Instant::now() < deadline => {
-                            std::thread::sleep(Duration::from_millis(2))
-                        }
-                        Err(_) => return seen,
-                    }
-                };
-                tcp.set_nonblocking(false).unwrap();
-                tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                match &tls {
-                    Some(cfg) => {
-                        let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
-                        let mut stream = rustls::StreamOwned::new(conn, tcp);
-                        if let Some(s) = exchange(&mut stream, reply) {
-                            seen.push(s);
-                        }
-                        stream.conn.send_close_notify();
-                        let _ = stream.flush();
-                    }
-                    None => {
-                        let mut tcp = tcp;
-                        if let Some(s) = exchange(&mut tcp, reply) {
-                            seen.push(s);
-                        }
-                    }
-                }
-            }
-            seen
-        });
-        (url, handle)
-    }
-
-    fn exchange<S: Read + Write>(stream: &mut S, reply: Reply) -> Option<Seen> {
-        let seen = read_request(stream)?;
-        match reply {
-            Reply::Json(code, extra, body) => {
-                let head = format!(
-                    "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
-                    body.len()
-                );
-                stream.write_all(head.as_bytes()).ok()?;
-                stream.write_all(body.as_bytes()).ok()?;
-            }
-            Reply::Chunked(chunks, gate) => {
-                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
-                stream.write_all(head.as_bytes()).ok()?;
-                for (i, chunk) in chunks.iter().enumerate() {
-                    if i == 1 {
-                        let _ = gate.recv_timeout(Duration::from_secs(10));
-                    }
-                    stream
-                        .write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes())
-                        .ok()?;
-                    stream.flush().ok()?;
-                }
-                stream.write_all(b"0\r\n\r\n").ok()?;
-            }
-            Reply::Stall(gate) => {
-                let _ = gate.recv_timeout(Duration::from_secs(10));
-            }
-        }
-        stream.flush().ok()?;
-        Some(seen)
-    }
-
-    fn read_request<S: Read>(stream: &mut S) -> Option<Seen> {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let n = stream.read(&mut chunk).ok().filter(|n| *n > 0)?;
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let mut lines = head.split("\r\n");
-        let mut request_line = lines.next()?.split(' ');
-        let method = request_line.next()?.to_string();
-        let target = request_line.next()?.to_string();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let length: usize = headers
-            .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = buf[head_end..].to_vec();
-        while body.len() < length {
-            let n = stream.read(&mut chunk).ok().filter(|n| *n > 0)?;
-            body.extend_from_slice(&chunk[..n]);
-        }
-        let body = String::from_utf8_lossy(&body).to_string();
-        Some(Seen {
-            method,
-            target,
-            headers,
-            body,
-        })
-    }
-
-    fn fast_retries() -> RetryPolicy {
-        RetryPolicy {
-            initial_backoff: Duration::from_millis(5),
-            max_backoff: Duration::from_millis(20),
-            ..RetryPolicy::default()
-        }
-    }
-
-    fn client(url: &str) -> RestClient {
-        let config = RestConfig {
-            server: format!("{url}/"),
-            bearer_token: Some("tok".into()),
-            ..RestConfig::default()
-        };
-        RestClient::new(config, 0.0, 1, Duration::from_secs(5))
-            .unwrap()
-            .with_retry_policy(fast_retries())
-    }
-
-    fn status_json(code: u16, reason: &str, message: &str) -> String {
-        serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code})
-        .to_string()
-    }
-
-    const POD: &str = r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"a","namespace":"ns","resourceVersion":"7"}}"#;
+    use crate::api::KubeClient;
 
     #[test]
     fn not_found_status_is_decoded_and_headers_sent() {
@@ -717,28 +291,6 @@ mod tests {
         assert_eq!(seen[0].header("authorization"), Some("Bearer tok"));
         assert_eq!(seen[0].header("accept"), Some("application/json"));
         assert_eq!(c.stats().retries, 0);
-    }
-
-    #[test]
-    fn create_conflict_is_already_exists_and_not_retried() {
-        let body = status_json(409, "AlreadyExists", "pods \"a\" already exists");
-        let (url, server) = serve(vec![Reply::Json(409, "", body)], None);
-        let c = client(&url);
-        let pod: Pod = serde_json::from_str(POD).unwrap();
-        let err = c.create_pod(&pod).unwrap_err();
-        assert!(err.is_already_exists(), "{err}");
-        let seen = server.join().unwrap();
-        assert_eq!(
-            (seen[0].method.as_str(), seen[0].target.as_str()),
-            ("POST", "/api/v1/namespaces/ns/pods")
-        );
-        assert_eq!(seen[0].header("content-type"), Some("application/json"));
-        assert!(seen[0].body.contains(r#""name":"a""#), "{}", seen[0].body);
-        let stats = c.stats();
-        assert_eq!(
-            (stats.count("POST", "pods"), stats.writes(), stats.retries),
-            (1, 1, 0)
-        );
     }
 
     #[test]
@@ -815,71 +367,6 @@ mod tests {
     }
 
     #[test]
-    fn list_encodes_selectors_and_returns_resource_version() {
-        let body = r#"{"kind":"PodList","metadata":{"resourceVersion":"99"},"items":[{"metadata":{"name":"a"}}]}"#;
-        let (url, server) = serve(vec![Reply::Json(200, "", body.into())], None);
-        let c = client(&url);
-        let opts = ListOptions {
-            field_selector: Some("spec.nodeName=node 1,status.phase!=Failed".into()),
-            label_selector: Some("app in (a,b)".into()),
-            resource_version: Some("0".into()),
-            ..ListOptions::default()
-        };
-        let list = c.list_pods(&opts).unwrap();
-        assert_eq!(
-            (list.items.len(), list.resource_version.as_str()),
-            (1, "99")
-        );
-        let seen = server.join().unwrap();
-        assert_eq!(
-            seen[0].target,
-            "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode%201%2Cstatus.phase%21%3DFailed\
-             &labelSelector=app%20in%20%28a%2Cb%29&resourceVersion=0"
-        );
-        assert_eq!(c.stats().count("LIST", "pods"), 1);
-    }
-
-    #[test]
-    fn watch_streams_a_chunked_response() {
-        let (open, gate) = mpsc::channel();
-        let chunks = vec![
-            "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"a\",\"resourceVersion\":\"8\"}}}\n",
-            "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":",
-            "{\"name\":\"a\"}}}\n{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{\"resourceVersion\":\"9\"}}}\n",
-            "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"code\":410,\"reason\":\"Expired\",\"message\":\"too old\"}}\n",
-        ];
-        let (url, server) = serve(vec![Reply::Chunked(chunks, gate)], None);
-        let c = client(&url);
-        let opts = ListOptions {
-            field_selector: Some("spec.nodeName=n1".into()),
-            resource_version: Some("7".into()),
-            timeout_seconds: Some(5),
-            allow_watch_bookmarks: true,
-            ..ListOptions::default()
-        };
-        let mut stream = c.watch_pods(&opts).unwrap();
-        // The first event arrives while the server still holds back the rest.
-        assert!(matches!(stream.next(), Some(Ok(WatchEvent::Added(_)))));
-        open.send(()).unwrap();
-        let rest: Vec<_> = stream.map(Result::unwrap).collect();
-        assert_eq!(rest.len(), 3, "{rest:?}");
-        assert!(matches!(rest[0], WatchEvent::Modified(_)));
-        assert_eq!(
-            rest[1],
-            WatchEvent::Bookmark {
-                resource_version: "9".into()
-            }
-        );
-        assert!(matches!(&rest[2], WatchEvent::Error(s) if s.code == 410 && s.reason == "Expired"));
-        let seen = server.join().unwrap();
-        assert_eq!(
-            seen[0].target,
-            "/api/v1/pods?watch=true&fieldSelector=spec.nodeName%3Dn1&resourceVersion=7&timeoutSeconds=5&allowWatchBookmarks=true"
-        );
-        assert_eq!(c.stats().count("WATCH", "pods"), 1);
-    }
-
-    #[test]
     fn stalled_server_times_out() {
         let (release, gate) = mpsc::channel();
         let (url, server) = serve(vec![Reply::Stall(gate)], None);
@@ -921,80 +408,6 @@ mod tests {
         assert_eq!(
             c.stats().retries,
             u64::from(RetryPolicy::default().max_tries) - 1
-        );
-    }
-
-    #[test]
-    fn delete_and_lease_paths_and_bodies() {
-        let replies = vec![
-            Reply::Json(200, "", POD.into()),
-            Reply::Json(
-                200,
-                "",
-                r#"{"metadata":{"name":"n1","namespace":"kube-node-lease"}}"#.into(),
-            ),
-        ];
-        let (url, server) = serve(replies, None);
-        let c = client(&url);
-        let opts = DeleteOptions {
-            grace_period_seconds: Some(0),
-            precondition_uid: Some("u1".into()),
-        };
-        c.delete_pod("ns", "a", &opts).unwrap();
-        let lease: Lease = serde_json::from_str(
-            r#"{"metadata":{"name":"n1","namespace":"kube-node-lease","resourceVersion":"3"}}"#,
-        )
-        .unwrap();
-        c.update_lease(&lease).unwrap();
-        let seen = server.join().unwrap();
-        assert_eq!(
-            (seen[0].method.as_str(), seen[0].target.as_str()),
-            ("DELETE", "/api/v1/namespaces/ns/pods/a")
-        );
-        let body: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
-        assert_eq!(body["gracePeriodSeconds"], 0);
-        assert_eq!(body["preconditions"]["uid"], "u1");
-        assert_eq!(
-            (seen[1].method.as_str(), seen[1].target.as_str()),
-            (
-                "PUT",
-                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1"
-            )
-        );
-        assert!(seen[1].body.contains(r#""resourceVersion":"3""#));
-        let stats = c.stats();
-        assert_eq!(
-            (
-                stats.count("DELETE", "pods"),
-                stats.count("PUT", "leases"),
-                stats.writes()
-            ),
-            (1, 1, 2)
-        );
-    }
-
-    #[test]
-    fn token_file_is_reread_after_a_minute() {
-        let dir = std::env::temp_dir().join(format!("rkubelet-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("token");
-        std::fs::write(&file, "new\n").unwrap();
-        let Some(long_ago) = Instant::now().checked_sub(TOKEN_REFRESH * 2) else {
-            return; // The machine has been up for less than two minutes.
-        };
-        let source = TokenSource {
-            file: Some(file.clone()),
-            cached: Mutex::new((Some("old".into()), Instant::now())),
-        };
-        assert_eq!(source.bearer().as_deref(), Some("old"));
-        source.cached.lock().unwrap().1 = long_ago;
-        assert_eq!(source.bearer().as_deref(), Some("new"));
-        std::fs::remove_file(&file).unwrap();
-        source.cached.lock().unwrap().1 = long_ago;
-        assert_eq!(
-            source.bearer().as_deref(),
-            Some("new"),
-            "a failed re-read keeps the token"
         );
     }
 

@@ -1,5 +1,8 @@
-//! Field and label selectors as the API server evaluates them for lists and watches, for the
-//! in-memory fakes (the fake client, the API server test double). Pure functions.
+//! Field and label selectors as the API server evaluates them for lists and watches. Both
+//! fakes use them: the recording fake client through [`matches_fields`] and
+//! [`matches_labels`], the API server test double through [`parse_fields`] and
+//! [`LabelSelector::parse`] (it answers 400 for a selector that does not parse and reads
+//! field labels its own way). Pure functions.
 //!
 //! Field selectors: comma-separated `path=value`, `path==value`, `path!=value`, where `path`
 //! is a dotted JSON path (`spec.nodeName`, `metadata.namespace`); a missing field reads as "".
@@ -10,42 +13,151 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+/// A selector term that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid selector term {term:?}")]
+pub struct SelectorError {
+    /// The term as written.
+    pub term: String,
+}
+
+/// One field selector term: `path=value`, `path==value` or `path!=value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldTerm {
+    /// The field path (`spec.nodeName`).
+    pub path: String,
+    /// `=` or `==` (true), `!=` (false).
+    pub equal: bool,
+    /// The value the field is compared with.
+    pub value: String,
+}
+
+impl FieldTerm {
+    /// Whether a field holding `have` satisfies the term.
+    pub fn matches(&self, have: &str) -> bool {
+        (have == self.value) == self.equal
+    }
+}
+
+/// The terms of a field selector; none for an empty selector.
+pub fn parse_fields(selector: &str) -> Result<Vec<FieldTerm>, SelectorError> {
+    terms(selector)
+        .map(|term| {
+            let (path, equal, value) = equality(term).ok_or_else(|| invalid(term))?;
+            Ok(FieldTerm {
+                path: path.to_string(),
+                equal,
+                value: value.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// One label selector term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LabelTerm {
+    /// `k=v`, `k==v` (equal) or `k!=v`.
+    Compare {
+        key: String,
+        equal: bool,
+        value: String,
+    },
+    /// `k in (a,b)` (in) or `k notin (a,b)`.
+    Set {
+        key: String,
+        is_in: bool,
+        values: Vec<String>,
+    },
+    /// `k` (exists) or `!k`.
+    Exists { key: String, exists: bool },
+}
+
+/// A parsed label selector: an object is selected when every term holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelSelector {
+    terms: Vec<LabelTerm>,
+}
+
+impl LabelSelector {
+    /// Parses a label selector; an empty one selects everything.
+    pub fn parse(selector: &str) -> Result<LabelSelector, SelectorError> {
+        let terms = terms(selector)
+            .map(|term| label_term(term).ok_or_else(|| invalid(term)))
+            .collect::<Result<_, _>>()?;
+        Ok(LabelSelector { terms })
+    }
+
+    /// Whether the labels, read through `label` (key to value), satisfy every term.
+    pub fn matches<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
+        self.terms.iter().all(|term| match term {
+            LabelTerm::Compare { key, equal, value } => {
+                (label(key) == Some(value.as_str())) == *equal
+            }
+            LabelTerm::Set { key, is_in, values } => {
+                let found = label(key).is_some_and(|v| values.iter().any(|w| w == v));
+                found == *is_in
+            }
+            LabelTerm::Exists { key, exists } => label(key).is_some() == *exists,
+        })
+    }
+}
+
 /// Whether `object` (as JSON) satisfies every term of the field selector. An empty selector
-/// matches everything; a term that does not parse matches nothing.
+/// matches everything; a selector with a term that does not parse matches nothing.
 pub fn matches_fields(object: &Value, selector: &str) -> bool {
-    terms(selector).all(|term| {
-        let Some((path, equal, want)) = equality(term) else {
-            return false;
-        };
-        let pointer = format!("/{}", path.replace('.', "/"));
+    let Ok(terms) = parse_fields(selector) else {
+        return false;
+    };
+    terms.iter().all(|term| {
+        let pointer = format!("/{}", term.path.replace('.', "/"));
         let have = match object.pointer(&pointer) {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Null) | None => String::new(),
             Some(other) => other.to_string(),
         };
-        (have == want) == equal
+        term.matches(&have)
     })
 }
 
 /// Whether `labels` satisfy every term of the label selector. An empty selector matches
-/// everything; a term that does not parse matches nothing.
+/// everything; a selector with a term that does not parse matches nothing.
 pub fn matches_labels(labels: &BTreeMap<String, String>, selector: &str) -> bool {
-    terms(selector).all(|term| {
-        if let Some((key, op, values)) = set_term(term) {
-            let found = labels
-                .get(key)
-                .is_some_and(|v| values.contains(&v.as_str()));
-            return if op == "in" { found } else { !found };
-        }
-        if let Some((key, equal, want)) = equality(term) {
-            let found = labels.get(key).is_some_and(|v| v == want);
-            return found == equal;
-        }
-        match term.strip_prefix('!') {
-            Some(key) => !labels.contains_key(key.trim()),
-            None => is_key(term) && labels.contains_key(term),
-        }
-    })
+    LabelSelector::parse(selector)
+        .is_ok_and(|selector| selector.matches(|key| labels.get(key).map(String::as_str)))
+}
+
+fn invalid(term: &str) -> SelectorError {
+    SelectorError {
+        term: term.to_string(),
+    }
+}
+
+/// A label term: set-based, then equality, then existence; `None` if it is none of them.
+fn label_term(term: &str) -> Option<LabelTerm> {
+    if let Some((key, op, values)) = set_term(term) {
+        return Some(LabelTerm::Set {
+            key: key.to_string(),
+            is_in: op == "in",
+            values: values.into_iter().map(str::to_string).collect(),
+        });
+    }
+    if let Some((key, equal, value)) = equality(term) {
+        return Some(LabelTerm::Compare {
+            key: key.to_string(),
+            equal,
+            value: value.to_string(),
+        });
+    }
+    match term.strip_prefix('!') {
+        Some(key) => Some(LabelTerm::Exists {
+            key: key.trim().to_string(),
+            exists: false,
+        }),
+        None => is_key(term).then(|| LabelTerm::Exists {
+            key: term.to_string(),
+            exists: true,
+        }),
+    }
 }
 
 /// The selector's terms: split at commas outside parentheses, trimmed, empty ones dropped.
@@ -123,6 +235,31 @@ mod tests {
         for (selector, want) in cases {
             assert_eq!(matches_fields(&pod, selector), want, "{selector:?}");
         }
+    }
+
+    #[test]
+    fn parsed_selectors_name_the_bad_term() {
+        assert_eq!(parse_fields("").unwrap(), []);
+        let terms = parse_fields("spec.nodeName==n1, status.phase!=Failed").unwrap();
+        let term = |path: &str, equal, value: &str| FieldTerm {
+            path: path.into(),
+            equal,
+            value: value.into(),
+        };
+        assert_eq!(
+            terms,
+            [
+                term("spec.nodeName", true, "n1"),
+                term("status.phase", false, "Failed")
+            ]
+        );
+        let err = parse_fields("spec.nodeName=n1,nonsense").unwrap_err();
+        assert_eq!(err.term, "nonsense");
+        let err = LabelSelector::parse("app=web,a b c").unwrap_err();
+        assert_eq!(err.to_string(), "invalid selector term \"a b c\"");
+        let selector = LabelSelector::parse("app in (web,db),!gone").unwrap();
+        assert!(selector.matches(|key| (key == "app").then_some("db")));
+        assert!(!selector.matches(|_| Some("db")));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! In-memory API objects with the API server's write semantics, for the fakes (the fake
-//! client, the API server test double): objects keyed by namespace and name, a shared
+//! In-memory API objects with the API server's write semantics, for the recording fake
+//! client (the API server test double keeps JSON objects and a change log for its watches
+//! in `tests/support/apiserver/store.rs`): objects keyed by namespace and name, a shared
 //! monotonic resourceVersion, `generateName` and uid filled in on create, and the errors the
 //! real server gives: 409 AlreadyExists, 404 NotFound, 409 Conflict on a stale
 //! resourceVersion or a uid precondition that does not match, and status-only patches.
@@ -27,19 +28,13 @@ pub trait Object: Serialize + DeserializeOwned + Clone {
     fn meta(&self) -> &ObjectMeta;
     /// `metadata`, to fill in.
     fn meta_mut(&mut self) -> &mut ObjectMeta;
-    /// The patch strategies of the kind's lists (strategic merge patch).
-    const SCHEMA: strategic::Schema;
 }
 
 macro_rules! object {
     ($t:ty, $resource:expr, $namespaced:expr) => {
-        object!($t, $resource, $namespaced, strategic::generic_schema);
-    };
-    ($t:ty, $resource:expr, $namespaced:expr, $schema:expr) => {
         impl Object for $t {
             const RESOURCE: &'static str = $resource;
             const NAMESPACED: bool = $namespaced;
-            const SCHEMA: strategic::Schema = $schema;
             fn meta(&self) -> &ObjectMeta {
                 &self.metadata
             }
@@ -49,8 +44,8 @@ macro_rules! object {
         }
     };
 }
-object!(Pod, "pods", true, strategic::pod_schema);
-object!(Node, "nodes", false, strategic::node_schema);
+object!(Pod, "pods", true);
+object!(Node, "nodes", false);
 object!(Lease, "leases.coordination.k8s.io", true);
 object!(Event, "events", true);
 object!(ConfigMap, "configmaps", true);
@@ -223,7 +218,7 @@ impl<T: Object> Objects<T> {
         }
         let invalid = |e: serde_json::Error| status_error("PATCH", 422, "Invalid", e.to_string());
         let original = serde_json::to_value(current).map_err(invalid)?;
-        let mut patched = strategic::apply(&original, patch, T::SCHEMA)
+        let mut patched = strategic::apply(&original, patch, strategic::schema_of(T::RESOURCE))
             .map_err(|e| status_error("PATCH", 400, "BadRequest", e.to_string()))?;
         if status_only {
             let status = patched.get("status").cloned().unwrap_or(Value::Null);

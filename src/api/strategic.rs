@@ -80,6 +80,16 @@ pub fn generic_schema(path: &[&str]) -> ListStrategy {
     metadata_lists(path).unwrap_or(ListStrategy::Atomic)
 }
 
+/// The schema of a resource by its plural name (`pods`, `nodes`; every other resource has
+/// [`generic_schema`]), as both fakes pick it for a patch.
+pub fn schema_of(resource: &str) -> Schema {
+    match resource {
+        "pods" => pod_schema,
+        "nodes" => node_schema,
+        _ => generic_schema,
+    }
+}
+
 const SET_ELEMENT_ORDER: &str = "$setElementOrder/";
 const DELETE_FROM_PRIMITIVE_LIST: &str = "$deleteFromPrimitiveList/";
 const RETAIN_KEYS: &str = "$retainKeys";

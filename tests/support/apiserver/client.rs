@@ -1,14 +1,49 @@
 //! A small blocking HTTPS client for tests that talk to the double directly: JSON calls that
-//! return (status code, body) and a line reader for watch streams. Runs on the test thread;
+//! return (status code, body) and a line reader for watch streams, plus the JSON those tests
+//! share (a pod, the names in a list, an object's resourceVersion). Runs on the test thread;
 //! every request has a 10 s timeout so a misbehaving test cannot hang.
 
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use reqwest::blocking::{Client, Response};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::ApiServer;
+
+/// The pods of namespace `default`.
+pub const PODS: &str = "/api/v1/namespaces/default/pods";
+
+/// A one-container pod labelled `app: web`, on `node` if given.
+pub fn pod(name: &str, node: Option<&str>) -> Value {
+    let mut pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name, "labels": { "app": "web" } },
+        "spec": { "containers": [{ "name": "c", "image": "busybox:1.36" }] },
+    });
+    if let Some(node) = node {
+        pod["spec"]["nodeName"] = json!(node);
+    }
+    pod
+}
+
+/// An object's `metadata.resourceVersion` as a number.
+pub fn rv_of(object: &Value) -> u64 {
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|rv| rv.parse().ok())
+        .expect("a numeric metadata.resourceVersion")
+}
+
+/// The names of a list's items, in order.
+pub fn names(list: &Value) -> Vec<&str> {
+    let items = list["items"].as_array().expect("a list with items");
+    items
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().expect("a named item"))
+        .collect()
+}
 
 /// A reqwest client bound to one double.
 pub struct Api {

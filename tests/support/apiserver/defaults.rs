@@ -7,6 +7,8 @@
 //! (`Pending` with the QoS class). Admission plugins (service accounts, priority,
 //! tolerations) are not simulated.
 
+use k8s_openapi::api::core::v1::Pod;
+use rkubelet::resources::qos_class;
 use serde_json::{json, Map, Value};
 
 /// Fills missing pod spec fields with upstream's defaults.
@@ -226,45 +228,11 @@ fn set_default(map: &mut Map<String, Value>, key: &str, value: Value) {
     map.entry(key.to_string()).or_insert(value);
 }
 
-/// The status a new pod starts with, whatever the client sent: `Pending` and its QoS class.
+/// The status a new pod starts with, whatever the client sent: `Pending` and its QoS class
+/// as the kubelet computes it (`rkubelet::resources::qos_class`, upstream `GetPodQOS`); a
+/// body that does not decode as a Pod counts as `BestEffort`.
 pub fn initial_pod_status(pod: &Value) -> Value {
-    json!({ "phase": "Pending", "qosClass": qos_class(pod) })
-}
-
-/// The pod's QoS class: `BestEffort` with no requests or limits at all, `Guaranteed` when
-/// every container limits CPU and memory and requests equal limits, else `Burstable`.
-pub fn qos_class(pod: &Value) -> &'static str {
-    let mut containers = Vec::new();
-    for list in ["/spec/initContainers", "/spec/containers"] {
-        if let Some(items) = pod.pointer(list).and_then(Value::as_array) {
-            containers.extend(items.iter());
-        }
-    }
-    let resources = |c: &Value, kind: &str, name: &str| {
-        c.pointer(&format!("/resources/{kind}/{name}"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let any_set = containers.iter().any(|c| {
-        ["requests", "limits"].iter().any(|kind| {
-            c.pointer(&format!("/resources/{kind}"))
-                .and_then(Value::as_object)
-                .is_some_and(|m| !m.is_empty())
-        })
-    });
-    if !any_set {
-        return "BestEffort";
-    }
-    let guaranteed = containers.iter().all(|c| {
-        ["cpu", "memory"].iter().all(|name| {
-            let limit = resources(c, "limits", name);
-            let request = resources(c, "requests", name);
-            limit.is_some() && (request.is_none() || request == limit)
-        })
-    });
-    if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
+    let qos =
+        serde_json::from_value::<Pod>(pod.clone()).map_or("BestEffort", |pod| qos_class(&pod));
+    json!({ "phase": "Pending", "qosClass": qos })
 }

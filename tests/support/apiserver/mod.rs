@@ -1,33 +1,47 @@
 //! An in-process Kubernetes API server test double for rkubelet's integration tests and
-//! benchmarks.
+//! benchmarks: an HTTPS server on `127.0.0.1:<random port>` with kube-apiserver's semantics.
 //!
-//! It serves core/v1 pods (with `status` and `binding`), nodes (with `status`), events,
-//! namespaces, configmaps, secrets, the `serviceaccounts/{name}/token` subresource
-//! (TokenRequest; see `token.rs`) and coordination.k8s.io/v1 leases over HTTPS on `127.0.0.1:<random port>`, with
-//! the semantics a kubelet depends on: one global resourceVersion, 409 `AlreadyExists` and
-//! `Conflict`, the status subresource split, merge patch, graceful pod deletion, field and
-//! label selectors, watches with bookmarks and 410 `Expired`, plus enough discovery and
-//! `Table` output for kubectl. Tests reach the store directly (`create_pod`, `get_pod`, ...)
-//! and inject faults (`fail_next`, `set_stall`, `go_down`, `close_watches`, ...).
+//! Which fake to use: the library's recording fake (`rkubelet::api::fake::FakeClient`) for
+//! unit tests of kubelet logic that run in-process and inspect the calls made. This double
+//! for anything exercising the real HTTP client (`rkubelet::api::RestClient`), watches,
+//! patch semantics, admission such as NodeRestriction, or the binary end to end.
+//!
+//! It serves core/v1 pods (with `status`, `binding`, and `log`, `exec`, `attach` and
+//! `portforward` forwarded to the node's kubelet; see `kubelet.rs`), nodes (with `status`),
+//! events, namespaces, configmaps, secrets, services, the `serviceaccounts/{name}/token`
+//! subresource (TokenRequest; see `token.rs`), coordination.k8s.io/v1 leases,
+//! node.k8s.io/v1 runtimeclasses, and the TokenReview and SubjectAccessReview the kubelet's
+//! own API asks for. It has the semantics a kubelet depends on: one global resourceVersion,
+//! 409 `AlreadyExists` and `Conflict`, the status subresource split, JSON merge patch and
+//! strategic merge patch (the crate's `rkubelet::api::strategic`, with the pod and node
+//! patch merge keys, directives and checks of kube-apiserver), pods stored with
+//! kube-apiserver's v1 defaults and initial status (`defaults.rs`), graceful pod deletion,
+//! finalizers, field and label selectors (the crate's `rkubelet::api::selector`), watches
+//! with bookmarks and 410 `Expired`, the node authorizer (`authz.rs`) and the
+//! NodeRestriction admission plugin (`noderestriction.rs`) for `system:node:<name>` users,
+//! plus enough discovery and `Table` output for kubectl. Tests reach the store directly
+//! (`create_pod`, `get_pod`, ...) and inject faults (`fail_next`, `set_stall`, `go_down`,
+//! `close_watches`, ...).
 //!
 //! Threads: one acceptor (`apiserver-accept`) and one thread per connection
 //! (`apiserver-conn-N`, at most [`ApiServerConfig::max_connections`]); all end and are joined
 //! on [`ApiServer::stop`] or drop.
 //!
 //! Simplifications (each also noted where it is implemented):
-//! - strategic merge patch is applied as a JSON merge patch (lists replaced, not merged by
-//!   key); a patch using `$` directives is refused with 400;
-//! - JSON patch and server-side apply get 415; no finalizers, no `deletecollection`, no
-//!   `limit`/`continue` paging (every list is complete), no admission plugins;
-//! - a list or watch at a resourceVersion newer than the store is served from the current
-//!   state instead of waiting;
+//! - JSON patch and server-side apply get 415; no `deletecollection`, no `limit`/`continue`
+//!   paging (every list is complete);
+//! - NodeRestriction is the only admission plugin: no service account, priority, toleration
+//!   or limit range admission, so a pod gets its v1 defaults and nothing more;
+//! - lists ignore `resourceVersion` and answer with the current state; a watch from a
+//!   resourceVersion newer than the store starts at once instead of waiting for it;
 //! - `.../status` writes change only `.status` (upstream also keeps metadata changes made
 //!   there); `dryRun` is refused with 400; watches never answer as `Table`
 //!   (`kubectl get -w` is not supported);
 //! - authorization is only the node authorizer's rule for ConfigMaps, Secrets and tokens
 //!   (see `authz.rs`); every other authenticated request is allowed;
 //! - service accounts are not stored: a TokenRequest for any name in an existing namespace
-//!   gets a JWT-shaped but unverifiable token (see `token.rs`).
+//!   gets a JWT-shaped but unverifiable token (see `token.rs`);
+//! - services are stored as given: no cluster IP is allocated.
 //!
 //! ```ignore
 //! let server = ApiServer::start();

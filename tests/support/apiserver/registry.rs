@@ -172,15 +172,6 @@ impl PatchType {
     }
 }
 
-/// The patch strategies of a resource's lists.
-fn schema(resource: Resource) -> strategic::Schema {
-    match resource {
-        Resource::Pods => strategic::pod_schema,
-        Resource::Nodes => strategic::node_schema,
-        _ => strategic::generic_schema,
-    }
-}
-
 /// `PATCH`: merges `patch` into the current object, then applies the update rules (with
 /// `admit` seeing the current and the patched object). A `metadata.resourceVersion` or
 /// `metadata.uid` in the patch acts as a precondition.
@@ -208,8 +199,10 @@ pub fn patch(
                 merge_patch(&mut merged, &patch);
                 merged
             }
-            PatchType::Strategic => strategic::apply(current, &patch, schema(resource))
-                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+            PatchType::Strategic => {
+                strategic::apply(current, &patch, strategic::schema_of(resource.plural()))
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?
+            }
         };
         check_type(resource, &merged)?;
         let same_place = |field: &str| str_at(&merged, field) == str_at(current, field);

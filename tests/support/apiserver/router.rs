@@ -417,6 +417,7 @@ fn collection(
             }
         });
     }
+    // The current state, whatever `resourceVersion` the list names.
     let (items, rv) = shared.store.list(resource, namespace.as_deref());
     let items: Vec<Value> = items.into_iter().filter(|o| filter.matches(o)).collect();
     if let Some(table_version) = table_version(request)? {
