@@ -3,6 +3,7 @@
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 /// A pod's UID (`metadata.uid`).
@@ -94,6 +95,16 @@ pub fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, St
                 })
         }
     }
+}
+
+/// An API time from a wall-clock time.
+pub fn api_time(t: std::time::SystemTime) -> Option<Time> {
+    let since = t.duration_since(std::time::SystemTime::UNIX_EPOCH).ok()?;
+    let secs = i64::try_from(since.as_secs()).ok()?;
+    let nanos = i32::try_from(since.subsec_nanos()).ok()?;
+    k8s_openapi::jiff::Timestamp::new(secs, nanos)
+        .ok()
+        .map(Time)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::KubeClient;
 use crate::clock::Clock;
-use crate::status::generate::api_time;
+use crate::types::api_time;
 
 use super::{log_event, EventType, Recorder};
 

@@ -8,7 +8,8 @@
 //! - `hollow-timer`: one timer that queues each node's periodic steps (the sync loop's 1 s
 //!   tick, PLEG relist every second, status sync, event writes, node status and Lease);
 //!   config updates and PLEG events queue a sync loop poll at once;
-//! - `hollow-worker-N`: a bounded pool running those steps and the nodes' pod syncs;
+//! - `hollow-worker` (`--workers` of them): a bounded pool running those steps and the
+//!   nodes' pod syncs; `hollow-waiter-N` take the waits those steps hand off;
 //! - one API client with a connection pool, seen by each node through its own rate limiter
 //!   (`kubeAPIQPS`/`kubeAPIBurst`), so each node's API traffic stays a real kubelet's.
 //!

@@ -14,7 +14,6 @@ use std::time::SystemTime;
 use k8s_openapi::api::core::v1::{
     ContainerStatus as ApiContainerStatus, HostIP, Pod, PodIP, PodStatus,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::kuberuntime::actions::init_containers_done;
 use crate::kuberuntime::{ContainerState, RuntimePodStatus, StartFailure};
@@ -41,15 +40,7 @@ pub struct StatusContext<'a> {
     pub probes: Option<&'a crate::prober::ProbeResults>,
 }
 
-/// An API time from a wall-clock time.
-pub fn api_time(t: SystemTime) -> Option<Time> {
-    let since = t.duration_since(SystemTime::UNIX_EPOCH).ok()?;
-    let secs = i64::try_from(since.as_secs()).ok()?;
-    let nanos = i32::try_from(since.subsec_nanos()).ok()?;
-    k8s_openapi::jiff::Timestamp::new(secs, nanos)
-        .ok()
-        .map(Time)
-}
+pub use crate::types::api_time;
 
 /// Builds the pod's API status.
 pub fn generate_api_pod_status(
