@@ -33,5 +33,6 @@ pub mod server;
 pub mod status;
 pub mod types;
 pub mod util;
+pub mod version;
 pub mod volume;
 pub mod waiters;

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
             let code = e.exit_code();
             let text = e.to_string();
             if code == 0 {
-                println!("{text}");
+                println!("{}", text.trim_end());
             } else if text.starts_with("error:") {
                 eprintln!("{text}");
             } else {

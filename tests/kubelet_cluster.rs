@@ -142,6 +142,66 @@ fn node_registers_ready_with_real_capacity_and_renews_its_lease() {
 }
 
 #[test]
+fn kubeadms_flags_shape_the_registered_node() {
+    let d = dir("kubeadm-flags");
+    let server = ApiServer::start();
+    let args = [
+        "--node-labels=node.kubernetes.io/pool=blue,team=db",
+        "--node-labels=bare,team=storage",
+        "--register-with-taints=dedicated=db:NoSchedule,gpu:NoExecute",
+        "--cloud-provider=external",
+        "--provider-id=fake://node-1",
+        "--fail-swap-on=false",
+        "--eviction-hard=memory.available<100Mi",
+    ]
+    .map(String::from);
+    let node = ClusterNode::start_with_args(&d, &server, &fake(), &args);
+    let registered = wait_for(WAIT, || server.get_node(NODE)).expect("node registered");
+    let labels = registered.metadata.labels.unwrap();
+    assert_eq!(labels["node.kubernetes.io/pool"], "blue");
+    assert_eq!(
+        labels["team"], "storage",
+        "a later flag adds to and overrides earlier ones"
+    );
+    assert_eq!(labels["bare"], "");
+    assert_eq!(labels["kubernetes.io/hostname"], NODE);
+    let spec = registered.spec.unwrap();
+    assert_eq!(spec.provider_id.as_deref(), Some("fake://node-1"));
+    let taints: Vec<(String, Option<String>, String)> = spec
+        .taints
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.key, t.value, t.effect))
+        .collect();
+    for want in [
+        ("dedicated", Some("db"), "NoSchedule"),
+        ("gpu", None, "NoExecute"),
+        (
+            "node.cloudprovider.kubernetes.io/uninitialized",
+            Some("true"),
+            "NoSchedule",
+        ),
+    ] {
+        let want = (
+            want.0.to_string(),
+            want.1.map(String::from),
+            want.2.to_string(),
+        );
+        assert!(taints.contains(&want), "{want:?} missing from {taints:?}");
+    }
+    let version = wait_for(WAIT, || {
+        server
+            .get_node(NODE)?
+            .status?
+            .node_info
+            .map(|i| i.kubelet_version)
+    })
+    .expect("node info");
+    assert!(version.starts_with("v1.33."), "{version}");
+    node.stop();
+}
+
+#[test]
 fn api_pod_runs_reports_status_and_is_deleted_gracefully() {
     let d = dir("pod");
     let server = ApiServer::start();

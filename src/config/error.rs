@@ -54,7 +54,7 @@ impl fmt::Display for Origin {
 pub enum ConfigError {
     /// A bad command line, or `--help`/`--version`: clap's text, ready to print. As clap's
     /// own `exit` does, print it to stdout when [`ConfigError::exit_code`] is 0 and to stderr
-    /// otherwise; for `--version` clap has already printed the version and the text is empty.
+    /// otherwise; for `--version` the text is the version line.
     #[error("{0}")]
     Cli(clap::Error),
     /// The `--config` file cannot be read.

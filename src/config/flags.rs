@@ -14,15 +14,20 @@ use std::str::FromStr;
 
 use structopt::StructOpt;
 
+use super::node_flags::{LabelMap, TaintList};
 use crate::util::duration::GoDuration;
 
 /// The kubelet's command line. Doc comments are the `--help` text.
 #[derive(Debug, Clone, Default, PartialEq, StructOpt)]
 #[structopt(
     name = "rkubelet",
+    settings = &[structopt::clap::AppSettings::DisableVersion],
     about = "rkubelet: a Kubernetes node agent (kubelet) that runs the pods bound to its node \
              through a CRI v1 container runtime.\n\nFlags override the matching fields of the \
-             --config file (a KubeletConfiguration, kubelet.config.k8s.io/v1beta1)."
+             --config file (a KubeletConfiguration, kubelet.config.k8s.io/v1beta1).",
+    after_help = "The upstream kubelet's (v1.33) other flags are accepted too, so existing units \
+                  and kubeadm's flags work; they have no effect, and one warning at start-up \
+                  names those given (see the README)."
 )]
 pub struct KubeletFlags {
     /// Path to the KubeletConfiguration file (YAML or JSON). Flags given on the command line
@@ -104,6 +109,11 @@ pub struct KubeletFlags {
     /// Run the static and API pods once, then exit instead of serving (config: runOnce)
     #[structopt(long, require_equals = true, value_name = "true|false")]
     pub runonce: Option<Option<GoBool>>,
+
+    /// Print the kubelet version (`Kubernetes v1.33.0+rkubelet-<version>`) and exit; `=raw`
+    /// prints its fields one by one
+    #[structopt(long, require_equals = true, value_name = "true|false|raw")]
+    pub version: Option<Option<String>>,
 
     /// Log verbosity, klog style: 0 info; 1-3 adds debug; 4 and up adds trace
     /// (config: logging.verbosity)
@@ -209,9 +219,42 @@ pub struct KubeletFlags {
     /// keeps the named image from image garbage collection
     #[structopt(long)]
     pub pod_infra_container_image: Option<String>,
+
+    /// Labels to add when registering the node, comma-separated key=value pairs (repeatable).
+    /// Keys in the kubernetes.io and k8s.io namespaces only in kubelet.kubernetes.io,
+    /// node.kubernetes.io or the few a kubelet may set, as upstream
+    #[structopt(long, number_of_values = 1)]
+    pub node_labels: Vec<LabelMap>,
+
+    /// Taints to register the node with, comma-separated "<key>=<value>:<effect>"; the last
+    /// flag given counts (config: registerWithTaints)
+    #[structopt(long, number_of_values = 1)]
+    pub register_with_taints: Vec<TaintList>,
+
+    /// Unique identifier of the node in a machine database, i.e. a cloud provider's
+    /// "<provider>://<id>" (config: providerID)
+    #[structopt(long)]
+    pub provider_id: Option<String>,
+
+    /// "external" when a cloud-controller-manager initialises the node (it registers with
+    /// the node.cloudprovider.kubernetes.io/uninitialized taint); in-tree providers do not exist
+    #[structopt(long)]
+    pub cloud_provider: Option<String>,
 }
 
 impl KubeletFlags {
+    /// What `--version` asks for: `None` when absent or `=false`, `Some(raw)` otherwise.
+    pub fn version_requested(&self) -> Result<Option<bool>, String> {
+        match self.version.as_ref() {
+            None => Ok(None),
+            Some(None) => Ok(Some(false)),
+            Some(Some(value)) if value == "raw" => Ok(Some(true)),
+            Some(Some(value)) => Ok(parse_go_bool(value)
+                .map_err(|e| format!("invalid value {value:?} for --version: {e}"))?
+                .then_some(false)),
+        }
+    }
+
     /// `--runonce`: `Some(true)` when given bare or `=true`, `Some(false)` for `=false`,
     /// `None` when absent.
     pub fn run_once(&self) -> Option<bool> {
@@ -375,7 +418,6 @@ mod tests {
     fn bad_flags_are_clap_errors() {
         let cases: &[(&[&str], ErrorKind)] = &[
             (&["--help"], ErrorKind::HelpDisplayed),
-            (&["--version"], ErrorKind::VersionDisplayed),
             (&["--no-such-flag"], ErrorKind::UnknownArgument),
             (&["--max-pods=lots"], ErrorKind::ValueValidation),
             (&["--sync-frequency=10"], ErrorKind::ValueValidation),
@@ -392,6 +434,19 @@ mod tests {
         let err = parse(&["--sync-frequency=10"]).unwrap_err();
         assert!(err.message.contains("--sync-frequency"), "{}", err.message);
         assert!(err.message.contains("missing unit"), "{}", err.message);
+    }
+
+    #[test]
+    fn version_takes_an_optional_go_bool_or_raw() {
+        let asked = |args: &[&str]| parse(args).unwrap().version_requested();
+        assert_eq!(asked(&[]), Ok(None));
+        assert_eq!(asked(&["--version"]), Ok(Some(false)));
+        assert_eq!(asked(&["--version=true"]), Ok(Some(false)));
+        assert_eq!(asked(&["--version=raw"]), Ok(Some(true)));
+        assert_eq!(asked(&["--version=false"]), Ok(None));
+        assert!(asked(&["--version=maybe"])
+            .unwrap_err()
+            .contains("--version"));
     }
 
     #[test]

@@ -91,6 +91,11 @@ pub struct KubeletConfig {
     pub config_file: Option<PathBuf>,
     /// `--pod-infra-container-image`: deprecated; kept only so image GC can spare it.
     pub pod_infra_container_image: Option<String>,
+    /// `--node-labels`, checked: set on the Node at registration, over the default labels.
+    pub node_labels: BTreeMap<String, String>,
+    /// `--cloud-provider=external`: the node registers with the uninitialized taint for the
+    /// cloud-controller-manager to remove.
+    pub external_cloud_provider: bool,
     /// Notes for `main` to log once logging is set up (deprecated flags and the like).
     pub warnings: Vec<String>,
     /// The file configuration with the given flags laid over it and upstream's defaults filled
@@ -103,8 +108,30 @@ impl KubeletConfig {
     pub fn from_args<I: IntoIterator<Item = OsString>>(
         args: I,
     ) -> Result<KubeletConfig, ConfigError> {
+        let cli_error = |message: String| {
+            ConfigError::Cli(structopt::clap::Error {
+                message: format!("error: {message}"),
+                kind: structopt::clap::ErrorKind::InvalidValue,
+                info: None,
+            })
+        };
+        let (args, accepted) =
+            super::upstream_flags::split_accepted(args.into_iter().collect()).map_err(cli_error)?;
         let flags = KubeletFlags::from_iter_safe(args).map_err(ConfigError::Cli)?;
-        KubeletConfig::from_flags(flags)
+        // As upstream, `--version` is answered before any configuration is read.
+        let version = flags.version_requested().map_err(cli_error)?;
+        if let Some(raw) = version {
+            return Err(ConfigError::Cli(structopt::clap::Error {
+                message: crate::version::version_text(raw),
+                kind: structopt::clap::ErrorKind::VersionDisplayed,
+                info: None,
+            }));
+        }
+        let mut config = KubeletConfig::from_flags(flags)?;
+        config
+            .warnings
+            .extend(super::upstream_flags::warning(&accepted));
+        Ok(config)
     }
 
     /// Reads `--config` if given, lays the given flags over it, fills in defaults and
@@ -234,6 +261,33 @@ mod tests {
         }
         let err = settings(&["--help"]).unwrap_err();
         assert!(err.to_string().contains("--container-runtime-endpoint"));
+    }
+
+    #[test]
+    fn version_is_answered_before_the_config_file_is_read() {
+        let args = |a: &[&str]| {
+            KubeletConfig::from_args(
+                ["rkubelet", "--config=/nonexistent/k.yaml"]
+                    .iter()
+                    .chain(a)
+                    .map(OsString::from),
+            )
+        };
+        let Err(ConfigError::Cli(err)) = args(&["--version"]) else {
+            panic!("--version must answer");
+        };
+        assert_eq!(err.kind, structopt::clap::ErrorKind::VersionDisplayed);
+        assert_eq!(err.message, crate::version::version_text(false));
+        assert_eq!(ConfigError::Cli(err).exit_code(), 0);
+        assert!(matches!(
+            args(&["--version=false"]),
+            Err(ConfigError::Read { .. })
+        ));
+        let Err(bad) = args(&["--version=maybe"]) else {
+            panic!("a bad --version value is an error");
+        };
+        assert_eq!(bad.exit_code(), 1);
+        assert!(bad.to_string().contains("--version"), "{bad}");
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub const UNIMPLEMENTED_FIELDS: &[&str] = &[
     "preloadedImagesVerificationAllowlist",
     "protectKernelDefaults",
     "qosReserved",
+    "registerNode",
     "registryBurst",
     "registryPullQPS",
     "reservedMemory",

@@ -135,20 +135,17 @@ impl Kubelet {
     /// The node's labels for admission: from the API's Node when there is one (labels set by
     /// others count), else the ones rkubelet registers with.
     pub(super) fn node_labels(&self) -> std::collections::BTreeMap<String, String> {
-        use crate::nodestatus::registration::{initial_node, NodeRegistration};
+        use crate::nodestatus::registration::initial_node;
         let now = self.clock.now();
         if let Some((read, labels)) = self.node_labels.lock().ok().and_then(|c| c.clone()) {
             if now.saturating_duration_since(read) < NODE_LABELS_TTL {
                 return labels;
             }
         }
-        let registered = initial_node(&NodeRegistration::new(
-            self.config.node_name.clone(),
-            self.config.node_name.clone(),
-        ))
-        .metadata
-        .labels
-        .unwrap_or_default();
+        let registered = initial_node(&super::node_status::node_registration(&self.config))
+            .metadata
+            .labels
+            .unwrap_or_default();
         let labels = match self
             .api
             .as_ref()

@@ -156,7 +156,7 @@ impl NodeStatusSource for KubeletNodeStatus {
             reservation: self.reservation.clone(),
             runtime_name: self.runtime_name.clone(),
             runtime_version: Some(self.runtime_version.clone()),
-            kubelet_version: format!("v{}", env!("CARGO_PKG_VERSION")),
+            kubelet_version: crate::version::kubelet_version(),
             kubelet_port: self.kubelet_port,
             images,
             runtime_sync,
@@ -217,6 +217,38 @@ pub fn start_node_threads(
     Ok(vec![status, lease])
 }
 
+/// What the node registers with: `--node-labels`, `registerWithTaints` (plus the
+/// uninitialized taint with `--cloud-provider=external`, as upstream) and `providerID`.
+pub fn node_registration(config: &crate::config::settings::KubeletConfig) -> NodeRegistration {
+    use crate::config::node_flags::TAINT_EXTERNAL_CLOUD_PROVIDER;
+    use k8s_openapi::api::core::v1::Taint;
+    let mut registration =
+        NodeRegistration::new(config.node_name.clone(), config.node_name.clone());
+    registration.node_labels = config.node_labels.clone();
+    registration.register_with_taints = config
+        .raw
+        .register_with_taints
+        .iter()
+        .flatten()
+        .map(|t| Taint {
+            key: t.key.clone(),
+            value: t.value.clone().filter(|v| !v.is_empty()),
+            effect: t.effect.clone(),
+            time_added: None,
+        })
+        .collect();
+    if config.external_cloud_provider {
+        registration.register_with_taints.push(Taint {
+            key: TAINT_EXTERNAL_CLOUD_PROVIDER.to_string(),
+            value: Some("true".to_string()),
+            effect: "NoSchedule".to_string(),
+            time_added: None,
+        });
+    }
+    registration.provider_id = config.raw.provider_id.clone().filter(|id| !id.is_empty());
+    registration
+}
+
 /// The node status updater and the Lease controller for the configured node, without
 /// threads (their `run` loops, or a shared timer calling their sync steps, drive them).
 pub fn node_controllers(
@@ -225,10 +257,7 @@ pub fn node_controllers(
     clock: Arc<dyn Clock>,
     source: Arc<KubeletNodeStatus>,
 ) -> (Arc<NodeStatusUpdater>, Arc<NodeLeaseController>) {
-    let mut status_config = NodeStatusConfig::new(NodeRegistration::new(
-        config.node_name.clone(),
-        config.node_name.clone(),
-    ));
+    let mut status_config = NodeStatusConfig::new(node_registration(config));
     if let Some(d) = config
         .raw
         .node_status_update_frequency

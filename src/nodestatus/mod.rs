@@ -249,9 +249,9 @@ impl Default for NodeStatusInputs {
     }
 }
 
-/// `v<crate version>`, the reported kubelet version.
+/// The reported kubelet version (see [`crate::version::kubelet_version`]).
 pub fn default_kubelet_version() -> String {
-    format!("v{}", env!("CARGO_PKG_VERSION"))
+    crate::version::kubelet_version()
 }
 
 /// A node status setter (upstream `nodestatus.Setter`): updates one concern of the node.

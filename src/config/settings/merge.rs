@@ -22,6 +22,7 @@ use crate::config::kubelet_config::validate::{
     check_log_dir, check_range,
 };
 use crate::config::kubelet_config::{self, KubeletConfiguration};
+use crate::config::node_flags::{check_node_labels, LabelMap};
 
 const DEFAULT_ROOT_DIR: &str = "/var/lib/kubelet";
 /// Container log symlinks go here when pod logs are in their default place (upstream fixes it).
@@ -236,6 +237,34 @@ pub(super) fn merge(
         .transpose()?
         .unwrap_or_else(|| "cgroupfs".into());
     lay_flags_over_raw(&m, &mut flags, &mut raw);
+    let mut node_labels = BTreeMap::new();
+    for LabelMap(labels) in flags.node_labels.drain(..) {
+        node_labels.extend(labels);
+    }
+    check_node_labels(&node_labels).map_err(|reason| {
+        Origin::Flag("--node-labels").invalid(
+            node_labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            reason,
+        )
+    })?;
+    let external_cloud_provider = match flags.cloud_provider.take().as_deref() {
+        None | Some("") => false,
+        Some("external") => true,
+        Some(other) => {
+            return Err(Origin::Flag("--cloud-provider").invalid(
+                other,
+                format!(
+                    "cloud provider {other:?} was specified, but built-in cloud providers are \
+                     disabled. Please set --cloud-provider=external and migrate to an external \
+                     cloud provider"
+                ),
+            ))
+        }
+    };
     // An explicit "" (flag or file) disables the resolver file, so it is not filtered out.
     let resolv_conf = m
         .pick_path(
@@ -289,6 +318,8 @@ pub(super) fn merge(
         resolv_conf,
         config_file,
         pod_infra_container_image: flags.pod_infra_container_image.take(),
+        node_labels,
+        external_cloud_provider,
         warnings,
         raw,
     })

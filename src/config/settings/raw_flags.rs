@@ -1,6 +1,7 @@
 //! Flags with no setting of their own: their values are laid over the file configuration
 //! (`raw`), where the server reads its address, ports, TLS files, authentication and
-//! authorization, and the kubelet its QoS cgroup layout.
+//! authorization, the kubelet its QoS cgroup layout, and registration its taints and
+//! provider ID.
 
 use std::path::PathBuf;
 
@@ -33,6 +34,18 @@ pub(super) fn lay_flags_over_raw(
         "address",
     );
     m.pick(flags.port.take(), "--port", &mut raw.port, "port");
+    m.pick(
+        flags.register_with_taints.pop().map(|list| list.0),
+        "--register-with-taints",
+        &mut raw.register_with_taints,
+        "registerWithTaints",
+    );
+    m.pick(
+        flags.provider_id.take(),
+        "--provider-id",
+        &mut raw.provider_id,
+        "providerID",
+    );
     m.pick(
         flags.read_only_port.take(),
         "--read-only-port",

@@ -60,7 +60,7 @@ mod tests {
             assert_eq!(info.os_image, "Debian GNU/Linux 12 (bookworm)");
             assert_eq!(
                 info.kubelet_version,
-                format!("v{}", env!("CARGO_PKG_VERSION"))
+                format!("v1.33.0+rkubelet-{}", env!("CARGO_PKG_VERSION"))
             );
             assert_eq!(info.kube_proxy_version, "");
             assert_eq!(
