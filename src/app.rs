@@ -22,6 +22,7 @@ use crate::cri::{wait_for_runtime, CriError, RemoteRuntime};
 use crate::events::{ApiRecorder, LogRecorder, Recorder};
 use crate::kubelet::node_status::{start_node_threads, KubeletNodeStatus, NodeStatusDeps};
 use crate::kubelet::{Bootstrap, Deps, Kubelet, KubeletError, RunOnceOutcome};
+use crate::util::sd_notify;
 
 /// How long start-up waits for the runtime to answer.
 const RUNTIME_WAIT: Duration = Duration::from_secs(60);
@@ -394,7 +395,18 @@ pub fn run(config: KubeletConfig) -> Result<(), AppError> {
     ])
     .map_err(AppError::Signals)?;
     let signal_handle = signals.handle();
+    let checks = kubelet.health_checks();
+    let watchdog_stop = stop_rx.clone();
     let sync_loop = start_kubelet(kubelet, sources.updates, stop_rx)?;
+    let notifier = notify_ready();
+    if let (Some(notifier), Some(every)) = (&notifier, sd_notify::watchdog_interval()) {
+        sources.threads.push(start_watchdog(
+            Arc::clone(notifier),
+            every,
+            checks,
+            watchdog_stop,
+        )?);
+    }
     // The main thread waits for a signal; the sync loop ending by itself also ends the wait.
     let watcher = std::thread::Builder::new()
         .name("sync-loop-watch".into())
@@ -411,6 +423,11 @@ pub fn run(config: KubeletConfig) -> Result<(), AppError> {
         })?;
     if let Some(sig) = signals.forever().next() {
         log::info!("received signal {sig}, shutting down (pods keep running)");
+    }
+    if let Some(notifier) = &notifier {
+        if let Err(e) = notifier.notify("STOPPING=1") {
+            log::warn!("telling systemd the kubelet stops: {e}");
+        }
     }
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     drop(stop_tx);
@@ -429,6 +446,60 @@ pub fn run(config: KubeletConfig) -> Result<(), AppError> {
     }
     log::info!("rkubelet stopped");
     Ok(())
+}
+
+/// Tells systemd the kubelet is ready (its sync loop runs), when started by a `Type=notify`
+/// unit; the notifier is kept for the watchdog and the stop.
+fn notify_ready() -> Option<Arc<sd_notify::Notifier>> {
+    let notifier = match sd_notify::Notifier::from_env() {
+        Ok(notifier) => notifier?,
+        Err(e) => {
+            log::error!("cannot notify systemd: {e}");
+            return None;
+        }
+    };
+    match notifier.notify("READY=1") {
+        Ok(()) => log::info!("told systemd the kubelet is ready"),
+        Err(e) => log::error!("cannot notify systemd of readiness: {e}"),
+    }
+    Some(Arc::new(notifier))
+}
+
+/// The `systemd-watchdog` thread: every `every`, `WATCHDOG=1` while every health check
+/// passes (the sync loop, PLEG and the rest behind `/healthz`), so systemd restarts a hung
+/// kubelet; it ends when `stop` fires or closes.
+fn start_watchdog(
+    notifier: Arc<sd_notify::Notifier>,
+    every: Duration,
+    checks: Vec<crate::healthz::Check>,
+    stop: Receiver<()>,
+) -> Result<JoinHandle<()>, AppError> {
+    std::thread::Builder::new()
+        .name("systemd-watchdog".into())
+        .spawn(move || loop {
+            crossbeam_channel::select! {
+                recv(stop) -> _ => return,
+                default(every) => {}
+            }
+            let failing: Vec<String> = checks
+                .iter()
+                .filter_map(|(name, check)| check().err().map(|e| format!("{name}: {e}")))
+                .collect();
+            if failing.is_empty() {
+                if let Err(e) = notifier.notify("WATCHDOG=1") {
+                    log::warn!("feeding the systemd watchdog: {e}");
+                }
+            } else {
+                log::warn!(
+                    "not feeding the systemd watchdog, health checks fail: {}",
+                    failing.join("; ")
+                );
+            }
+        })
+        .map_err(|source| AppError::Thread {
+            name: "systemd-watchdog",
+            source,
+        })
 }
 
 fn report_run_once(outcome: &RunOnceOutcome) -> Result<(), AppError> {

@@ -163,3 +163,90 @@ fn rkubelet_runs_pods_on_a_fake_runtime_in_another_process() {
     wait_for(WAIT, || phase("job", "Succeeded").then_some(()))
         .unwrap_or_else(|| panic!("job never Succeeded:\n{}", text()));
 }
+
+#[test]
+fn a_notify_unit_hears_ready_then_the_watchdog_then_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir: PathBuf = scratch_dir("fake-runtime-notify");
+    let socket = dir.join("fake.sock");
+    let _fake = spawn(
+        &[
+            "fake-runtime".into(),
+            format!("--listen=unix://{}", socket.display()),
+        ],
+        &dir.join("fake.log"),
+    );
+    wait_for(WAIT, || socket.exists().then_some(())).expect("fake runtime socket");
+    let notify_path = dir.join("notify.sock");
+    let manager = UnixDatagram::bind(&notify_path).unwrap();
+    manager.set_read_timeout(Some(WAIT)).unwrap();
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    let log = dir.join("rkubelet.log");
+    let kubelet = Proc(
+        Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+            .args([
+                format!("--container-runtime-endpoint=unix://{}", socket.display()),
+                format!("--pod-manifest-path={}", dir.join("manifests").display()),
+                format!("--root-dir={}", dir.join("root").display()),
+                format!("--pod-logs-dir={}", dir.join("logs/pods").display()),
+                "--hostname-override=notify-node".into(),
+                "--address=127.0.0.1".into(),
+                format!("--port={}", free_port()),
+                "--cgroups-per-qos=false".into(),
+                "--resolv-conf=".into(),
+                "--fail-swap-on=false".into(),
+            ])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("WATCHDOG_USEC", "1000000")
+            .env_remove("WATCHDOG_PID")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let next = || {
+        let mut buf = [0u8; 256];
+        let n = manager
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no notification ({e}):\n{}", log_text()));
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1");
+    // Fed at half of WATCHDOG_USEC while the health checks pass.
+    assert_eq!(next(), "WATCHDOG=1");
+    assert_eq!(next(), "WATCHDOG=1");
+    let warned = log_text();
+    assert!(
+        warned.contains("without effect in rkubelet: --fail-swap-on=false"),
+        "{warned}"
+    );
+    drop(kubelet);
+    let mut last = next();
+    while last == "WATCHDOG=1" {
+        last = next();
+    }
+    assert_eq!(last, "STOPPING=1");
+}
+
+#[test]
+fn version_prints_the_line_kubeadm_parses_before_reading_any_config() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+        .args(["--config=/nonexistent/config.yaml", "--version"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout,
+        format!(
+            "Kubernetes v1.33.0+rkubelet-{}\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    let unknown = Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+        .arg("--no-such-flag")
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
+}

@@ -5,6 +5,7 @@ pub mod duration;
 pub mod expansion;
 pub mod http;
 pub mod metrics;
+pub mod sd_notify;
 pub mod tls;
 
 /// Writes `data` to `path` readable and writable by the owner only (mode 0600), replacing
