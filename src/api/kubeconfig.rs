@@ -306,7 +306,7 @@ fn pem_source(
     dir: &Path,
 ) -> Result<Option<Vec<u8>>, FieldError> {
     if let Some(data) = data.filter(|d| !d.trim().is_empty()) {
-        return decode_base64(data)
+        return crate::util::base64::decode(data)
             .map(Some)
             .map_err(|e| (format!("{at}.{data_key}"), format!("decoding base64: {e}")));
     }
@@ -331,139 +331,9 @@ fn io_msg(e: &std::io::Error) -> String {
     }
 }
 
-/// Decodes standard-alphabet base64 (RFC 4648 §4). Padding is optional; ASCII whitespace
-/// (line breaks in YAML block scalars) is skipped. Anything else, or a `=` before the end, is
-/// an error naming the offending byte's position.
-pub fn decode_base64(input: &str) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(input.len() / 4 * 3);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    let mut padding = 0usize;
-    let mut symbols = 0usize;
-    for (pos, byte) in input.bytes().enumerate() {
-        if byte.is_ascii_whitespace() {
-            continue;
-        }
-        if byte == b'=' {
-            padding += 1;
-            continue;
-        }
-        if padding > 0 {
-            return Err(format!("data after padding at byte {pos}"));
-        }
-        let value = match byte {
-            b'A'..=b'Z' => byte - b'A',
-            b'a'..=b'z' => byte - b'a' + 26,
-            b'0'..=b'9' => byte - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => {
-                return Err(format!(
-                    "illegal character {:?} at byte {pos}",
-                    char::from(byte)
-                ))
-            }
-        };
-        symbols += 1;
-        acc = (acc << 6) | u32::from(value);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    let tail = symbols % 4;
-    if tail == 1 {
-        return Err("truncated input: a lone final symbol".into());
-    }
-    if padding > 0 && (tail == 0 || tail + padding != 4) {
-        return Err(format!(
-            "wrong padding: {padding} '=' after {symbols} symbols"
-        ));
-    }
-    // Leftover bits of the last symbol are ignored, as Go's `StdEncoding` does.
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_rfc4648_vectors() {
-        let cases = [
-            ("", ""),
-            ("Zg==", "f"),
-            ("Zm8=", "fo"),
-            ("Zm9v", "foo"),
-            ("Zm9vYg==", "foob"),
-            ("Zm9vYmE=", "fooba"),
-            ("Zm9vYmFy", "foobar"),
-            ("Zm9vYg", "foob"),
-            ("Zm9v\nYmFy\n", "foobar"),
-        ];
-        for (enc, dec) in cases {
-            assert_eq!(decode_base64(enc).as_deref(), Ok(dec.as_bytes()), "{enc:?}");
-        }
-        assert_eq!(decode_base64("+/+/").unwrap(), vec![0xfb, 0xff, 0xbf]);
-    }
-
-    #[test]
-    fn base64_rejects_bad_input() {
-        for bad in [
-            "Zm9v!",
-            "Z",
-            "Zm9vY",
-            "Zg=a",
-            "Zg=",
-            "Zm9v=",
-            "Zm9vYmFy====",
-        ] {
-            assert!(decode_base64(bad).is_err(), "{bad:?} should fail");
-        }
-    }
-
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-
-    fn tempdir(tag: &str) -> PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("rkubelet-kubeconfig-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    const TWO_CONTEXTS: &str = "
-apiVersion: v1
-kind: Config
-current-context: node
-clusters:
-- name: other
-  cluster: {server: 'https://other:6443'}
-- name: local
-  cluster:
-    server: https://10.0.0.1:6443/
-    certificate-authority: pki/ca.crt
-    tls-server-name: kubernetes
-contexts:
-- name: admin
-  context: {cluster: other, user: admin}
-- name: node
-  context: {cluster: local, user: node1}
-users:
-- name: admin
-  user: {token: abc}
-- name: node1
-  user:
-    client-certificate-data: Q0VSVA==
-    client-certificate: /does/not/matter
-    client-key: key.pem
-";
 
     #[test]
     fn loads_current_context_with_relative_paths_and_inline_data() {
@@ -563,4 +433,45 @@ users:
             "{msg}"
         );
     }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("rkubelet-kubeconfig-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    const TWO_CONTEXTS: &str = "
+apiVersion: v1
+kind: Config
+current-context: node
+clusters:
+- name: other
+  cluster: {server: 'https://other:6443'}
+- name: local
+  cluster:
+    server: https://10.0.0.1:6443/
+    certificate-authority: pki/ca.crt
+    tls-server-name: kubernetes
+contexts:
+- name: admin
+  context: {cluster: other, user: admin}
+- name: node
+  context: {cluster: local, user: node1}
+users:
+- name: admin
+  user: {token: abc}
+- name: node1
+  user:
+    client-certificate-data: Q0VSVA==
+    client-certificate: /does/not/matter
+    client-key: key.pem
+";
 }

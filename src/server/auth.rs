@@ -15,8 +15,8 @@ use k8s_openapi::api::authorization::v1::{
 };
 
 use super::http::Request;
-use super::tls::subject;
 use crate::api::KubeClient;
+use crate::util::x509::subject;
 
 /// An authenticated caller.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

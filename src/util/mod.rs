@@ -1,12 +1,14 @@
 //! Small helpers shared by several subsystems.
 
 pub mod backoff;
+pub mod base64;
 pub mod duration;
 pub mod expansion;
 pub mod http;
 pub mod metrics;
 pub mod sd_notify;
 pub mod tls;
+pub mod x509;
 
 /// Writes `data` to `path` readable and writable by the owner only (mode 0600), replacing
 /// any earlier file through a rename so no reader sees half a file.

@@ -380,7 +380,7 @@ fn remove_dir_logged(dir: &Path) {
 fn timestamp_dir_name(now: SystemTime, attempt: u32) -> String {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let (year, month, day) = crate::clock::civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
     let mut name = format!(
         "..{year:04}_{month:02}_{day:02}_{:02}_{:02}_{:02}.{:09}",
@@ -393,21 +393,6 @@ fn timestamp_dir_name(now: SystemTime, attempt: u32) -> String {
         name.push_str(&format!("_{attempt}"));
     }
     name
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -620,7 +605,5 @@ mod tests {
             timestamp_dir_name(t, 2),
             "..2026_11_27_06_17_03.123456789_2"
         );
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
     }
 }
