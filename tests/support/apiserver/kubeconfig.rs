@@ -41,6 +41,31 @@ preferences: {{}}
     )
 }
 
+/// A kubeconfig whose user authenticates with a bearer `token` (a bootstrap token).
+pub fn render_token(server_url: &str, ca_pem: &str, token: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: kubernetes
+  cluster:
+    server: {server_url}
+    certificate-authority-data: {ca}
+users:
+- name: tls-bootstrap-token-user
+  user:
+    token: {token}
+contexts:
+- name: tls-bootstrap-token-user@kubernetes
+  context:
+    cluster: kubernetes
+    user: tls-bootstrap-token-user
+current-context: tls-bootstrap-token-user@kubernetes
+",
+        ca = base64(ca_pem.as_bytes()),
+    )
+}
+
 /// Standard base64 with padding (RFC 4648), as kubeconfig `*-data` fields expect.
 fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -51,6 +51,7 @@
 
 mod authz;
 pub mod client;
+mod csr;
 mod defaults;
 mod deletion;
 mod discovery;
@@ -109,6 +110,14 @@ pub struct ApiServerConfig {
     pub max_connections: usize,
     /// The user of [`ApiServer::client_cert_pem`].
     pub default_user: String,
+    /// Bootstrap tokens (`<id>.<secret>`) accepted as user `system:bootstrap:<id>`.
+    pub bootstrap_tokens: Vec<String>,
+    /// Whether node client CSRs of bootstrappers and of nodes renewing their own
+    /// certificate are approved at once, as kubeadm's grants make kube-controller-manager do.
+    pub auto_approve_node_client: bool,
+    /// How long certificates signed from CSRs are valid (kube-controller-manager's
+    /// `--cluster-signing-duration`, one year by default).
+    pub csr_signing_duration: Duration,
 }
 
 impl Default for ApiServerConfig {
@@ -120,6 +129,9 @@ impl Default for ApiServerConfig {
             bearer_token: None,
             max_connections: 64,
             default_user: "kubernetes-admin".to_string(),
+            bootstrap_tokens: Vec::new(),
+            auto_approve_node_client: true,
+            csr_signing_duration: Duration::from_secs(365 * 24 * 3600),
         }
     }
 }
@@ -236,6 +248,41 @@ impl ApiServer {
         let identity = self.issue_client_cert(user_cn);
         let text = kubeconfig::render(&self.url(), &self.ca_pem(), &identity, user_cn);
         std::fs::write(path, text)
+    }
+
+    /// Writes a bootstrap kubeconfig (kubeadm's `bootstrap-kubelet.conf`): the CA inline and
+    /// `token` as the user's bearer token.
+    pub fn write_bootstrap_kubeconfig(&self, path: &Path, token: &str) -> std::io::Result<()> {
+        let text = kubeconfig::render_token(&self.url(), &self.ca_pem(), token);
+        std::fs::write(path, text)
+    }
+
+    /// Every CertificateSigningRequest, as stored.
+    pub fn csrs(&self) -> Vec<Value> {
+        self.shared
+            .store
+            .list(Resource::CertificateSigningRequests, None)
+            .0
+    }
+
+    /// Approves a CSR as `kubectl certificate approve` does, then lets the signer run.
+    pub fn approve_csr(&self, name: &str) -> Result<(), ApiError> {
+        self.decide_csr(name, "Approved", "KubectlApprove")
+    }
+
+    /// Denies a CSR as `kubectl certificate deny` does.
+    pub fn deny_csr(&self, name: &str) -> Result<(), ApiError> {
+        self.decide_csr(name, "Denied", "KubectlDeny")
+    }
+
+    fn decide_csr(&self, name: &str, kind: &str, reason: &str) -> Result<(), ApiError> {
+        let body = serde_json::json!({"status": {"conditions": [{
+            "type": kind, "status": "True", "reason": reason,
+            "message": format!("This CSR was {} by kubectl certificate {}.", kind.to_lowercase(), if kind == "Approved" { "approve" } else { "deny" }),
+        }]}});
+        csr::approve(&self.shared, name, &body)?;
+        csr::reconcile(&self.shared, name);
+        Ok(())
     }
 
     /// Creates a pod as `POST` would (defaults, `Pending` status, new uid).

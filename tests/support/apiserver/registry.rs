@@ -473,7 +473,9 @@ fn check_namespace(resource: Resource, namespace: &str, body: &Value) -> Result<
     Ok(())
 }
 
-/// Names must be DNS-1123 subdomains (lowercase alphanumerics, `-` and `.`, at most 253).
+/// Names must be DNS-1123 subdomains (lowercase alphanumerics, `-` and `.`, at most 253),
+/// except CSR names, which only have to be usable as a path segment (upstream's
+/// `ValidateCertificateRequestName` accepts any name; `node-csr-<base64url>` has capitals).
 fn check_name(resource: Resource, name: &str) -> Result<(), ApiError> {
     if name.is_empty() {
         return Err(ApiError::invalid(
@@ -481,6 +483,16 @@ fn check_name(resource: Resource, name: &str) -> Result<(), ApiError> {
             name,
             "metadata.name: Required value: name or generateName is required",
         ));
+    }
+    if resource == Resource::CertificateSigningRequests {
+        if name == "." || name == ".." || name.contains(['/', '%']) {
+            return Err(ApiError::invalid(
+                resource,
+                name,
+                &format!("metadata.name: Invalid value: {name:?}: may not be '.' or '..' and may not contain '/' or '%'"),
+            ));
+        }
+        return Ok(());
     }
     let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
     let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());

@@ -25,18 +25,23 @@ pub enum Resource {
     Services,
     /// node.k8s.io/v1 runtimeclasses (cluster-scoped).
     RuntimeClasses,
+    /// certificates.k8s.io/v1 certificatesigningrequests (cluster-scoped, status and
+    /// approval subresources; see `csr.rs`).
+    CertificateSigningRequests,
 }
 
 /// The API group of coordination.k8s.io leases.
 pub const COORDINATION_GROUP: &str = "coordination.k8s.io";
 /// The API group of node.k8s.io runtime classes.
 pub const NODE_GROUP: &str = "node.k8s.io";
+/// The API group of certificates.k8s.io CSRs.
+pub const CERTIFICATES_GROUP: &str = "certificates.k8s.io";
 /// The named API groups served (each at `v1`).
-pub const GROUPS: [&str; 2] = [COORDINATION_GROUP, NODE_GROUP];
+pub const GROUPS: [&str; 3] = [COORDINATION_GROUP, NODE_GROUP, CERTIFICATES_GROUP];
 
 impl Resource {
     /// Every served resource, in discovery order.
-    pub const ALL: [Resource; 9] = [
+    pub const ALL: [Resource; 10] = [
         Resource::Pods,
         Resource::Nodes,
         Resource::Events,
@@ -46,6 +51,7 @@ impl Resource {
         Resource::Secrets,
         Resource::Services,
         Resource::RuntimeClasses,
+        Resource::CertificateSigningRequests,
     ];
 
     /// The plural name used in URLs (`pods`).
@@ -60,6 +66,7 @@ impl Resource {
             Resource::Secrets => "secrets",
             Resource::Services => "services",
             Resource::RuntimeClasses => "runtimeclasses",
+            Resource::CertificateSigningRequests => "certificatesigningrequests",
         }
     }
 
@@ -81,6 +88,7 @@ impl Resource {
             Resource::Secrets => "Secret",
             Resource::Services => "Service",
             Resource::RuntimeClasses => "RuntimeClass",
+            Resource::CertificateSigningRequests => "CertificateSigningRequest",
         }
     }
 
@@ -89,6 +97,7 @@ impl Resource {
         match self {
             Resource::Leases => COORDINATION_GROUP,
             Resource::RuntimeClasses => NODE_GROUP,
+            Resource::CertificateSigningRequests => CERTIFICATES_GROUP,
             _ => "",
         }
     }
@@ -98,6 +107,7 @@ impl Resource {
         match self {
             Resource::Leases => "coordination.k8s.io/v1",
             Resource::RuntimeClasses => "node.k8s.io/v1",
+            Resource::CertificateSigningRequests => "certificates.k8s.io/v1",
             _ => "v1",
         }
     }
@@ -106,7 +116,10 @@ impl Resource {
     pub fn namespaced(self) -> bool {
         !matches!(
             self,
-            Resource::Nodes | Resource::Namespaces | Resource::RuntimeClasses
+            Resource::Nodes
+                | Resource::Namespaces
+                | Resource::RuntimeClasses
+                | Resource::CertificateSigningRequests
         )
     }
 
@@ -115,7 +128,10 @@ impl Resource {
     pub fn has_status(self) -> bool {
         matches!(
             self,
-            Resource::Pods | Resource::Nodes | Resource::Namespaces
+            Resource::Pods
+                | Resource::Nodes
+                | Resource::Namespaces
+                | Resource::CertificateSigningRequests
         )
     }
 
@@ -128,6 +144,7 @@ impl Resource {
             Resource::Namespaces => &["ns"],
             Resource::ConfigMaps => &["cm"],
             Resource::Services => &["svc"],
+            Resource::CertificateSigningRequests => &["csr"],
             Resource::Leases | Resource::Secrets | Resource::RuntimeClasses => &[],
         }
     }
@@ -209,6 +226,7 @@ fn field_path(resource: Resource, label: &str) -> Option<FieldPath> {
         ("spec.unschedulable", Resource::Nodes) => boolean("/spec/unschedulable"),
         ("spec.clusterIP", Resource::Services) => string("/spec/clusterIP"),
         ("spec.type", Resource::Services) => string("/spec/type"),
+        ("spec.signerName", Resource::CertificateSigningRequests) => string("/spec/signerName"),
         ("involvedObject.kind", Resource::Events) => string("/involvedObject/kind"),
         ("involvedObject.namespace", Resource::Events) => string("/involvedObject/namespace"),
         ("involvedObject.name", Resource::Events) => string("/involvedObject/name"),

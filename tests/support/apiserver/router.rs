@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::authz::{self, Ask};
+use super::csr;
 use super::deletion::{self, DeleteOptions};
 use super::discovery;
 use super::http::{write_response, Request, Response};
@@ -71,6 +72,7 @@ enum Sub {
     None,
     Status,
     Binding,
+    Approval,
 }
 
 fn parse_route(path: &str) -> Route {
@@ -142,6 +144,9 @@ fn item_or_collection(resource: Resource, namespace: Option<&str>, tail: &[&str]
         [name] => (name, Sub::None),
         [name, "status"] if resource.has_status() => (name, Sub::Status),
         [name, "binding"] if resource == Resource::Pods => (name, Sub::Binding),
+        [name, "approval"] if resource == Resource::CertificateSigningRequests => {
+            (name, Sub::Approval)
+        }
         _ => return Route::Unknown,
     };
     Route::Item {
@@ -182,6 +187,7 @@ fn verb_and_resource(request: &Request, route: &Route) -> Option<(&'static str, 
         Sub::None => resource.plural().to_string(),
         Sub::Status => format!("{}/status", resource.plural()),
         Sub::Binding => format!("{}/binding", resource.plural()),
+        Sub::Approval => format!("{}/approval", resource.plural()),
     };
     Some((verb, label))
 }
@@ -211,6 +217,14 @@ pub fn handle(
         (Some(token), Some(header)) => header.strip_prefix("Bearer ") == Some(token.as_str()),
         _ => false,
     };
+    let bootstrap_user = match user {
+        None => csr::bootstrap_user(
+            &shared.config.bootstrap_tokens,
+            request.header("authorization"),
+        ),
+        Some(_) => None,
+    };
+    let user = user.or(bootstrap_user.as_deref());
     let public = matches!(route, Route::Health | Route::Version);
     log::debug!(
         "apiserver double: user={} {} {}",
@@ -260,6 +274,7 @@ fn dispatch(
     conn: &mut Conn,
 ) -> Result<Outcome, ApiError> {
     authorize_read(shared, request, &route, user)?;
+    authorize_rbac(request, &route, user)?;
     let get_only = |body: Value| match request.method.as_str() {
         "GET" => Ok(Outcome::Respond(Response::json(200, &body))),
         _ => Err(ApiError::method_not_allowed()),
@@ -325,6 +340,46 @@ fn dispatch(
     }
 }
 
+/// The verb of a request on a resource, as authorizers name it.
+fn request_verb(request: &Request, named: bool) -> &'static str {
+    match (request.method.as_str(), named) {
+        ("GET", true) => "get",
+        ("GET", false) if request.query_flag("watch") => "watch",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        _ => "delete",
+    }
+}
+
+/// kubeadm's RBAC for bootstrap identities and for nodes on CSRs (see `csr.rs`).
+fn authorize_rbac(request: &Request, route: &Route, user: Option<&str>) -> Result<(), ApiError> {
+    let (resource, name, sub) = match route {
+        Route::Item {
+            resource,
+            name,
+            sub,
+            ..
+        } => {
+            let sub = match sub {
+                Sub::None => None,
+                Sub::Status => Some("status"),
+                Sub::Binding => Some("binding"),
+                Sub::Approval => Some("approval"),
+            };
+            (Some(*resource), name.as_str(), sub)
+        }
+        Route::Collection { resource, .. } => (Some(*resource), "", None),
+        Route::Token { .. } => (None, "", None),
+        Route::PodProxy { .. } => (None, "", None),
+        Route::TokenReview | Route::SubjectAccessReview => (None, "", None),
+        _ => return Ok(()),
+    };
+    let verb = request_verb(request, !name.is_empty());
+    csr::authorize(user, resource, verb, sub, name)
+}
+
 /// The node authorizer's rule for ConfigMaps and Secrets (see `authz.rs`).
 fn authorize_read(
     shared: &Shared,
@@ -348,15 +403,7 @@ fn authorize_read(
     if !matches!(resource, Resource::ConfigMaps | Resource::Secrets) {
         return Ok(());
     }
-    let verb = match (request.method.as_str(), name) {
-        ("GET", Some(_)) => "get",
-        ("GET", None) if request.query_flag("watch") => "watch",
-        ("GET", None) => "list",
-        ("POST", _) => "create",
-        ("PUT", _) => "update",
-        ("PATCH", _) => "patch",
-        _ => "delete",
-    };
+    let verb = request_verb(request, name.is_some());
     let ask = Ask::Read {
         resource,
         namespace,
@@ -380,7 +427,10 @@ fn collection(
             return Err(ApiError::method_not_allowed())
         }
         "POST" => {
-            let body = parse_body(request)?;
+            let mut body = parse_body(request)?;
+            if resource == Resource::CertificateSigningRequests {
+                body = csr::prepare_create(body, user)?;
+            }
             let namespace = namespace.as_deref().unwrap_or("");
             let name = str_at(&body, "/metadata/name").to_string();
             let node = node_of(shared, user);
@@ -396,6 +446,9 @@ fn collection(
                 noderestriction::admit(&restriction, op, old, new)
             };
             let created = registry::create(&shared.store, resource, namespace, body, &admit)?;
+            if resource == Resource::CertificateSigningRequests {
+                csr::reconcile(shared, str_at(&created, "/metadata/name"));
+            }
             return Ok(Outcome::Respond(Response::json(201, &created)));
         }
         _ => return Err(ApiError::method_not_allowed()),
@@ -531,6 +584,19 @@ fn item(
             }
             let uid = str_at(&written.object, "/metadata/uid");
             Ok(Response::json(200, &delete_success(resource, name, uid)))
+        }
+        ("PUT", Sub::Approval) => {
+            let body = parse_body(request)?;
+            let approved = csr::approve(shared, name, &body)?;
+            csr::reconcile(shared, name);
+            Ok(Response::json(200, &approved))
+        }
+        ("GET", Sub::Approval) => {
+            let key = (resource, namespace.to_string(), name.to_string());
+            let object = store
+                .get(&key)
+                .ok_or_else(|| ApiError::not_found(resource, name))?;
+            Ok(Response::json(200, &object))
         }
         ("POST", Sub::Binding) => {
             let body = parse_body(request)?;

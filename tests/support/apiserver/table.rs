@@ -127,6 +127,19 @@ fn columns(resource: Resource) -> Vec<Column> {
             ("Handler", "string", 0, "The name of the CRI handler."),
             age,
         ],
+        Resource::CertificateSigningRequests => vec![
+            name,
+            age,
+            ("SignerName", "string", 0, "The signer of the request."),
+            ("Requestor", "string", 0, "The user who made the request."),
+            (
+                "RequestedDuration",
+                "string",
+                0,
+                "The validity the request asked for.",
+            ),
+            ("Condition", "string", 0, "The conditions of the request."),
+        ],
     }
 }
 
@@ -197,6 +210,36 @@ fn cells(resource: Resource, obj: &Value, now: i64) -> Vec<Value> {
             json!(age),
         ],
         Resource::RuntimeClasses => vec![json!(name), json!(str_at(obj, "/handler")), json!(age)],
+        Resource::CertificateSigningRequests => {
+            let mut condition: Vec<&str> = obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.get("type").and_then(Value::as_str))
+                .collect();
+            if !str_at(obj, "/status/certificate").is_empty() {
+                condition.push("Issued");
+            }
+            let condition = if condition.is_empty() {
+                "Pending".to_string()
+            } else {
+                condition.join(",")
+            };
+            let duration = obj
+                .pointer("/spec/expirationSeconds")
+                .and_then(Value::as_i64)
+                .map(|s| human_age(0, s))
+                .unwrap_or_else(|| "<none>".to_string());
+            vec![
+                json!(name),
+                json!(age),
+                json!(str_at(obj, "/spec/signerName")),
+                json!(str_at(obj, "/spec/username")),
+                json!(duration),
+                json!(condition),
+            ]
+        }
     }
 }
 
