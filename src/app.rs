@@ -2,6 +2,8 @@
 //! runtime, build the kubelet, start the pod sources, run until a stop signal, join every
 //! thread. `main` calls [`run`] and maps its result to an exit code.
 
+pub mod certificates;
+
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -49,6 +51,9 @@ pub enum AppError {
     /// The kubeconfig or API client could not be set up.
     #[error("--kubeconfig: {0}")]
     Api(#[from] ApiError),
+    /// The node's client certificate could not be bootstrapped, or rotation not set up.
+    #[error("certificates: {0}")]
+    Certificate(#[from] crate::certificate::CertError),
     /// The manifest URL source could not be set up.
     #[error("--manifest-url: {0}")]
     HttpSource(#[from] HttpSourceError),
@@ -108,8 +113,9 @@ pub fn setup_data_dirs(config: &KubeletConfig) -> Result<(), AppError> {
 }
 
 /// Builds the API client from `--kubeconfig` with the configured rate limits
-/// (`kubeAPIQPS`/`kubeAPIBurst`, upstream defaults 50/100).
-pub fn make_api_client(config: &KubeletConfig) -> Result<Option<Arc<dyn KubeClient>>, AppError> {
+/// (`kubeAPIQPS`/`kubeAPIBurst`, upstream defaults 50/100). The certificate rotation threads
+/// swap new client certificates into it.
+pub fn make_rest_client(config: &KubeletConfig) -> Result<Option<Arc<RestClient>>, AppError> {
     let Some(path) = &config.kubeconfig else {
         return Ok(None);
     };
@@ -187,9 +193,10 @@ pub fn make_pod_sources(
 pub fn create_and_init_kubelet(
     config: Arc<KubeletConfig>,
     sources_ready: Arc<crate::config::mux::SourcesReady>,
-    api: Option<Arc<dyn KubeClient>>,
+    rest: Option<Arc<RestClient>>,
     stop: &Receiver<()>,
 ) -> Result<(Arc<Kubelet>, Vec<JoinHandle<()>>), AppError> {
+    let api = rest.clone().map(|c| c as Arc<dyn KubeClient>);
     let runtime_error = |endpoint: &str| {
         let endpoint = endpoint.to_string();
         move |source| AppError::Runtime { endpoint, source }
@@ -276,7 +283,14 @@ pub fn create_and_init_kubelet(
     }
     // As upstream, run-once mode serves no kubelet API.
     if !config.run_once {
-        threads.extend(kubelet.listen_and_serve(stop)?);
+        let node_ips = kubelet.node_record().node_ips().to_vec();
+        let rotation =
+            certificates::start_serving_rotation(&config, rest.as_ref(), node_ips, stop)?;
+        let serving = rotation.map(|r| {
+            threads.push(r.thread);
+            r.cert
+        });
+        threads.extend(kubelet.listen_and_serve(stop, serving)?);
         threads.extend(kubelet.listen_and_serve_read_only(stop)?);
         threads.extend(kubelet.listen_and_serve_pod_resources(stop)?);
     }
@@ -372,12 +386,19 @@ pub fn run(config: KubeletConfig) -> Result<(), AppError> {
     // Dropping `stop_tx` disconnects every clone of `stop_rx`: the one broadcast that reaches
     // every thread. Capacity 0: nothing is ever sent.
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-    let api = make_api_client(&config)?;
-    let mut sources = make_pod_sources(&config, api.clone(), &stop_rx)?;
+    certificates::bootstrap(&config, &stop_rx)?;
+    let rest = make_rest_client(&config)?;
+    let rotation = match &rest {
+        Some(rest) => certificates::start_client_rotation(&config, rest, &stop_rx)?,
+        None => None,
+    };
+    let api = rest.clone().map(|c| c as Arc<dyn KubeClient>);
+    let mut sources = make_pod_sources(&config, api, &stop_rx)?;
+    sources.threads.extend(rotation);
     let (kubelet, threads) = create_and_init_kubelet(
         Arc::clone(&config),
         Arc::clone(&sources.sources_ready),
-        api,
+        rest,
         &stop_rx,
     )?;
     sources.threads.extend(threads);

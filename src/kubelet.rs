@@ -122,10 +122,12 @@ pub trait Bootstrap {
         stop: &Receiver<()>,
     ) -> Result<Vec<JoinHandle<()>>, KubeletError>;
     /// Starts the authenticated kubelet API on `address:port` unless `enableServer` is
-    /// false; its threads end when `stop` closes.
+    /// false, serving `serving` when given (a rotated certificate) or the configured or
+    /// self-signed one; its threads end when `stop` closes.
     fn listen_and_serve(
         self: &Arc<Self>,
         stop: &Receiver<()>,
+        serving: Option<Arc<crate::server::tls::ServingCert>>,
     ) -> Result<Vec<JoinHandle<()>>, KubeletError>;
     /// Starts the read-only API when `readOnlyPort` is not 0.
     fn listen_and_serve_read_only(

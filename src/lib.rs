@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod app;
+pub mod certificate;
 pub mod cgroups;
 pub mod clock;
 pub mod config;

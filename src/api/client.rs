@@ -11,11 +11,13 @@
 //! This file holds the client and its retrying HTTP core; the verbs are in `verbs.rs`, the
 //! bearer token in `token.rs`.
 
+mod csr;
 #[cfg(test)]
 mod test_server;
 mod token;
 mod verbs;
 
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::Response;
@@ -65,7 +67,11 @@ impl Default for RetryPolicy {
 /// A blocking Kubernetes REST client. Share it behind an `Arc`; every method blocks the
 /// calling thread only, and no lock is held while a request is in flight.
 pub struct RestClient {
-    http: reqwest::blocking::Client,
+    /// Replaced whole when the client certificate rotates: calls in flight (a watch) keep
+    /// the connection they have, new calls connect with the new certificate.
+    http: RwLock<reqwest::blocking::Client>,
+    /// What `http` was built from, kept to rebuild it with a new client certificate.
+    config: RestConfig,
     /// Base URL without a trailing slash.
     server: String,
     token: TokenSource,
@@ -94,19 +100,12 @@ impl RestClient {
         burst: u32,
         timeout: Duration,
     ) -> Result<RestClient, ApiError> {
-        let builder = reqwest::blocking::Client::builder()
-            .user_agent(concat!("rkubelet/", env!("CARGO_PKG_VERSION")))
-            .timeout(timeout)
-            .connect_timeout(timeout);
-        let http = super::tls::configure(builder, &config)?
-            .build()
-            .map_err(|e| {
-                ApiError::Config(format!("{}: building the client: {e}", config.server))
-            })?;
+        let http = http_client(&config, timeout)?;
         Ok(RestClient {
-            http,
+            http: RwLock::new(http),
             server: config.server.trim_end_matches('/').to_string(),
-            token: TokenSource::new(config.token_file, config.bearer_token),
+            token: TokenSource::new(config.token_file.clone(), config.bearer_token.clone()),
+            config,
             limiter: RateLimiter::new(qps, burst),
             timeout,
             retry: RetryPolicy::default(),
@@ -118,6 +117,18 @@ impl RestClient {
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
+    }
+
+    /// Authenticates new connections with another client certificate (PEM chain and key),
+    /// as after a certificate rotation. Connections in use keep the certificate they were
+    /// opened with until they end.
+    pub fn set_client_certificate(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<(), ApiError> {
+        let mut config = self.config.clone();
+        config.client_cert_pem = Some(cert_pem.to_vec());
+        config.client_key_pem = Some(key_pem.to_vec());
+        let http = http_client(&config, self.timeout)?;
+        *self.http.write().unwrap_or_else(|e| e.into_inner()) = http;
+        Ok(())
     }
 
     /// The API server's base URL.
@@ -187,7 +198,8 @@ impl RestClient {
         let verb = op.http_verb();
         let method = Method::from_bytes(verb.as_bytes()).unwrap_or(Method::GET);
         let url = format!("{}{path}{query}", self.server);
-        let mut request = self.http.request(method, &url).timeout(timeout);
+        let http = self.http.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut request = http.request(method, &url).timeout(timeout);
         request = request.header(ACCEPT, JSON);
         if let Some(token) = self.token.bearer() {
             request = request.bearer_auth(token);
@@ -253,6 +265,20 @@ impl RestClient {
     ) -> Result<T, ApiError> {
         self.call(op, path, "", Some(json_body(op, path, body)?))
     }
+}
+
+/// The HTTP client for `config`, each request bounded by `timeout` unless it says otherwise.
+fn http_client(
+    config: &RestConfig,
+    timeout: Duration,
+) -> Result<reqwest::blocking::Client, ApiError> {
+    let builder = reqwest::blocking::Client::builder()
+        .user_agent(concat!("rkubelet/", env!("CARGO_PKG_VERSION")))
+        .timeout(timeout)
+        .connect_timeout(timeout);
+    super::tls::configure(builder, config)?
+        .build()
+        .map_err(|e| ApiError::Config(format!("{}: building the client: {e}", config.server)))
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub use stats::RequestStats;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
 use k8s_openapi::api::node::v1::RuntimeClass;
@@ -246,4 +247,24 @@ pub trait KubeClient: Send + Sync {
         &self,
         review: &SubjectAccessReview,
     ) -> Result<SubjectAccessReview, ApiError>;
+}
+
+/// The `certificates.k8s.io/v1` verbs of certificate bootstrap and rotation. Only the REST
+/// client implements them: a certificate is always asked for from a real API server.
+pub trait CsrClient: Send + Sync {
+    /// `POST /apis/certificates.k8s.io/v1/certificatesigningrequests`.
+    fn create_csr(
+        &self,
+        csr: &CertificateSigningRequest,
+    ) -> Result<CertificateSigningRequest, ApiError>;
+    /// `GET .../certificatesigningrequests/{name}`.
+    fn get_csr(&self, name: &str) -> Result<CertificateSigningRequest, ApiError>;
+    /// `GET .../certificatesigningrequests?watch=true&fieldSelector=metadata.name=<name>`
+    /// from `resource_version`, ending after `timeout_seconds`.
+    fn watch_csr(
+        &self,
+        name: &str,
+        resource_version: &str,
+        timeout_seconds: u32,
+    ) -> Result<WatchStream<CertificateSigningRequest>, ApiError>;
 }

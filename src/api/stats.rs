@@ -31,11 +31,14 @@ pub(crate) enum Op {
     GetRuntimeClass,
     CreateTokenReview,
     CreateSubjectAccessReview,
+    CreateCsr,
+    GetCsr,
+    WatchCsrs,
 }
 
 /// (verb, resource) of each [`Op`], indexed by `Op as usize`. Verbs are named as the API
 /// server's metrics name them (`LIST` and `WATCH` are GETs on the wire).
-const OPS: [(&str, &str); 24] = [
+const OPS: [(&str, &str); 27] = [
     ("LIST", "pods"),
     ("WATCH", "pods"),
     ("GET", "pods"),
@@ -60,6 +63,9 @@ const OPS: [(&str, &str); 24] = [
     ("GET", "runtimeclasses"),
     ("POST", "tokenreviews"),
     ("POST", "subjectaccessreviews"),
+    ("POST", "certificatesigningrequests"),
+    ("GET", "certificatesigningrequests"),
+    ("WATCH", "certificatesigningrequests"),
 ];
 
 const WRITE_VERBS: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
@@ -190,7 +196,7 @@ mod tests {
         c.call(Op::GetPod);
         c.retry();
         let s = c.snapshot();
-        assert_eq!(s.requests.len(), 24);
+        assert_eq!(s.requests.len(), 27);
         assert_eq!(s.count("PATCH", "pods/status"), 2);
         assert_eq!((s.writes(), s.total(), s.retries), (3, 4, 1));
     }

@@ -66,8 +66,6 @@ pub const UNIMPLEMENTED_FIELDS: &[&str] = &[
     "registryPullQPS",
     "reservedMemory",
     "reservedSystemCPUs",
-    "rotateCertificates",
-    "serverTLSBootstrap",
     "showHiddenMetricsForVersion",
     "shutdownGracePeriod",
     "shutdownGracePeriodByPodPriority",
@@ -83,9 +81,6 @@ pub const UNIMPLEMENTED_FIELDS: &[&str] = &[
     "volumePluginDir",
     "volumeStatsAggPeriod",
 ];
-
-/// Flags rkubelet accepts but does not act on.
-pub const UNIMPLEMENTED_FLAGS: &[&str] = &["--bootstrap-kubeconfig"];
 
 /// The unimplemented fields of `raw` (the effective configuration, defaults applied) whose
 /// value differs from upstream's default, in the list's order.
@@ -118,16 +113,12 @@ fn is_empty(value: &Value) -> bool {
     }
 }
 
-/// Everything set that rkubelet does not act on: fields, then flags.
+/// Everything set that rkubelet does not act on.
 pub fn unimplemented_settings(config: &KubeletConfig) -> Vec<String> {
-    let mut out: Vec<String> = unimplemented_fields(&config.raw)
+    unimplemented_fields(&config.raw)
         .into_iter()
         .map(str::to_string)
-        .collect();
-    if config.bootstrap_kubeconfig.is_some() {
-        out.push(UNIMPLEMENTED_FLAGS[0].to_string());
-    }
-    out
+        .collect()
 }
 
 /// Logs one warning naming every setting in effect that rkubelet does not implement.
@@ -168,12 +159,7 @@ mod tests {
         );
         assert_eq!(
             unimplemented_fields(&kubeadm),
-            [
-                "evictionSoft",
-                "failSwapOn",
-                "featureGates",
-                "rotateCertificates"
-            ]
+            ["evictionSoft", "failSwapOn", "featureGates"]
         );
     }
 

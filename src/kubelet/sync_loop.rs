@@ -192,8 +192,10 @@ impl Bootstrap for Kubelet {
     fn listen_and_serve(
         self: &Arc<Self>,
         stop: &Receiver<()>,
+        serving: Option<Arc<crate::server::tls::ServingCert>>,
     ) -> Result<Vec<std::thread::JoinHandle<()>>, KubeletError> {
-        let settings = crate::server::ServerSettings::from_config(&self.config)?;
+        let mut settings = crate::server::ServerSettings::from_config(&self.config)?;
+        settings.tls.serving = serving;
         if !settings.enabled {
             log::info!("enableServer is false: the kubelet API is off");
             return Ok(Vec::new());

@@ -245,6 +245,7 @@ impl ServerSettings {
             addr: SocketAddr::new(ip, main_port),
             read_only_addr: (read_only != 0).then(|| SocketAddr::new(ip, read_only)),
             tls: tls::TlsSettings {
+                serving: None,
                 cert_file: raw.tls_cert_file.as_ref().map(PathBuf::from),
                 key_file: raw.tls_private_key_file.as_ref().map(PathBuf::from),
                 cert_dir: config.cert_dir.clone(),

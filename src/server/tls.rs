@@ -1,16 +1,17 @@
 //! TLS for the kubelet API: the serving certificate (`tlsCertFile`/`tlsPrivateKeyFile`, or
 //! a self-signed pair made once in the cert dir as upstream does), `tlsMinVersion` and
-//! `tlsCipherSuites`, client certificates checked against `authentication.x509.clientCAFile`,
-//! and the subject (user and groups) of a verified client certificate.
+//! `tlsCipherSuites`, and client certificates checked against
+//! `authentication.x509.clientCAFile`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
 
 /// Errors building the TLS set-up; each names the file or setting.
@@ -46,9 +47,69 @@ pub enum TlsError {
     Generate(String),
 }
 
+/// The serving certificate, replaceable while the server runs (a rotated
+/// `serverTLSBootstrap` certificate): each new handshake gets the one set last.
+#[derive(Debug)]
+pub struct ServingCert {
+    current: RwLock<Arc<CertifiedKey>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServingCert {
+    /// A serving certificate from a PEM chain and key; `what` names their source in errors.
+    pub fn new(cert_pem: &[u8], key_pem: &[u8], what: &Path) -> Result<ServingCert, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = certified_key(&provider, cert_pem, key_pem, what)?;
+        Ok(ServingCert {
+            current: RwLock::new(Arc::new(key)),
+            provider,
+        })
+    }
+
+    /// Serves `cert_pem`/`key_pem` from the next handshake on.
+    pub fn set(&self, cert_pem: &[u8], key_pem: &[u8], what: &Path) -> Result<(), TlsError> {
+        let key = certified_key(&self.provider, cert_pem, key_pem, what)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ServingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(
+            &self.current.read().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
+}
+
+/// A chain and key checked to belong together.
+fn certified_key(
+    provider: &CryptoProvider,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    what: &Path,
+) -> Result<CertifiedKey, TlsError> {
+    let pem_err = |why: String| TlsError::Pem {
+        path: what.to_path_buf(),
+        why,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_err(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(pem_err("no certificate in the file".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| pem_err(e.to_string()))?;
+    let certified =
+        CertifiedKey::from_der(chain, key, provider).map_err(|e| pem_err(e.to_string()))?;
+    Ok(certified)
+}
+
 /// What the TLS set-up is built from.
 #[derive(Debug, Clone, Default)]
 pub struct TlsSettings {
+    /// A serving certificate kept fresh at run time; served instead of the files when set.
+    pub serving: Option<Arc<ServingCert>>,
     /// `tlsCertFile`.
     pub cert_file: Option<PathBuf>,
     /// `tlsPrivateKeyFile`.
@@ -149,7 +210,6 @@ pub fn self_signed(hostnames: &[String]) -> Result<(String, String), TlsError> {
 
 /// The rustls server configuration for the kubelet API.
 pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
-    let (cert_file, key_file) = serving_files(settings)?;
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::File {
             path: path.to_path_buf(),
@@ -160,16 +220,15 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsErr
         path: path.to_path_buf(),
         why,
     };
-    let cert_pem = read(&cert_file)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| pem_err(&cert_file, e.to_string()))?;
-    if chain.is_empty() {
-        return Err(pem_err(&cert_file, "no certificate in the file".into()));
-    }
-    let key = PrivateKeyDer::from_pem_slice(&read(&key_file)?)
-        .map_err(|e| pem_err(&key_file, e.to_string()))?;
-
+    let serving = match &settings.serving {
+        Some(serving) => Arc::clone(serving),
+        None => {
+            let (cert_file, key_file) = serving_files(settings)?;
+            let cert_pem = read(&cert_file)?;
+            let key_pem = read(&key_file)?;
+            Arc::new(ServingCert::new(&cert_pem, &key_pem, &cert_file)?)
+        }
+    };
     let provider = Arc::new(provider(&settings.cipher_suites)?);
     let versions = versions(settings.min_version.as_deref())?;
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
@@ -198,9 +257,7 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsErr
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| pem_err(&key_file, e.to_string()))?;
+    let mut config = builder.with_cert_resolver(serving);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -272,90 +329,6 @@ fn go_tls13_name(suite: &SupportedCipherSuite) -> Option<&'static str> {
     }
 }
 
-/// The subject of a certificate: its common name and organizations (the user name and
-/// groups of a client certificate, as Kubernetes maps them).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Subject {
-    /// CN.
-    pub common_name: String,
-    /// O values, in order.
-    pub organizations: Vec<String>,
-}
-
-/// Reads the subject of a DER certificate. Only certificates that passed verification are
-/// given to it; anything it cannot walk gives `None`.
-pub fn subject(cert: &[u8]) -> Option<Subject> {
-    let (tag, certificate, _) = der(cert)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (tag, tbs, _) = der(certificate)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let mut rest = tbs;
-    // version [0] (optional), serial, signature, issuer, validity, subject
-    let (tag, _, after) = der(rest)?;
-    if tag == 0xa0 {
-        rest = after;
-    }
-    for _ in 0..4 {
-        let (_, _, after) = der(rest)?;
-        rest = after;
-    }
-    let (tag, name, _) = der(rest)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let mut out = Subject::default();
-    let mut rdns = name;
-    while !rdns.is_empty() {
-        let (_, set, after) = der(rdns)?;
-        rdns = after;
-        let mut atvs = set;
-        while !atvs.is_empty() {
-            let (_, atv, after) = der(atvs)?;
-            atvs = after;
-            let (tag, oid, value) = der(atv)?;
-            if tag != 0x06 {
-                return None;
-            }
-            let (_, text, _) = der(value)?;
-            let text = String::from_utf8_lossy(text).into_owned();
-            match oid {
-                [0x55, 0x04, 0x03] => out.common_name = text,
-                [0x55, 0x04, 0x0a] => out.organizations.push(text),
-                _ => {}
-            }
-        }
-    }
-    Some(out)
-}
-
-/// One DER element: tag, contents, and what follows it.
-fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 || rest.len() < count {
-            return None;
-        }
-        let mut len = 0usize;
-        for &b in &rest[..count] {
-            len = (len << 8) | usize::from(b);
-        }
-        rest = &rest[count..];
-        len
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,29 +353,10 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(chain.len(), 2, "certificate and its CA");
-        let subject = subject(&chain[0]).unwrap();
+        let subject = crate::util::x509::subject(&chain[0]).unwrap();
         assert!(subject.common_name.starts_with("node-a@"), "{subject:?}");
         server_config(&settings).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn client_subjects_give_user_and_groups() {
-        use rcgen::{CertificateParams, DnType, KeyPair};
-        let mut params = CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "system:masters");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "kube-apiserver-kubelet-client");
-        let cert = params.self_signed(&KeyPair::generate().unwrap()).unwrap();
-        let s = subject(cert.der()).unwrap();
-        assert_eq!(s.common_name, "kube-apiserver-kubelet-client");
-        assert_eq!(s.organizations, vec!["system:masters"]);
-        assert_eq!(subject(b"\x30\x82\xff"), None);
-        assert_eq!(subject(&[]), None);
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rkubelet::api::services::ServiceInformer;
-use rkubelet::app::{make_api_client, make_pod_sources, new_main_kubelet, start_kubelet};
+use rkubelet::api::KubeClient;
+use rkubelet::app::certificates;
+use rkubelet::app::{make_pod_sources, make_rest_client, new_main_kubelet, start_kubelet};
 use rkubelet::clock::{Clock, RealClock};
 use rkubelet::config::settings::KubeletConfig;
 use rkubelet::cri::FakeRuntime;
@@ -79,9 +81,14 @@ impl ClusterNode {
         serve: bool,
     ) -> ClusterNode {
         let kubeconfig = dir.join("kubeconfig");
-        server
-            .write_kubeconfig(&kubeconfig, &format!("system:node:{NODE}"))
-            .unwrap();
+        let bootstraps = extra_args
+            .iter()
+            .any(|a| a.starts_with("--bootstrap-kubeconfig"));
+        if !bootstraps {
+            server
+                .write_kubeconfig(&kubeconfig, &format!("system:node:{NODE}"))
+                .unwrap();
+        }
         std::fs::create_dir_all(dir.join("root")).unwrap();
         let mut args = vec![
             "rkubelet".to_string(),
@@ -96,8 +103,12 @@ impl ClusterNode {
         args.extend(extra_args.iter().cloned());
         let config = Arc::new(KubeletConfig::from_args(args.iter().map(Into::into)).unwrap());
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let client = make_api_client(&config).unwrap().expect("client");
+        certificates::bootstrap(&config, &stop_rx).unwrap();
+        let rest = make_rest_client(&config).unwrap().expect("client");
+        let rotation = certificates::start_client_rotation(&config, &rest, &stop_rx).unwrap();
+        let client: Arc<dyn KubeClient> = rest.clone();
         let mut sources = make_pod_sources(&config, Some(client.clone()), &stop_rx).unwrap();
+        sources.threads.extend(rotation);
         let clock: Arc<dyn Clock> = Arc::new(RealClock);
         let (recorder, events) =
             ApiRecorder::start(client.clone(), clock.clone(), NODE, stop_rx.clone()).unwrap();
@@ -139,9 +150,17 @@ impl ClusterNode {
             .extend(start_node_threads(&config, client, clock, source, &stop_rx).unwrap());
         kubelet.birth_cry();
         if serve {
+            let node_ips = kubelet.node_record().node_ips().to_vec();
+            let rotation =
+                certificates::start_serving_rotation(&config, Some(&rest), node_ips, &stop_rx)
+                    .unwrap();
+            let serving = rotation.map(|r| {
+                sources.threads.push(r.thread);
+                r.cert
+            });
             sources
                 .threads
-                .extend(kubelet.listen_and_serve(&stop_rx).unwrap());
+                .extend(kubelet.listen_and_serve(&stop_rx, serving).unwrap());
             sources
                 .threads
                 .extend(kubelet.listen_and_serve_read_only(&stop_rx).unwrap());

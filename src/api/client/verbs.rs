@@ -22,10 +22,10 @@ use crate::api::watch::decode_watch;
 use crate::api::{ApiError, ApiStatus, DeleteOptions, KubeClient, List, ListOptions, WatchStream};
 
 /// Extra time a watch response may take beyond its server-side `timeoutSeconds`.
-const WATCH_GRACE: Duration = Duration::from_secs(30);
+pub(super) const WATCH_GRACE: Duration = Duration::from_secs(30);
 /// Bound of a watch without `timeoutSeconds`: the API server ends those after at most twice
 /// its `--min-request-timeout` (1800 s by default).
-const WATCH_DEFAULT_BOUND_SECS: u64 = 3600;
+pub(super) const WATCH_DEFAULT_BOUND_SECS: u64 = 3600;
 
 /// The parts of a list response the kubelet uses.
 #[derive(Deserialize)]

@@ -1,0 +1,220 @@
+//! Certificate rotation (client-go's certificate manager), one thread per certificate
+//! (`cert-rotation-client`, `cert-rotation-serving`).
+//!
+//! The thread sleeps until the rotation deadline of the certificate in use: a random point
+//! between 70% and 90% of its lifetime after `notBefore`, so a fleet's nodes do not renew
+//! together. It then makes a new key, asks for a certificate through a CertificateSigningRequest
+//! (`generateName: csr-`, signed in with the identity in use, or with the bootstrap
+//! credentials when that identity has expired), stores the pair and hands it to its user
+//! (the API client, or the kubelet API's TLS). The old certificate stays in use until the new
+//! one is issued. A failed attempt is retried with back-off from 2 s doubling to 5 minutes.
+//! A certificate that is missing, or whose template (names, addresses) changed while the
+//! kubelet runs, is asked for at once.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::csr::{self, Naming, Template};
+use super::store::FileStore;
+use super::{CertError, Pair};
+use crate::api::CsrClient;
+use crate::util::backoff::Exponential;
+
+/// How long one rotation waits for its certificate (upstream: 15 minutes).
+pub const ROTATION_WAIT: Duration = Duration::from_secs(15 * 60);
+/// The longest sleep before the wall clock is read again (it may have jumped).
+const MAX_SLEEP: Duration = Duration::from_secs(600);
+/// How often a template that is not known yet (no node address) is asked for again.
+const TEMPLATE_POLL: Duration = Duration::from_secs(5);
+
+/// Who receives a newly issued pair.
+pub type OnRotated = Box<dyn Fn(&Pair) + Send>;
+/// The template to ask for now; `None` while it cannot be known yet.
+pub type TemplateFn = Box<dyn Fn() -> Option<Template> + Send>;
+
+/// One certificate kept fresh.
+pub struct Rotation {
+    /// `client` or `serving`: the thread's and the log lines' name.
+    pub name: &'static str,
+    /// Where the pairs are stored.
+    pub store: FileStore,
+    /// What to ask for.
+    pub template: TemplateFn,
+    /// The API client requests are made with.
+    pub client: Arc<dyn CsrClient>,
+    /// Used instead of `client` while the pair in use has expired (the bootstrap
+    /// credentials, when the node identity can no longer sign in).
+    pub fallback: Option<Arc<dyn CsrClient>>,
+    /// Receives each new pair.
+    pub on_rotated: OnRotated,
+    /// How long one request waits to be issued.
+    pub wait: Duration,
+}
+
+/// The rotation deadline of a certificate valid over `validity`, at `fraction` (0.7 to 0.9)
+/// of its lifetime.
+pub fn deadline_at(pair: &Pair, fraction: f64) -> SystemTime {
+    let lifetime = pair.validity.lifetime();
+    pair.validity.not_before + lifetime.mul_f64(fraction.clamp(0.0, 1.0))
+}
+
+/// A random fraction in [0.7, 0.9] (upstream's jittered 70 to 90%).
+fn jittered_fraction() -> f64 {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 4];
+    let random = match ring::rand::SystemRandom::new().fill(&mut bytes) {
+        Ok(()) => f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX),
+        Err(_) => 0.5,
+    };
+    0.7 + 0.2 * random
+}
+
+impl Rotation {
+    /// Starts the thread, beginning with `current` (the pair in use, if any).
+    pub fn start(
+        self,
+        current: Option<Pair>,
+        stop: Receiver<()>,
+    ) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(format!("cert-rotation-{}", self.name))
+            .spawn(move || self.run(current, &stop))
+    }
+
+    fn run(self, mut current: Option<Pair>, stop: &Receiver<()>) {
+        let mut backoff = Exponential::new(Duration::from_secs(2), Duration::from_secs(300));
+        let mut deadline = current
+            .as_ref()
+            .map(|p| deadline_at(p, jittered_fraction()));
+        let mut asked_for: Option<Template> = None;
+        if let (Some(p), Some(d)) = (&current, deadline) {
+            log::info!(
+                "{} certificate expires {}; rotation at {}",
+                self.name,
+                stamp(p.validity.not_after),
+                stamp(d)
+            );
+        }
+        loop {
+            let template = (self.template)();
+            let changed = matches!((&template, &asked_for), (Some(t), Some(a)) if t != a);
+            let wait = match deadline {
+                Some(_) if changed => Duration::ZERO,
+                Some(d) => d.duration_since(SystemTime::now()).unwrap_or_default(),
+                None => Duration::ZERO,
+            };
+            let wait = if template.is_none() {
+                wait.max(TEMPLATE_POLL)
+            } else {
+                wait
+            };
+            if !wait.is_zero() {
+                match stop.recv_timeout(wait.min(MAX_SLEEP)) {
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    _ => return,
+                }
+            }
+            let Some(template) = template else { continue };
+            match self.rotate(&template, current.as_ref(), stop) {
+                Ok(pair) => {
+                    (self.on_rotated)(&pair);
+                    let next = deadline_at(&pair, jittered_fraction());
+                    log::info!(
+                        "rotated the {} certificate; it expires {}, next rotation at {}",
+                        self.name,
+                        stamp(pair.validity.not_after),
+                        stamp(next)
+                    );
+                    deadline = Some(next);
+                    current = Some(pair);
+                    asked_for = Some(template);
+                    backoff.reset();
+                }
+                Err(CertError::Stopped(_)) => return,
+                Err(e) => {
+                    let wait = backoff.next_delay();
+                    log::error!(
+                        "rotating the {} certificate: {e}; retrying in {wait:?}",
+                        self.name
+                    );
+                    if !matches!(stop.recv_timeout(wait), Err(RecvTimeoutError::Timeout)) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn rotate(
+        &self,
+        template: &Template,
+        current: Option<&Pair>,
+        stop: &Receiver<()>,
+    ) -> Result<Pair, CertError> {
+        let expired = current.is_none_or(|p| !p.validity.contains(SystemTime::now()));
+        let client = match (&self.fallback, expired) {
+            (Some(fallback), true) => {
+                log::warn!("the {} certificate in use is expired or missing; asking with the bootstrap credentials", self.name);
+                fallback.as_ref()
+            }
+            _ => self.client.as_ref(),
+        };
+        let key = csr::new_key()?;
+        let cert_pem = csr::request_certificate(
+            client,
+            template,
+            &key,
+            &Naming::Generate("csr-"),
+            self.wait,
+            stop,
+        )?;
+        self.store.update(&cert_pem, &key.serialize_pem())
+    }
+}
+
+fn stamp(t: SystemTime) -> String {
+    crate::types::api_time(t)
+        .map(|t| t.0.to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::x509::Validity;
+
+    fn pair(start: u64, lifetime: u64) -> Pair {
+        let not_before = SystemTime::UNIX_EPOCH + Duration::from_secs(start);
+        Pair {
+            cert_pem: String::new(),
+            key_pem: String::new(),
+            validity: Validity {
+                not_before,
+                not_after: not_before + Duration::from_secs(lifetime),
+            },
+        }
+    }
+
+    #[test]
+    fn deadlines_fall_between_70_and_90_percent_of_the_lifetime() {
+        let p = pair(1000, 1000);
+        let at = |f| {
+            deadline_at(&p, f)
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        };
+        assert_eq!((at(0.7), at(0.9)), (1700, 1900));
+        for _ in 0..200 {
+            let f = jittered_fraction();
+            assert!((0.7..=0.9).contains(&f), "{f}");
+        }
+        let spread: std::collections::HashSet<u64> = (0..50)
+            .map(|_| (jittered_fraction() * 1e6) as u64)
+            .collect();
+        assert!(spread.len() > 40, "random, not fixed: {spread:?}");
+    }
+}
