@@ -202,6 +202,74 @@ fn kubeadms_flags_shape_the_registered_node() {
 }
 
 #[test]
+fn config_drop_ins_and_flags_set_lease_images_and_registration() {
+    let d = dir("drop-ins");
+    let server = ApiServer::start();
+    let rt = fake();
+    for image in ["docker.io/library/one:1", "docker.io/library/two:2"] {
+        rt.preload_image(image);
+    }
+    let header = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n";
+    std::fs::write(
+        d.join("config.yaml"),
+        format!("{header}nodeLeaseDurationSeconds: 30\nnodeStatusMaxImages: 5\n"),
+    )
+    .unwrap();
+    let drop_ins = d.join("kubelet.conf.d");
+    std::fs::create_dir_all(&drop_ins).unwrap();
+    std::fs::write(
+        drop_ins.join("10-lease.conf"),
+        format!("{header}nodeLeaseDurationSeconds: 20\n"),
+    )
+    .unwrap();
+    std::fs::write(drop_ins.join("README"), "not a drop-in: no .conf\n").unwrap();
+    let args = [
+        format!("--config={}", d.join("config.yaml").display()),
+        format!("--config-dir={}", drop_ins.display()),
+        "--node-status-max-images=1".to_string(),
+    ];
+    let node = ClusterNode::start_with_args(&d, &server, &rt, &args);
+    let lease = wait_for(WAIT, || server.get_lease("kube-node-lease", NODE)).expect("lease");
+    assert_eq!(
+        lease.spec.unwrap().lease_duration_seconds,
+        Some(20),
+        "the drop-in wins over the file"
+    );
+    let images = wait_for(WAIT, || {
+        let images = server.get_node(NODE)?.status?.images?;
+        (!images.is_empty()).then_some(images)
+    })
+    .expect("images in the node status");
+    assert_eq!(images.len(), 1, "the flag wins over the file: {images:?}");
+    node.stop();
+
+    // registerNode: false: no Node is created; one made by someone else gets its status.
+    let d = dir("no-register");
+    let server = ApiServer::start();
+    let node = ClusterNode::start_with_args(&d, &server, &rt, &["--register-node=false".into()]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        server.get_node(NODE).is_none(),
+        "the kubelet created its Node"
+    );
+    let mut made = k8s_openapi::api::core::v1::Node::default();
+    made.metadata.name = Some(NODE.into());
+    server.create_node(made).unwrap();
+    let ready = wait_for(WAIT, || {
+        let conditions = server.get_node(NODE)?.status?.conditions?;
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "the existing Node's status is kept current"
+    );
+    node.stop();
+}
+
+#[test]
 fn api_pod_runs_reports_status_and_is_deleted_gracefully() {
     let d = dir("pod");
     let server = ApiServer::start();

@@ -13,10 +13,10 @@ use structopt::clap::{self, ErrorKind};
 pub enum Origin {
     /// A command-line flag, by its upstream name (`--max-pods`).
     Flag(&'static str),
-    /// A field of the `--config` file, by its path in the document
-    /// (`authentication.x509.clientCAFile`, `clusterDNS[1]`).
+    /// A field of the `--config` file or of a `--config-dir` drop-in, by its path in the
+    /// document (`authentication.x509.clientCAFile`, `clusterDNS[1]`).
     File {
-        /// The config file.
+        /// The config file or drop-in.
         file: PathBuf,
         /// The field's path.
         field: String,
@@ -57,19 +57,27 @@ pub enum ConfigError {
     /// otherwise; for `--version` the text is the version line.
     #[error("{0}")]
     Cli(clap::Error),
-    /// The `--config` file cannot be read.
+    /// The `--config` file or a drop-in cannot be read.
     #[error("cannot read config file {}: {source}", file.display())]
     Read {
-        /// The config file.
+        /// The config file or drop-in.
         file: PathBuf,
         /// Why reading failed.
         source: io::Error,
     },
-    /// The `--config` file is not a well-formed KubeletConfiguration: bad YAML, an unknown
-    /// field or a value of the wrong type. `reason` starts with the field's path.
+    /// The `--config-dir` directory, or a directory below it, cannot be listed.
+    #[error("cannot read config directory {}: {source}", dir.display())]
+    ReadDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why listing it failed.
+        source: io::Error,
+    },
+    /// The `--config` file or a drop-in is not a well-formed KubeletConfiguration: bad YAML,
+    /// an unknown field or a value of the wrong type. `reason` starts with the field's path.
     #[error("{}: {reason}", file.display())]
     Parse {
-        /// The config file.
+        /// The config file or drop-in.
         file: PathBuf,
         /// What is wrong, with the field's path and the line and column.
         reason: String,

@@ -24,7 +24,8 @@ use crate::util::duration::GoDuration;
     settings = &[structopt::clap::AppSettings::DisableVersion],
     about = "rkubelet: a Kubernetes node agent (kubelet) that runs the pods bound to its node \
              through a CRI v1 container runtime.\n\nFlags override the matching fields of the \
-             --config file (a KubeletConfiguration, kubelet.config.k8s.io/v1beta1).",
+             --config file (a KubeletConfiguration, kubelet.config.k8s.io/v1beta1) and of the \
+             --config-dir drop-ins.",
     after_help = "The upstream kubelet's (v1.33) other flags are accepted too, so existing units \
                   and kubeadm's flags work; they have no effect, and one warning at start-up \
                   names those given (see the README)."
@@ -34,6 +35,13 @@ pub struct KubeletFlags {
     /// override the values it holds; relative paths in it are resolved against its directory.
     #[structopt(long, parse(from_os_str))]
     pub config: Option<PathBuf>,
+
+    /// Directory of drop-in KubeletConfiguration files: every *.conf file in it (and in the
+    /// directories below it), in name order, is laid over --config and the drop-ins before
+    /// it; relative paths in a drop-in are resolved against its directory. Flags override
+    /// them all
+    #[structopt(long, parse(from_os_str))]
+    pub config_dir: Option<PathBuf>,
 
     /// Endpoint of the CRI runtime service, e.g. unix:///run/containerd/containerd.sock
     /// [default: unix:///run/containerd/containerd.sock] (config: containerRuntimeEndpoint)
@@ -235,6 +243,21 @@ pub struct KubeletFlags {
     /// "<provider>://<id>" (config: providerID)
     #[structopt(long)]
     pub provider_id: Option<String>,
+
+    /// Images listed in the node's status, largest first; -1 lists all, 0 none [default: 50]
+    /// (config: nodeStatusMaxImages)
+    #[structopt(long, allow_hyphen_values = true)]
+    pub node_status_max_images: Option<i32>,
+
+    /// Create the Node object in the API server; with false the Node must exist already
+    /// [default: true] (config: registerNode)
+    #[structopt(long)]
+    pub register_node: Option<bool>,
+
+    /// Renew the client certificate through CertificateSigningRequests before it expires
+    /// [default: false] (config: rotateCertificates)
+    #[structopt(long)]
+    pub rotate_certificates: Option<bool>,
 
     /// "external" when a cloud-controller-manager initialises the node (it registers with
     /// the node.cloudprovider.kubernetes.io/uninitialized taint); in-tree providers do not exist

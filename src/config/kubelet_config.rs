@@ -4,19 +4,23 @@
 //! Unknown fields are errors, so a typo is caught while a kubeadm-generated file is accepted.
 //! Every top-level field is an `Option`: `None` means "not in the file", which is how
 //! [`super::settings`] knows whether to use the file's value or a default. [`load`] reads,
-//! checks and validates a file; [`KubeletConfiguration::set_defaults`] fills in upstream's
-//! defaults. Runs on the main thread at start-up.
+//! checks and validates a file; [`drop_in`] lays the `--config-dir` drop-ins over it, and
+//! [`sources`] remembers which file (or flag) set which value, for errors;
+//! [`KubeletConfiguration::set_defaults`] fills in upstream's defaults. Runs on the main
+//! thread at start-up.
 
 pub(crate) mod defaults;
+pub mod drop_in;
 mod load;
 mod nested;
+pub mod sources;
 pub(crate) mod validate;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::load::{load, parse};
+pub use self::load::{load, parse, read};
 pub use self::nested::{
     CrashLoopBackOffConfig, FormatOptions, KubeletAnonymousAuthentication, KubeletAuthentication,
     KubeletAuthorization, KubeletWebhookAuthentication, KubeletWebhookAuthorization,

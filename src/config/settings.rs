@@ -1,9 +1,10 @@
 //! The validated settings the rest of the kubelet reads: the second configuration stage after
 //! [`super::flags`], built once by `main` and then shared as `Arc<KubeletConfig>`.
 //!
-//! [`KubeletConfig::from_args`] parses the command line, reads the `--config` file, lays the
-//! flags that were given over the file's values (as upstream does), fills in defaults and
-//! validates. Every error says which value was wrong and where it came from: a flag
+//! [`KubeletConfig::from_args`] parses the command line, reads the `--config` file and lays
+//! the `--config-dir` drop-ins over it, lays the flags that were given over both (upstream's
+//! precedence: defaults, then the file, then the drop-ins in order, then flags), fills in
+//! defaults and validates. Every error says which value was wrong and where it came from: a flag
 //! (`flag --max-pods`), a file field (`/etc/kubernetes/kubelet.yaml: maxPods`) or the machine.
 
 mod merge;
@@ -89,6 +90,8 @@ pub struct KubeletConfig {
     pub resolv_conf: PathBuf,
     /// The `--config` path, for messages.
     pub config_file: Option<PathBuf>,
+    /// The `--config-dir` drop-in directory, for messages.
+    pub config_dir: Option<PathBuf>,
     /// `--pod-infra-container-image`: deprecated; kept only so image GC can spare it.
     pub pod_infra_container_image: Option<String>,
     /// `--node-labels`, checked: set on the Node at registration, over the default labels.
@@ -223,7 +226,7 @@ mod test_support {
 mod tests {
     use std::path::Path;
 
-    use super::test_support::{settings, TempDir};
+    use super::test_support::{secs, settings, with_config, TempDir};
     use super::*;
 
     #[test]
@@ -318,5 +321,94 @@ mod tests {
             ["rkubelet", "--config=/nonexistent/k.yaml"].map(OsString::from),
         );
         assert!(matches!(missing, Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
+    fn precedence_is_defaults_file_drop_ins_flags() {
+        let dir = TempDir::new("precedence");
+        let config = dir.config(
+            "maxPods: 30
+syncFrequency: 30s
+fileCheckFrequency: 5s
+",
+        );
+        let drop_ins = dir.0.join("kubelet.conf.d");
+        std::fs::create_dir_all(&drop_ins).unwrap();
+        let drop_in = |name: &str, body: &str| {
+            let text = format!(
+                "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n{body}"
+            );
+            std::fs::write(drop_ins.join(name), text).unwrap();
+        };
+        drop_in("10-a.conf", "maxPods: 40\nsyncFrequency: 40s\n");
+        drop_in("20-b.conf", "maxPods: 50\n");
+        let dir_flag = format!("--config-dir={}", drop_ins.display());
+        let c = with_config(&config, &[&dir_flag, "--max-pods=60"]).unwrap();
+        assert_eq!(c.max_pods, 60, "the flag wins");
+        assert_eq!(c.sync_frequency, secs(40), "the drop-in wins over the file");
+        assert_eq!(
+            c.file_check_frequency,
+            secs(5),
+            "the file wins over the default"
+        );
+        assert_eq!(c.http_check_frequency, secs(20), "the default");
+        assert_eq!(c.config_dir.as_deref(), Some(drop_ins.as_path()));
+        let c = with_config(&config, &[&dir_flag]).unwrap();
+        assert_eq!(c.max_pods, 50);
+        assert_eq!(c.raw.max_pods, Some(50));
+        // Without --config the drop-ins lie over the defaults; an empty flag is no directory.
+        let c = settings(&[&dir_flag]).unwrap();
+        assert_eq!((c.max_pods, c.sync_frequency), (50, secs(40)));
+        assert_eq!(settings(&["--config-dir="]).unwrap().config_dir, None);
+    }
+
+    #[test]
+    fn errors_name_the_drop_in_that_set_the_value() {
+        let dir = TempDir::new("drop-in-errors");
+        let config =
+            dir.config("imageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 85\n");
+        let drop_ins = dir.0.join("conf.d");
+        std::fs::create_dir_all(&drop_ins).unwrap();
+        let header = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n";
+        std::fs::write(
+            drop_ins.join("10-gc.conf"),
+            format!("{header}imageGCHighThresholdPercent: 80\n"),
+        )
+        .unwrap();
+        let dir_flag = format!("--config-dir={}", drop_ins.display());
+        let err = with_config(&config, &[&dir_flag]).unwrap_err().to_string();
+        let want = format!(
+            "{}: imageGCLowThresholdPercent: invalid value \"85\"",
+            drop_ins.join("10-gc.conf").display()
+        );
+        assert!(err.starts_with(&want), "{err}");
+        // A relation a drop-in repairs is no error: only the result is checked.
+        let config = dir.config("imageGCHighThresholdPercent: 70\n");
+        std::fs::write(
+            drop_ins.join("10-gc.conf"),
+            format!("{header}imageGCHighThresholdPercent: 95\n"),
+        )
+        .unwrap();
+        let c = with_config(&config, &[&dir_flag]).unwrap();
+        assert_eq!(c.raw.image_gc_high_threshold_percent, Some(95));
+        std::fs::write(
+            drop_ins.join("20-bad.conf"),
+            format!("{header}clusterDNS: [nope]\n"),
+        )
+        .unwrap();
+        let err = with_config(&config, &[&dir_flag]).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}: clusterDNS[0]",
+                drop_ins.join("20-bad.conf").display()
+            )),
+            "{err}"
+        );
+        let missing = settings(&["--config-dir=/nonexistent/kubelet.conf.d"]).unwrap_err();
+        assert!(
+            matches!(missing, ConfigError::ReadDir { .. }),
+            "{missing:?}"
+        );
+        assert_eq!(missing.exit_code(), 1);
     }
 }

@@ -41,7 +41,6 @@ pub const ACCEPTED: &[(&str, Takes, &str)] = &[
     ),
     ("boot-id-file", Takes::Value, ""),
     ("cloud-config", Takes::Value, ""),
-    ("config-dir", Takes::Value, ""),
     ("container-hints", Takes::Value, ""),
     (
         "container-log-max-files",
@@ -200,11 +199,6 @@ pub const ACCEPTED: &[(&str, Takes, &str)] = &[
         "imageMinimumGCAge",
     ),
     (
-        "node-status-max-images",
-        Takes::Value,
-        "nodeStatusMaxImages",
-    ),
-    (
         "node-status-update-frequency",
         Takes::Value,
         "nodeStatusUpdateFrequency",
@@ -219,13 +213,11 @@ pub const ACCEPTED: &[(&str, Takes, &str)] = &[
         "protectKernelDefaults",
     ),
     ("qos-reserved", Takes::Value, "qosReserved"),
-    ("register-node", Takes::Bool, "registerNode"),
     ("register-schedulable", Takes::Bool, ""),
     ("registry-burst", Takes::Value, "registryBurst"),
     ("registry-qps", Takes::Value, "registryPullQPS"),
     ("reserved-cpus", Takes::Value, "reservedSystemCPUs"),
     ("reserved-memory", Takes::Value, "reservedMemory"),
-    ("rotate-certificates", Takes::Bool, "rotateCertificates"),
     (
         "rotate-server-certificates",
         Takes::Bool,

@@ -14,7 +14,7 @@ use crate::api::KubeClient;
 use crate::clock::Clock;
 use crate::cri::{ImageService, RuntimeService};
 use crate::events::{EventType, Recorder};
-use crate::nodestatus::lease::NodeLeaseController;
+use crate::nodestatus::lease::{NodeLeaseController, DEFAULT_LEASE_DURATION_SECONDS};
 use crate::nodestatus::machine::{read_machine_info, MachineInfo};
 use crate::nodestatus::record::NodeRecord;
 use crate::nodestatus::registration::NodeRegistration;
@@ -26,8 +26,14 @@ use crate::pleg::GenericPleg;
 
 use super::KubeletError;
 
-/// Upstream lease duration (`nodeLeaseDurationSeconds`).
-const LEASE_DURATION_SECONDS: i32 = 40;
+/// `nodeStatusMaxImages`: -1 (or any negative) reports every image, 0 none, else the largest
+/// that many (upstream default 50).
+fn max_images(configured: Option<i32>) -> Option<usize> {
+    match configured {
+        None => Some(crate::nodestatus::DEFAULT_MAX_IMAGES),
+        Some(n) => usize::try_from(n).ok(),
+    }
+}
 
 /// The kubelet side of node status.
 pub struct KubeletNodeStatus {
@@ -38,6 +44,7 @@ pub struct KubeletNodeStatus {
     pods_per_core: u32,
     reservation: AllocatableReservation,
     kubelet_port: u16,
+    max_images: Option<usize>,
     runtime_name: String,
     runtime_version: String,
     runtime: Arc<dyn RuntimeService>,
@@ -98,6 +105,7 @@ impl KubeletNodeStatus {
                 .port
                 .and_then(|p| u16::try_from(p).ok())
                 .unwrap_or(10250),
+            max_images: max_images(raw.node_status_max_images),
             runtime_name: deps.runtime_name,
             runtime_version: deps.runtime_version,
             runtime: deps.runtime,
@@ -159,6 +167,7 @@ impl NodeStatusSource for KubeletNodeStatus {
             kubelet_version: crate::version::kubelet_version(),
             kubelet_port: self.kubelet_port,
             images,
+            max_images: self.max_images,
             runtime_sync,
             runtime_conditions,
             pleg_healthy,
@@ -258,6 +267,7 @@ pub fn node_controllers(
     source: Arc<KubeletNodeStatus>,
 ) -> (Arc<NodeStatusUpdater>, Arc<NodeLeaseController>) {
     let mut status_config = NodeStatusConfig::new(node_registration(config));
+    status_config.register_node = config.raw.register_node.unwrap_or(true);
     if let Some(d) = config
         .raw
         .node_status_update_frequency
@@ -284,7 +294,10 @@ pub fn node_controllers(
         client,
         clock,
         config.node_name.clone(),
-        LEASE_DURATION_SECONDS,
+        config
+            .raw
+            .node_lease_duration_seconds
+            .unwrap_or(DEFAULT_LEASE_DURATION_SECONDS),
     ));
     (updater, lease)
 }

@@ -61,13 +61,21 @@ fn clean(path: &Path) -> PathBuf {
 /// strictly, resolves relative paths against the file's directory and validates the values.
 /// Errors name the file and the field (`authentication.x509.clientCAFile`).
 pub fn load(path: &Path) -> Result<KubeletConfiguration, ConfigError> {
+    let config = read(path)?;
+    validate::validate_file(&config, path)?;
+    Ok(config)
+}
+
+/// Reads a configuration document (the `--config` file or a drop-in): checks `kind` and
+/// `apiVersion`, decodes every field strictly and resolves relative paths against the file's
+/// directory, without validating the values.
+pub fn read(path: &Path) -> Result<KubeletConfiguration, ConfigError> {
     let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
         file: path.to_path_buf(),
         source,
     })?;
     let mut config = parse(&text, path)?;
     config.resolve_relative_paths(path.parent().unwrap_or(Path::new("")));
-    validate::validate_file(&config, path)?;
     Ok(config)
 }
 

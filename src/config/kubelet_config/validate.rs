@@ -2,8 +2,12 @@
 //! feature gates, applied to a config file by [`validate_file`], and the small `check_*`
 //! functions that [`crate::config::settings`] also runs on merged flag and file values.
 //!
-//! Every failure is a [`ConfigError::Invalid`] naming where the value came from (`--max-pods`
-//! or `<file>: maxPods`); the first problem found is returned.
+//! The checks come in two kinds: [`validate_fields`] looks at one value at a time, so it can
+//! run on each source of a value on its own (a file, a drop-in, a flag), and
+//! [`validate_relations`] compares values with each other, so it runs on what those sources
+//! add up to. Every failure is a [`ConfigError::Invalid`] naming where the value came from
+//! (`--max-pods` or `<file>: maxPods`), as an [`Attribution`] says; the first problem found
+//! is returned.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -12,27 +16,66 @@ use std::path::Path;
 use super::{GoDuration, KubeletConfiguration};
 use crate::config::error::{ConfigError, Origin};
 
+/// Says where a field's value came from, for errors.
+pub(crate) trait Attribution {
+    /// The origin of `field` (`authentication.x509.clientCAFile`, `clusterDNS[1]`); when the
+    /// problem lies in its relation to the `related` fields, the origin of whichever of them
+    /// was set last.
+    fn origin(&self, field: &str, related: &[&str]) -> Origin;
+}
+
+/// Every value comes from one config file.
+pub(crate) struct InFile<'a>(pub(crate) &'a Path);
+
+impl Attribution for InFile<'_> {
+    fn origin(&self, field: &str, _related: &[&str]) -> Origin {
+        Origin::File {
+            file: self.0.to_path_buf(),
+            field: field.to_string(),
+        }
+    }
+}
+
 /// Checks every value set in a config file; `file` names it in errors.
 pub(crate) fn validate_file(c: &KubeletConfiguration, file: &Path) -> Result<(), ConfigError> {
-    let v = FileValidator { file };
+    validate_fields(c, &InFile(file))?;
+    validate_relations(c, &InFile(file))
+}
+
+/// The checks of single values: durations, ranges, enumerations, addresses.
+pub(crate) fn validate_fields(
+    c: &KubeletConfiguration,
+    attribution: &dyn Attribution,
+) -> Result<(), ConfigError> {
+    let v = Validator { attribution };
     v.durations(c)?;
     v.integers(c)?;
     v.enums(c)?;
-    v.addresses(c)?;
-    v.relations(c)
+    v.addresses(c)
 }
 
-/// Builds `Origin::File` values for one file.
-struct FileValidator<'a> {
-    file: &'a Path,
+/// The checks that compare values (the image GC thresholds and ages, the shutdown grace
+/// periods, parallel pulls against `serializeImagePulls`, `systemCgroups` against
+/// `cgroupRoot`), on the configuration as a whole.
+pub(crate) fn validate_relations(
+    c: &KubeletConfiguration,
+    attribution: &dyn Attribution,
+) -> Result<(), ConfigError> {
+    Validator { attribution }.relations(c)
 }
 
-impl FileValidator<'_> {
+/// Runs the checks, naming origins through an [`Attribution`].
+struct Validator<'a> {
+    attribution: &'a dyn Attribution,
+}
+
+impl Validator<'_> {
     fn at(&self, field: &str) -> Origin {
-        Origin::File {
-            file: self.file.to_path_buf(),
-            field: field.to_string(),
-        }
+        self.attribution.origin(field, &[])
+    }
+
+    fn related(&self, field: &str, related: &[&str]) -> Origin {
+        self.attribution.origin(field, related)
     }
 
     fn durations(&self, c: &KubeletConfiguration) -> Result<(), ConfigError> {
@@ -325,7 +368,11 @@ impl FileValidator<'_> {
         let low = c.image_gc_low_threshold_percent.unwrap_or(80);
         if low >= high {
             let reason = format!("must be below imageGCHighThresholdPercent ({high})");
-            return Err(self.at("imageGCLowThresholdPercent").invalid(low, reason));
+            let origin = self.related(
+                "imageGCLowThresholdPercent",
+                &["imageGCHighThresholdPercent"],
+            );
+            return Err(origin.invalid(low, reason));
         }
         let min_age = c
             .image_minimum_gc_age
@@ -334,32 +381,35 @@ impl FileValidator<'_> {
         if let Some(max_age) = c.image_maximum_gc_age.filter(|d| !d.is_zero()) {
             if max_age <= min_age {
                 let reason = format!("must be longer than imageMinimumGCAge ({min_age})");
-                return Err(self.at("imageMaximumGCAge").invalid(max_age, reason));
+                let origin = self.related("imageMaximumGCAge", &["imageMinimumGCAge"]);
+                return Err(origin.invalid(max_age, reason));
             }
         }
         let has_system_cgroups = c.system_cgroups.as_deref().is_some_and(|s| !s.is_empty());
         if has_system_cgroups && c.cgroup_root.as_deref().is_none_or(str::is_empty) {
             let reason = "needs cgroupRoot to be set as well";
             let value = c.system_cgroups.as_deref().unwrap_or_default();
-            return Err(self.at("systemCgroups").invalid(value, reason));
+            let origin = self.related("systemCgroups", &["cgroupRoot"]);
+            return Err(origin.invalid(value, reason));
         }
         let total = c.shutdown_grace_period.unwrap_or_default();
         let critical = c.shutdown_grace_period_critical_pods.unwrap_or_default();
         if critical > total {
             let reason = format!("must not exceed shutdownGracePeriod ({total})");
-            return Err(self
-                .at("shutdownGracePeriodCriticalPods")
-                .invalid(critical, reason));
+            let origin = self.related("shutdownGracePeriodCriticalPods", &["shutdownGracePeriod"]);
+            return Err(origin.invalid(critical, reason));
         }
         let by_priority = c.shutdown_grace_period_by_pod_priority.as_deref();
         if by_priority.is_some_and(|p| !p.is_empty()) && !total.is_zero() {
             let reason = "cannot be combined with shutdownGracePeriodByPodPriority";
-            return Err(self.at("shutdownGracePeriod").invalid(total, reason));
+            let origin = self.related("shutdownGracePeriod", &["shutdownGracePeriodByPodPriority"]);
+            return Err(origin.invalid(total, reason));
         }
         let serialized = c.serialize_image_pulls == Some(true);
         if let Some(parallel) = c.max_parallel_image_pulls.filter(|n| *n > 1 && serialized) {
             let reason = "must be 1 unless serializeImagePulls is false";
-            return Err(self.at("maxParallelImagePulls").invalid(parallel, reason));
+            let origin = self.related("maxParallelImagePulls", &["serializeImagePulls"]);
+            return Err(origin.invalid(parallel, reason));
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
-//! Building [`KubeletConfig`] from the flags and the `--config` file, one setting at a time:
-//! the flag when given, else the file's value, else the default, checked and converted to the
-//! type the kubelet reads. The merged file configuration is kept as `raw`.
+//! Building [`KubeletConfig`] from the flags, the `--config` file and the `--config-dir`
+//! drop-ins, one setting at a time: the flag when given, else the files' value, else the
+//! default, checked and converted to the type the kubelet reads. The merged file
+//! configuration is kept as `raw`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,11 +18,11 @@ use crate::config::kubelet_config::defaults::{
     DEFAULT_POD_LOGS_DIR, DEFAULT_RESOLV_CONF, DEFAULT_RUNTIME_REQUEST_TIMEOUT,
     DEFAULT_SYNC_FREQUENCY,
 };
+use crate::config::kubelet_config::drop_in::read_layers;
 use crate::config::kubelet_config::validate::{
     check_cluster_domain, check_endpoint, check_header_names, check_http_url, check_ip,
-    check_log_dir, check_range,
+    check_log_dir, check_range, validate_relations,
 };
-use crate::config::kubelet_config::{self, KubeletConfiguration};
 use crate::config::node_flags::{check_node_labels, LabelMap};
 
 const DEFAULT_ROOT_DIR: &str = "/var/lib/kubelet";
@@ -36,13 +37,14 @@ pub(super) fn merge(
     hostname: impl FnOnce() -> Result<String, ConfigError>,
 ) -> Result<KubeletConfig, ConfigError> {
     let config_file = flags.config.clone();
-    let mut raw = match &config_file {
-        Some(path) => kubelet_config::load(path)?,
-        None => KubeletConfiguration::new(),
-    };
-    let m = Merger {
-        file: config_file.clone(),
-    };
+    // As upstream, an empty --config-dir is no directory.
+    let config_dir = flags
+        .config_dir
+        .take()
+        .filter(|dir| !dir.as_os_str().is_empty());
+    let (mut raw, sources) = read_layers(config_file.as_deref(), config_dir.as_deref())?;
+    validate_relations(&raw, &sources)?;
+    let m = Merger { sources };
     let mut warnings = Vec::new();
     if let Some(image) = &flags.pod_infra_container_image {
         warnings.push(format!(
@@ -236,7 +238,7 @@ pub(super) fn merge(
         })
         .transpose()?
         .unwrap_or_else(|| "cgroupfs".into());
-    lay_flags_over_raw(&m, &mut flags, &mut raw);
+    lay_flags_over_raw(&m, &mut flags, &mut raw)?;
     let mut node_labels = BTreeMap::new();
     for LabelMap(labels) in flags.node_labels.drain(..) {
         node_labels.extend(labels);
@@ -317,6 +319,7 @@ pub(super) fn merge(
         cluster_domain,
         resolv_conf,
         config_file,
+        config_dir,
         pod_infra_container_image: flags.pod_infra_container_image.take(),
         node_labels,
         external_cloud_provider,
@@ -498,6 +501,27 @@ resolvConf: /run/systemd/resolve/resolv.conf
     }
 
     #[test]
+    fn registration_image_count_and_rotation_flags_override_the_file() {
+        let dir = TempDir::new("registration-flags");
+        let config =
+            dir.config("nodeStatusMaxImages: 10\nregisterNode: true\nrotateCertificates: false\n");
+        let c = with_config(&config, &[]).unwrap();
+        assert_eq!(c.raw.node_status_max_images, Some(10));
+        let flags = [
+            "--node-status-max-images=-1",
+            "--register-node=false",
+            "--rotate-certificates=true",
+        ];
+        let c = with_config(&config, &flags).unwrap();
+        assert_eq!(c.raw.node_status_max_images, Some(-1));
+        assert_eq!(c.raw.register_node, Some(false));
+        assert_eq!(c.raw.rotate_certificates, Some(true));
+        let c = settings(&[]).unwrap();
+        assert_eq!(c.raw.node_status_max_images, Some(50));
+        assert_eq!(c.raw.register_node, Some(true));
+    }
+
+    #[test]
     fn zero_durations_and_empty_strings_in_the_file_mean_default() {
         let dir = TempDir::new("zero-means-default");
         let body = "syncFrequency: 0s\nfileCheckFrequency: 0s\nruntimeRequestTimeout: 0s\n\
@@ -549,6 +573,11 @@ resolvConf: /run/systemd/resolve/resolv.conf
                 None,
                 vec!["--runtime-request-timeout=-1s"],
                 "flag --runtime-request-timeout: invalid value \"-1s\"".into(),
+            ),
+            (
+                None,
+                vec!["--node-status-max-images=-2"],
+                "flag --node-status-max-images: invalid value \"-2\"".into(),
             ),
             (
                 None,

@@ -6,21 +6,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::error::{ConfigError, Origin};
-use crate::config::kubelet_config::validate::check_positive;
+use crate::config::kubelet_config::sources::Sources;
+use crate::config::kubelet_config::validate::{check_positive, Attribution};
 use crate::util::duration::GoDuration;
 
 /// Chooses between a flag and the config-file field it overrides.
 pub(super) struct Merger {
-    /// The `--config` file, to name in errors.
-    pub(super) file: Option<PathBuf>,
+    /// Which file (the `--config` file or a drop-in) or flag set each configuration value,
+    /// to name in errors.
+    pub(super) sources: Sources,
 }
 
 impl Merger {
     pub(super) fn file_origin(&self, field: impl Into<String>) -> Origin {
-        Origin::File {
-            file: self.file.clone().unwrap_or_default(),
-            field: field.into(),
-        }
+        self.sources.origin(&field.into(), &[])
     }
 
     /// The flag's value when given (also written into the file configuration, so that `raw`

@@ -1,20 +1,24 @@
 //! Flags with no setting of their own: their values are laid over the file configuration
 //! (`raw`), where the server reads its address, ports, TLS files, authentication and
-//! authorization, the kubelet its QoS cgroup layout, and registration its taints and
-//! provider ID.
+//! authorization, the kubelet its QoS cgroup layout, registration its taints, provider ID
+//! and whether to register at all, node status its image count, and the certificate manager
+//! whether to rotate.
 
 use std::path::PathBuf;
 
 use super::merger::Merger;
+use crate::config::error::ConfigError;
 use crate::config::flags::KubeletFlags;
+use crate::config::kubelet_config::validate::check_range;
 use crate::config::kubelet_config::KubeletConfiguration;
 
-/// Writes each of these flags that was given into `raw`, over the file's value.
+/// Writes each of these flags that was given into `raw`, over the file's value; a value out
+/// of its field's range is an error naming the flag.
 pub(super) fn lay_flags_over_raw(
     m: &Merger,
     flags: &mut KubeletFlags,
     raw: &mut KubeletConfiguration,
-) {
+) -> Result<(), ConfigError> {
     m.pick(
         flags.cgroups_per_qos.take(),
         "--cgroups-per-qos",
@@ -45,6 +49,26 @@ pub(super) fn lay_flags_over_raw(
         "--provider-id",
         &mut raw.provider_id,
         "providerID",
+    );
+    if let Some((images, origin)) = m.pick(
+        flags.node_status_max_images.take(),
+        "--node-status-max-images",
+        &mut raw.node_status_max_images,
+        "nodeStatusMaxImages",
+    ) {
+        check_range(origin, i64::from(images), -1, i64::from(i32::MAX))?;
+    }
+    m.pick(
+        flags.register_node.take(),
+        "--register-node",
+        &mut raw.register_node,
+        "registerNode",
+    );
+    m.pick(
+        flags.rotate_certificates.take(),
+        "--rotate-certificates",
+        &mut raw.rotate_certificates,
+        "rotateCertificates",
     );
     m.pick(
         flags.read_only_port.take(),
@@ -89,4 +113,5 @@ pub(super) fn lay_flags_over_raw(
         &mut raw.authorization.mode,
         "authorization.mode",
     );
+    Ok(())
 }
