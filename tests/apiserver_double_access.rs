@@ -1,7 +1,7 @@
 //! Who may do what on the API server test double: authentication by client certificate or
 //! bearer token; ConfigMaps, Secrets and TokenRequests, with the node authorizer's limits on
 //! what a node may read (through the library's REST client); NodeRestriction on what a node
-//! may write.
+//! may write; kubeadm's RBAC and the registry strategy for CertificateSigningRequests.
 
 mod support;
 
@@ -356,4 +356,96 @@ fn node_restriction_limits_what_a_node_may_write() {
     assert_eq!(node.call("POST", leases, Some(lease("n2"))).0, 403);
     let elsewhere = "/apis/coordination.k8s.io/v1/namespaces/default/leases";
     assert_eq!(node.call("POST", elsewhere, Some(lease("n1"))).0, 403);
+}
+
+/// A PEM CSR for `cn` in `org`, base64 as `spec.request` carries it.
+fn csr_request(cn: &str, org: &str) -> String {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, org);
+    let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+    rkubelet::util::base64::encode(pem.as_bytes())
+}
+
+#[test]
+fn certificate_signing_requests_follow_kubeadms_rbac_and_the_registry_strategy() {
+    const CSRS: &str = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+    let server = ApiServer::start_with(ApiServerConfig {
+        auto_approve_node_client: false,
+        ..ApiServerConfig::default()
+    });
+    let node = Api::with_tls(&server, server.tls_client_config_for("system:node:node1"));
+    let body = |name: &str, expiration: Option<i64>| {
+        let mut csr = json!({
+            "apiVersion": "certificates.k8s.io/v1",
+            "kind": "CertificateSigningRequest",
+            "metadata": {"name": name},
+            "spec": {
+                "request": csr_request("system:node:node1", "system:nodes"),
+                "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                "usages": ["digital signature", "client auth"],
+                "username": "someone-else",
+            },
+            "status": {"certificate": "Zm9v"},
+        });
+        if let Some(secs) = expiration {
+            csr["spec"]["expirationSeconds"] = json!(secs);
+        }
+        csr
+    };
+    // The requester is recorded from the credentials, whatever the body says; status is
+    // dropped; any name will do (upstream validates none).
+    let (code, created) = node.call("POST", CSRS, Some(body("node-csr-Mixed_Case", None)));
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["spec"]["username"], "system:node:node1");
+    assert_eq!(
+        created["spec"]["groups"],
+        json!(["system:nodes", "system:authenticated"])
+    );
+    assert!(created["status"]["certificate"].is_null(), "{created}");
+    let (code, status) = node.call("POST", CSRS, Some(body("short", Some(300))));
+    assert_eq!(code, 422, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.expirationSeconds"),
+        "{status}"
+    );
+
+    // A node may not approve, not even its own request; an administrator may.
+    let approval = |api: &Api| {
+        let mut csr = created.clone();
+        csr["status"] = json!({"conditions": [{
+            "type": "Approved", "status": "True", "reason": "Test", "message": "approved",
+        }]});
+        api.call(
+            "PUT",
+            &format!("{CSRS}/node-csr-Mixed_Case/approval"),
+            Some(csr),
+        )
+    };
+    let (code, status) = approval(&node);
+    assert_eq!(code, 403, "{status}");
+    assert!(
+        status["message"].as_str().unwrap().contains(
+            "User \"system:node:node1\" cannot update resource \"certificatesigningrequests/approval\""
+        ),
+        "{status}"
+    );
+    let (code, approved) = approval(&Api::new(&server));
+    assert_eq!(code, 200, "{approved}");
+    // The signer has issued it by the time it is read back.
+    let (code, issued) = node.get(&format!("{CSRS}/node-csr-Mixed_Case"));
+    assert_eq!(code, 200);
+    assert!(issued["status"]["certificate"].is_string(), "{issued}");
+    // A node may not delete CSRs.
+    let (code, _) = node.call("DELETE", &format!("{CSRS}/node-csr-Mixed_Case"), None);
+    assert_eq!(code, 403);
 }
