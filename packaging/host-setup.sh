@@ -3,7 +3,8 @@
 #
 #  1. Installs the Debian packages that are missing (apt-get update only when something is):
 #     cmake (gRPC core build), containerd, runc, CNI plugins, busybox-static (test images),
-#     iproute2 (bridge), iptables (CNI portmap), python3 (image builder), ca-certificates.
+#     iproute2 (bridge), iptables (CNI portmap), python3 (image builder), ca-certificates,
+#     and the packaging tools (binutils, dpkg-dev, rpm, systemd, init-system-helpers).
 #  2. Builds the local test images (packaging/images/build-images.sh) when their tarballs are
 #     missing or were built from another busybox binary or another version of the builder.
 #
@@ -35,6 +36,11 @@ packages=(
     iptables                    # used by the CNI portmap plugin
     python3                     # the image builder (stdlib only)
     ca-certificates
+    binutils                    # strip and readelf: the packaged binary
+    dpkg-dev                    # dpkg-shlibdeps: the .deb's library dependencies
+    rpm                         # rpmbuild: the .rpm
+    systemd                     # systemd-analyze verify: the packaged units
+    init-system-helpers         # deb-systemd-helper: the .deb's maintainer scripts
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -12,6 +12,9 @@
 #      also after one failed, so the closing count covers the whole suite)
 #      with RKUBELET_E2E=1 and RKUBELET_E2E_CRI_ENDPOINT=unix://<its socket>, so the e2e tests
 #      (#[ignore] by default) run against the real runtime
+#   7. packages           packaging/build-packages.sh (release build, .deb and .rpm), then
+#                         packaging/check-packages.sh: dpkg -i, files, modes, conffiles,
+#                         systemd-analyze verify, --version, dpkg --purge; rpm -qlp
 # containerd is always stopped at exit (trap), also on failure or Ctrl-C.
 # Every step runs even if an earlier check failed; the exit status is non-zero if any failed
 # (the tests' own status when they failed). Needs root, no stdin, works with CI=true.
@@ -20,7 +23,8 @@
 #   CARGO_TARGET_DIR          build directory (default /var/tmp/rkubelet-target)
 #   RKUBELET_CI_BASE          containerd base dir (default /var/tmp/rkubelet-ci/containerd)
 #   RKUBELET_TEST_TIMEOUT     seconds for `cargo test` (default 2700)
-#   RKUBELET_BUILD_TIMEOUT    seconds for `cargo clippy` (default 3600, a cold build is ~10 min)
+#   RKUBELET_BUILD_TIMEOUT    seconds for `cargo clippy` and for the packages' release build
+#                             (default 3600 each, a cold build is ~10 min)
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,11 +44,11 @@ if [[ $EUID -ne 0 ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-section "1/6 host set-up"
+section "1/7 host set-up"
 bash packaging/host-setup.sh
 
 # ---------------------------------------------------------------------------------------------
-section "2/6 rust toolchain"
+section "2/7 rust toolchain"
 # sudo may reset PATH: look for the rustup toolchain in the usual places.
 if ! command -v cargo >/dev/null 2>&1; then
     for d in "${CARGO_HOME:-$HOME/.cargo}/bin" /root/.cargo/bin; do
@@ -66,7 +70,7 @@ echo "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 failed=()
 
 # ---------------------------------------------------------------------------------------------
-section "3/6 cargo fmt --all -- --check"
+section "3/7 cargo fmt --all -- --check"
 if timeout --foreground -k 10 600 cargo fmt --all -- --check </dev/null; then
     echo "fmt: ok"
 else
@@ -75,7 +79,7 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
-section "4/6 cargo clippy --all-targets -- -D warnings $(elapsed)"
+section "4/7 cargo clippy --all-targets -- -D warnings $(elapsed)"
 if timeout --foreground -k 30 "$build_timeout" cargo clippy --all-targets -- -D warnings </dev/null; then
     echo "clippy: ok"
 else
@@ -84,7 +88,7 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
-section "5/6 containerd for e2e tests $(elapsed)"
+section "5/7 containerd for e2e tests $(elapsed)"
 test_log="$(mktemp /tmp/rkubelet-test-log.XXXXXX)"
 test_rc=0
 # shellcheck disable=SC2317  # called through the EXIT trap
@@ -118,7 +122,7 @@ export RKUBELET_E2E_CRI_ENDPOINT="unix://$sock"
 echo "RKUBELET_E2E=1 RKUBELET_E2E_CRI_ENDPOINT=$RKUBELET_E2E_CRI_ENDPOINT"
 
 # ---------------------------------------------------------------------------------------------
-section "6/6 cargo test --no-fail-fast --all-targets -- --include-ignored $(elapsed)"
+section "6/7 cargo test --no-fail-fast --all-targets -- --include-ignored $(elapsed)"
 set +e
 timeout --foreground -k 30 "$test_timeout" cargo test --no-fail-fast --all-targets -- --include-ignored </dev/null 2>&1 \
     | tee "$test_log"
@@ -127,10 +131,22 @@ set -e
 ((test_rc == 0)) || failed+=("tests (exit $test_rc)")
 
 # ---------------------------------------------------------------------------------------------
+section "7/7 packages: build, install, check, purge $(elapsed)"
+packages_dir="$(mktemp -d /tmp/rkubelet-packages-out.XXXXXX)"
+if built="$(timeout --foreground -k 30 "$build_timeout" bash packaging/build-packages.sh "$packages_dir" </dev/null)" \
+    && timeout --foreground -k 30 600 bash packaging/check-packages.sh $built </dev/null; then
+    echo "packages: ok"
+else
+    failed+=("packages")
+    echo "packages: FAILED"
+fi
+rm -rf "$packages_dir"
+
+# ---------------------------------------------------------------------------------------------
 section "summary $(elapsed)"
 if ((${#failed[@]})); then
     echo "FAILED: ${failed[*]}"
     ((test_rc != 0)) && exit "$test_rc"
     exit 1
 fi
-echo "all checks passed: fmt, clippy, tests"
+echo "all checks passed: fmt, clippy, tests, packages"
