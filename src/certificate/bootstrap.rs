@@ -139,7 +139,14 @@ pub fn load_client_cert(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => log::warn!("removing {}: {e}", tmp_key.display()),
     }
-    write_kubeconfig(&bootstrap, kubeconfig, &store.current_path())?;
+    // The kubeconfig resolves relative paths against its own directory: name the pair file
+    // absolutely, whatever --cert-dir was given as.
+    let current = store.current_path();
+    let current = std::path::absolute(&current).map_err(|source| CertError::File {
+        path: current.clone(),
+        source,
+    })?;
+    write_kubeconfig(&bootstrap, kubeconfig, &current)?;
     log::info!(
         "wrote kubeconfig {} with the node's client certificate",
         kubeconfig.display()
