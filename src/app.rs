@@ -230,6 +230,18 @@ pub fn create_and_init_kubelet(
         };
     let clock: Arc<dyn Clock> = Arc::new(RealClock);
     let mut threads = Vec::new();
+    let log_manager = crate::log_manager::ContainerLogManager::new(
+        runtime.clone(),
+        crate::log_manager::LogPolicy::from_config(&config.raw),
+    );
+    threads.push(
+        log_manager
+            .start(stop.clone())
+            .map_err(|source| AppError::Thread {
+                name: "container-log-manager",
+                source,
+            })?,
+    );
     let recorder: Arc<dyn Recorder> = match &api {
         Some(client) => {
             let (recorder, handle) = ApiRecorder::start(

@@ -21,6 +21,7 @@ pub mod healthz;
 pub mod hollow;
 pub mod kubelet;
 pub mod kuberuntime;
+pub mod log_manager;
 pub mod mirror;
 pub mod nodestatus;
 pub mod pleg;

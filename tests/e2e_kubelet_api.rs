@@ -213,3 +213,100 @@ fn kubelet_api_logs_exec_port_forward_metrics_and_summary_through_kubectl() {
             > 0
     );
 }
+
+/// The files in a pod's log directory for container `app`, by name.
+fn log_files(c: &Cluster, pod: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(c.dir.join("logs/pods")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("default_{pod}_"))
+        })
+        .filter_map(|e| std::fs::read_dir(e.path().join("app")).ok())
+        .flat_map(|dir| dir.flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn container_logs_are_rotated_at_the_size_limit_and_kubectl_logs_follows() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = support::scratch_dir("e2e-log-rotation-config");
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+         containerLogMaxSize: 1Mi\ncontainerLogMaxFiles: 2\ncontainerLogMonitorInterval: 3s\n",
+    )
+    .unwrap();
+    let flag = format!("--config={}", config.display());
+    let c = Cluster::start_with("e2e-log-rotation", &[&flag]);
+    c.wait_ready_node();
+    // After 4 s (the follower is reading by then), six chunks of 1 MiB, 2 s apart, then a
+    // fresh line every second.
+    let script = "sleep 4; for n in 1 2 3 4 5 6; do yes \"chunk-$n-$(printf %0990d 0)\" | head -n 1024; sleep 2; done; \
+                  i=0; while true; do i=$((i+1)); echo fresh-$i; sleep 1; done";
+    c.server.create_pod(pod("logger", script, 1)).unwrap();
+    wait_phase(&c, "logger", "Running", Duration::from_secs(60));
+    let mut follow = c
+        .kubectl_command(&["logs", "-f", "logger"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(&mut follow);
+
+    // The chunks are written and rotated away; two files at most at every look.
+    let mut most = 0;
+    let mut rotated_seen = false;
+    let fresh = wait_for(Duration::from_secs(60), || {
+        let files = log_files(&c, "logger");
+        most = most.max(files.len());
+        rotated_seen |= files.iter().any(|f| f.starts_with("0.log."));
+        let out = c.kubectl(&["logs", "logger", "--tail=1"]);
+        let tail = String::from_utf8_lossy(&out.stdout).into_owned();
+        (tail.starts_with("fresh-") && rotated_seen).then_some(tail)
+    })
+    .unwrap_or_else(|| panic!("no fresh line after a rotation:\n{}", c.log()));
+    assert_eq!(fresh.lines().count(), 1, "{fresh:?}");
+    assert!(most <= 2, "more than containerLogMaxFiles files: {most}");
+    let files = log_files(&c, "logger");
+    assert!(
+        files.len() <= 2 && files.contains(&"0.log".to_string()),
+        "{files:?}"
+    );
+    assert!(
+        c.log().contains("container log rotation: rotated"),
+        "{}",
+        c.log()
+    );
+
+    // The follower saw every chunk and the fresh lines, across the rotations.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) else {
+            break;
+        };
+        if let Some(chunk) = line
+            .strip_prefix("chunk-")
+            .and_then(|l| l.split('-').next())
+        {
+            seen.insert(chunk.to_string());
+        }
+        if line.starts_with("fresh-") {
+            break;
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let want: std::collections::BTreeSet<String> = (1..=6).map(|n| n.to_string()).collect();
+    assert_eq!(seen, want, "kubectl logs -f lost chunks across a rotation");
+}

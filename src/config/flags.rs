@@ -244,6 +244,16 @@ pub struct KubeletFlags {
     #[structopt(long)]
     pub provider_id: Option<String>,
 
+    /// A container's log is rotated when it reaches this size [default: 10Mi]
+    /// (config: containerLogMaxSize)
+    #[structopt(long)]
+    pub container_log_max_size: Option<String>,
+
+    /// Log files kept per container, the current one included; at least 2 [default: 5]
+    /// (config: containerLogMaxFiles)
+    #[structopt(long)]
+    pub container_log_max_files: Option<i32>,
+
     /// Images listed in the node's status, largest first; -1 lists all, 0 none [default: 50]
     /// (config: nodeStatusMaxImages)
     #[structopt(long, allow_hyphen_values = true)]

@@ -11,10 +11,6 @@ use super::settings::KubeletConfig;
 /// `KubeletConfiguration` fields (camelCase) that have no effect in rkubelet.
 pub const UNIMPLEMENTED_FIELDS: &[&str] = &[
     "configMapAndSecretChangeDetectionStrategy",
-    "containerLogMaxFiles",
-    "containerLogMaxSize",
-    "containerLogMaxWorkers",
-    "containerLogMonitorInterval",
     "cpuCFSQuota",
     "cpuCFSQuotaPeriod",
     "cpuManagerPolicy",

@@ -42,16 +42,6 @@ pub const ACCEPTED: &[(&str, Takes, &str)] = &[
     ("boot-id-file", Takes::Value, ""),
     ("cloud-config", Takes::Value, ""),
     ("container-hints", Takes::Value, ""),
-    (
-        "container-log-max-files",
-        Takes::Value,
-        "containerLogMaxFiles",
-    ),
-    (
-        "container-log-max-size",
-        Takes::Value,
-        "containerLogMaxSize",
-    ),
     ("containerd", Takes::Value, ""),
     ("containerd-namespace", Takes::Value, ""),
     (

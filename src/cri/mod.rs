@@ -136,6 +136,12 @@ pub trait RuntimeService: Send + Sync {
         let _ = request;
         Err(unimplemented("PortForward"))
     }
+    /// Asks the runtime to reopen a running container's log file at its log path, after
+    /// the kubelet renamed the file away to rotate it.
+    fn reopen_container_log(&self, container_id: &str) -> Result<(), CriError> {
+        let _ = container_id;
+        Err(unimplemented("ReopenContainerLog"))
+    }
     /// CPU, memory and writable-layer usage of containers matching `filter`.
     fn list_container_stats(
         &self,

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use super::{GoDuration, KubeletConfiguration};
 use crate::config::error::{ConfigError, Origin};
@@ -191,6 +192,13 @@ impl Validator<'_> {
                 MAX,
             ),
             ("nodeStatusMaxImages", i(c.node_status_max_images), -1, MAX),
+            ("containerLogMaxFiles", i(c.container_log_max_files), 2, MAX),
+            (
+                "containerLogMaxWorkers",
+                i(c.container_log_max_workers),
+                1,
+                MAX,
+            ),
             ("maxOpenFiles", c.max_open_files, 0, MAX),
             ("podsPerCore", i(c.pods_per_core), 0, MAX),
             ("oomScoreAdj", i(c.oom_score_adj), -1000, 1000),
@@ -404,6 +412,30 @@ impl Validator<'_> {
             let reason = "cannot be combined with shutdownGracePeriodByPodPriority";
             let origin = self.related("shutdownGracePeriod", &["shutdownGracePeriodByPodPriority"]);
             return Err(origin.invalid(total, reason));
+        }
+        if let Some(size) = c
+            .container_log_max_size
+            .as_deref()
+            .filter(|s| !s.is_empty())
+        {
+            match crate::quantity::parse_value(size) {
+                Ok(bytes) if bytes >= 0 => {}
+                Ok(_) => {
+                    return Err(self
+                        .at("containerLogMaxSize")
+                        .invalid(size, "must not be negative"))
+                }
+                Err(e) => return Err(self.at("containerLogMaxSize").invalid(size, e.to_string())),
+            }
+        }
+        if let Some(interval) = c
+            .container_log_monitor_interval
+            .filter(|d| !d.is_zero() && d.to_std().is_some_and(|d| d < Duration::from_secs(3)))
+        {
+            let reason = "must be a positive time duration greater than or equal to 3s";
+            return Err(self
+                .at("containerLogMonitorInterval")
+                .invalid(interval, reason));
         }
         let serialized = c.serialize_image_pulls == Some(true);
         if let Some(parallel) = c.max_parallel_image_pulls.filter(|n| *n > 1 && serialized) {

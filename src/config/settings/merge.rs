@@ -665,6 +665,40 @@ resolvConf: /run/systemd/resolve/resolv.conf
                 format!("{}: syncFrequency: time: unknown unit", file("")),
             ),
             (
+                Some("containerLogMaxFiles: 1\n".into()),
+                vec![],
+                format!("{}: containerLogMaxFiles: invalid value \"1\"", file("")),
+            ),
+            (
+                Some("containerLogMaxWorkers: 0\n".into()),
+                vec![],
+                format!("{}: containerLogMaxWorkers: invalid value \"0\"", file("")),
+            ),
+            (
+                Some("containerLogMaxSize: 10Q\n".into()),
+                vec![],
+                format!("{}: containerLogMaxSize: invalid value \"10Q\"", file("")),
+            ),
+            (
+                Some("containerLogMonitorInterval: 2s\n".into()),
+                vec![],
+                format!(
+                    "{}: containerLogMonitorInterval: invalid value \"2s\": must be a positive \
+                     time duration greater than or equal to 3s",
+                    file("")
+                ),
+            ),
+            (
+                None,
+                vec!["--container-log-max-files=1"],
+                "flag --container-log-max-files: invalid value \"1\"".into(),
+            ),
+            (
+                None,
+                vec!["--container-log-max-size=lots"],
+                "flag --container-log-max-size: invalid value \"lots\"".into(),
+            ),
+            (
                 Some("fooBar: 1\n".into()),
                 vec![],
                 format!("{}: unknown field `fooBar`", file("")),

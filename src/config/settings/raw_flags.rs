@@ -1,8 +1,8 @@
 //! Flags with no setting of their own: their values are laid over the file configuration
 //! (`raw`), where the server reads its address, ports, TLS files, authentication and
 //! authorization, the kubelet its QoS cgroup layout, registration its taints, provider ID
-//! and whether to register at all, node status its image count, and the certificate manager
-//! whether to rotate.
+//! and whether to register at all, node status its image count, the certificate manager
+//! whether to rotate, and the log manager when.
 
 use std::path::PathBuf;
 
@@ -57,6 +57,26 @@ pub(super) fn lay_flags_over_raw(
         "nodeStatusMaxImages",
     ) {
         check_range(origin, i64::from(images), -1, i64::from(i32::MAX))?;
+    }
+    if let Some((files, origin)) = m.pick(
+        flags.container_log_max_files.take(),
+        "--container-log-max-files",
+        &mut raw.container_log_max_files,
+        "containerLogMaxFiles",
+    ) {
+        check_range(origin, i64::from(files), 2, i64::from(i32::MAX))?;
+    }
+    if let Some((size, origin)) = m.pick(
+        flags.container_log_max_size.take(),
+        "--container-log-max-size",
+        &mut raw.container_log_max_size,
+        "containerLogMaxSize",
+    ) {
+        match crate::quantity::parse_value(&size) {
+            Ok(bytes) if bytes >= 0 => {}
+            Ok(_) => return Err(origin.invalid(&size, "must not be negative")),
+            Err(e) => return Err(origin.invalid(&size, e.to_string())),
+        }
     }
     m.pick(
         flags.register_node.take(),

@@ -80,6 +80,8 @@ pub enum Call {
     RemoveContainer(String),
     /// `ListContainers`.
     ListContainers,
+    /// `ReopenContainerLog(id)`.
+    ReopenContainerLog(String),
     /// `ContainerStatus(id)`.
     ContainerStatus(String),
     /// `ExecSync` of `cmd` in `container`.

@@ -84,6 +84,10 @@ impl RuntimeService for FakeRuntime {
         container::remove(self, container_id)
     }
 
+    fn reopen_container_log(&self, container_id: &str) -> Result<(), CriError> {
+        container::reopen_log(self, container_id)
+    }
+
     fn list_containers(
         &self,
         filter: Option<&api::ContainerFilter>,

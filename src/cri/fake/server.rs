@@ -247,10 +247,14 @@ impl api_grpc::RuntimeService for FakeCri {
     fn reopen_container_log(
         &mut self,
         ctx: RpcContext,
-        _req: api::ReopenContainerLogRequest,
+        req: api::ReopenContainerLogRequest,
         sink: UnarySink<api::ReopenContainerLogResponse>,
     ) {
-        reply(&ctx, sink, Ok(api::ReopenContainerLogResponse::new()));
+        let result = self
+            .0
+            .reopen_container_log(&req.container_id)
+            .map(|()| api::ReopenContainerLogResponse::new());
+        reply(&ctx, sink, result);
     }
 
     fn exec_sync(

@@ -236,6 +236,15 @@ impl RuntimeService for RemoteRuntime {
         Ok(resp.url)
     }
 
+    fn reopen_container_log(&self, container_id: &str) -> Result<(), CriError> {
+        let mut req = api::ReopenContainerLogRequest::new();
+        req.container_id = container_id.to_string();
+        self.call("ReopenContainerLog", self.request_timeout, |opt| {
+            self.runtime.reopen_container_log_opt(&req, opt)
+        })?;
+        Ok(())
+    }
+
     fn list_container_stats(
         &self,
         filter: Option<&api::ContainerStatsFilter>,

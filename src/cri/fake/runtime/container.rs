@@ -229,6 +229,21 @@ pub(super) fn remove(fake: &FakeRuntime, container_id: &str) -> Result<(), CriEr
     Ok(())
 }
 
+/// `ReopenContainerLog`: as containerd, only for a running container. The fake writes no
+/// log files, so there is nothing to reopen beyond the checks.
+pub(super) fn reopen_log(fake: &FakeRuntime, container_id: &str) -> Result<(), CriError> {
+    const M: &str = "ReopenContainerLog";
+    let st = fake.begin(M, || Call::ReopenContainerLog(container_id.to_string()))?;
+    let c = st
+        .containers
+        .get(container_id)
+        .ok_or_else(|| not_found(M, "container", container_id))?;
+    if c.status.state != ContainerState::CONTAINER_RUNNING {
+        return Err(unknown(M, "container is not running".to_string()));
+    }
+    Ok(())
+}
+
 /// `ListContainers`, through the pod index when the filter names a pod.
 pub(super) fn list(
     fake: &FakeRuntime,
