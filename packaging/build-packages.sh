@@ -19,31 +19,50 @@
 #  4. The .rpm with rpmbuild and packaging/rpm/rkubelet.spec.
 #
 # Why these tools: dpkg-deb, dpkg-shlibdeps (dpkg-dev) and rpmbuild (Debian's `rpm` package)
-# are the formats' own tools, maintained by the distribution and installed with apt by
-# packaging/host-setup.sh: no packaging crate, nothing downloaded at build time, and no
-# debhelper source package to keep in step with a build that cargo already does.
+# are the formats' own tools, maintained by the distribution and installed with apt (here when
+# missing, or by packaging/host-setup.sh): no packaging crate, nothing downloaded at build
+# time beyond Debian packages, and no debhelper source package to keep in step with a build
+# that cargo already does.
 #
 # Usage: packaging/build-packages.sh [OUTPUT_DIR]
-#   OUTPUT_DIR  where the two packages go (default: $CARGO_TARGET_DIR/packages, or
-#               target/packages in the repository); printed on stdout, one path a line.
+#   OUTPUT_DIR  where the two packages go (default: target/packages in the repository, also
+#               when CARGO_TARGET_DIR points elsewhere, so a shared build directory never
+#               receives one checkout's packages); printed on stdout, one path a line.
 # Environment:
 #   RKUBELET_BINARY   package this rkubelet binary (built for this machine's architecture)
 #                     instead of building one
 #   CARGO_TARGET_DIR  cargo's build directory (default: target/ in the repository)
-# Needs: cargo (unless RKUBELET_BINARY), dpkg-deb, dpkg-shlibdeps, rpmbuild, strip, gzip.
+# Needs: cargo (unless RKUBELET_BINARY); dpkg-deb, dpkg-shlibdeps, rpmbuild, strip and gzip,
+# installed with apt where missing (which needs root).
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 pkg_dir="$repo_root/packaging"
 target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
-out_dir="${1:-$target_dir/packages}"
+out_dir="${1:-$repo_root/target/packages}"
 
 log() { echo "build-packages: $*" >&2; }
 die() { echo "build-packages: $*" >&2; exit 1; }
 
-for tool in dpkg-deb dpkg-shlibdeps rpmbuild strip gzip; do
-    command -v "$tool" >/dev/null || die "'$tool' missing (packaging/host-setup.sh installs it)"
+# The build tools come from the distribution: a tool that is missing is installed with apt
+# (as root, without questions), so that a fresh Debian machine needs nothing set up by hand.
+# tool:package
+tools=(dpkg-deb:dpkg dpkg-shlibdeps:dpkg-dev rpmbuild:rpm strip:binutils gzip:gzip)
+missing=()
+for entry in "${tools[@]}"; do
+    command -v "${entry%%:*}" >/dev/null || missing+=("${entry#*:}")
 done
+if ((${#missing[@]})); then
+    ((EUID == 0)) || die "missing Debian packages ${missing[*]}; install them or run as root"
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    timeout 600 apt-get update -q </dev/null >&2
+    timeout 1200 apt-get install -y -q --no-install-recommends -o Dpkg::Use-Pty=0 \
+        "${missing[@]}" </dev/null >&2
+    for entry in "${tools[@]}"; do
+        command -v "${entry%%:*}" >/dev/null || die "'${entry%%:*}' still missing after installing ${entry#*:}"
+    done
+fi
 
 # ---------------------------------------------------------------------------------------------
 # The binary and the versions

@@ -14,7 +14,8 @@
 #      (#[ignore] by default) run against the real runtime
 #   7. packages           packaging/build-packages.sh (release build, .deb and .rpm), then
 #                         packaging/check-packages.sh: dpkg -i, files, modes, conffiles,
-#                         systemd-analyze verify, --version, dpkg --purge; rpm -qlp
+#                         systemd-analyze verify, --version, dpkg --purge; rpm -qlp (the .deb
+#                         is not installed where a kubelet is: the check says so and goes on)
 # containerd is always stopped at exit (trap), also on failure or Ctrl-C.
 # Every step runs even if an earlier check failed; the exit status is non-zero if any failed
 # (the tests' own status when they failed). Needs root, no stdin, works with CI=true.
@@ -133,8 +134,10 @@ set -e
 # ---------------------------------------------------------------------------------------------
 section "7/7 packages: build, install, check, purge $(elapsed)"
 packages_dir="$(mktemp -d /tmp/rkubelet-packages-out.XXXXXX)"
+# build-packages.sh prints the .deb's path, then the .rpm's.
 if built="$(timeout --foreground -k 30 "$build_timeout" bash packaging/build-packages.sh "$packages_dir" </dev/null)" \
-    && timeout --foreground -k 30 600 bash packaging/check-packages.sh $built </dev/null; then
+    && mapfile -t packages <<<"$built" \
+    && timeout --foreground -k 30 900 bash packaging/check-packages.sh "${packages[@]}" </dev/null; then
     echo "packages: ok"
 else
     failed+=("packages")
