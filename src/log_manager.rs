@@ -9,16 +9,17 @@
 //! 1. leftovers of an interrupted pass go: `*.tmp` files, and rotated files whose `.gz` exists;
 //! 2. the oldest rotated files go, so that with the current log and the one about to be
 //!    rotated at most `containerLogMaxFiles` (5) remain;
-//! 3. every rotated file but the newest is compressed to `<file>.gz` (written as
-//!    `<file>.tmp`, then renamed);
+//! 3. every rotated file is compressed to `<file>.gz` (written as `<file>.tmp` with the
+//!    original's mode, then renamed);
 //! 4. the log is renamed to `<log>.<YYYYMMDD-HHMMSS>` (UTC) and the runtime is asked to reopen
 //!    it (CRI `ReopenContainerLog`); if that fails the rename is undone.
 //!
 //! A log file that is missing (a crash between the rename and the reopen) is reopened first.
 //! Readers of the current file (`kubectl logs -f`) follow the rename and reopen the new file.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -214,7 +215,7 @@ impl ContainerLogManager {
         let rotated = rotated_logs(&log)?;
         let rotated = cleanup_unused(rotated)?;
         let rotated = remove_excess(rotated, self.policy.max_files.saturating_sub(2))?;
-        compress_all_but_newest(&rotated)?;
+        compress_all(&rotated)?;
         let target = rotated_name(&log, now);
         fs::rename(&log, &target).map_err(file_error(&log))?;
         if let Err(e) = self.runtime.reopen_container_log(id) {
@@ -250,6 +251,15 @@ pub fn rotated_name(log: &Path, now: SystemTime) -> PathBuf {
     let mut name = log.as_os_str().to_os_string();
     name.push(format!(".{stamp}"));
     PathBuf::from(name)
+}
+
+/// Removes `log` and its rotated files (upstream's `Clean`, used when a container is
+/// removed); a file already gone is no error.
+pub fn remove_with_rotated(log: &Path) -> Result<(), LogError> {
+    for rotated in rotated_logs(log)? {
+        remove(&rotated)?;
+    }
+    remove(log)
 }
 
 /// The rotated files of `log` (`<log>.*`), oldest first (their names sort by time).
@@ -305,13 +315,10 @@ fn remove_excess(mut logs: Vec<PathBuf>, keep: usize) -> Result<Vec<PathBuf>, Lo
     Ok(logs)
 }
 
-/// Compresses every rotated file but the newest (which the runtime may have written to up to
-/// the last moment before the previous rotation).
-fn compress_all_but_newest(logs: &[PathBuf]) -> Result<(), LogError> {
-    let Some((_, older)) = logs.split_last() else {
-        return Ok(());
-    };
-    for log in older.iter().filter(|l| !has_suffix(l, COMPRESS_SUFFIX)) {
+/// Compresses every rotated file that is not yet compressed (the runtime writes only to the
+/// current log after its reopen).
+fn compress_all(logs: &[PathBuf]) -> Result<(), LogError> {
+    for log in logs.iter().filter(|l| !has_suffix(l, COMPRESS_SUFFIX)) {
         compress(log)?;
     }
     Ok(())
@@ -322,7 +329,22 @@ fn compress(log: &Path) -> Result<(), LogError> {
     let tmp = PathBuf::from(format!("{}{TMP_SUFFIX}", log.display()));
     let done = PathBuf::from(format!("{}{COMPRESS_SUFFIX}", log.display()));
     let input = File::open(log).map_err(file_error(log))?;
-    let output = File::create(&tmp).map_err(file_error(&tmp))?;
+    // The compressed copy is as private as the runtime made the log (containerd: 0640).
+    let mode = input
+        .metadata()
+        .map_err(file_error(log))?
+        .permissions()
+        .mode();
+    let output = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode & 0o777)
+        .open(&tmp)
+        .map_err(file_error(&tmp))?;
+    output
+        .set_permissions(fs::Permissions::from_mode(mode & 0o777))
+        .map_err(file_error(&tmp))?;
     let mut encoder = GzEncoder::new(BufWriter::new(output), Compression::default());
     io::copy(&mut BufReader::new(input), &mut encoder).map_err(file_error(log))?;
     let writer = encoder.finish().map_err(file_error(&tmp))?;
@@ -461,25 +483,30 @@ mod tests {
         let m = ContainerLogManager::new(rt.clone(), policy(10, 4));
         let log = dir.0.join("0.log");
         for i in 0..5u64 {
-            // The runtime's reopen makes a new file; the fake writes none, so do it here.
+            // The runtime's reopen makes a new file (containerd: mode 0640); the fake writes
+            // none, so do it here.
             fs::write(&log, format!("line {i} of the log\n")).unwrap();
+            fs::set_permissions(&log, fs::Permissions::from_mode(0o640)).unwrap();
             assert!(m.rotate_if_needed(&id, at(i)).unwrap(), "pass {i}");
         }
         // Max 4 files: the current log (which the runtime would reopen) and 3 rotated ones:
-        // before each rotation at most 2 are kept, and all but the newest of them compressed.
+        // before each rotation at most 2 are kept, and they are compressed.
         assert_eq!(
             dir.names(),
             [
                 "0.log.20261204-100002.gz",
-                "0.log.20261204-100003",
+                "0.log.20261204-100003.gz",
                 "0.log.20261204-100004"
             ]
         );
+        let gz = dir.0.join("0.log.20261204-100003.gz");
         let mut text = String::new();
-        flate2::read::GzDecoder::new(File::open(dir.0.join("0.log.20261204-100002.gz")).unwrap())
+        flate2::read::GzDecoder::new(File::open(&gz).unwrap())
             .read_to_string(&mut text)
             .unwrap();
-        assert_eq!(text, "line 2 of the log\n");
+        assert_eq!(text, "line 3 of the log\n");
+        let mode = fs::metadata(&gz).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "the compressed copy keeps the log's mode");
         let reopens = rt
             .calls()
             .iter()
@@ -531,7 +558,7 @@ mod tests {
             dir.names(),
             [
                 "0.log.20261204-090000.gz",
-                "0.log.20261204-090200",
+                "0.log.20261204-090200.gz",
                 "0.log.20261204-100000"
             ]
         );

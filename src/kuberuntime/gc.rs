@@ -189,7 +189,7 @@ impl RuntimeManager {
     }
 }
 
-/// Removes one attempt's log file and its legacy symlink.
+/// Removes one attempt's log file, its rotated files and its legacy symlink.
 pub(super) fn remove_container_log(
     pod_logs_dir: &Path,
     container_logs_dir: &Path,
@@ -205,9 +205,8 @@ pub(super) fn remove_container_log(
                 let file = e
                     .path()
                     .join(logs::container_log_relative_path(container, attempt));
-                match std::fs::remove_file(&file) {
-                    Ok(()) => log::debug!("removed log {}", file.display()),
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                match crate::log_manager::remove_with_rotated(&file) {
+                    Ok(()) => log::debug!("removed log {} and its rotated files", file.display()),
                     Err(err) => log::warn!("removing log {}: {err}", file.display()),
                 }
             }
@@ -509,6 +508,8 @@ mod tests {
             rt.start_container(&id).unwrap();
             rt.exit_container(&id, 1);
             std::fs::write(log_dir.join(format!("{attempt}.log")), "x").unwrap();
+            let rotated = format!("{attempt}.log.20261204-100000.gz");
+            std::fs::write(log_dir.join(rotated), "x").unwrap();
             ids.push(id);
         }
         let policy = ContainerGcPolicy::default();
@@ -520,8 +521,16 @@ mod tests {
         let mut want = vec![ids[0].clone(), ids[1].clone()];
         want.sort();
         assert_eq!(removed, want, "sources not ready: deletion is not trusted");
-        assert!(!log_dir.join("0.log").exists() && !log_dir.join("1.log").exists());
-        assert!(log_dir.join("2.log").exists());
+        let mut left: Vec<String> = std::fs::read_dir(&log_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["2.log", "2.log.20261204-100000.gz"],
+            "older attempts' logs go with their rotated files"
+        );
         assert!(report.sandboxes.is_empty(), "the ready sandbox stays");
 
         // The pod is gone for good: its last container and stopped sandbox go too.
