@@ -213,22 +213,28 @@ fn create(
 ) -> Result<CertificateSigningRequest, CertError> {
     let mut backoff = Exponential::new(Duration::from_secs(1), Duration::from_secs(30));
     loop {
-        let err = match client.create_csr(csr) {
+        let mut err = match client.create_csr(csr) {
             Ok(created) => return Ok(created),
             Err(e) => e,
         };
         if let (Some(409), Some(name)) = (err.code(), &csr.metadata.name) {
-            let existing = client.get_csr(name)?;
-            if existing.spec.signer_name != csr.spec.signer_name
-                || existing.spec.usages != csr.spec.usages
-            {
-                return Err(CertError::Unusable {
-                    what: format!("certificate signing request {name}"),
-                    why: "exists with another signer or other usages".into(),
-                });
+            match client.get_csr(name) {
+                Ok(existing) => {
+                    if existing.spec.signer_name != csr.spec.signer_name
+                        || existing.spec.usages != csr.spec.usages
+                    {
+                        return Err(CertError::Unusable {
+                            what: format!("certificate signing request {name}"),
+                            why: "exists with another signer or other usages".into(),
+                        });
+                    }
+                    log::info!("certificate signing request {name} exists already; waiting on it");
+                    return Ok(existing);
+                }
+                // Read again after the back-off below.
+                Err(e) if e.is_retriable() => err = e,
+                Err(e) => return Err(e.into()),
             }
-            log::info!("certificate signing request {name} exists already; waiting on it");
-            return Ok(existing);
         }
         let wait = backoff.next_delay();
         if !err.is_retriable() || Instant::now() + wait > deadline {
@@ -325,6 +331,16 @@ fn wait_for_certificate(
             Verdict::Pending => Some(client.watch_csr(name, &rv, secs)),
             _ => None,
         };
+        let watch_began = Instant::now();
+        // A watch that fails, or ends at once (a proxy closing it), is retried after a
+        // back-off that the stop cuts short.
+        let pause = |backoff: &mut Exponential| {
+            let wait = backoff.next_delay().min(left);
+            !matches!(
+                stop.recv_timeout(wait),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout)
+            )
+        };
         loop {
             match verdict(name, &current) {
                 Verdict::Issued(pem) => return Ok(pem),
@@ -338,7 +354,9 @@ fn wait_for_certificate(
             let Some(Ok(stream)) = events.as_mut() else {
                 if let Some(Err(e)) = events.take() {
                     log::warn!("watching certificate signing request {name}: {e}");
-                    std::thread::sleep(backoff.next_delay().min(left));
+                    if pause(&mut backoff) {
+                        return Err(CertError::Stopped(name.to_string()));
+                    }
                 }
                 break;
             };
@@ -360,9 +378,17 @@ fn wait_for_certificate(
                 }
                 Some(Err(e)) => {
                     log::debug!("watching certificate signing request {name}: {e}");
+                    if pause(&mut backoff) {
+                        return Err(CertError::Stopped(name.to_string()));
+                    }
                     break;
                 }
-                None => break,
+                None => {
+                    if watch_began.elapsed() < Duration::from_secs(1) && pause(&mut backoff) {
+                        return Err(CertError::Stopped(name.to_string()));
+                    }
+                    break;
+                }
             }
             if stopped() {
                 return Err(CertError::Stopped(name.to_string()));

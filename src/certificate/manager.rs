@@ -89,6 +89,19 @@ impl Rotation {
         let mut deadline = current
             .as_ref()
             .map(|p| deadline_at(p, jittered_fraction()));
+        // A stored certificate for another identity (the node was renamed) is replaced at once,
+        // as upstream does when the current certificate does not match the template.
+        if let (Some(p), Some(t)) = (&current, (self.template)()) {
+            if !subject_matches(p, &t) {
+                log::warn!(
+                    "the {} certificate in use is not for {} ({:?}); asking for a new one now",
+                    self.name,
+                    t.common_name,
+                    t.organizations
+                );
+                deadline = Some(SystemTime::now());
+            }
+        }
         let mut asked_for: Option<Template> = None;
         if let (Some(p), Some(d)) = (&current, deadline) {
             log::info!(
@@ -175,6 +188,25 @@ impl Rotation {
     }
 }
 
+/// Whether the leaf of `pair` has the template's CN and organizations. (Subject alternative
+/// names are not compared.)
+fn subject_matches(pair: &Pair, template: &Template) -> bool {
+    use rustls::pki_types::pem::PemObject;
+    let Some(Ok(leaf)) =
+        rustls::pki_types::CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes()).next()
+    else {
+        return false;
+    };
+    let Some(subject) = crate::util::x509::subject(&leaf) else {
+        return false;
+    };
+    let mut have = subject.organizations.clone();
+    let mut want = template.organizations.clone();
+    have.sort();
+    want.sort();
+    subject.common_name == template.common_name && have == want
+}
+
 fn stamp(t: SystemTime) -> String {
     crate::types::api_time(t)
         .map(|t| t.0.to_string())
@@ -196,6 +228,29 @@ mod tests {
                 not_after: not_before + Duration::from_secs(lifetime),
             },
         }
+    }
+
+    #[test]
+    fn a_certificate_for_another_node_does_not_match_the_template() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "system:node:node-a");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:nodes");
+        let cert = params.self_signed(&key).unwrap();
+        let mut p = pair(0, 1);
+        p.cert_pem = cert.pem();
+        let template = crate::certificate::bootstrap::client_template;
+        assert!(subject_matches(&p, &template("node-a")));
+        assert!(!subject_matches(&p, &template("node-b")));
+        let mut other_group = template("node-a");
+        other_group.organizations = vec!["system:masters".into()];
+        assert!(!subject_matches(&p, &other_group));
+        assert!(!subject_matches(&pair(0, 1), &template("node-a")), "no PEM");
     }
 
     #[test]
