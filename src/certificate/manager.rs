@@ -89,8 +89,9 @@ impl Rotation {
         let mut deadline = current
             .as_ref()
             .map(|p| deadline_at(p, jittered_fraction()));
-        // A stored certificate for another identity (the node was renamed) is replaced at once,
-        // as upstream does when the current certificate does not match the template.
+        // A stored certificate for another identity (the node was renamed) or, for serving,
+        // other names or addresses (the node's IP changed) is replaced at once, as upstream
+        // does when the current certificate does not match the template.
         if let (Some(p), Some(t)) = (&current, (self.template)()) {
             if !subject_matches(p, &t) {
                 log::warn!(
@@ -188,8 +189,8 @@ impl Rotation {
     }
 }
 
-/// Whether the leaf of `pair` has the template's CN and organizations. (Subject alternative
-/// names are not compared.)
+/// Whether the leaf of `pair` has the template's CN and organizations and, for a template
+/// with subject alternative names (serving), the same DNS names and IP addresses.
 fn subject_matches(pair: &Pair, template: &Template) -> bool {
     use rustls::pki_types::pem::PemObject;
     let Some(Ok(leaf)) =
@@ -204,7 +205,27 @@ fn subject_matches(pair: &Pair, template: &Template) -> bool {
     let mut want = template.organizations.clone();
     have.sort();
     want.sort();
-    subject.common_name == template.common_name && have == want
+    if subject.common_name != template.common_name || have != want {
+        return false;
+    }
+    if template.dns_names.is_empty() && template.ips.is_empty() {
+        return true;
+    }
+    let Some(names) = crate::util::x509::alt_names(&leaf) else {
+        return false;
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v.dedup();
+        v
+    };
+    let mut have_ips = names.ips;
+    let mut want_ips = template.ips.clone();
+    have_ips.sort();
+    have_ips.dedup();
+    want_ips.sort();
+    want_ips.dedup();
+    sorted(names.dns_names) == sorted(template.dns_names.clone()) && have_ips == want_ips
 }
 
 fn stamp(t: SystemTime) -> String {
@@ -251,6 +272,42 @@ mod tests {
         other_group.organizations = vec!["system:masters".into()];
         assert!(!subject_matches(&p, &other_group));
         assert!(!subject_matches(&pair(0, 1), &template("node-a")), "no PEM");
+
+        // Serving: the names and addresses count too.
+        let mut params = rcgen::CertificateParams::new(vec!["node-a".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("10.0.0.7".parse().unwrap()));
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "system:node:node-a");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:nodes");
+        let mut serving = pair(0, 1);
+        serving.cert_pem = params.self_signed(&key).unwrap().pem();
+        let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+        let serving_template = |ips: &[std::net::IpAddr]| Template {
+            common_name: "system:node:node-a".into(),
+            organizations: vec!["system:nodes".into()],
+            dns_names: vec!["node-a".into()],
+            ips: ips.to_vec(),
+            signer: crate::certificate::SERVING_SIGNER,
+            usages: crate::certificate::csr::SERVING_USAGES,
+        };
+        assert!(subject_matches(
+            &serving,
+            &serving_template(&[ip("10.0.0.7")])
+        ));
+        assert!(!subject_matches(
+            &serving,
+            &serving_template(&[ip("10.0.0.8")])
+        ));
+        assert!(!subject_matches(
+            &serving,
+            &serving_template(&[ip("10.0.0.7"), ip("fd00::7")])
+        ));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The few facts rkubelet reads from X.509 certificates, walked from DER by hand: the subject
-//! (CN and O: the user and groups of a client certificate, as Kubernetes maps them) and the
-//! validity window (when a client or serving certificate must be renewed). A certificate this
+//! (CN and O: the user and groups of a client certificate, as Kubernetes maps them), the
+//! validity window (when a client or serving certificate must be renewed) and the DNS and IP
+//! subject alternative names (whether a serving certificate still names the node). A certificate this
 //! walker cannot read gives `None`, never a panic; callers treat that as unusable.
 
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The subject of a certificate: its common name and organizations.
@@ -115,6 +117,66 @@ pub fn public_key_info(cert: &[u8]) -> Option<&[u8]> {
     let (_, _, rest) = der(rest)?; // subject
     let (tag, _, after) = der(rest)?;
     (tag == 0x30).then(|| &rest[..rest.len() - after.len()])
+}
+
+/// The subject alternative names of a certificate that rkubelet asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AltNames {
+    /// `dNSName` entries, in order.
+    pub dns_names: Vec<String>,
+    /// `iPAddress` entries, in order.
+    pub ips: Vec<IpAddr>,
+}
+
+/// Reads the DNS and IP subject alternative names of a DER certificate (none when it has no
+/// `subjectAltName` extension); other kinds of names are skipped.
+pub fn alt_names(cert: &[u8]) -> Option<AltNames> {
+    let (_, _, rest) = der(after_issuer(cert)?)?; // validity
+    let (_, _, rest) = der(rest)?; // subject
+    let (_, _, mut rest) = der(rest)?; // subjectPublicKeyInfo
+    let mut out = AltNames::default();
+    // issuerUniqueID [1], subjectUniqueID [2], extensions [3]
+    while !rest.is_empty() {
+        let (tag, body, after) = der(rest)?;
+        rest = after;
+        if tag != 0xa3 {
+            continue;
+        }
+        let (_, mut extensions, _) = der(body)?;
+        while !extensions.is_empty() {
+            let (_, extension, after) = der(extensions)?;
+            extensions = after;
+            let (tag, oid, mut fields) = der(extension)?;
+            if tag != 0x06 || oid != [0x55, 0x1d, 0x11] {
+                continue;
+            }
+            let (tag, _, after) = der(fields)?;
+            if tag == 0x01 {
+                fields = after; // critical
+            }
+            let (_, value, _) = der(fields)?;
+            let (_, mut names, _) = der(value)?;
+            while !names.is_empty() {
+                let (tag, name, after) = der(names)?;
+                names = after;
+                match (tag, name.len()) {
+                    (0x82, _) => out
+                        .dns_names
+                        .push(String::from_utf8_lossy(name).into_owned()),
+                    (0x87, 4) => {
+                        let octets: [u8; 4] = name.try_into().ok()?;
+                        out.ips.push(IpAddr::from(octets));
+                    }
+                    (0x87, 16) => {
+                        let octets: [u8; 16] = name.try_into().ok()?;
+                        out.ips.push(IpAddr::from(octets));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Some(out)
 }
 
 /// An X.509 time: UTCTime (`YYMMDDHHMMSSZ`, years 1950 to 2049 as RFC 5280 says) or
@@ -238,6 +300,30 @@ mod tests {
             Some(key.subject_public_key_info().as_slice())
         );
         assert_eq!(public_key_info(&c.der()[..40]), None);
+    }
+
+    #[test]
+    fn dns_and_ip_alternative_names_are_read() {
+        let mut params = CertificateParams::new(vec!["node-a".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("10.0.0.7".parse().unwrap()));
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("fd00::7".parse().unwrap()));
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI("spiffe://x/y".try_into().unwrap()));
+        let c = params.self_signed(&KeyPair::generate().unwrap()).unwrap();
+        let names = alt_names(c.der()).unwrap();
+        assert_eq!(names.dns_names, ["node-a"]);
+        let want: Vec<IpAddr> = vec!["10.0.0.7".parse().unwrap(), "fd00::7".parse().unwrap()];
+        assert_eq!(names.ips, want);
+        // No extension at all: no names.
+        let now = SystemTime::now();
+        let plain = cert(now, now + Duration::from_secs(60));
+        assert_eq!(alt_names(plain.der()), Some(AltNames::default()));
+        assert_eq!(alt_names(&c.der()[..60]), None);
     }
 
     #[test]
