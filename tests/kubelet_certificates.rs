@@ -141,6 +141,18 @@ fn client_csrs(server: &ApiServer) -> Vec<Value> {
     csrs_of(server, "kubernetes.io/kube-apiserver-client-kubelet")
 }
 
+/// A CSR's `spec.usages`, sorted.
+fn sorted_usages(csr: &Value) -> Vec<&str> {
+    let mut usages: Vec<&str> = csr["spec"]["usages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    usages.sort();
+    usages
+}
+
 fn issued(csr: &Value) -> bool {
     csr["status"]["certificate"].is_string()
 }
@@ -169,14 +181,7 @@ fn a_token_kubeconfig_becomes_a_node_identity_that_survives_restarts() {
     let csr = &csrs[0];
     assert!(issued(csr), "{csr:#}");
     assert_eq!(csr["spec"]["username"], "system:bootstrap:abcdef");
-    let mut usages: Vec<&str> = csr["spec"]["usages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u.as_str().unwrap())
-        .collect();
-    usages.sort();
-    assert_eq!(usages, ["client auth", "digital signature"]);
+    assert_eq!(sorted_usages(csr), ["client auth", "digital signature"]);
     let name = csr["metadata"]["name"].as_str().unwrap();
     assert!(name.starts_with("node-csr-"), "{name}");
 
@@ -421,14 +426,7 @@ fn the_serving_certificate_is_requested_and_served_once_approved() {
     })
     .expect("a serving CSR");
     assert_eq!(csr["spec"]["username"], format!("system:node:{NODE}"));
-    let mut usages: Vec<&str> = csr["spec"]["usages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u.as_str().unwrap())
-        .collect();
-    usages.sort();
-    assert_eq!(usages, ["digital signature", "server auth"]);
+    assert_eq!(sorted_usages(&csr), ["digital signature", "server auth"]);
     assert!(!issued(&csr));
     let err = trusted_by(addr, &server.ca_pem()).unwrap_err();
     assert!(err.to_lowercase().contains("certificate"), "{err}");

@@ -251,10 +251,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_certificate_for_another_node_does_not_match_the_template() {
+    /// A self-signed PEM certificate for `system:node:node-a` in `system:nodes` with these
+    /// subject alternative names.
+    fn node_a_cert(dns_names: Vec<String>, ips: Vec<std::net::IpAddr>) -> String {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = rcgen::CertificateParams::default();
+        let mut params = rcgen::CertificateParams::new(dns_names).unwrap();
+        params
+            .subject_alt_names
+            .extend(ips.into_iter().map(rcgen::SanType::IpAddress));
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
@@ -262,9 +266,13 @@ mod tests {
         params
             .distinguished_name
             .push(rcgen::DnType::OrganizationName, "system:nodes");
-        let cert = params.self_signed(&key).unwrap();
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn a_certificate_for_another_node_does_not_match_the_template() {
         let mut p = pair(0, 1);
-        p.cert_pem = cert.pem();
+        p.cert_pem = node_a_cert(Vec::new(), Vec::new());
         let template = crate::certificate::bootstrap::client_template;
         assert!(subject_matches(&p, &template("node-a")));
         assert!(!subject_matches(&p, &template("node-b")));
@@ -274,20 +282,9 @@ mod tests {
         assert!(!subject_matches(&pair(0, 1), &template("node-a")), "no PEM");
 
         // Serving: the names and addresses count too.
-        let mut params = rcgen::CertificateParams::new(vec!["node-a".to_string()]).unwrap();
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::IpAddress("10.0.0.7".parse().unwrap()));
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "system:node:node-a");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationName, "system:nodes");
-        let mut serving = pair(0, 1);
-        serving.cert_pem = params.self_signed(&key).unwrap().pem();
         let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+        let mut serving = pair(0, 1);
+        serving.cert_pem = node_a_cert(vec!["node-a".into()], vec![ip("10.0.0.7")]);
         let serving_template = |ips: &[std::net::IpAddr]| Template {
             common_name: "system:node:node-a".into(),
             organizations: vec!["system:nodes".into()],
