@@ -317,6 +317,7 @@ pub fn create_and_init_kubelet(
                 runtime_name: version.get_runtime_name().to_string(),
                 runtime_version: version.get_runtime_version().to_string(),
                 node: Arc::clone(kubelet.node_record()),
+                pressure: Arc::clone(kubelet.node_pressure()),
             },
         ));
         threads.extend(start_node_threads(&config, client, clock, source, stop)?);

@@ -337,6 +337,22 @@ impl CgroupManager {
         first_err.map_or(Ok(()), Err)
     }
 
+    /// Processes (tasks) in a pod's cgroup now (`pids.current`), for ranking pods under
+    /// PID pressure; `None` when the pod has no cgroup or the pids controller is missing.
+    pub fn pod_processes(&self, uid: &PodUid, qos: &str) -> Option<u64> {
+        let rel = self.pod_cgroup(uid, qos);
+        let rel = rel.trim_start_matches('/');
+        let dir = match self.version {
+            CgroupVersion::V2 => self.mount.join(rel),
+            CgroupVersion::V1 => self.mount.join("pids").join(rel),
+        };
+        std::fs::read_to_string(dir.join("pids.current"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// UIDs of pods that have a cgroup (for cleaning up after pods removed while the kubelet
     /// was down).
     pub fn pods_with_cgroups(&self) -> HashSet<PodUid> {

@@ -5,6 +5,7 @@
 //! from the machine (resources, allocatable, pod cgroups) is in `machine.rs`.
 
 pub mod admission;
+mod eviction;
 mod gc;
 mod handlers;
 pub mod host;
@@ -62,6 +63,9 @@ pub enum KubeletError {
     /// A setting cannot be used as given.
     #[error(transparent)]
     Sysctls(#[from] sysctl::AllowlistError),
+    /// The eviction settings do not parse.
+    #[error(transparent)]
+    Eviction(#[from] crate::eviction::threshold::ThresholdError),
     /// Run-once mode got no pods from its sources in time.
     #[error("run once: no pod update from the sources within {0:?}")]
     NoPods(std::time::Duration),
@@ -209,6 +213,8 @@ pub struct Kubelet {
             std::collections::BTreeMap<String, String>,
         )>,
     >,
+    /// Node-pressure eviction: its conditions gate admission and feed node status.
+    eviction: Arc<crate::eviction::Manager>,
     /// When the sync loop last began an iteration (the `syncloop` health check).
     sync_loop_entered: Mutex<Option<std::time::Instant>>,
     /// Set when `run` returns, so handles to threads started there can be joined.
@@ -258,6 +264,21 @@ impl Kubelet {
             .host_cgroups
             .then(|| pod_cgroups(&config, &allocatable))
             .flatten();
+        let eviction_stats = crate::eviction::HostStats::new(
+            Arc::clone(&deps.runtime),
+            Arc::clone(&deps.images),
+            &config.root_dir,
+            &config.pod_logs_dir,
+            settings.cgroups.clone(),
+        );
+        let eviction = Arc::new(crate::eviction::Manager::new(
+            crate::eviction::EvictionConfig::from_config(&config.raw)?,
+            &config.node_name,
+            Arc::clone(&deps.clock),
+            Arc::new(eviction_stats),
+            Arc::clone(&deps.recorder),
+            Arc::new(crate::eviction::NodePressure::default()),
+        ));
         let volumes = VolumeManager::with_settings(
             &config.root_dir,
             VolumeSettings {
@@ -364,6 +385,7 @@ impl Kubelet {
             sysctls,
             probes,
             probe_updates,
+            eviction,
             sync_loop_entered: Mutex::new(None),
             node_labels: Mutex::new(None),
             api: deps.api,
@@ -382,6 +404,16 @@ impl Kubelet {
     /// The latest API status of every pod.
     pub fn pod_statuses(&self) -> Vec<(crate::types::PodUid, PodStatusEntry)> {
         self.status_manager.all()
+    }
+
+    /// The node conditions the eviction manager reports.
+    pub fn node_pressure(&self) -> &Arc<crate::eviction::NodePressure> {
+        self.eviction.pressure()
+    }
+
+    /// The eviction manager.
+    pub fn eviction_manager(&self) -> &Arc<crate::eviction::Manager> {
+        &self.eviction
     }
 
     /// The pod workers (for benchmarks and tests that wait for them).

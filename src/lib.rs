@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod cri;
 pub mod events;
+pub mod eviction;
 pub mod fake_runtime;
 pub mod healthz;
 pub mod hollow;

@@ -163,6 +163,9 @@ impl PodSync {
         if terminal && is_api_pod(pod) {
             make_terminal(&mut status);
         }
+        if let Some(termination) = self.status_manager.termination(&uid) {
+            termination.apply(&mut status, terminal);
+        }
         keep_terminal_phase(pod, previous.as_deref(), &mut status);
         let phase = status.phase.clone().unwrap_or_default();
         let was_running = previous.is_some_and(|s| s.phase.as_deref() == Some("Running"));
@@ -468,6 +471,11 @@ impl PodSyncer for PodSync {
             "pod=\"{key}\" uid={} terminating (grace period {grace}s)",
             uid_of(pod)
         );
+        // A pod the kubelet stops on its own account (eviction) shows how it ends at once,
+        // as upstream applies the kill's status function before stopping containers.
+        if self.status_manager.termination(&uid_of(pod)).is_some() {
+            self.record_status(pod, &status, false);
+        }
         let live = status.containers.iter().any(|c| {
             matches!(
                 c.state,

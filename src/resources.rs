@@ -63,6 +63,29 @@ pub fn pod_request_millis(pod: &Pod, resource: &str) -> i128 {
     main.max(init_peak) + overhead_millis(pod, resource)
 }
 
+/// A pod's effective limit of `resource` in thousandths (upstream `PodLimits`): the larger
+/// of the main containers' limits plus sidecars' and the largest regular init container's
+/// (plus the sidecars started before it), plus the pod overhead. Containers without a limit
+/// add nothing.
+pub fn pod_limit_millis(pod: &Pod, resource: &str) -> i128 {
+    let Some(spec) = pod.spec.as_ref() else {
+        return 0;
+    };
+    let limit = |c: &Container| quantity_millis(c, "limits", resource).unwrap_or(0);
+    let mut sidecars = 0;
+    let mut init_peak = 0;
+    for c in spec.init_containers.iter().flatten() {
+        if is_sidecar(c) {
+            sidecars += limit(c);
+            init_peak = init_peak.max(sidecars);
+        } else {
+            init_peak = init_peak.max(sidecars + limit(c));
+        }
+    }
+    let main: i128 = spec.containers.iter().map(limit).sum::<i128>() + sidecars;
+    main.max(init_peak) + overhead_millis(pod, resource)
+}
+
 /// The pod's `overhead` of `resource` (its RuntimeClass's) in thousandths.
 pub fn overhead_millis(pod: &Pod, resource: &str) -> i128 {
     pod.spec

@@ -27,11 +27,6 @@ pub const UNIMPLEMENTED_FIELDS: &[&str] = &[
     "enforceNodeAllocatable",
     "eventBurst",
     "eventRecordQPS",
-    "evictionMaxPodGracePeriod",
-    "evictionMinimumReclaim",
-    "evictionPressureTransitionPeriod",
-    "evictionSoft",
-    "evictionSoftGracePeriod",
     "failCgroupV1",
     "failSwapOn",
     "featureGates",
@@ -43,14 +38,12 @@ pub const UNIMPLEMENTED_FIELDS: &[&str] = &[
     "kernelMemcgNotification",
     "kubeReservedCgroup",
     "kubeletCgroups",
-    "localStorageCapacityIsolation",
     "makeIPTablesUtilChains",
     "maxOpenFiles",
     "memoryManagerPolicy",
     "memoryReservationPolicy",
     "memorySwap",
     "memoryThrottlingFactor",
-    "mergeDefaultEvictionSettings",
     "podHousekeepingPeriod",
     "preloadedImagesVerificationAllowlist",
     "protectKernelDefaults",
@@ -147,12 +140,12 @@ mod tests {
         let kubeadm = effective(
             "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
              rotateCertificates: true\ncpuManagerPolicy: none\nfailSwapOn: false\n\
-             evictionSoft: {memory.available: 500Mi}\nfeatureGates: {SomeGate: true}\n\
+             kernelMemcgNotification: true\nfeatureGates: {SomeGate: true}\n\
              containerLogMaxSize: 10Mi\nmaxPods: 50\n",
         );
         assert_eq!(
             unimplemented_fields(&kubeadm),
-            ["evictionSoft", "failSwapOn", "featureGates"]
+            ["failSwapOn", "featureGates", "kernelMemcgNotification"]
         );
     }
 

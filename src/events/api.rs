@@ -4,7 +4,7 @@
 //! aggregated into one Event whose `count` and `lastTimestamp` are patched, and each object
 //! is rate limited (a burst of 25, then one event per 5 minutes, as upstream's spam filter).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -38,6 +38,9 @@ struct Pending {
     kind: EventType,
     reason: String,
     message: String,
+    /// The Event's annotations (upstream `AnnotatedEventf`; evictions name the offending
+    /// containers there).
+    annotations: BTreeMap<String, String>,
 }
 
 /// The queued events of a detached [`ApiRecorder`] and their writer.
@@ -147,6 +150,17 @@ fn object_key(o: &ObjectReference) -> String {
 
 impl Recorder for ApiRecorder {
     fn pod_event(&self, pod: &Pod, kind: EventType, reason: &str, message: String) {
+        self.pod_event_annotated(pod, kind, reason, message, &BTreeMap::new());
+    }
+
+    fn pod_event_annotated(
+        &self,
+        pod: &Pod,
+        kind: EventType,
+        reason: &str,
+        message: String,
+        annotations: &BTreeMap<String, String>,
+    ) {
         let involved = ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),
@@ -160,6 +174,7 @@ impl Recorder for ApiRecorder {
             kind,
             reason: reason.into(),
             message,
+            annotations: annotations.clone(),
         });
     }
 
@@ -177,6 +192,7 @@ impl Recorder for ApiRecorder {
             kind,
             reason: reason.into(),
             message,
+            annotations: BTreeMap::new(),
         });
     }
 }
@@ -295,6 +311,7 @@ impl EventWriter {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(namespace.clone()),
+                annotations: (!p.annotations.is_empty()).then_some(p.annotations),
                 ..Default::default()
             },
             involved_object: p.involved,
@@ -351,6 +368,7 @@ mod tests {
             kind: EventType::Warning,
             reason: reason.into(),
             message: message.into(),
+            annotations: BTreeMap::new(),
         }
     }
 

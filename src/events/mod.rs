@@ -38,6 +38,19 @@ pub struct Event {
 pub trait Recorder: Send + Sync {
     /// Records an event about a pod.
     fn pod_event(&self, pod: &Pod, kind: EventType, reason: &str, message: String);
+    /// Records an event about a pod with annotations on the Event (upstream
+    /// `AnnotatedEventf`); recorders that keep no annotations record a plain event.
+    fn pod_event_annotated(
+        &self,
+        pod: &Pod,
+        kind: EventType,
+        reason: &str,
+        message: String,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) {
+        let _ = annotations;
+        self.pod_event(pod, kind, reason, message);
+    }
     /// Records an event about the node.
     fn node_event(&self, node_name: &str, kind: EventType, reason: &str, message: String) {
         log_event(&format!("node=\"{node_name}\""), kind, reason, &message);

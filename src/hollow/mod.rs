@@ -470,9 +470,12 @@ fn build_node(
             runtime_name: "rkubelet-fake".into(),
             runtime_version: env!("CARGO_PKG_VERSION").into(),
             node: Arc::clone(kubelet.node_record()),
+            pressure: Arc::clone(kubelet.node_pressure()),
         },
     ));
-    let (updater, lease) = node_controllers(&config, Arc::clone(&api), Arc::clone(clock), source);
+    // Hollow nodes run no eviction manager: their pressure never changes.
+    let (updater, lease) =
+        node_controllers(&config, Arc::clone(&api), Arc::clone(clock), source, None);
     let node_status_period = config
         .raw
         .node_status_update_frequency

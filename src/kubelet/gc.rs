@@ -1,6 +1,7 @@
 //! The garbage collection threads (upstream `StartGarbageCollection`): `container-gc` every
-//! minute and `image-gc` every `--image-gc-period` (5 min), each running once right away.
-//! Both stop when the kubelet's stop channel closes.
+//! minute and `image-gc` every `--image-gc-period` (5 min), each running once right away,
+//! and the `eviction` thread, which shares the image collector. All stop when the kubelet's
+//! stop channel closes.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -71,10 +72,6 @@ impl Kubelet {
 
         let raw = &self.config.raw;
         let high = raw.image_gc_high_threshold_percent.unwrap_or(85);
-        if high >= 100 {
-            log::info!("image GC disabled (imageGCHighThresholdPercent is 100)");
-            return Ok(threads);
-        }
         let policy = ImageGcPolicy {
             high_threshold_percent: u8::try_from(high.clamp(0, 100)).unwrap_or(85),
             low_threshold_percent: u8::try_from(
@@ -88,20 +85,27 @@ impl Kubelet {
                 .and_then(|d| d.to_std())
                 .unwrap_or(Duration::from_secs(120)),
         };
-        let gc = ImageGc::new(
-            Arc::clone(self.runtime_manager.images()),
-            Arc::clone(self.runtime_manager.runtime()),
-            Arc::clone(&self.clock),
-            policy,
-            Box::new(statvfs_stats),
-        )
-        .with_pinned(
-            self.config
-                .pod_infra_container_image
-                .iter()
-                .cloned()
-                .collect(),
+        let gc = Arc::new(
+            ImageGc::new(
+                Arc::clone(self.runtime_manager.images()),
+                Arc::clone(self.runtime_manager.runtime()),
+                Arc::clone(&self.clock),
+                policy,
+                Box::new(statvfs_stats),
+            )
+            .with_pinned(
+                self.config
+                    .pod_infra_container_image
+                    .iter()
+                    .cloned()
+                    .collect(),
+            ),
         );
+        threads.push(self.start_eviction_thread(Arc::clone(&gc), stop)?);
+        if high >= 100 {
+            log::info!("image GC disabled (imageGCHighThresholdPercent is 100)");
+            return Ok(threads);
+        }
         let recorder = Arc::clone(&self.recorder);
         let node = self.config.node_name.clone();
         let mut failures = 0u32;

@@ -202,9 +202,11 @@ impl SyncHandler for Kubelet {
                 continue;
             }
             let mut manager = self.pods();
+            // Pressure first, as upstream's admit handlers run the eviction manager's first.
             let verdict = self
-                .sysctls
+                .eviction
                 .admit(&pod)
+                .and_then(|()| self.sysctls.admit(&pod))
                 .and_then(|()| self.admit_user_namespace(&pod))
                 .and_then(|()| {
                     let active = self.active_pods(&manager);

@@ -530,6 +530,12 @@ impl HostInterface for KubeletHost {
             &["container_type", "code"],
             &m.started_containers_errors,
         );
+        e.counter_vec(
+            "kubelet_evictions",
+            "[ALPHA] Cumulative number of pod evictions by eviction signal",
+            &["eviction_signal"],
+            &m.evictions,
+        );
         self.probe_exposition(&mut e);
         process_metrics(&mut e);
         e.finish()

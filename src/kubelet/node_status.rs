@@ -52,6 +52,7 @@ pub struct KubeletNodeStatus {
     pleg: Arc<GenericPleg>,
     recorder: Arc<dyn Recorder>,
     node: Arc<NodeRecord>,
+    pressure: Arc<crate::eviction::NodePressure>,
 }
 
 /// Everything [`KubeletNodeStatus`] is built from.
@@ -70,6 +71,8 @@ pub struct NodeStatusDeps {
     pub runtime_version: String,
     /// The kubelet's record of its Node (node IPs in; UID and addresses out).
     pub node: Arc<NodeRecord>,
+    /// The eviction manager's node conditions.
+    pub pressure: Arc<crate::eviction::NodePressure>,
 }
 
 impl KubeletNodeStatus {
@@ -113,6 +116,7 @@ impl KubeletNodeStatus {
             pleg: deps.pleg,
             recorder: deps.recorder,
             node: deps.node,
+            pressure: deps.pressure,
         }
     }
 }
@@ -155,7 +159,12 @@ impl NodeStatusSource for KubeletNodeStatus {
             }
         };
         let pleg_healthy = self.pleg.healthy();
+        let pressure = self.pressure.conditions();
+        use crate::eviction::NodeCondition;
         NodeStatusInputs {
+            memory_pressure: pressure.contains(&NodeCondition::MemoryPressure),
+            disk_pressure: pressure.contains(&NodeCondition::DiskPressure),
+            pid_pressure: pressure.contains(&NodeCondition::PidPressure),
             hostname: self.node_name.clone(),
             node_ips: self.node_ips.clone(),
             machine: self.machine.clone(),
@@ -206,7 +215,10 @@ pub fn start_node_threads(
     source: Arc<KubeletNodeStatus>,
     stop: &Receiver<()>,
 ) -> Result<Vec<JoinHandle<()>>, KubeletError> {
-    let (updater, lease) = node_controllers(config, client, clock, source);
+    // Capacity 1: one pending wake-up covers every change before the updater runs.
+    let (nudge_tx, nudge_rx) = crossbeam_channel::bounded(1);
+    source.pressure.notify_changes(nudge_tx);
+    let (updater, lease) = node_controllers(config, client, clock, source, Some(nudge_rx));
     let stop_status = stop.clone();
     let stop_lease = stop.clone();
     let status = std::thread::Builder::new()
@@ -265,6 +277,7 @@ pub fn node_controllers(
     client: Arc<dyn KubeClient>,
     clock: Arc<dyn Clock>,
     source: Arc<KubeletNodeStatus>,
+    nudge: Option<Receiver<()>>,
 ) -> (Arc<NodeStatusUpdater>, Arc<NodeLeaseController>) {
     let mut status_config = NodeStatusConfig::new(node_registration(config));
     status_config.register_node = config.raw.register_node.unwrap_or(true);
@@ -284,12 +297,16 @@ pub fn node_controllers(
     {
         status_config.report_frequency = d;
     }
-    let updater = Arc::new(NodeStatusUpdater::new(
+    let mut updater = NodeStatusUpdater::new(
         status_config,
         Arc::clone(&client),
         source,
         Arc::clone(&clock),
-    ));
+    );
+    if let Some(nudge) = nudge {
+        updater = updater.with_nudge(nudge);
+    }
+    let updater = Arc::new(updater);
     let lease = Arc::new(NodeLeaseController::new(
         client,
         clock,

@@ -394,6 +394,35 @@ impl ImageGc {
             report.bytes_to_free,
             self.policy.low_threshold_percent
         );
+        let freed = self.free_space(report.bytes_to_free, now, &in_use, &mut report.removed);
+        if freed < report.bytes_to_free {
+            return Err(format!(
+                "Failed to garbage collect required amount of images. Attempted to free {} bytes, but only found {freed} bytes eligible to free.",
+                report.bytes_to_free
+            ));
+        }
+        Ok(report)
+    }
+
+    /// Removes every image no container uses that was seen at least `min_age` ago (upstream
+    /// `DeleteUnusedImages`, which the eviction manager calls under disk pressure); returns
+    /// the bytes freed.
+    pub fn delete_unused_images(&self) -> Result<u64, String> {
+        let now = self.clock.wall();
+        let in_use = self.detect_images(now).map_err(|e| e.to_string())?;
+        let mut removed = Vec::new();
+        Ok(self.free_space(u64::MAX, now, &in_use, &mut removed))
+    }
+
+    /// Removes unused images, least recently used first, until `bytes_to_free` are freed;
+    /// returns the bytes freed and adds the removed ids to `removed`.
+    fn free_space(
+        &self,
+        bytes_to_free: u64,
+        now: SystemTime,
+        in_use: &HashSet<String>,
+        removed: &mut Vec<String>,
+    ) -> u64 {
         let mut candidates: Vec<(String, ImageRecord)> = self
             .records
             .lock()
@@ -405,7 +434,7 @@ impl ImageGc {
         candidates.sort_by_key(|(_, r)| (r.last_used, r.first_detected));
         let mut freed = 0u64;
         for (id, record) in candidates {
-            if freed >= report.bytes_to_free {
+            if freed >= bytes_to_free {
                 break;
             }
             if now
@@ -421,7 +450,7 @@ impl ImageGc {
                 Ok(()) => {
                     log::info!("image GC: removed image {id} ({} bytes)", record.size);
                     freed += record.size;
-                    report.removed.push(id.clone());
+                    removed.push(id.clone());
                     if let Ok(mut records) = self.records.lock() {
                         records.remove(&id);
                     }
@@ -429,13 +458,7 @@ impl ImageGc {
                 Err(e) => log::warn!("image GC: removing image {id}: {e}"),
             }
         }
-        if freed < report.bytes_to_free {
-            return Err(format!(
-                "Failed to garbage collect required amount of images. Attempted to free {} bytes, but only found {freed} bytes eligible to free.",
-                report.bytes_to_free
-            ));
-        }
-        Ok(report)
+        freed
     }
 }
 

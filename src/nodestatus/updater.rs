@@ -81,6 +81,9 @@ pub struct NodeStatusUpdater {
     clock: Arc<dyn Clock>,
     /// Set once registration succeeded (or is off); the loop backs off until then.
     registered: AtomicBool,
+    /// Wakes the loop before the update period ends (a node condition changed and should be
+    /// reported promptly).
+    nudge: Option<Receiver<()>>,
     /// When status was last patched; the report period counts from here. Locked only to
     /// read or write the value, never across an API call.
     last_report: Mutex<Option<Instant>>,
@@ -101,8 +104,15 @@ impl NodeStatusUpdater {
             source,
             clock,
             registered,
+            nudge: None,
             last_report: Mutex::new(None),
         }
+    }
+
+    /// Also syncs whenever `nudge` receives, not only every update period.
+    pub fn with_nudge(mut self, nudge: Receiver<()>) -> Self {
+        self.nudge = Some(nudge);
+        self
     }
 
     fn node_name(&self) -> &str {
@@ -142,9 +152,18 @@ impl NodeStatusUpdater {
                     self.config.update_frequency
                 }
             };
-            match stop.recv_timeout(wait) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            let never = crossbeam_channel::never();
+            let nudge = self.nudge.as_ref().unwrap_or(&never);
+            crossbeam_channel::select! {
+                recv(stop) -> _ => break,
+                recv(nudge) -> msg => if msg.is_err() {
+                    // The sender is gone: wait out the period on `stop` alone.
+                    match stop.recv_timeout(wait) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                },
+                default(wait) => {}
             }
         }
         log::info!("Node status updater stopped node=\"{}\"", self.node_name());

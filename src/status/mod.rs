@@ -28,10 +28,53 @@ pub struct PodStatusEntry {
     pub status: Arc<PodStatus>,
 }
 
+/// How a pod the kubelet stops on its own account ends (upstream's `PodStatusFunc` of a
+/// kill): an eviction makes it `Failed` with reason `Evicted`, its message, and (for
+/// node-pressure evictions) a `DisruptionTarget` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Termination {
+    /// `status.reason`.
+    pub reason: String,
+    /// `status.message`, also the condition's message.
+    pub message: String,
+    /// Add `DisruptionTarget=True` with reason `TerminationByKubelet`.
+    pub disruption_target: bool,
+}
+
+impl Termination {
+    /// Lays the termination over a generated status: the condition at once; phase `Failed`,
+    /// reason and message only once the containers have stopped (`stopped`), as upstream
+    /// never reports a terminal phase for a pod that may still run containers.
+    pub fn apply(&self, status: &mut PodStatus, stopped: bool) {
+        if stopped {
+            status.phase = Some("Failed".into());
+            status.reason = Some(self.reason.clone());
+            status.message = Some(self.message.clone());
+        }
+        if self.disruption_target {
+            let conditions = status.conditions.get_or_insert_with(Vec::new);
+            conditions.retain(|c| c.type_ != "DisruptionTarget");
+            conditions.push(k8s_openapi::api::core::v1::PodCondition {
+                type_: "DisruptionTarget".into(),
+                status: "True".into(),
+                reason: Some("TerminationByKubelet".into()),
+                message: Some(self.message.clone()),
+                last_transition_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    crate::server::stats::now(),
+                )),
+                ..Default::default()
+            });
+        }
+    }
+}
+
 /// Latest status per pod, and what the API sync still has to do.
 #[derive(Debug)]
 pub struct StatusManager {
     statuses: Mutex<HashMap<PodUid, PodStatusEntry>>,
+    /// Pods the kubelet is stopping on its own account (evictions) and how they end; kept
+    /// until the pod is forgotten.
+    terminations: Mutex<HashMap<PodUid, Arc<Termination>>>,
     /// Pods whose status changed since the API sync last looked, and pods whose API object may
     /// be deleted (terminated with a deletion timestamp).
     pending: Mutex<Pending>,
@@ -52,6 +95,7 @@ impl Default for StatusManager {
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         StatusManager {
             statuses: Mutex::new(HashMap::new()),
+            terminations: Mutex::new(HashMap::new()),
             pending: Mutex::new(Pending::default()),
             wake_tx,
             wake_rx,
@@ -219,6 +263,22 @@ impl StatusManager {
         if let Ok(mut s) = self.statuses.lock() {
             s.remove(uid);
         }
+        if let Ok(mut t) = self.terminations.lock() {
+            t.remove(uid);
+        }
+    }
+
+    /// Records how a pod the kubelet is about to stop ends; every status generated for it
+    /// from now on carries it.
+    pub fn set_termination(&self, uid: &PodUid, termination: Termination) {
+        if let Ok(mut t) = self.terminations.lock() {
+            t.insert(uid.clone(), Arc::new(termination));
+        }
+    }
+
+    /// How a pod stopped by the kubelet ends, if it was.
+    pub fn termination(&self, uid: &PodUid) -> Option<Arc<Termination>> {
+        self.terminations.lock().ok()?.get(uid).cloned()
     }
 
     /// Every stored status.

@@ -201,6 +201,8 @@ pub struct KubeletMetrics {
     pub started_containers: CounterVec,
     /// `kubelet_started_containers_errors_total{container_type,code}`.
     pub started_containers_errors: CounterVec,
+    /// `kubelet_evictions{eviction_signal}`.
+    pub evictions: CounterVec,
 }
 
 /// The process-wide kubelet metrics.
@@ -216,6 +218,7 @@ pub fn kubelet() -> &'static KubeletMetrics {
         started_pods_errors: Counter::default(),
         started_containers: CounterVec::default(),
         started_containers_errors: CounterVec::default(),
+        evictions: CounterVec::default(),
     })
 }
 

@@ -143,6 +143,7 @@ impl ClusterNode {
                 runtime_name: "fake".into(),
                 runtime_version: "0.1.0".into(),
                 node: Arc::clone(kubelet.node_record()),
+                pressure: Arc::clone(kubelet.node_pressure()),
             },
         ));
         sources

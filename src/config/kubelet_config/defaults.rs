@@ -150,6 +150,18 @@ impl KubeletConfiguration {
             secs(5 * MINUTE),
         );
         set(&mut self.merge_default_eviction_settings, false);
+        // Upstream's loadConfigFile: no evictionHard means the defaults; a partial one is
+        // completed with them only under mergeDefaultEvictionSettings.
+        let defaults = crate::eviction::threshold::default_eviction_hard();
+        match self.eviction_hard.as_mut() {
+            None => self.eviction_hard = Some(defaults),
+            Some(given) if self.merge_default_eviction_settings == Some(true) => {
+                for (signal, value) in defaults {
+                    given.entry(signal).or_insert(value);
+                }
+            }
+            Some(_) => {}
+        }
 
         set_str(&mut self.container_log_max_size, "10Mi");
         set(&mut self.container_log_max_files, 5);
