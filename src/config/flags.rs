@@ -254,6 +254,43 @@ pub struct KubeletFlags {
     #[structopt(long)]
     pub container_log_max_files: Option<i32>,
 
+    /// Hard eviction thresholds, "<signal><<quantity or %>" comma-separated, replacing the
+    /// whole setting, e.g. "memory.available<100Mi,nodefs.available<10%"
+    /// [default: memory.available<100Mi,nodefs.available<10%,nodefs.inodesFree<5%,
+    /// imagefs.available<15%,imagefs.inodesFree<5%] (config: evictionHard)
+    #[structopt(long)]
+    pub eviction_hard: Option<crate::config::node_flags::ThresholdMap>,
+
+    /// Soft eviction thresholds, as --eviction-hard; each needs a grace period
+    /// (config: evictionSoft)
+    #[structopt(long)]
+    pub eviction_soft: Option<crate::config::node_flags::ThresholdMap>,
+
+    /// How long each soft threshold must hold before pods are evicted, "<signal>=<duration>"
+    /// comma-separated, e.g. "memory.available=1m30s" (config: evictionSoftGracePeriod)
+    #[structopt(long)]
+    pub eviction_soft_grace_period: Option<crate::config::node_flags::SignalMap>,
+
+    /// Once a threshold is met, how much beyond it must be free again, "<signal>=<quantity>"
+    /// comma-separated (config: evictionMinimumReclaim)
+    #[structopt(long)]
+    pub eviction_minimum_reclaim: Option<crate::config::node_flags::SignalMap>,
+
+    /// How long a pressure condition stays after its threshold is no longer met
+    /// [default: 5m] (config: evictionPressureTransitionPeriod)
+    #[structopt(long)]
+    pub eviction_pressure_transition_period: Option<GoDuration>,
+
+    /// Longest grace period, in seconds, of pods evicted for a soft threshold; 0 uses the
+    /// pod's own [default: 0] (config: evictionMaxPodGracePeriod)
+    #[structopt(long, allow_hyphen_values = true)]
+    pub eviction_max_pod_grace_period: Option<i32>,
+
+    /// Evict pods above their ephemeral-storage limits and emptyDirs above their sizeLimit
+    /// [default: true] (config: localStorageCapacityIsolation)
+    #[structopt(long)]
+    pub local_storage_capacity_isolation: Option<bool>,
+
     /// Images listed in the node's status, largest first; -1 lists all, 0 none [default: 50]
     /// (config: nodeStatusMaxImages)
     #[structopt(long, allow_hyphen_values = true)]

@@ -309,3 +309,40 @@ mod tests {
         }
     }
 }
+
+/// An eviction threshold flag's value (upstream's "LangleSeparatedMapStringString"):
+/// `memory.available<100Mi,nodefs.available<10%`. The flag replaces the whole setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThresholdMap(pub BTreeMap<String, String>);
+
+impl FromStr for ThresholdMap {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        separated_map(s, '<').map(ThresholdMap)
+    }
+}
+
+/// A `signal=value` flag's value (`memory.available=1m30s,nodefs.available=2m`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalMap(pub BTreeMap<String, String>);
+
+impl FromStr for SignalMap {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        separated_map(s, '=').map(SignalMap)
+    }
+}
+
+fn separated_map(s: &str, separator: char) -> Result<BTreeMap<String, String>, String> {
+    s.split(',')
+        .filter(|item| !item.trim().is_empty())
+        .map(|item| {
+            let (key, value) = item.split_once(separator).ok_or_else(|| {
+                format!("malformed pair, expect string{separator}string: {item:?}")
+            })?;
+            Ok((key.trim().to_string(), value.trim().to_string()))
+        })
+        .collect()
+}

@@ -83,28 +83,6 @@ pub const ACCEPTED: &[(&str, Takes, &str)] = &[
     ("event-qps", Takes::Value, "eventRecordQPS"),
     ("event-storage-age-limit", Takes::Value, ""),
     ("event-storage-event-limit", Takes::Value, ""),
-    ("eviction-hard", Takes::Value, "evictionHard"),
-    (
-        "eviction-max-pod-grace-period",
-        Takes::Value,
-        "evictionMaxPodGracePeriod",
-    ),
-    (
-        "eviction-minimum-reclaim",
-        Takes::Value,
-        "evictionMinimumReclaim",
-    ),
-    (
-        "eviction-pressure-transition-period",
-        Takes::Value,
-        "evictionPressureTransitionPeriod",
-    ),
-    ("eviction-soft", Takes::Value, "evictionSoft"),
-    (
-        "eviction-soft-grace-period",
-        Takes::Value,
-        "evictionSoftGracePeriod",
-    ),
     ("exit-on-lock-contention", Takes::Bool, ""),
     ("experimental-allocatable-ignore-eviction", Takes::Bool, ""),
     ("experimental-mounter-path", Takes::Value, ""),
@@ -139,11 +117,6 @@ pub const ACCEPTED: &[(&str, Takes, &str)] = &[
     ("kube-reserved", Takes::Value, "kubeReserved"),
     ("kube-reserved-cgroup", Takes::Value, "kubeReservedCgroup"),
     ("kubelet-cgroups", Takes::Value, "kubeletCgroups"),
-    (
-        "local-storage-capacity-isolation",
-        Takes::Bool,
-        "localStorageCapacityIsolation",
-    ),
     ("lock-file", Takes::Value, ""),
     ("log-cadvisor-usage", Takes::Bool, ""),
     (
@@ -356,8 +329,8 @@ mod tests {
         let (kept, accepted) = split(&[
             "--fail-swap-on=false",
             "--max-pods=20",
-            "--eviction-hard",
-            "memory.available<100Mi",
+            "--image-gc-high-threshold",
+            "90",
             "--kube_reserved=cpu=100m",
             "--seccomp-default",
             "--",
@@ -372,7 +345,7 @@ mod tests {
             accepted,
             [
                 "--fail-swap-on=false",
-                "--eviction-hard=memory.available<100Mi",
+                "--image-gc-high-threshold=90",
                 "--kube-reserved=cpu=100m",
                 "--seccomp-default=true"
             ]
@@ -392,8 +365,8 @@ mod tests {
     #[test]
     fn a_missing_or_bad_value_names_the_flag() {
         assert_eq!(
-            split(&["--eviction-hard"]).unwrap_err(),
-            "flag needs an argument: --eviction-hard"
+            split(&["--image-gc-high-threshold"]).unwrap_err(),
+            "flag needs an argument: --image-gc-high-threshold"
         );
         assert!(split(&["--fail-swap-on=maybe"])
             .unwrap_err()

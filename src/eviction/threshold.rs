@@ -169,11 +169,37 @@ pub enum ThresholdError {
         reason: String,
     },
     /// A soft threshold without a grace period, or a grace period that does not parse.
-    #[error("evictionSoftGracePeriod: {reason}")]
+    #[error("{setting}: {reason}")]
     GracePeriod {
+        /// `evictionSoft` (no grace period) or `evictionSoftGracePeriod`.
+        setting: &'static str,
+        /// The signal.
+        signal: String,
         /// Why.
         reason: String,
     },
+}
+
+impl ThresholdError {
+    /// The setting (`evictionHard`, ...) that is wrong.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            ThresholdError::UnsupportedSignal { setting, .. }
+            | ThresholdError::Quantity { setting, .. }
+            | ThresholdError::OutOfRange { setting, .. }
+            | ThresholdError::GracePeriod { setting, .. } => setting,
+        }
+    }
+
+    /// The signal whose entry is wrong.
+    pub fn signal(&self) -> &str {
+        match self {
+            ThresholdError::UnsupportedSignal { signal, .. }
+            | ThresholdError::Quantity { signal, .. }
+            | ThresholdError::OutOfRange { signal, .. }
+            | ThresholdError::GracePeriod { signal, .. } => signal,
+        }
+    }
 }
 
 /// The eviction settings as given in the configuration (after flags and defaults).
@@ -307,11 +333,15 @@ pub fn parse_thresholds(
         let signal = signal_of("evictionSoftGracePeriod", name)?;
         let period = crate::util::duration::parse_duration(text).map_err(|e| {
             ThresholdError::GracePeriod {
+                setting: "evictionSoftGracePeriod",
+                signal: name.clone(),
                 reason: format!("{name}: {e}"),
             }
         })?;
         let Some(period) = period.to_std().filter(|p| !p.is_zero()) else {
             return Err(ThresholdError::GracePeriod {
+                setting: "evictionSoftGracePeriod",
+                signal: name.clone(),
                 reason: format!(
                     "invalid eviction grace period specified: {text}, must be a positive value"
                 ),
@@ -326,6 +356,8 @@ pub fn parse_thresholds(
         };
         let Some(&grace_period) = grace.get(&signal) else {
             return Err(ThresholdError::GracePeriod {
+                setting: "evictionSoft",
+                signal: name.clone(),
                 reason: format!(
                     "grace period must be specified for the soft eviction threshold {name}"
                 ),

@@ -74,8 +74,14 @@ pub fn is_mirror_pod(pod: &Pod) -> bool {
         .is_some_and(|a| a.contains_key(CONFIG_MIRROR_ANNOTATION))
 }
 
-/// The part of a pod status the kubelet owns, as JSON: its fields and its conditions.
-fn kubelet_part(status: &PodStatus) -> Value {
+/// Pod conditions the kubelet shares with others (upstream `PodConditionSharedByKubelet`):
+/// written when the kubelet's status has one (an eviction's `DisruptionTarget`), left alone
+/// otherwise.
+const SHARED_CONDITIONS: &[&str] = &["DisruptionTarget"];
+
+/// The part of a pod status the kubelet owns, as JSON: its fields and its conditions, with
+/// the shared conditions named in `shared`.
+fn kubelet_part(status: &PodStatus, shared: &[&str]) -> Value {
     let mut value = serde_json::to_value(status).unwrap_or_default();
     if let Value::Object(fields) = &mut value {
         fields.retain(|k, _| KUBELET_FIELDS.contains(&k.as_str()));
@@ -83,7 +89,7 @@ fn kubelet_part(status: &PodStatus) -> Value {
             conditions.retain(|c| {
                 c["type"]
                     .as_str()
-                    .is_some_and(|t| KUBELET_CONDITIONS.contains(&t))
+                    .is_some_and(|t| KUBELET_CONDITIONS.contains(&t) || shared.contains(&t))
             });
         }
     }
@@ -94,8 +100,14 @@ fn kubelet_part(status: &PodStatus) -> Value {
 /// holds of the kubelet's part) into `new`, with the target's UID as precondition (upstream
 /// `PatchPodStatus`); `None` when nothing the kubelet owns changes.
 pub fn pod_status_patch(uid: &str, old: &PodStatus, new: &PodStatus) -> Option<Value> {
-    let old = serde_json::json!({ "status": kubelet_part(old) });
-    let new = serde_json::json!({ "metadata": { "uid": uid }, "status": kubelet_part(new) });
+    let shared: Vec<&str> = SHARED_CONDITIONS
+        .iter()
+        .copied()
+        .filter(|t| new.conditions.iter().flatten().any(|c| c.type_ == *t))
+        .collect();
+    let old = serde_json::json!({ "status": kubelet_part(old, &shared) });
+    let new =
+        serde_json::json!({ "metadata": { "uid": uid }, "status": kubelet_part(new, &shared) });
     let patch = strategic::two_way(&old, &new, strategic::pod_schema)?;
     let unchanged = patch.get("status").is_none();
     (!unchanged).then_some(patch)
@@ -346,6 +358,30 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_disruption_target_is_written_when_the_kubelet_has_one_and_left_alone_otherwise() {
+        let mut server = status("Running");
+        server
+            .conditions
+            .as_mut()
+            .unwrap()
+            .push(condition("DisruptionTarget", "True"));
+        // The API holds one (set by another component); the kubelet's status has none.
+        let patch = pod_status_patch("u1", &server, &status("Running"));
+        assert!(patch.is_none(), "{patch:?}");
+        // The kubelet evicts: its condition goes out.
+        let mut evicted = status("Failed");
+        evicted
+            .conditions
+            .as_mut()
+            .unwrap()
+            .push(condition("DisruptionTarget", "True"));
+        let patch = pod_status_patch("u1", &status("Running"), &evicted).unwrap();
+        let text = patch.to_string();
+        assert!(text.contains("DisruptionTarget"), "{text}");
+        assert!(text.contains("\"phase\":\"Failed\""), "{text}");
     }
 
     #[test]

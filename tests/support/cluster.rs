@@ -100,6 +100,14 @@ impl ClusterNode {
             "--node-ip=127.0.0.1".into(),
             "--resolv-conf=".into(),
         ];
+        if !extra_args.iter().any(|a| a.starts_with("--eviction-hard")) {
+            // As the e2e harness: a shared machine's full disk must not turn these tests
+            // into eviction tests.
+            args.push(
+                "--eviction-hard=memory.available<1Mi,nodefs.available<1%,imagefs.available<1%"
+                    .into(),
+            );
+        }
         args.extend(extra_args.iter().cloned());
         let config = Arc::new(KubeletConfig::from_args(args.iter().map(Into::into)).unwrap());
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);

@@ -37,8 +37,16 @@ impl Cluster {
 
     /// Like [`Cluster::start`] with extra kubelet flags.
     pub fn start_with(name: &str, extra_args: &[&str]) -> Cluster {
+        Self::start_with_root(name, extra_args, |_| {})
+    }
+
+    /// Like [`Cluster::start_with`], calling `setup` on the kubelet's root dir (empty, just
+    /// created) before the kubelet starts.
+    pub fn start_with_root(name: &str, extra_args: &[&str], setup: impl FnOnce(&Path)) -> Cluster {
         clean_runtime();
         let dir = scratch_dir(name);
+        std::fs::create_dir_all(dir.join("root")).unwrap();
+        setup(&dir.join("root"));
         let server = ApiServer::start();
         server
             .write_kubeconfig(&dir.join("kubelet.conf"), &format!("system:node:{NODE}"))
@@ -46,7 +54,6 @@ impl Cluster {
         server
             .write_kubeconfig(&dir.join("admin.conf"), "kubernetes-admin")
             .unwrap();
-        std::fs::create_dir_all(dir.join("root")).unwrap();
         std::fs::write(dir.join("client-ca.crt"), server.ca_pem()).unwrap();
         let port = super::free_port();
         let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
@@ -161,12 +168,28 @@ pub fn spawn_kubelet(dir: &Path, port: u16, extra_args: &[String]) -> Child {
             dir.join("client-ca.crt").display()
         ))
         .args(["-v", "2"])
+        .args(harness_eviction_thresholds(extra_args))
         .args(extra_args)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap()
 }
+
+/// Hard eviction thresholds for tests that are not about eviction: the defaults' memory
+/// threshold and disk thresholds of 1%, so a shared machine's disk running below upstream's
+/// 10-15% does not turn these tests into eviction tests. A test that passes
+/// `--eviction-hard` itself gets no harness thresholds.
+pub fn harness_eviction_thresholds(extra_args: &[String]) -> Vec<String> {
+    if extra_args.iter().any(|a| a.starts_with("--eviction-hard")) {
+        return Vec::new();
+    }
+    vec![HARNESS_EVICTION_HARD.to_string()]
+}
+
+/// See [`harness_eviction_thresholds`].
+pub const HARNESS_EVICTION_HARD: &str = "--eviction-hard=memory.available<100Mi,\
+     nodefs.available<1%,nodefs.inodesFree<1%,imagefs.available<1%,imagefs.inodesFree<1%";
 
 /// A pod bound to the node running `sh -c script`.
 pub fn pod(name: &str, script: &str, grace: i64) -> Pod {

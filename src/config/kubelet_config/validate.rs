@@ -372,6 +372,14 @@ impl Validator<'_> {
     }
 
     fn relations(&self, c: &KubeletConfiguration) -> Result<(), ConfigError> {
+        if let Err(e) = crate::eviction::EvictionConfig::from_config(c) {
+            let related: &[&str] = match e.setting() {
+                "evictionSoft" => &["evictionSoftGracePeriod"],
+                _ => &[],
+            };
+            let origin = self.related(e.setting(), related);
+            return Err(origin.invalid(e.signal(), e.to_string()));
+        }
         let high = c.image_gc_high_threshold_percent.unwrap_or(85);
         let low = c.image_gc_low_threshold_percent.unwrap_or(80);
         if low >= high {

@@ -522,6 +522,62 @@ resolvConf: /run/systemd/resolve/resolv.conf
     }
 
     #[test]
+    fn eviction_flags_replace_the_file_and_bad_thresholds_name_their_source() {
+        let dir = TempDir::new("eviction-flags");
+        let config = dir.config("evictionHard: {memory.available: 200Mi, nodefs.available: 5%}\n");
+        let c = with_config(&config, &[]).unwrap();
+        assert_eq!(
+            c.raw.eviction_hard.as_ref().unwrap().len(),
+            2,
+            "no merge by default"
+        );
+        let flags = [
+            "--eviction-hard=memory.available<1Gi",
+            "--eviction-soft=memory.available<2Gi",
+            "--eviction-soft-grace-period=memory.available=1m30s",
+            "--eviction-pressure-transition-period=30s",
+            "--eviction-max-pod-grace-period=20",
+            "--local-storage-capacity-isolation=false",
+        ];
+        let c = with_config(&config, &flags).unwrap();
+        let hard = c.raw.eviction_hard.as_ref().unwrap();
+        assert_eq!(hard.len(), 1);
+        assert_eq!(hard["memory.available"], "1Gi");
+        assert_eq!(c.raw.eviction_max_pod_grace_period, Some(20));
+        assert_eq!(c.raw.local_storage_capacity_isolation, Some(false));
+        let eviction = crate::eviction::EvictionConfig::from_config(&c.raw).unwrap();
+        assert_eq!(eviction.thresholds.len(), 2);
+        assert_eq!(
+            eviction.pressure_transition_period,
+            std::time::Duration::from_secs(30)
+        );
+        let err = with_config(&config, &["--eviction-soft=memory.available<2Gi"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--eviction-soft"), "{err}");
+        assert!(
+            err.contains("grace period must be specified for the soft eviction threshold"),
+            "{err}"
+        );
+        let bad = dir.config("evictionHard: {memory.free: 1Gi}\n");
+        let err = with_config(&bad, &[]).unwrap_err().to_string();
+        assert!(err.contains("evictionHard"), "{err}");
+        assert!(
+            err.contains("unsupported eviction signal memory.free"),
+            "{err}"
+        );
+        let merged = dir
+            .config("evictionHard: {memory.available: 1Gi}\nmergeDefaultEvictionSettings: true\n");
+        let c = with_config(&merged, &[]).unwrap();
+        let hard = c.raw.eviction_hard.as_ref().unwrap();
+        assert_eq!(hard.len(), 5);
+        assert_eq!(hard["memory.available"], "1Gi");
+        assert_eq!(hard["imagefs.available"], "15%");
+        let c = settings(&[]).unwrap();
+        assert_eq!(c.raw.eviction_hard.as_ref().unwrap().len(), 5);
+    }
+
+    #[test]
     fn zero_durations_and_empty_strings_in_the_file_mean_default() {
         let dir = TempDir::new("zero-means-default");
         let body = "syncFrequency: 0s\nfileCheckFrequency: 0s\nruntimeRequestTimeout: 0s\n\

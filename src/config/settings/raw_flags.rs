@@ -2,7 +2,7 @@
 //! (`raw`), where the server reads its address, ports, TLS files, authentication and
 //! authorization, the kubelet its QoS cgroup layout, registration its taints, provider ID
 //! and whether to register at all, node status its image count, the certificate manager
-//! whether to rotate, and the log manager when.
+//! whether to rotate, the log manager when, and the eviction manager its thresholds.
 
 use std::path::PathBuf;
 
@@ -77,6 +77,77 @@ pub(super) fn lay_flags_over_raw(
             Ok(_) => return Err(origin.invalid(&size, "must not be negative")),
             Err(e) => return Err(origin.invalid(&size, e.to_string())),
         }
+    }
+    let mut eviction_origins = std::collections::BTreeMap::new();
+    let picks = [
+        (
+            m.pick(
+                flags.eviction_hard.take().map(|m| m.0),
+                "--eviction-hard",
+                &mut raw.eviction_hard,
+                "evictionHard",
+            ),
+            "evictionHard",
+        ),
+        (
+            m.pick(
+                flags.eviction_soft.take().map(|m| m.0),
+                "--eviction-soft",
+                &mut raw.eviction_soft,
+                "evictionSoft",
+            ),
+            "evictionSoft",
+        ),
+        (
+            m.pick(
+                flags.eviction_soft_grace_period.take().map(|m| m.0),
+                "--eviction-soft-grace-period",
+                &mut raw.eviction_soft_grace_period,
+                "evictionSoftGracePeriod",
+            ),
+            "evictionSoftGracePeriod",
+        ),
+        (
+            m.pick(
+                flags.eviction_minimum_reclaim.take().map(|m| m.0),
+                "--eviction-minimum-reclaim",
+                &mut raw.eviction_minimum_reclaim,
+                "evictionMinimumReclaim",
+            ),
+            "evictionMinimumReclaim",
+        ),
+    ];
+    for (picked, field) in picks {
+        if let Some((_, origin)) = picked {
+            eviction_origins.insert(field, origin);
+        }
+    }
+    m.pick(
+        flags.eviction_pressure_transition_period.take(),
+        "--eviction-pressure-transition-period",
+        &mut raw.eviction_pressure_transition_period,
+        "evictionPressureTransitionPeriod",
+    );
+    m.pick(
+        flags.eviction_max_pod_grace_period.take(),
+        "--eviction-max-pod-grace-period",
+        &mut raw.eviction_max_pod_grace_period,
+        "evictionMaxPodGracePeriod",
+    );
+    m.pick(
+        flags.local_storage_capacity_isolation.take(),
+        "--local-storage-capacity-isolation",
+        &mut raw.local_storage_capacity_isolation,
+        "localStorageCapacityIsolation",
+    );
+    // Thresholds relate several settings (a soft threshold needs its grace period), so they
+    // are checked once the flags are in; the error names the flag or file that set the
+    // faulty one.
+    if let Err(e) = crate::eviction::EvictionConfig::from_config(raw) {
+        let origin = eviction_origins
+            .remove(e.setting())
+            .unwrap_or_else(|| m.file_origin(e.setting()));
+        return Err(origin.invalid(e.signal(), e.to_string()));
     }
     m.pick(
         flags.register_node.take(),
