@@ -270,6 +270,13 @@ impl Kubelet {
             &config.root_dir,
             &config.pod_logs_dir,
             settings.cgroups.clone(),
+        )
+        .with_volume_stats_period(
+            config
+                .raw
+                .volume_stats_agg_period
+                .and_then(|d| d.to_std())
+                .unwrap_or(crate::eviction::stats::DEFAULT_VOLUME_STATS_AGG_PERIOD),
         );
         let eviction = Arc::new(crate::eviction::Manager::new(
             crate::eviction::EvictionConfig::from_config(&config.raw)?,

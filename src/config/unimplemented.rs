@@ -65,7 +65,6 @@ pub const UNIMPLEMENTED_FIELDS: &[&str] = &[
     "topologyManagerScope",
     "userNamespaces",
     "volumePluginDir",
-    "volumeStatsAggPeriod",
 ];
 
 /// The unimplemented fields of `raw` (the effective configuration, defaults applied) whose

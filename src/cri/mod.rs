@@ -150,6 +150,15 @@ pub trait RuntimeService: Send + Sync {
         let _ = filter;
         Err(unimplemented("ListContainerStats"))
     }
+    /// Pod-level usage (network counters among it) of sandboxes matching `filter`; runtimes
+    /// without it answer Unimplemented.
+    fn list_pod_sandbox_stats(
+        &self,
+        filter: Option<&api::PodSandboxStatsFilter>,
+    ) -> Result<Vec<api::PodSandboxStats>, CriError> {
+        let _ = filter;
+        Err(unimplemented("ListPodSandboxStats"))
+    }
 }
 
 /// The error of an RPC a runtime does not offer.

@@ -434,6 +434,9 @@ impl Manager {
             self.config.monitoring_period
         );
         loop {
+            if !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty)) {
+                return;
+            }
             let evicted = self.synchronize(host.as_ref());
             if !evicted.is_empty() {
                 // Look again at once: the pressure may need another pod to go.

@@ -6,9 +6,9 @@
 //! over 110 pods without disk pressure stays cheap.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -57,7 +57,8 @@ pub struct PodUsage {
     pub containers: Vec<ContainerUsage>,
     /// Local volumes (filled only when disk usage was asked for).
     pub volumes: Vec<VolumeUsage>,
-    /// Bytes of the pod's `etc-hosts` file (counted in its ephemeral storage, as upstream).
+    /// Bytes the pod's `etc-hosts` file takes on disk (counted in its ephemeral storage, as
+    /// upstream).
     pub etc_hosts_bytes: u64,
     /// Processes in the pod's cgroup.
     pub processes: Option<u64>,
@@ -98,6 +99,62 @@ pub trait StatsSource: Send + Sync {
     ) -> Result<HashMap<PodUid, PodUsage>, StatsError>;
 }
 
+/// Walked directory usage, reused for `volumeStatsAggPeriod` (upstream measures volumes
+/// that often in the background and the eviction manager reads the cached figures). A
+/// directory that does not exist yet is not remembered, so a new pod's first files are seen
+/// at the next pass.
+#[derive(Debug)]
+pub struct UsageCache {
+    ttl: Duration,
+    /// Keyed by the path's bytes (hashing an `OsString` is cheaper than a `Path`, which
+    /// hashes component by component).
+    entries: Mutex<HashMap<std::ffi::OsString, (Instant, u64, u64)>>,
+}
+
+impl UsageCache {
+    /// A cache keeping walks for `ttl`.
+    pub fn new(ttl: Duration) -> UsageCache {
+        UsageCache {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Bytes and inodes under `dir`, walked at most once per `ttl`.
+    pub fn usage(&self, dir: &Path, now: Instant) -> (u64, u64) {
+        if let Some(&(at, bytes, inodes)) = self
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(dir.as_os_str())
+        {
+            if now.saturating_duration_since(at) < self.ttl {
+                return (bytes, inodes);
+            }
+        }
+        let (bytes, inodes) = disk_usage(dir);
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if inodes > 0 {
+            entries.insert(dir.as_os_str().to_os_string(), (now, bytes, inodes));
+        } else {
+            entries.remove(dir.as_os_str());
+        }
+        (bytes, inodes)
+    }
+
+    /// Forgets directories not measured for two periods (their pods are gone).
+    pub fn prune(&self, now: Instant) {
+        let keep = self.ttl.saturating_mul(2);
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, (at, _, _)| now.saturating_duration_since(*at) < keep);
+    }
+}
+
+/// Upstream's default `volumeStatsAggPeriod`.
+pub const DEFAULT_VOLUME_STATS_AGG_PERIOD: Duration = Duration::from_secs(60);
+
 /// Measures the host and the runtime.
 pub struct HostStats {
     runtime: Arc<dyn RuntimeService>,
@@ -108,6 +165,8 @@ pub struct HostStats {
     proc_dir: PathBuf,
     /// Pod cgroups, for process counts (none when cgroups are not managed).
     cgroups: Option<CgroupManager>,
+    /// Logs, volumes and `etc-hosts` measured within the last `volumeStatsAggPeriod`.
+    usage: UsageCache,
 }
 
 impl HostStats {
@@ -126,7 +185,15 @@ impl HostStats {
             pod_logs_dir: pod_logs_dir.into(),
             proc_dir: PathBuf::from("/proc"),
             cgroups,
+            usage: UsageCache::new(DEFAULT_VOLUME_STATS_AGG_PERIOD),
         }
+    }
+
+    /// Reuses walked directory usage for `period` (`volumeStatsAggPeriod`; zero walks every
+    /// time).
+    pub fn with_volume_stats_period(mut self, period: Duration) -> HostStats {
+        self.usage.ttl = period;
+        self
     }
 
     /// Reads `/proc` from `dir` instead (tests).
@@ -202,30 +269,46 @@ fn fs_observations(path: &Path) -> Option<(Observation, Observation, u64)> {
     ))
 }
 
-/// Bytes allocated (`du`: blocks × 512) and inodes under `dir`, not crossing into other
-/// filesystems or following links.
-pub fn disk_usage(dir: &Path) -> (u64, u64) {
-    let Ok(top) = std::fs::symlink_metadata(dir) else {
+/// Bytes allocated (`du`: blocks × 512) and inodes of `path` and everything under it, not
+/// crossing into other filesystems or following links. Directories are read through their
+/// descriptors (`openat`, `fstatat`), so no entry costs a lookup of its whole path.
+pub fn disk_usage(path: &Path) -> (u64, u64) {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
+    let blocks = |st: &rustix::fs::Stat| u64::try_from(st.st_blocks).unwrap_or(0) * 512;
+    let Ok(top) = rustix::fs::lstat(path) else {
         return (0, 0);
     };
-    let mut bytes = top.blocks() * 512;
+    let mut bytes = blocks(&top);
     let mut inodes = 1;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(meta) = e.metadata() else {
-                continue;
-            };
-            if meta.dev() != top.dev() {
+    if FileType::from_raw_mode(top.st_mode) != FileType::Directory {
+        return (bytes, inodes);
+    }
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let Ok(fd) = rustix::fs::openat(CWD, path, flags, Mode::empty()) else {
+        return (bytes, inodes);
+    };
+    let mut stack = vec![fd];
+    // Directory entries are read into this buffer, so a walk allocates nothing per entry.
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 8192];
+    while let Some(fd) = stack.pop() {
+        let mut entries = rustix::fs::RawDir::new(&fd, &mut buf);
+        while let Some(Ok(entry)) = entries.next() {
+            let name = entry.file_name();
+            if name.to_bytes() == b"." || name.to_bytes() == b".." {
                 continue;
             }
-            bytes += meta.blocks() * 512;
+            let Ok(st) = rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            if st.st_dev != top.st_dev {
+                continue;
+            }
+            bytes += blocks(&st);
             inodes += 1;
-            if meta.is_dir() {
-                stack.push(e.path());
+            if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                if let Ok(child) = rustix::fs::openat(&fd, name, flags, Mode::empty()) {
+                    stack.push(child);
+                }
             }
         }
     }
@@ -317,6 +400,8 @@ impl StatsSource for HostStats {
             };
             running.entry(uid.as_str()).or_default().push(s);
         }
+        let now = Instant::now();
+        self.usage.prune(now);
         let mut out = HashMap::with_capacity(pods.len());
         for pod in pods {
             let uid = uid_of(pod);
@@ -351,7 +436,7 @@ impl StatsSource for HostStats {
                         &uid.0,
                     )
                     .join(&name);
-                    (c.logs_bytes, c.logs_inodes) = disk_usage(&dir);
+                    (c.logs_bytes, c.logs_inodes) = self.usage.usage(&dir, now);
                 }
                 c.name = name;
                 usage.containers.push(c);
@@ -359,10 +444,8 @@ impl StatsSource for HostStats {
             usage.containers.sort_by(|a, b| a.name.cmp(&b.name));
             if disk {
                 let pod_dir = self.root_dir.join("pods").join(&uid.0);
-                usage.volumes = volume_usage(pod, &pod_dir);
-                usage.etc_hosts_bytes = std::fs::metadata(pod_dir.join("etc-hosts"))
-                    .map(|m| m.len())
-                    .unwrap_or(0);
+                usage.volumes = volume_usage(pod, &pod_dir, &|d| self.usage.usage(d, now));
+                usage.etc_hosts_bytes = self.usage.usage(&pod_dir.join("etc-hosts"), now).0;
             }
             usage.processes = self
                 .cgroups
@@ -374,8 +457,12 @@ impl StatsSource for HostStats {
     }
 }
 
-/// Usage of the pod's emptyDir and configMap volumes.
-fn volume_usage(pod: &Pod, pod_dir: &Path) -> Vec<VolumeUsage> {
+/// Usage of the pod's emptyDir and configMap volumes, each measured by `measure`.
+fn volume_usage(
+    pod: &Pod,
+    pod_dir: &Path,
+    measure: &dyn Fn(&Path) -> (u64, u64),
+) -> Vec<VolumeUsage> {
     let volumes = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
     volumes
         .filter_map(|v| {
@@ -393,7 +480,7 @@ fn volume_usage(pod: &Pod, pod_dir: &Path) -> Vec<VolumeUsage> {
                 .join("volumes")
                 .join(format!("kubernetes.io~{plugin}"))
                 .join(&v.name);
-            let (bytes, inodes) = disk_usage(&dir);
+            let (bytes, inodes) = measure(&dir);
             Some(VolumeUsage {
                 name: v.name.clone(),
                 bytes,

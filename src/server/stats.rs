@@ -139,6 +139,63 @@ pub struct ContainerStats {
     pub logs: FsStats,
 }
 
+/// Counters of one network interface.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct InterfaceStats {
+    /// Interface name (`eth0`).
+    pub name: String,
+    /// Bytes received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rx_bytes: Option<u64>,
+    /// Receive errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rx_errors: Option<u64>,
+    /// Bytes sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_bytes: Option<u64>,
+    /// Send errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_errors: Option<u64>,
+}
+
+/// A pod's network: its default interface inline, then every interface.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkStats {
+    /// When sampled.
+    pub time: String,
+    /// The default interface.
+    #[serde(flatten)]
+    pub default_interface: InterfaceStats,
+    /// Every interface.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<InterfaceStats>,
+}
+
+/// A PersistentVolumeClaim a volume comes from.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct PvcReference {
+    /// Claim name.
+    pub name: String,
+    /// Claim namespace.
+    pub namespace: String,
+}
+
+/// One volume of a pod.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeStats {
+    /// Usage, and the capacity of the filesystem holding the volume.
+    #[serde(flatten)]
+    pub fs: FsStats,
+    /// Volume name in the pod spec.
+    pub name: String,
+    /// The claim, for volumes from a PersistentVolumeClaim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pvc_ref: Option<PvcReference>,
+}
+
 /// One pod.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -153,6 +210,12 @@ pub struct PodStats {
     pub cpu: CpuStats,
     /// Sum over containers.
     pub memory: MemoryStats,
+    /// The sandbox's network counters (from CRI `ListPodSandboxStats`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkStats>,
+    /// Volumes the kubelet set up under the pod's directory.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volume: Vec<VolumeStats>,
     /// Writable layers plus logs.
     #[serde(rename = "ephemeral-storage")]
     pub ephemeral_storage: FsStats,
@@ -179,6 +242,8 @@ pub struct StatsProvider {
     started: String,
     /// The previous node CPU sample: (ns since the epoch, cumulative core-ns).
     last_cpu: Mutex<Option<(i128, u64)>>,
+    /// Volume usage, walked at most once per `volumeStatsAggPeriod`.
+    volume_usage: crate::eviction::stats::UsageCache,
 }
 
 /// The current time.
@@ -217,6 +282,9 @@ impl StatsProvider {
             proc_dir: PathBuf::from("/proc"),
             started: now().to_string(),
             last_cpu: Mutex::new(None),
+            volume_usage: crate::eviction::stats::UsageCache::new(
+                crate::eviction::stats::DEFAULT_VOLUME_STATS_AGG_PERIOD,
+            ),
         }
     }
 
@@ -280,11 +348,22 @@ impl StatsProvider {
             }
             pod.containers.push(container);
         }
+        let networks = if only_cpu_and_memory {
+            BTreeMap::new()
+        } else {
+            self.pod_networks()
+        };
+        let walked = std::time::Instant::now();
+        self.volume_usage.prune(walked);
         let pods = pods
             .into_values()
             .map(|mut p| {
                 p.containers.sort_by(|a, b| a.name.cmp(&b.name));
                 sum_pod(&mut p, &time, only_cpu_and_memory);
+                if !only_cpu_and_memory {
+                    p.network = networks.get(&p.pod_ref.uid).cloned();
+                    p.volume = self.pod_volumes(&p.pod_ref.uid, &time, walked);
+                }
                 p
             })
             .collect();
@@ -343,6 +422,72 @@ impl StatsProvider {
             logs.used_bytes = Some(dir_size(&dir));
             out.logs = logs;
         }
+        out
+    }
+
+    /// Network counters per pod UID from CRI `ListPodSandboxStats`; none (logged at debug)
+    /// when the runtime does not offer it.
+    fn pod_networks(&self) -> BTreeMap<String, NetworkStats> {
+        let stats = match self.runtime.list_pod_sandbox_stats(None) {
+            Ok(stats) => stats,
+            Err(e) => {
+                log::debug!("pod network stats: {e}");
+                return BTreeMap::new();
+            }
+        };
+        let interface = |i: &api::NetworkInterfaceUsage| InterfaceStats {
+            name: i.name.clone(),
+            rx_bytes: value(&i.rx_bytes),
+            rx_errors: value(&i.rx_errors),
+            tx_bytes: value(&i.tx_bytes),
+            tx_errors: value(&i.tx_errors),
+        };
+        stats
+            .iter()
+            .filter_map(|s| {
+                let uid = s.attributes.as_ref()?.metadata.as_ref()?.uid.clone();
+                let network = s.linux.as_ref()?.network.as_ref()?;
+                let default = network.default_interface.as_ref()?;
+                let default_interface = interface(default);
+                let interfaces = network.interfaces.iter().map(interface).collect();
+                Some((
+                    uid,
+                    NetworkStats {
+                        time: rfc3339(i128::from(network.timestamp)),
+                        default_interface,
+                        interfaces,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// The volumes under `<root-dir>/pods/<uid>/volumes/<plugin>/<name>`: usage walked (at
+    /// most once per period), capacity from the filesystem holding each.
+    fn pod_volumes(&self, uid: &str, time: &str, now: std::time::Instant) -> Vec<VolumeStats> {
+        let dir = self.root_dir.join("pods").join(uid).join("volumes");
+        let Ok(plugins) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for plugin in plugins.flatten() {
+            let Ok(volumes) = std::fs::read_dir(plugin.path()) else {
+                continue;
+            };
+            for volume in volumes.flatten() {
+                let path = volume.path();
+                let mut fs = fs_of(&path, time);
+                let (bytes, inodes) = self.volume_usage.usage(&path, now);
+                fs.used_bytes = Some(bytes);
+                fs.inodes_used = Some(inodes);
+                out.push(VolumeStats {
+                    fs,
+                    name: volume.file_name().to_string_lossy().into_owned(),
+                    pvc_ref: None,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 
@@ -639,6 +784,56 @@ mod tests {
         assert_eq!(mem.working_set_bytes, Some(700 * 1024));
         assert_eq!(mem.available_bytes, Some(300 * 1024));
         assert_eq!(mem.rss_bytes, Some(300 * 1024));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pods_carry_their_network_counters_and_volumes() {
+        let dir = std::env::temp_dir().join(format!("rkubelet-stats-pods-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cache = dir.join("pods/uid-1/volumes/kubernetes.io~empty-dir/cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(cache.join("data"), vec![1u8; 20_000]).unwrap();
+        let fake = Arc::new(FakeRuntime::new());
+        let image = fake.preload_image("docker.io/library/busybox:local");
+        let mut sandbox = api::PodSandboxConfig::new();
+        sandbox.mut_metadata().set_name("web".into());
+        sandbox.mut_metadata().set_uid("uid-1".into());
+        sandbox.mut_metadata().set_namespace("default".into());
+        let sandbox_id = fake.run_pod_sandbox(&sandbox, "").unwrap();
+        let mut config = api::ContainerConfig::new();
+        config.mut_metadata().set_name("app".into());
+        config.mut_image().set_image(image);
+        for (k, v) in [
+            (POD_UID_LABEL, "uid-1"),
+            (POD_NAME_LABEL, "web"),
+            (POD_NAMESPACE_LABEL, "default"),
+            (CONTAINER_NAME_LABEL, "app"),
+        ] {
+            config.labels.insert(k.into(), v.into());
+        }
+        let id = fake
+            .create_container(&sandbox_id, &config, &sandbox)
+            .unwrap();
+        fake.start_container(&id).unwrap();
+        let p = StatsProvider::new(fake.clone(), fake, "n", &dir, &dir.join("logs"));
+        let summary = p.summary(false).unwrap();
+        let pod = &summary.pods[0];
+        let network = pod.network.as_ref().expect("network counters");
+        assert_eq!(network.default_interface.name, "eth0");
+        assert!(network.default_interface.rx_bytes.is_some());
+        assert_eq!(pod.volume.len(), 1);
+        assert_eq!(pod.volume[0].name, "cache");
+        assert!(pod.volume[0].fs.used_bytes.unwrap() >= 20_000);
+        assert_eq!(pod.volume[0].fs.inodes_used, Some(2));
+        assert!(pod.volume[0].fs.capacity_bytes.is_some());
+        let json = serde_json::to_value(pod).unwrap();
+        assert_eq!(json["network"]["name"], "eth0");
+        assert_eq!(json["volume"][0]["name"], "cache");
+        assert!(json["volume"][0]["usedBytes"].is_u64());
+        // The CPU-and-memory form (for /metrics/resource) leaves them out.
+        let lean = p.summary(true).unwrap();
+        assert!(lean.pods[0].network.is_none() && lean.pods[0].volume.is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

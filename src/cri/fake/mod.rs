@@ -103,6 +103,8 @@ pub enum Call {
     ImageFsInfo,
     /// `ListContainerStats`.
     ListContainerStats,
+    /// `ListPodSandboxStats`.
+    ListPodSandboxStats,
 }
 
 /// In-memory CRI runtime; see the module docs for its behaviour.

@@ -288,6 +288,23 @@ impl api_grpc::RuntimeService for FakeCri {
             });
         reply(&ctx, sink, result);
     }
+
+    fn list_pod_sandbox_stats(
+        &mut self,
+        ctx: RpcContext,
+        req: api::ListPodSandboxStatsRequest,
+        sink: UnarySink<api::ListPodSandboxStatsResponse>,
+    ) {
+        let result = self
+            .0
+            .list_pod_sandbox_stats(req.filter.as_ref())
+            .map(|stats| {
+                let mut r = api::ListPodSandboxStatsResponse::new();
+                r.stats = stats.into();
+                r
+            });
+        reply(&ctx, sink, result);
+    }
 }
 
 impl api_grpc::ImageService for FakeCri {

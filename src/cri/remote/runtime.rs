@@ -258,6 +258,20 @@ impl RuntimeService for RemoteRuntime {
         })?;
         Ok(resp.stats.into_vec())
     }
+
+    fn list_pod_sandbox_stats(
+        &self,
+        filter: Option<&api::PodSandboxStatsFilter>,
+    ) -> Result<Vec<api::PodSandboxStats>, CriError> {
+        let mut req = api::ListPodSandboxStatsRequest::new();
+        if let Some(filter) = filter {
+            req.set_filter(filter.clone());
+        }
+        let resp = self.call("ListPodSandboxStats", self.request_timeout, |opt| {
+            self.runtime.list_pod_sandbox_stats_opt(&req, opt)
+        })?;
+        Ok(resp.stats.into_vec())
+    }
 }
 
 /// Rejects a sandbox status missing what CRI says is always set.
