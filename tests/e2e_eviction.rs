@@ -53,7 +53,18 @@ fn limit(resource: &str, value: &str) -> ResourceRequirements {
 #[ignore = "needs containerd: run tests/run.sh"]
 fn pods_over_their_local_storage_limits_are_evicted() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let c = Cluster::start("e2e-eviction-local-storage");
+    // Volume usage is walked once per volumeStatsAggPeriod (1m by default, as upstream);
+    // 10 s keeps the test short.
+    let dir = support::scratch_dir("e2e-eviction-local-storage-config");
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+         volumeStatsAggPeriod: 10s\n",
+    )
+    .unwrap();
+    let flag = format!("--config={}", config.display());
+    let c = Cluster::start_with("e2e-eviction-local-storage", &[&flag]);
     c.wait_ready_node();
     // An emptyDir of at most 1Mi that gets 4 MiB.
     let mut volume = pod(
