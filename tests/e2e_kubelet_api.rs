@@ -205,6 +205,14 @@ fn kubelet_api_logs_exec_port_forward_metrics_and_summary_through_kubectl() {
             .as_u64()
             .unwrap_or(0);
         assert!(cpu > 0, "{name}: {pod}");
+        // The sandbox's network counters, from CRI ListPodSandboxStats.
+        assert_eq!(pod["network"]["name"], "eth0", "{name}: {pod}");
+        assert!(
+            pod["network"]["rxBytes"].as_u64().unwrap_or(0) > 0,
+            "{name}: {pod}"
+        );
+        let time = pod["network"]["time"].as_str().unwrap_or_default();
+        assert!(!time.starts_with("1970"), "{name}: {pod}");
     }
     assert!(
         summary["node"]["runtime"]["imageFs"]["usedBytes"]

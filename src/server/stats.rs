@@ -351,7 +351,7 @@ impl StatsProvider {
         let networks = if only_cpu_and_memory {
             BTreeMap::new()
         } else {
-            self.pod_networks()
+            self.pod_networks(&time)
         };
         let walked = std::time::Instant::now();
         self.volume_usage.prune(walked);
@@ -427,7 +427,7 @@ impl StatsProvider {
 
     /// Network counters per pod UID from CRI `ListPodSandboxStats`; none (logged at debug)
     /// when the runtime does not offer it.
-    fn pod_networks(&self) -> BTreeMap<String, NetworkStats> {
+    fn pod_networks(&self, time: &str) -> BTreeMap<String, NetworkStats> {
         let stats = match self.runtime.list_pod_sandbox_stats(None) {
             Ok(stats) => stats,
             Err(e) => {
@@ -453,7 +453,12 @@ impl StatsProvider {
                 Some((
                     uid,
                     NetworkStats {
-                        time: rfc3339(i128::from(network.timestamp)),
+                        // containerd leaves the timestamp unset: the sample is from now.
+                        time: if network.timestamp > 0 {
+                            rfc3339(i128::from(network.timestamp))
+                        } else {
+                            time.to_string()
+                        },
                         default_interface,
                         interfaces,
                     },
