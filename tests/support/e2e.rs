@@ -138,6 +138,18 @@ impl Drop for Cluster {
         let _ = self.kubelet.kill();
         let _ = self.kubelet.wait();
         clean_runtime();
+        // A stopped kubelet leaves its pods' tmpfs volumes mounted (as upstream's would);
+        // the test's own are unmounted here, deepest first.
+        for mount in rkubelet::volume::mount::mounts_under(&self.dir) {
+            let _ = Command::new("umount").arg("-l").arg(&mount).status();
+        }
+        // A passing test leaves nothing behind; a failing one keeps its files to look at.
+        // Nothing is removed while anything is still mounted below (a bind mount would take
+        // the removal into the directory it shows).
+        let unmounted = rkubelet::volume::mount::mounts_under(&self.dir).is_empty();
+        if unmounted && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
