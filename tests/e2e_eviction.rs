@@ -124,6 +124,7 @@ fn pods_over_their_local_storage_limits_are_evicted() {
         );
     }
     assert_eq!(c.phase("modest").as_deref(), Some("Running"));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A tmpfs mounted for the test, unmounted when dropped.
@@ -142,9 +143,11 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
+        // Usually gone with the cluster already; then this has nothing to do.
         let _ = std::process::Command::new("umount")
             .arg("-l")
             .arg(&self.0)
+            .stderr(std::process::Stdio::null())
             .status();
     }
 }
