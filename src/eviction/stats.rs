@@ -209,18 +209,20 @@ impl HostStats {
     }
 }
 
+/// One `/proc/meminfo` field in bytes (`MemTotal`, `Inactive(file)`, ...).
+pub fn meminfo_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+}
+
 /// `MemTotal` and the working set (`MemTotal - MemFree - Inactive(file)`) from
 /// `/proc/meminfo`, in bytes.
 pub fn memory_from_meminfo(text: &str) -> Option<(u64, u64)> {
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .map(|kib| kib * 1024)
-    };
-    let total = field("MemTotal")?;
-    let free = field("MemFree")?;
-    let inactive_file = field("Inactive(file)").unwrap_or(0);
+    let total = meminfo_field(text, "MemTotal")?;
+    let free = meminfo_field(text, "MemFree")?;
+    let inactive_file = meminfo_field(text, "Inactive(file)").unwrap_or(0);
     let working_set = total.saturating_sub(free).saturating_sub(inactive_file);
     Some((total, working_set))
 }

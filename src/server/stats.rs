@@ -518,12 +518,7 @@ impl StatsProvider {
         let Ok(text) = std::fs::read_to_string(self.proc_dir.join("meminfo")) else {
             return MemoryStats::default();
         };
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .map(|kib| kib * 1024)
-        };
+        let field = |name: &str| crate::eviction::stats::meminfo_field(&text, name);
         let (Some(total), Some(free)) = (field("MemTotal"), field("MemFree")) else {
             return MemoryStats::default();
         };
