@@ -14,6 +14,7 @@ pub mod podresources;
 pub mod pool;
 pub mod stats;
 pub mod streaming;
+pub mod summary;
 pub mod tls;
 
 use std::io::{self, Write};
