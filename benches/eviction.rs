@@ -55,7 +55,6 @@ fn pod(i: usize) -> Pod {
 struct Crossable {
     inner: HostStats,
     crossed: AtomicBool,
-    crossed_at: Mutex<Option<Instant>>,
 }
 
 impl StatsSource for Crossable {
@@ -242,7 +241,6 @@ fn main() {
     let stats = Arc::new(Crossable {
         inner: host_stats(Duration::from_secs(60)),
         crossed: AtomicBool::new(false),
-        crossed_at: Mutex::new(None),
     });
     let manager = manager_over(stats.clone());
 
@@ -261,7 +259,6 @@ fn main() {
         std::thread::sleep(offset);
         stats.crossed.store(true, Ordering::SeqCst);
         let crossed = Instant::now();
-        *stats.crossed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(crossed);
         let deadline = crossed + monitoring * 2 + Duration::from_secs(5);
         let evicted = loop {
             if let Some(at) = *host.evicted_at.lock().unwrap_or_else(|p| p.into_inner()) {

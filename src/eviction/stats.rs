@@ -152,6 +152,9 @@ impl UsageCache {
     }
 }
 
+/// Where the node's signals are read (the parsers take other roots in tests).
+const PROC: &str = "/proc";
+
 /// Upstream's default `volumeStatsAggPeriod`.
 pub const DEFAULT_VOLUME_STATS_AGG_PERIOD: Duration = Duration::from_secs(60);
 
@@ -161,8 +164,6 @@ pub struct HostStats {
     images: Arc<dyn ImageService>,
     root_dir: PathBuf,
     pod_logs_dir: PathBuf,
-    /// `/proc` (a fixture directory in tests).
-    proc_dir: PathBuf,
     /// Pod cgroups, for process counts (none when cgroups are not managed).
     cgroups: Option<CgroupManager>,
     /// Logs, volumes and `etc-hosts` measured within the last `volumeStatsAggPeriod`.
@@ -183,7 +184,6 @@ impl HostStats {
             images,
             root_dir: root_dir.into(),
             pod_logs_dir: pod_logs_dir.into(),
-            proc_dir: PathBuf::from("/proc"),
             cgroups,
             usage: UsageCache::new(DEFAULT_VOLUME_STATS_AGG_PERIOD),
         }
@@ -193,12 +193,6 @@ impl HostStats {
     /// time).
     pub fn with_volume_stats_period(mut self, period: Duration) -> HostStats {
         self.usage.ttl = period;
-        self
-    }
-
-    /// Reads `/proc` from `dir` instead (tests).
-    pub fn with_proc_dir(mut self, dir: &Path) -> HostStats {
-        self.proc_dir = dir.into();
         self
     }
 
@@ -324,7 +318,7 @@ fn value(v: &protobuf::SingularPtrField<api::UInt64Value>) -> Option<u64> {
 impl StatsSource for HostStats {
     fn node(&self) -> NodeSample {
         let mut sample = NodeSample::default();
-        if let Some((total, working_set)) = std::fs::read_to_string(self.proc_dir.join("meminfo"))
+        if let Some((total, working_set)) = std::fs::read_to_string(Path::new(PROC).join("meminfo"))
             .ok()
             .as_deref()
             .and_then(memory_from_meminfo)
@@ -352,7 +346,7 @@ impl StatsSource for HostStats {
                 .insert(Signal::ImageFsInodesFree, inodes);
             sample.dedicated_image_fs = node_fs.is_some_and(|(_, _, node_dev)| node_dev != dev);
         }
-        if let Some((max, running)) = pids_from_proc(&self.proc_dir) {
+        if let Some((max, running)) = pids_from_proc(Path::new(PROC)) {
             sample.observations.insert(
                 Signal::PidAvailable,
                 Observation {
