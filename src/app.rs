@@ -48,6 +48,19 @@ pub enum AppError {
     /// The kubelet could not be built or run.
     #[error(transparent)]
     Kubelet(#[from] KubeletError),
+    /// The runtime uses another cgroup driver than the configured one, and taking the
+    /// runtime's is switched off (feature gate `KubeletCgroupDriverFromCRI=false`).
+    #[error(
+        "cgroupDriver is {configured:?} but the container runtime uses {runtime:?}; the runtime \
+         would reject the pods' cgroup parents (set cgroupDriver: {runtime} or let the kubelet \
+         take the runtime's with the KubeletCgroupDriverFromCRI feature gate)"
+    )]
+    CgroupDriverMismatch {
+        /// The kubelet's configuration.
+        configured: String,
+        /// What the runtime reported.
+        runtime: String,
+    },
     /// The kubeconfig or API client could not be set up.
     #[error("--kubeconfig: {0}")]
     Api(#[from] ApiError),
@@ -189,6 +202,48 @@ pub fn make_pod_sources(
     })
 }
 
+/// The configuration with the cgroup driver the runtime reports through CRI `RuntimeConfig`
+/// (upstream from 1.31, feature gate `KubeletCgroupDriverFromCRI`, on by default); the
+/// configured driver when the runtime does not say. With the gate off, a runtime that uses
+/// the other driver is a start-up error naming both.
+fn with_runtime_cgroup_driver(
+    config: Arc<KubeletConfig>,
+    runtime: &dyn crate::cri::RuntimeService,
+) -> Result<Arc<KubeletConfig>, AppError> {
+    let from_cri = config
+        .raw
+        .feature_gates
+        .as_ref()
+        .and_then(|g| g.get("KubeletCgroupDriverFromCRI").copied())
+        .unwrap_or(true);
+    let reported =
+        crate::cri::runtime_cgroup_driver(runtime).map_err(|source| AppError::Runtime {
+            endpoint: config.container_runtime_endpoint.clone(),
+            source,
+        })?;
+    let Some(driver) = reported else {
+        return Ok(config);
+    };
+    if driver == config.cgroup_driver {
+        log::info!("Using cgroup driver {driver}, as the container runtime reports");
+        return Ok(config);
+    }
+    if !from_cri {
+        return Err(AppError::CgroupDriverMismatch {
+            configured: config.cgroup_driver.clone(),
+            runtime: driver.to_string(),
+        });
+    }
+    log::warn!(
+        "Using cgroup driver setting received from the CRI runtime: {driver} \
+         (cgroupDriver {:?} is not used)",
+        config.cgroup_driver
+    );
+    let mut changed = (*config).clone();
+    changed.cgroup_driver = driver.to_string();
+    Ok(Arc::new(changed))
+}
+
 /// Connects to the runtime and builds the kubelet (upstream `createAndInitKubelet`).
 pub fn create_and_init_kubelet(
     config: Arc<KubeletConfig>,
@@ -216,6 +271,7 @@ pub fn create_and_init_kubelet(
         version.get_runtime_version(),
         version.get_runtime_api_version()
     );
+    let config = with_runtime_cgroup_driver(config, runtime.as_ref())?;
     let images: Arc<dyn crate::cri::ImageService> =
         if config.image_service_endpoint == config.container_runtime_endpoint {
             runtime.clone()

@@ -25,7 +25,7 @@ pub use error::{CriError, RpcCode};
 pub use fake::server::FakeCriServer;
 pub use fake::{Call, FakeRuntime, EXIT_AFTER_ANNOTATION, EXIT_CODE_ANNOTATION};
 pub use remote::RemoteRuntime;
-pub use startup::wait_for_runtime;
+pub use startup::{runtime_cgroup_driver, wait_for_runtime};
 
 use std::time::Duration;
 
@@ -149,6 +149,11 @@ pub trait RuntimeService: Send + Sync {
     ) -> Result<Vec<api::ContainerStats>, CriError> {
         let _ = filter;
         Err(unimplemented("ListContainerStats"))
+    }
+    /// The runtime's own configuration (its cgroup driver); runtimes older than CRI's
+    /// `RuntimeConfig` answer Unimplemented.
+    fn runtime_config(&self) -> Result<api::RuntimeConfigResponse, CriError> {
+        Err(unimplemented("RuntimeConfig"))
     }
     /// Pod-level usage (network counters among it) of sandboxes matching `filter`; runtimes
     /// without it answer Unimplemented.

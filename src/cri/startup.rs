@@ -115,6 +115,52 @@ fn log_conditions(status: &api::StatusResponse) {
     }
 }
 
+/// Attempts at `RuntimeConfig` before its error ends start-up, and the pause between them.
+const RUNTIME_CONFIG_ATTEMPTS: u32 = 3;
+const RUNTIME_CONFIG_PAUSE: Duration = Duration::from_secs(2);
+
+/// The cgroup driver the runtime reports through CRI `RuntimeConfig` (upstream
+/// `getCgroupDriverFromCRI`, 1.31 on): `Ok(None)` when the runtime does not implement the
+/// call (older runtimes) or reports no Linux section; other errors are retried three times,
+/// 2 s apart, as the runtime may still be starting.
+pub fn runtime_cgroup_driver(
+    runtime: &dyn RuntimeService,
+) -> Result<Option<&'static str>, CriError> {
+    runtime_cgroup_driver_with(runtime, &std::thread::sleep)
+}
+
+fn runtime_cgroup_driver_with(
+    runtime: &dyn RuntimeService,
+    sleep: &dyn Fn(Duration),
+) -> Result<Option<&'static str>, CriError> {
+    let mut attempt = 1;
+    let config = loop {
+        match runtime.runtime_config() {
+            Ok(config) => break config,
+            Err(e) if e.code() == Some(RpcCode::Unimplemented) => {
+                info!(
+                    "The runtime does not implement CRI RuntimeConfig: the cgroup driver \
+                     comes from the kubelet's configuration"
+                );
+                return Ok(None);
+            }
+            Err(e) if attempt < RUNTIME_CONFIG_ATTEMPTS => {
+                warn!("CRI RuntimeConfig (attempt {attempt}): {e}");
+                attempt += 1;
+                sleep(RUNTIME_CONFIG_PAUSE);
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if !config.has_linux() {
+        return Ok(None);
+    }
+    Ok(Some(match config.get_linux().get_cgroup_driver() {
+        api::CgroupDriver::SYSTEMD => "systemd",
+        api::CgroupDriver::CGROUPFS => "cgroupfs",
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +266,27 @@ mod tests {
         // With the condition false and Status working, it still succeeds.
         let v = wait_for_runtime_with(&fake, Duration::from_secs(1), &|_| {}).unwrap();
         assert_eq!(v.runtime_api_version, "v1");
+    }
+
+    #[test]
+    fn cgroup_driver_comes_from_runtime_config_when_implemented() {
+        let fake = FakeRuntime::new();
+        assert_eq!(runtime_cgroup_driver_with(&fake, &|_| {}).unwrap(), None);
+        fake.set_cgroup_driver(Some(api::CgroupDriver::SYSTEMD));
+        assert_eq!(
+            runtime_cgroup_driver_with(&fake, &|_| {}).unwrap(),
+            Some("systemd")
+        );
+        fake.set_cgroup_driver(Some(api::CgroupDriver::CGROUPFS));
+        // Transient errors are retried; a third one ends start-up.
+        let slept = RefCell::new(0);
+        fake.inject_error("RuntimeConfig", unavailable());
+        fake.inject_error("RuntimeConfig", unavailable());
+        let driver = runtime_cgroup_driver_with(&fake, &|_| *slept.borrow_mut() += 1).unwrap();
+        assert_eq!((driver, *slept.borrow()), (Some("cgroupfs"), 2));
+        for _ in 0..3 {
+            fake.inject_error("RuntimeConfig", unavailable());
+        }
+        assert!(runtime_cgroup_driver_with(&fake, &|_| {}).is_err());
     }
 }

@@ -105,6 +105,8 @@ pub enum Call {
     ListContainerStats,
     /// `ListPodSandboxStats`.
     ListPodSandboxStats,
+    /// `RuntimeConfig`.
+    RuntimeConfig,
 }
 
 /// In-memory CRI runtime; see the module docs for its behaviour.
@@ -165,6 +167,8 @@ struct State {
     /// One-shot errors per RPC name, returned in order.
     injected: HashMap<&'static str, VecDeque<CriError>>,
     api_version: String,
+    /// The cgroup driver `RuntimeConfig` reports; `None`: Unimplemented, as older runtimes.
+    cgroup_driver: Option<api::CgroupDriver>,
     conditions: Vec<api::RuntimeCondition>,
     exec_result: api::ExecSyncResponse,
     next_id: u64,
@@ -210,6 +214,7 @@ impl FakeRuntime {
             calls: Vec::new(),
             injected: HashMap::new(),
             api_version: "v1".to_string(),
+            cgroup_driver: None,
             conditions: vec![condition("RuntimeReady"), condition("NetworkReady")],
             exec_result: api::ExecSyncResponse::new(),
             next_id: 0,
@@ -342,6 +347,12 @@ impl FakeRuntime {
     /// Sets the `runtime_api_version` `Version` reports (default `"v1"`).
     pub fn set_version(&self, api_version: &str) {
         self.lock().api_version = api_version.to_string();
+    }
+
+    /// Sets the cgroup driver `RuntimeConfig` reports (`None`, the default: the call is
+    /// Unimplemented, as in runtimes older than it).
+    pub fn set_cgroup_driver(&self, driver: Option<api::CgroupDriver>) {
+        self.lock().cgroup_driver = driver;
     }
 
     /// Sets (or adds) a runtime condition reported by `Status`.

@@ -32,6 +32,22 @@ impl RuntimeService for FakeRuntime {
         Ok(resp)
     }
 
+    fn runtime_config(&self) -> Result<api::RuntimeConfigResponse, CriError> {
+        let st = self.begin("RuntimeConfig", || Call::RuntimeConfig)?;
+        let Some(driver) = st.cgroup_driver else {
+            return Err(CriError::Rpc {
+                method: "RuntimeConfig",
+                code: crate::cri::RpcCode::Unimplemented,
+                message: "unknown method RuntimeConfig".to_string(),
+            });
+        };
+        let mut linux = api::LinuxRuntimeConfiguration::new();
+        linux.set_cgroup_driver(driver);
+        let mut resp = api::RuntimeConfigResponse::new();
+        resp.set_linux(linux);
+        Ok(resp)
+    }
+
     fn run_pod_sandbox(
         &self,
         config: &api::PodSandboxConfig,

@@ -78,6 +78,15 @@ impl api_grpc::RuntimeService for FakeCri {
         reply(&ctx, sink, self.0.status(req.verbose));
     }
 
+    fn runtime_config(
+        &mut self,
+        ctx: RpcContext,
+        _req: api::RuntimeConfigRequest,
+        sink: UnarySink<api::RuntimeConfigResponse>,
+    ) {
+        reply(&ctx, sink, self.0.runtime_config());
+    }
+
     fn run_pod_sandbox(
         &mut self,
         ctx: RpcContext,

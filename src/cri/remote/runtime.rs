@@ -259,6 +259,13 @@ impl RuntimeService for RemoteRuntime {
         Ok(resp.stats.into_vec())
     }
 
+    fn runtime_config(&self) -> Result<api::RuntimeConfigResponse, CriError> {
+        let req = api::RuntimeConfigRequest::new();
+        self.call("RuntimeConfig", self.read_timeout(), |opt| {
+            self.runtime.runtime_config_opt(&req, opt)
+        })
+    }
+
     fn list_pod_sandbox_stats(
         &self,
         filter: Option<&api::PodSandboxStatsFilter>,
