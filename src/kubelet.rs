@@ -66,6 +66,9 @@ pub enum KubeletError {
     /// The eviction settings do not parse.
     #[error(transparent)]
     Eviction(#[from] crate::eviction::threshold::ThresholdError),
+    /// The node's cgroups could not be set up.
+    #[error(transparent)]
+    Cgroups(#[from] crate::cm::CmError),
     /// Run-once mode got no pods from its sources in time.
     #[error("run once: no pod update from the sources within {0:?}")]
     NoPods(std::time::Duration),
@@ -260,10 +263,11 @@ impl Kubelet {
         )?;
         let mut settings = settings;
         settings.memory_capacity_bytes = node.memory_bytes;
-        settings.cgroups = deps
-            .host_cgroups
-            .then(|| pod_cgroups(&config, &allocatable))
-            .flatten();
+        settings.cgroups = if deps.host_cgroups {
+            pod_cgroups(&config, &node)?
+        } else {
+            None
+        };
         let eviction_stats = crate::eviction::HostStats::new(
             Arc::clone(&deps.runtime),
             Arc::clone(&deps.images),

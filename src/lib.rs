@@ -11,8 +11,8 @@
 pub mod api;
 pub mod app;
 pub mod certificate;
-pub mod cgroups;
 pub mod clock;
+pub mod cm;
 pub mod config;
 pub mod cri;
 pub mod events;

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::decide::{Observation, Observations};
 use super::threshold::Signal;
-use crate::cgroups::CgroupManager;
+use crate::cm::CgroupManager;
 use crate::cri::{api, ImageService, RuntimeService};
 use crate::kuberuntime::labels::{CONTAINER_NAME_LABEL, POD_UID_LABEL};
 use crate::types::{uid_of, PodUid};

@@ -16,49 +16,68 @@ pub(super) fn node_resources(root_dir: &std::path::Path) -> NodeResources {
     }
 }
 
-/// The cgroup manager when `cgroupsPerQOS` is on and the driver is cgroupfs, with the QoS
-/// cgroups created; `None` (logged) otherwise.
+/// The cgroup manager when `cgroupsPerQOS` is on, with the node's cgroups set up
+/// (upstream `NewContainerManager` and `setupNode`): `None` when `cgroupsPerQOS` is off.
+/// As upstream, a cgroup root that does not exist, a systemd that cannot be reached or a
+/// reserved cgroup that cannot be limited stops start-up.
 pub(super) fn pod_cgroups(
     config: &KubeletConfig,
-    allocatable: &admission::Allocatable,
-) -> Option<crate::cgroups::CgroupManager> {
-    if config.raw.cgroups_per_qos == Some(false) {
+    node: &NodeResources,
+) -> Result<Option<crate::cm::CgroupManager>, crate::cm::CmError> {
+    use crate::cm::{CgroupManager, Driver, NodeAllocatableConfig, Reservation};
+    use crate::nodestatus::Reserved;
+    let raw = &config.raw;
+    let mount = std::path::Path::new("/sys/fs/cgroup");
+    if raw.fail_cgroup_v1 == Some(true) && !mount.join("cgroup.controllers").exists() {
+        return Err(crate::cm::CmError::CgroupV1);
+    }
+    if raw.cgroups_per_qos == Some(false) {
         log::info!("cgroupsPerQOS is false: pods get the runtime's default cgroups");
-        return None;
+        return Ok(None);
     }
-    if config.cgroup_driver != "cgroupfs" {
-        log::error!(
-            "cgroup driver {} is not supported, only cgroupfs: pod cgroups are not managed",
-            config.cgroup_driver
-        );
-        return None;
-    }
-    let root = config
-        .raw
+    let root = raw
         .cgroup_root
         .as_deref()
         .filter(|r| !r.is_empty())
         .unwrap_or("/");
-    let manager =
-        match crate::cgroups::CgroupManager::detect(std::path::Path::new("/sys/fs/cgroup"), root) {
-            Ok(m) => m.with_pod_pids_limit(config.raw.pod_pids_limit),
-            Err(e) => {
-                log::error!("pod cgroups are not managed: {e}");
-                return None;
-            }
-        };
-    let cpu = i64::try_from(allocatable.cpu_millis).unwrap_or(i64::MAX);
-    let memory = i64::try_from(allocatable.memory_bytes).unwrap_or(i64::MAX);
-    if let Err(e) = manager.ensure_qos_cgroups(cpu, memory) {
-        log::error!("creating the QoS cgroups failed, pod cgroups are not managed: {e}");
-        return None;
-    }
-    log::info!(
-        "pod cgroups under {} ({:?})",
-        manager.qos_cgroup("Guaranteed"),
-        manager.version()
-    );
-    Some(manager)
+    let manager = match Driver::parse(&config.cgroup_driver) {
+        Some(Driver::Systemd) => CgroupManager::detect_systemd(
+            mount,
+            std::path::Path::new("/proc"),
+            root,
+            crate::cm::dbus::Address::for_this_process(),
+        )?,
+        _ => CgroupManager::detect(mount, root)?,
+    };
+    let gate = |name: &str, default: bool| {
+        raw.feature_gates
+            .as_ref()
+            .and_then(|g| g.get(name).copied())
+            .unwrap_or(default)
+    };
+    let manager = manager
+        .with_pod_pids_limit(raw.pod_pids_limit)
+        .with_memory_qos(gate("MemoryQoS", false));
+    let reserved = |map: Option<&std::collections::BTreeMap<String, String>>| {
+        map.map(|m| Reserved::from_map(m).unwrap_or_default())
+            .unwrap_or_default()
+    };
+    let pids = crate::eviction::stats::pids_from_proc(std::path::Path::new("/proc"))
+        .map_or(0, |(max, _)| i64::try_from(max).unwrap_or(i64::MAX));
+    let node_config = NodeAllocatableConfig {
+        capacity: Reservation {
+            cpu_millis: i64::try_from(node.cpu_millis).unwrap_or(i64::MAX),
+            memory_bytes: i64::try_from(node.memory_bytes).unwrap_or(i64::MAX),
+            pids,
+        },
+        system_reserved: reserved(raw.system_reserved.as_ref()),
+        kube_reserved: reserved(raw.kube_reserved.as_ref()),
+        enforce: raw.enforce_node_allocatable.clone().unwrap_or_default(),
+        system_reserved_cgroup: raw.system_reserved_cgroup.clone().unwrap_or_default(),
+        kube_reserved_cgroup: raw.kube_reserved_cgroup.clone().unwrap_or_default(),
+    };
+    manager.start(&node_config)?;
+    Ok(Some(manager))
 }
 
 /// Capacity less `systemReserved`, `kubeReserved` and the hard eviction thresholds, as node

@@ -83,7 +83,7 @@ pub struct RuntimeSettings {
     pub node: Arc<crate::nodestatus::record::NodeRecord>,
     /// Pod cgroups (`cgroupsPerQOS` with the cgroupfs driver); `None` leaves cgroups to the
     /// runtime's defaults.
-    pub cgroups: Option<crate::cgroups::CgroupManager>,
+    pub cgroups: Option<crate::cm::CgroupManager>,
 }
 
 impl RuntimeSettings {
@@ -182,7 +182,7 @@ impl RuntimeManager {
     }
 
     /// Pod cgroups, when managed.
-    pub fn cgroups(&self) -> Option<&crate::cgroups::CgroupManager> {
+    pub fn cgroups(&self) -> Option<&crate::cm::CgroupManager> {
         self.settings.cgroups.as_ref()
     }
 

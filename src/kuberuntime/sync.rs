@@ -120,17 +120,15 @@ impl RuntimeManager {
             sandbox::generate_sandbox_config(pod, actions.attempt, &self.settings);
         if let Some(cgroups) = &self.settings.cgroups {
             let qos = crate::resources::qos_class(pod);
-            let parent = if actions.create_sandbox {
-                cgroups
-                    .ensure_pod_cgroup(pod, &uid, qos)
-                    .map_err(|source| SyncError::Io {
-                        pod: key.clone(),
-                        path: PathBuf::from(cgroups.pod_cgroup(&uid, qos)),
-                        source,
-                    })?
-            } else {
-                cgroups.pod_cgroup(&uid, qos)
-            };
+            // As upstream's syncPod, on every sync: a pod cgroup removed behind the kubelet's
+            // back comes back, and the QoS cgroups count the pod after a restart too.
+            let parent = cgroups
+                .ensure_pod_cgroup(pod, &uid, qos)
+                .map_err(|source| SyncError::Io {
+                    pod: key.clone(),
+                    path: PathBuf::from(cgroups.pod_cgroup(&uid, qos)),
+                    source,
+                })?;
             sandbox_config.mut_linux().set_cgroup_parent(parent);
         }
         let sandbox_id = if actions.create_sandbox {

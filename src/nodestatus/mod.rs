@@ -86,10 +86,12 @@ pub struct Reserved {
     pub memory_bytes: i64,
     /// Ephemeral storage in bytes.
     pub ephemeral_storage_bytes: i64,
+    /// Process IDs (`pid`), held back from the kubepods cgroup's `pids.max`.
+    pub pids: i64,
 }
 
 impl Reserved {
-    /// From a config map such as `{cpu: 500m, memory: 1Gi, ephemeral-storage: 1Gi}`; other
+    /// From a config map such as `{cpu: 500m, memory: 1Gi, ephemeral-storage: 1Gi, pid: 1000}`; other
     /// resource names are ignored (logged).
     pub fn from_map(map: &BTreeMap<String, String>) -> Result<Self, QuantityError> {
         let mut out = Reserved::default();
@@ -101,6 +103,7 @@ impl Reserved {
                 }
                 "memory" => out.memory_bytes = quantity::parse_value(value)?,
                 "ephemeral-storage" => out.ephemeral_storage_bytes = quantity::parse_value(value)?,
+                "pid" => out.pids = quantity::parse_value(value)?,
                 other => log::warn!("Ignoring reservation of unsupported resource {other:?}"),
             }
         }

@@ -189,6 +189,7 @@ mod tests {
             cpu_millis: 500,
             memory_bytes: 1 << 30,
             ephemeral_storage_bytes: 1 << 30,
+            pids: 0,
         };
         let cases = [
             Case {
@@ -242,6 +243,7 @@ mod tests {
                         cpu_millis: 5000,
                         memory_bytes: i64::MAX,
                         ephemeral_storage_bytes: 0,
+                        pids: 0,
                     },
                     ..Default::default()
                 },
