@@ -18,12 +18,16 @@
 #                         built by packaging/images/build-images.sh when missing
 #   RKUBELET_POD_CIDR     pod subnet, a /24 (default 10.244.N.0/24, N derived from BASE so that
 #                         two instances with different bases get different subnets and bridges)
+#   RKUBELET_CONTAINERD_SYSTEMD_CGROUP
+#                         "true": runc's systemd cgroup driver (SystemdCgroup = true), for a
+#                         containerd started where a systemd manager runs (the systemd driver
+#                         tests start one in its own namespaces, tests/support/systemd-ns.sh)
 #
 # Settings that this kind of machine needs (and why):
 #   restrict_oom_score_adj = true  runc may not lower oom_score_adj here; without it every
 #                                  sandbox fails with "can't get final child's PID from pipe"
 #   cni bin_dir = /usr/lib/cni     where Debian's containernetworking-plugins puts the plugins
-#   SystemdCgroup = false          no systemd is running; cgroupfs driver
+#   SystemdCgroup = false          no systemd is running; cgroupfs driver (unless asked, above)
 #   sandbox_image pause:3.6        imported from a local tarball, no registry is reachable
 set -euo pipefail
 
@@ -181,7 +185,11 @@ write_config() {
     set_line "$tmp" '^( *)netns_mounts_under_state_dir = .*' '\1netns_mounts_under_state_dir = true'
     set_line "$tmp" '^( *)bin_dir = .*' '\1bin_dir = "/usr/lib/cni"'
     set_line "$tmp" '^( *)conf_dir = .*' "\\1conf_dir = \"$cni_conf_dir\""
-    set_line "$tmp" '^( *)SystemdCgroup = .*' '\1SystemdCgroup = false'
+    if [[ "${RKUBELET_CONTAINERD_SYSTEMD_CGROUP:-false}" == true ]]; then
+        set_line "$tmp" '^( *)SystemdCgroup = .*' '\1SystemdCgroup = true'
+    else
+        set_line "$tmp" '^( *)SystemdCgroup = .*' '\1SystemdCgroup = false'
+    fi
     # runc's state for CRI containers under BASE rather than /run/containerd/runc.
     set_line "$tmp" '^( *)Root = ""' "\\1Root = \"$runc_root\""
     set_line "$tmp" '^( *)path = "/opt/containerd"' "\\1path = \"$base/opt\""

@@ -39,7 +39,10 @@ packages=(
     binutils                    # strip and readelf: the packaged binary
     dpkg-dev                    # dpkg-shlibdeps: the .deb's library dependencies
     rpm                         # rpmbuild: the .rpm
-    systemd                     # systemd-analyze verify: the packaged units
+    systemd                     # systemd-analyze verify: the packaged units; the systemd
+                                # cgroup driver tests run it in namespaces of its own
+    util-linux                  # unshare, nsenter: those namespaces
+    procps                      # pgrep: finding systemd in them
     init-system-helpers         # deb-systemd-helper: the .deb's maintainer scripts
 )
 missing=()

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -95,8 +94,12 @@ fn environment_security_context_resources_and_admission() {
 
     let mut user = app("echo \"uid=$(id -u) gid=$(id -g)\"; grep CapEff /proc/self/status; \
         if touch /newfile 2>/dev/null; then echo rootfs-writable; else echo rootfs-readonly; fi; \
-        echo \"quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) period=$(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)\"; \
-        echo \"memlimit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)\"; \
+        if [ -f /sys/fs/cgroup/cpu.max ]; then \
+          echo \"cpumax=$(cat /sys/fs/cgroup/cpu.max)\"; echo \"memlimit=$(cat /sys/fs/cgroup/memory.max)\"; \
+        else \
+          echo \"quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) period=$(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)\"; \
+          echo \"memlimit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)\"; \
+        fi; \
         echo checks-done; exec sleep 3600");
     user["securityContext"] = serde_json::json!({"runAsUser": 1234, "runAsGroup": 4321,
         "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}});
@@ -178,7 +181,13 @@ fn environment_security_context_resources_and_admission() {
     assert!(log.contains("uid=1234 gid=4321"), "{log}");
     assert!(log.contains("CapEff:\t0000000000000000"), "{log}");
     assert!(log.contains("rootfs-readonly"), "{log}");
-    assert!(log.contains("quota=50000 period=100000"), "{log}");
+    // The host's own layout: cgroup v2 (one tree) or v1 (one hierarchy per controller).
+    let v2 = support::cgroup_v2();
+    if v2 {
+        assert!(log.contains("cpumax=50000 100000"), "{log}");
+    } else {
+        assert!(log.contains("quota=50000 period=100000"), "{log}");
+    }
     assert!(log.contains(&format!("memlimit={}", 64 << 20)), "{log}");
 
     // Limits on every container: a Guaranteed pod, its cgroup right under kubepods.
@@ -189,19 +198,24 @@ fn environment_security_context_resources_and_admission() {
         .metadata
         .uid
         .unwrap();
-    let pod_cgroup = PathBuf::from(format!("/sys/fs/cgroup/memory/kubepods/pod{uid}"));
+    let (memory_file, cpu_file, cpu_value) = if v2 {
+        ("memory.max", "cpu.max", "50000 100000")
+    } else {
+        ("memory.limit_in_bytes", "cpu.cfs_quota_us", "50000")
+    };
+    let pod_cgroup = support::cgroup_dir("memory", &format!("kubepods/pod{uid}"));
     assert_eq!(
-        std::fs::read_to_string(pod_cgroup.join("memory.limit_in_bytes"))
+        std::fs::read_to_string(pod_cgroup.join(memory_file))
             .unwrap_or_else(|e| panic!("{}: {e}\n{}", pod_cgroup.display(), c.log()))
             .trim(),
         (64u64 << 20).to_string()
     );
-    let cpu_cgroup = PathBuf::from(format!("/sys/fs/cgroup/cpu/kubepods/pod{uid}"));
+    let cpu_cgroup = support::cgroup_dir("cpu", &format!("kubepods/pod{uid}"));
     assert_eq!(
-        std::fs::read_to_string(cpu_cgroup.join("cpu.cfs_quota_us"))
+        std::fs::read_to_string(cpu_cgroup.join(cpu_file))
             .unwrap()
             .trim(),
-        "50000"
+        cpu_value
     );
     c.server.delete_pod("default", "secure", Some(0)).unwrap();
     wait_for(Duration::from_secs(60), || {
@@ -363,4 +377,75 @@ fn readiness_liveness_startup_and_tcp_probes() {
     assert!(closed.state.unwrap().running.is_some());
     assert!(!closed.ready);
     assert_eq!(ready_condition(&c, "closed").as_deref(), Some("False"));
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn cgroupfs_pod_cgroups_get_pids_limit_init_container_limits_and_burstable_shares() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = support::scratch_dir("e2e-cgroupfs-config");
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+         cgroupDriver: cgroupfs\npodPidsLimit: 128\n",
+    )
+    .unwrap();
+    let flag = format!("--config={}", config.display());
+    let c = Cluster::start_with("e2e-cgroupfs", &[&flag]);
+    c.wait_ready_node();
+    // Burstable; the init container's limits are larger than the app container's.
+    let init = serde_json::json!({"name": "init", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+        "command": ["true"],
+        "resources": {"limits": {"cpu": "300m", "memory": "96Mi"}}});
+    let app = serde_json::json!({"name": "app", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+        "command": ["sleep", "3600"],
+        "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi"}}});
+    let p: Pod = object(serde_json::json!({
+        "metadata": {"name": "limits", "namespace": "default"},
+        "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 1,
+                 "initContainers": [init], "containers": [app]}
+    }));
+    c.server.create_pod(p).unwrap();
+    wait_phase(&c, "limits", "Running", Duration::from_secs(60));
+    let uid = c
+        .server
+        .get_pod("default", "limits")
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let v2 = support::cgroup_v2();
+    let read = |controller: &str, rel: &str, v1: &str, v2_file: &str| {
+        let path = support::cgroup_dir(controller, rel).join(if v2 { v2_file } else { v1 });
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), c.log()))
+            .trim()
+            .to_string()
+    };
+    let pod_rel = format!("kubepods/burstable/pod{uid}");
+    // Memory: the init container's 96Mi beats the app's 64Mi; CPU: the app's 500m beats 300m.
+    assert_eq!(
+        read("memory", &pod_rel, "memory.limit_in_bytes", "memory.max"),
+        (96u64 << 20).to_string()
+    );
+    let quota = read("cpu", &pod_rel, "cpu.cfs_quota_us", "cpu.max");
+    assert_eq!(quota, if v2 { "50000 100000" } else { "50000" });
+    assert_eq!(read("pids", &pod_rel, "pids.max", "pids.max"), "128");
+    // Requests: the init container's 300m (its limit) beats the app's 250m.
+    let shares = read("cpu", &pod_rel, "cpu.shares", "cpu.weight");
+    assert_eq!(shares, if v2 { "12" } else { "307" });
+    // The burstable QoS cgroup's shares follow its one pod, and drop back when it goes.
+    let qos_shares = || read("cpu", "kubepods/burstable", "cpu.shares", "cpu.weight");
+    assert_eq!(qos_shares(), if v2 { "12" } else { "307" });
+    c.server.delete_pod("default", "limits", Some(0)).unwrap();
+    wait_for(Duration::from_secs(60), || {
+        (c.server.get_pod("default", "limits").is_none()
+            && !support::cgroup_dir("cpu", &pod_rel).exists()
+            && qos_shares() == if v2 { "1" } else { "2" })
+        .then_some(())
+    })
+    .unwrap_or_else(|| panic!("pod cgroup and burstable shares not back:\n{}", c.log()));
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,12 +12,22 @@ pub fn endpoint() -> String {
 
 /// A CRI client of the test containerd.
 pub fn runtime() -> RemoteRuntime {
-    RemoteRuntime::connect(&endpoint(), Duration::from_secs(30)).unwrap()
+    runtime_at(&endpoint())
+}
+
+/// A CRI client of the containerd at `endpoint`.
+pub fn runtime_at(endpoint: &str) -> RemoteRuntime {
+    RemoteRuntime::connect(endpoint, Duration::from_secs(30)).unwrap()
 }
 
 /// Stops and removes every sandbox, so each test starts from an empty runtime.
 pub fn clean_runtime() {
-    let rt = runtime();
+    clean_runtime_at(&endpoint());
+}
+
+/// [`clean_runtime`] on the containerd at `endpoint`.
+pub fn clean_runtime_at(endpoint: &str) {
+    let rt = runtime_at(endpoint);
     for s in rt.list_pod_sandbox(None).unwrap() {
         rt.stop_pod_sandbox(s.get_id()).unwrap();
         rt.remove_pod_sandbox(s.get_id()).unwrap();
@@ -29,7 +39,7 @@ pub fn clean_runtime() {
 fn remove_pod_cgroups() {
     for controller in ["cpu", "memory", "pids"] {
         for qos in ["", "burstable/", "besteffort/"] {
-            let dir = format!("/sys/fs/cgroup/{controller}/kubepods/{qos}");
+            let dir = super::cgroup_dir(controller, &format!("kubepods/{qos}"));
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };

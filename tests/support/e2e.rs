@@ -11,17 +11,37 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use rkubelet::cri::{api, RuntimeService};
 
 use super::apiserver::ApiServer;
-use super::cri::{clean_runtime, endpoint, runtime};
+use super::cri::{clean_runtime_at, endpoint, runtime};
 use super::{scratch_dir, wait_for};
 
 pub const IMAGE: &str = "docker.io/library/busybox:local";
 pub const NODE: &str = "e2e-cluster-node";
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Where and how the kubelet runs: the runtime it uses, and a command it runs under.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The CRI endpoint (`unix://...`).
+    pub endpoint: String,
+    /// A command the kubelet runs under (e.g. `nsenter -t PID -p -m --`); empty: none.
+    pub wrapper: Vec<String>,
+}
+
+impl Default for Launch {
+    /// The test containerd, no wrapper.
+    fn default() -> Self {
+        Launch {
+            endpoint: endpoint(),
+            wrapper: Vec::new(),
+        }
+    }
+}
+
 pub struct Cluster {
     /// The API server test double the kubelet joined.
     pub server: ApiServer,
     kubelet: Child,
+    launch: Launch,
     /// The scratch directory (root dir, logs, kubeconfigs).
     pub dir: PathBuf,
     /// The kubelet API port.
@@ -43,7 +63,17 @@ impl Cluster {
     /// Like [`Cluster::start_with`], calling `setup` on the kubelet's root dir (empty, just
     /// created) before the kubelet starts.
     pub fn start_with_root(name: &str, extra_args: &[&str], setup: impl FnOnce(&Path)) -> Cluster {
-        clean_runtime();
+        Self::start_in(name, extra_args, Launch::default(), setup)
+    }
+
+    /// Like [`Cluster::start_with_root`] on the runtime and under the command `launch` names.
+    pub fn start_in(
+        name: &str,
+        extra_args: &[&str],
+        launch: Launch,
+        setup: impl FnOnce(&Path),
+    ) -> Cluster {
+        clean_runtime_at(&launch.endpoint);
         let dir = scratch_dir(name);
         std::fs::create_dir_all(dir.join("root")).unwrap();
         setup(&dir.join("root"));
@@ -57,10 +87,11 @@ impl Cluster {
         std::fs::write(dir.join("client-ca.crt"), server.ca_pem()).unwrap();
         let port = super::free_port();
         let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
-        let kubelet = spawn_kubelet(&dir, port, &extra_args);
+        let kubelet = spawn_kubelet_in(&dir, port, &extra_args, &launch);
         Cluster {
             server,
             kubelet,
+            launch,
             dir,
             port,
             extra_args,
@@ -73,15 +104,22 @@ impl Cluster {
         self.restart();
     }
 
-    /// `kill -9` the kubelet (pods and containers go on).
+    /// `kill -9` the kubelet (pods and containers go on): its whole process group, so a
+    /// kubelet under a wrapper goes too.
     pub fn kill9(&mut self) {
+        signal_group(&self.kubelet, "KILL");
         let _ = self.kubelet.kill();
         let _ = self.kubelet.wait();
     }
 
     /// Starts the kubelet again with the same flags and files (after [`Cluster::kill9`]).
     pub fn restart(&mut self) {
-        self.kubelet = spawn_kubelet(&self.dir, self.port, &self.extra_args);
+        self.kubelet = spawn_kubelet_in(&self.dir, self.port, &self.extra_args, &self.launch);
+    }
+
+    /// Whether the kubelet process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.kubelet.try_wait(), Ok(None))
     }
 
     pub fn log(&self) -> String {
@@ -127,17 +165,15 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.kubelet.id().to_string())
-            .status();
+        signal_group(&self.kubelet, "TERM");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline && matches!(self.kubelet.try_wait(), Ok(None)) {
             std::thread::sleep(Duration::from_millis(50));
         }
+        signal_group(&self.kubelet, "KILL");
         let _ = self.kubelet.kill();
         let _ = self.kubelet.wait();
-        clean_runtime();
+        clean_runtime_at(&self.launch.endpoint);
         // A stopped kubelet leaves its pods' tmpfs volumes mounted (as upstream's would);
         // the test's own are unmounted here, deepest first.
         for mount in rkubelet::volume::mount::mounts_under(&self.dir) {
@@ -153,19 +189,47 @@ impl Drop for Cluster {
     }
 }
 
+/// Sends `signal` to the process group the kubelet leads (it and what runs under it).
+fn signal_group(kubelet: &Child, signal: &str) {
+    let _ = Command::new("kill")
+        .args([
+            format!("-{signal}"),
+            "--".into(),
+            format!("-{}", kubelet.id()),
+        ])
+        .stderr(Stdio::null())
+        .status();
+}
+
 /// The real binary joined to the double, its log appended to `rkubelet.log`.
 pub fn spawn_kubelet(dir: &Path, port: u16, extra_args: &[String]) -> Child {
+    spawn_kubelet_in(dir, port, extra_args, &Launch::default())
+}
+
+/// [`spawn_kubelet`] on the runtime and under the command `launch` names, leading a process
+/// group of its own.
+pub fn spawn_kubelet_in(dir: &Path, port: u16, extra_args: &[String], launch: &Launch) -> Child {
+    use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("rkubelet.log"))
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+    let binary = env!("CARGO_BIN_EXE_rkubelet");
+    let mut cmd = match launch.wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(binary);
+            cmd
+        }
+        None => Command::new(binary),
+    };
+    cmd.process_group(0)
         .arg(format!(
             "--kubeconfig={}",
             dir.join("kubelet.conf").display()
         ))
-        .arg(format!("--container-runtime-endpoint={}", endpoint()))
+        .arg(format!("--container-runtime-endpoint={}", launch.endpoint))
         .arg(format!("--root-dir={}", dir.join("root").display()))
         .arg(format!(
             "--pod-logs-dir={}",

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod cri;
 pub mod e2e;
 pub mod kubelet_api;
+pub mod systemd;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -17,6 +18,23 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Whether the host has the unified cgroup v2 hierarchy at `/sys/fs/cgroup` (else v1, one
+/// hierarchy per controller).
+pub fn cgroup_v2() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// The host directory of cgroup `rel` (`kubepods/pod<uid>`) for `controller`: in its v1
+/// hierarchy, or in the one v2 tree.
+pub fn cgroup_dir(controller: &str, rel: &str) -> PathBuf {
+    let base = std::path::Path::new("/sys/fs/cgroup");
+    if cgroup_v2() {
+        base.join(rel)
+    } else {
+        base.join(controller).join(rel)
+    }
 }
 
 /// A TCP port that was free a moment ago on 127.0.0.1.

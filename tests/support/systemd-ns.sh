@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# A real systemd manager for the systemd cgroup driver tests, on a machine where systemd is
+# installed but not PID 1: systemd runs as PID 1 of its own PID and mount namespaces, in a
+# cgroup of its own in every hierarchy, with a private /run (its D-Bus socket
+# /run/systemd/private, as on a systemd host) and a unit directory holding one empty target,
+# so it starts nothing of the host's. Processes enter it with
+# `nsenter -t PID -p -m` (containerd with SystemdCgroup = true, then rkubelet), and see
+# exactly what they see on a systemd host: PID 1 is systemd, /proc is the namespace's, and
+# slices appear under the cgroup tree systemd owns.
+#
+# Usage:
+#   systemd-ns.sh start BASE   start it; prints systemd's PID (host view), the only stdout line
+#   systemd-ns.sh stop  BASE   kill every process of the namespace and remove its cgroups
+#
+# BASE is an absolute scratch directory (the log and the PID file go there).
+set -euo pipefail
+
+die() { echo "systemd-ns.sh: ERROR: $*" >&2; exit 1; }
+
+cmd="${1:-}"
+base="${2:-}"
+[[ "$base" == /* ]] || die "BASE must be an absolute path, got '$base'"
+base="${base%/}"
+pidfile="$base/systemd.pid"
+# One cgroup per BASE, named after it.
+name="rkubelet-systemd-$(printf '%s' "$base" | cksum | cut -d' ' -f1)"
+
+# Every cgroup hierarchy mounted under /sys/fs/cgroup (v1 controllers, name=systemd, and the
+# v2 tree), or the v2 root alone on a unified host.
+hierarchies() {
+    if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+        echo /sys/fs/cgroup
+        return
+    fi
+    awk '$3 ~ /^cgroup2?$/ && $2 ~ "^/sys/fs/cgroup/" { print $2 }' /proc/mounts | sort -u
+}
+
+remove_cgroups() {
+    local h
+    for h in $(hierarchies); do
+        [[ -d "$h/$name" ]] || continue
+        find "$h/$name" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
+}
+
+# Runs as PID 1 of the new namespaces, then becomes systemd.
+inner() {
+    local h
+    for h in $(hierarchies); do
+        mkdir -p "$h/$name"
+        if [[ -f "$h/cpuset.cpus" && ! -f "$h/cgroup.controllers" ]]; then
+            cat "$h/cpuset.cpus" >"$h/$name/cpuset.cpus"
+            cat "$h/cpuset.mems" >"$h/$name/cpuset.mems"
+        fi
+        echo $$ >"$h/$name/cgroup.procs"
+    done
+    mount --make-rprivate /
+    mount -t tmpfs -o mode=755 tmpfs /run
+    mount -t tmpfs -o mode=755 tmpfs /etc/systemd/system
+    printf '[Unit]\nDescription=rkubelet systemd driver tests\n' \
+        >/etc/systemd/system/rkubelet-test.target
+    export container=rkubelet-test
+    exec /lib/systemd/systemd --system --unit=rkubelet-test.target --log-target=console
+}
+
+start() {
+    [[ $EUID -eq 0 ]] || die "must run as root"
+    [[ -x /lib/systemd/systemd ]] || die "/lib/systemd/systemd not found (apt-get install systemd)"
+    command -v unshare >/dev/null || die "unshare not found (util-linux)"
+    [[ -e "$pidfile" ]] && stop
+    mkdir -p "$base"
+    setsid unshare --pid --mount --fork --mount-proc bash "${BASH_SOURCE[0]}" inner "$base" \
+        </dev/null >"$base/systemd.log" 2>&1 &
+    local unshare_pid=$! pid="" i
+    for ((i = 0; i < 100; i++)); do
+        pid="$(pgrep -P "$unshare_pid" | head -1 || true)"
+        if [[ -n "$pid" && -S "/proc/$pid/root/run/systemd/private" ]]; then
+            echo "$pid" >"$pidfile"
+            echo "$pid"
+            return 0
+        fi
+        kill -0 "$unshare_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "--- $base/systemd.log" >&2
+    tail -20 "$base/systemd.log" >&2 || true
+    die "systemd did not come up within 10 s"
+}
+
+stop() {
+    local pid
+    if [[ -f "$pidfile" ]]; then
+        pid="$(cat "$pidfile")"
+        # SIGKILL to a PID namespace's init ends every process in it.
+        if [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == systemd ]]; then
+            kill -KILL "$pid" 2>/dev/null || true
+            for ((i = 0; i < 100; i++)); do
+                [[ -e "/proc/$pid" ]] || break
+                sleep 0.1
+            done
+        fi
+        rm -f "$pidfile"
+    fi
+    # The kernel removes the processes a moment after; their cgroups empty then.
+    for ((i = 0; i < 50; i++)); do
+        remove_cgroups
+        [[ -z "$(for h in $(hierarchies); do [[ -d "$h/$name" ]] && echo x; done)" ]] && return 0
+        sleep 0.1
+    done
+    echo "systemd-ns.sh: some cgroups of $name remain" >&2
+}
+
+case "$cmd" in
+    start) start ;;
+    stop) stop ;;
+    inner) inner ;;
+    *) die "usage: systemd-ns.sh start|stop BASE" ;;
+esac
