@@ -3,6 +3,8 @@
 //! cgroup driver, and the real `rkubelet` binary inside them too, joined to the API server
 //! test double (`tests/support/systemd.rs`). Guaranteed, Burstable and BestEffort pods run
 //! in slices with upstream's names and properties; a `kill -9` restart adopts everything;
+//! a pod deleted while the kubelet is down has its slice removed once it is back; after
+//! systemd re-executes itself (dropping every D-Bus connection) the kubelet reconnects;
 //! deleting the pods removes their slices.
 //!
 //! Ignored in a plain `cargo test`: needs root, systemd, util-linux and containerd
@@ -65,6 +67,31 @@ fn sandboxes(endpoint: &str) -> Vec<String> {
     ids
 }
 
+/// What the host's cgroup set-up looks like: its hierarchies (from `/proc/self/cgroup`), the
+/// entries of `/sys/fs/cgroup`, and that mount's options. The namespaced systemd must leave
+/// all three as they were.
+fn host_cgroup_layout() -> (Vec<String>, Vec<String>, String) {
+    let mut hierarchies: Vec<String> = std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(str::to_string))
+        .collect();
+    hierarchies.sort();
+    let mut entries: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    let options = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some("/sys/fs/cgroup"))
+        .and_then(|l| l.split(' ').nth(3).map(str::to_string))
+        .unwrap_or_default();
+    (hierarchies, entries, options)
+}
+
 fn uid(c: &Cluster, name: &str) -> String {
     c.server
         .get_pod("default", name)
@@ -76,13 +103,17 @@ fn uid(c: &Cluster, name: &str) -> String {
 #[ignore = "needs root, systemd and containerd (tests/run.sh)"]
 fn systemd_driver_runs_pods_in_slices_and_adopts_them_after_a_restart() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let host_before = host_cgroup_layout();
     let node = SystemdNode::start("driver");
     let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     let config = node.base.join("config.yaml");
     std::fs::write(
         &config,
         "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
-         cgroupDriver: systemd\npodPidsLimit: 256\n",
+         cgroupDriver: systemd\npodPidsLimit: 256\n\
+         systemReserved: {cpu: 100m, memory: 64Mi, pid: \"100\"}\n\
+         systemReservedCgroup: /system.slice\n\
+         enforceNodeAllocatable: [pods, system-reserved]\n",
     )
     .unwrap();
     let flag = format!("--config={}", config.display());
@@ -161,12 +192,27 @@ fn systemd_driver_runs_pods_in_slices_and_adopts_them_after_a_restart() {
         let qos = node.show("kubepods-besteffort.slice", &[cpu_key]);
         assert_eq!(qos[cpu_key], "2", "{qos:?}");
     }
+    // Node allocatable: kubepods gets capacity less systemReserved, system.slice the
+    // reservation.
     let kubepods = node.show("kubepods.slice", &["ActiveState", memory_key, "TasksMax"]);
     assert_eq!(kubepods["ActiveState"], "active", "{kubepods:?}");
-    assert_ne!(
-        kubepods[memory_key], "infinity",
-        "allocatable enforced: {kubepods:?}"
+    let mem_total: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert_eq!(
+        kubepods[memory_key],
+        (mem_total * 1024 - (64 << 20)).to_string(),
+        "{kubepods:?}"
     );
+    let system = node.show("system.slice", &[memory_key, cpu_key, "TasksMax"]);
+    assert_eq!(system[memory_key], (64u64 << 20).to_string(), "{system:?}");
+    assert_eq!(system["TasksMax"], "100", "{system:?}");
+    if !v2 {
+        assert_eq!(system[cpu_key], "102", "{system:?}");
+    }
 
     // Every container's cgroup sits under its pod's slice (runc's scope for containerd).
     let controller = if v2 { None } else { Some("pids") };
@@ -226,16 +272,42 @@ fn systemd_driver_runs_pods_in_slices_and_adopts_them_after_a_restart() {
         assert_eq!(now["ActiveState"], "active");
     }
 
+    let slice_gone = |unit: &str, dir: &PathBuf| {
+        let state = node.show(unit, &["LoadState", "ActiveState"]);
+        let gone = state.get("LoadState").map(String::as_str) == Some("not-found")
+            || state.get("ActiveState").map(String::as_str) == Some("inactive");
+        gone && !dir.exists()
+    };
+
+    // A pod removed while the kubelet is down: its containers and slice go once it is back.
+    c.kill9();
+    assert!(c
+        .server
+        .delete_pod("default", "besteffort", Some(0))
+        .unwrap()
+        .is_none());
+    c.restart();
+    wait_for(Duration::from_secs(60), || {
+        slice_gone(&e_unit, &dirs[2].1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("leftover slice {e_unit} not removed\n{}", c.log()));
+    assert!(!containers(&node.endpoint).contains_key("besteffort"));
+
+    // systemd re-executes itself: every D-Bus connection drops; the next call reconnects.
+    let reexec = node
+        .enter()
+        .args(["systemctl", "daemon-reexec"])
+        .status()
+        .unwrap();
+    assert!(reexec.success());
+
     // Deleting the pods removes their slices, and the burstable QoS slice's shares drop.
-    for name in ["guaranteed", "burstable", "besteffort"] {
+    for name in ["guaranteed", "burstable"] {
         c.server.delete_pod("default", name, Some(1)).unwrap();
     }
-    for (unit, (name, dir)) in [&g_unit, &b_unit, &e_unit].into_iter().zip(&dirs) {
+    for (unit, (name, dir)) in [&g_unit, &b_unit].into_iter().zip(&dirs) {
         wait_for(Duration::from_secs(60), || {
-            let state = node.show(unit, &["LoadState", "ActiveState"]);
-            let gone = state.get("LoadState").map(String::as_str) == Some("not-found")
-                || state.get("ActiveState").map(String::as_str) == Some("inactive");
-            (gone && !dir.exists()).then_some(())
+            slice_gone(unit, dir).then_some(())
         })
         .unwrap_or_else(|| {
             panic!(
@@ -245,6 +317,11 @@ fn systemd_driver_runs_pods_in_slices_and_adopts_them_after_a_restart() {
             )
         });
     }
+    assert!(
+        c.log().contains("reconnected to systemd"),
+        "no reconnection after daemon-reexec:\n{}",
+        c.log()
+    );
     if !v2 {
         wait_for(Duration::from_secs(10), || {
             let qos = node.show("kubepods-burstable.slice", &[cpu_key]);
@@ -254,6 +331,11 @@ fn systemd_driver_runs_pods_in_slices_and_adopts_them_after_a_restart() {
     }
     drop(c);
     drop(node);
+    assert_eq!(
+        host_cgroup_layout(),
+        host_before,
+        "the namespaced systemd changed the host's cgroups"
+    );
 }
 
 #[test]

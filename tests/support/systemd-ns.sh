@@ -32,7 +32,11 @@ hierarchies() {
         echo /sys/fs/cgroup
         return
     fi
-    awk '$3 ~ /^cgroup2?$/ && $2 ~ "^/sys/fs/cgroup/" { print $2 }' /proc/mounts | sort -u
+    hierarchies_under /sys/fs/cgroup
+}
+
+hierarchies_under() {
+    awk -v base="$1/" '$3 ~ /^cgroup2?$/ && index($2, base) == 1 { print $2 }' /proc/mounts | sort -u
 }
 
 remove_cgroups() {
@@ -41,6 +45,40 @@ remove_cgroups() {
         [[ -d "$h/$name" ]] || continue
         find "$h/$name" -depth -type d -exec rmdir {} + 2>/dev/null || true
     done
+}
+
+# v1 hierarchies this host has but does not mount: systemd in the namespace mounts every
+# controller the host leaves unmounted (hugetlb, perf_event, net_cls,net_prio, ...), which
+# creates a hierarchy that outlives the namespace as long as cgroups remain in it; every
+# process then lists it in /proc/self/cgroup, and cgroup readers (containerd's stats) that
+# cannot find its mount fail. Such a hierarchy serves nothing on the host, so its cgroups
+# are removed here (it is mounted for that a moment), and the kernel drops it when it is
+# unmounted without children (the second pass: the first may still find children).
+remove_unmounted_hierarchies() {
+    local pass
+    [[ -f /sys/fs/cgroup/cgroup.controllers ]] && return 0
+    for pass in 1 2; do
+        remove_unmounted_hierarchies_once
+    done
+}
+
+remove_unmounted_hierarchies_once() {
+    local line controllers mounted dir
+    while IFS= read -r line; do
+        controllers="$(cut -d: -f2 <<<"$line")"
+        [[ -n "$controllers" && "$controllers" != name=* ]] || continue
+        mounted="$(awk -v c="$controllers" '$3 == "cgroup" {
+            n = split($4, opts, ","); k = split(c, want, ","); hit = 0
+            for (i = 1; i <= k; i++) for (j = 1; j <= n; j++) if (opts[j] == want[i]) hit++
+            if (hit == k) { print $2; exit } }' /proc/mounts)"
+        [[ -z "$mounted" ]] || continue
+        dir="$(mktemp -d /tmp/rkubelet-hierarchy.XXXXXX)"
+        if mount -t cgroup -o "$controllers" cgroup "$dir" 2>/dev/null; then
+            find "$dir" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
+            umount "$dir"
+        fi
+        rmdir "$dir"
+    done </proc/self/cgroup
 }
 
 # Runs as PID 1 of the new namespaces, then becomes systemd.
@@ -56,6 +94,19 @@ inner() {
     done
     mount --make-rprivate /
     mount -t tmpfs -o mode=755 tmpfs /run
+    if [[ ! -f /sys/fs/cgroup/cgroup.controllers ]]; then
+        # A /sys/fs/cgroup of the namespace's own holding the same hierarchies, so the mount
+        # points systemd adds for controllers the host leaves unmounted stay in here.
+        mkdir /run/host-cgroup
+        mount --rbind /sys/fs/cgroup /run/host-cgroup
+        mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup
+        for h in $(hierarchies_under /run/host-cgroup); do
+            mkdir -p "/sys/fs/cgroup/${h#/run/host-cgroup/}"
+            mount --bind "$h" "/sys/fs/cgroup/${h#/run/host-cgroup/}"
+        done
+        umount -l /run/host-cgroup
+        rmdir /run/host-cgroup
+    fi
     mount -t tmpfs -o mode=755 tmpfs /etc/systemd/system
     printf '[Unit]\nDescription=rkubelet systemd driver tests\n' \
         >/etc/systemd/system/rkubelet-test.target
@@ -103,6 +154,7 @@ stop() {
     fi
     # The kernel removes the processes a moment after; their cgroups empty then.
     for ((i = 0; i < 50; i++)); do
+        remove_unmounted_hierarchies
         remove_cgroups
         [[ -z "$(for h in $(hierarchies); do [[ -d "$h/$name" ]] && echo x; done)" ]] && return 0
         sleep 0.1
