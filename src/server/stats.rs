@@ -218,9 +218,13 @@ impl StatsProvider {
     fn pod_networks(&self, time: &str) -> BTreeMap<String, NetworkStats> {
         let stats = match self.runtime.list_pod_sandbox_stats(None) {
             Ok(stats) => stats,
-            Err(e) => {
+            Err(e) if e.code() == Some(crate::cri::RpcCode::Unimplemented) => {
                 log::debug!("pod network stats: {e}");
                 return BTreeMap::new();
+            }
+            Err(e) => {
+                log::debug!("pod network stats of all sandboxes: {e}; asking per sandbox");
+                self.sandbox_stats_one_by_one()
             }
         };
         let interface = |i: &api::NetworkInterfaceUsage| InterfaceStats {
@@ -253,6 +257,33 @@ impl StatsProvider {
                 ))
             })
             .collect()
+    }
+
+    /// `ListPodSandboxStats` for each ready sandbox on its own. One sandbox whose container
+    /// is exiting at that moment fails the whole list in some runtimes (containerd 1.6:
+    /// "ttrpc: closed"); asked one at a time, only that sandbox goes without.
+    fn sandbox_stats_one_by_one(&self) -> Vec<api::PodSandboxStats> {
+        let mut ready = api::PodSandboxFilter::new();
+        let mut state = api::PodSandboxStateValue::new();
+        state.set_state(api::PodSandboxState::SANDBOX_READY);
+        ready.set_state(state);
+        let sandboxes = match self.runtime.list_pod_sandbox(Some(&ready)) {
+            Ok(sandboxes) => sandboxes,
+            Err(e) => {
+                log::debug!("pod network stats: listing sandboxes: {e}");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for sandbox in sandboxes {
+            let mut filter = api::PodSandboxStatsFilter::new();
+            filter.id = sandbox.id.clone();
+            match self.runtime.list_pod_sandbox_stats(Some(&filter)) {
+                Ok(stats) => out.extend(stats),
+                Err(e) => log::debug!("pod network stats of sandbox {}: {e}", sandbox.id),
+            }
+        }
+        out
     }
 
     /// The volumes under `<root-dir>/pods/<uid>/volumes/<plugin>/<name>`: usage walked (at
@@ -622,6 +653,46 @@ mod tests {
         // The CPU-and-memory form (for /metrics/resource) leaves them out.
         let lean = p.summary(true).unwrap();
         assert!(lean.pods[0].network.is_none() && lean.pods[0].volume.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failing_sandbox_list_is_asked_again_per_sandbox() {
+        let dir = std::env::temp_dir().join(format!("rkubelet-stats-each-{}", std::process::id()));
+        let fake = Arc::new(FakeRuntime::new());
+        for (name, uid) in [("a", "uid-a"), ("b", "uid-b")] {
+            let mut sandbox = api::PodSandboxConfig::new();
+            sandbox.mut_metadata().set_name(name.into());
+            sandbox.mut_metadata().set_uid(uid.into());
+            sandbox.mut_metadata().set_namespace("default".into());
+            fake.run_pod_sandbox(&sandbox, "").unwrap();
+        }
+        let p = StatsProvider::new(fake.clone(), fake.clone(), "n", &dir, &dir.join("logs"));
+        // The whole list fails once (a sandbox's container exiting, as containerd 1.6
+        // reports it); each sandbox asked on its own answers.
+        fake.inject_error(
+            "ListPodSandboxStats",
+            crate::cri::CriError::Rpc {
+                method: "ListPodSandboxStats",
+                code: crate::cri::RpcCode::Unknown,
+                message: "ttrpc: closed".into(),
+            },
+        );
+        let networks = p.pod_networks("t");
+        assert_eq!(
+            networks.keys().cloned().collect::<Vec<_>>(),
+            ["uid-a", "uid-b"]
+        );
+        // A runtime without the call: no counters, and no per-sandbox calls.
+        fake.inject_error(
+            "ListPodSandboxStats",
+            crate::cri::CriError::Rpc {
+                method: "ListPodSandboxStats",
+                code: crate::cri::RpcCode::Unimplemented,
+                message: "unknown method".into(),
+            },
+        );
+        assert!(p.pod_networks("t").is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
