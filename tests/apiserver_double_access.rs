@@ -1,6 +1,7 @@
 //! Who may do what on the API server test double: authentication by client certificate or
-//! bearer token; ConfigMaps, Secrets and TokenRequests, with the node authorizer's limits on
-//! what a node may read (through the library's REST client); NodeRestriction on what a node
+//! bearer token; ConfigMaps, Secrets, TokenRequests, PersistentVolumeClaims and
+//! PersistentVolumes, with the node authorizer's limits on what a node may read (through the
+//! library's REST client); NodeRestriction on what a node
 //! may write; kubeadm's RBAC and the registry strategy for CertificateSigningRequests.
 
 mod support;
@@ -448,4 +449,95 @@ fn certificate_signing_requests_follow_kubeadms_rbac_and_the_registry_strategy()
     // A node may not delete CSRs.
     let (code, _) = node.call("DELETE", &format!("{CSRS}/node-csr-Mixed_Case"), None);
     assert_eq!(code, 403);
+}
+
+#[test]
+fn claims_and_volumes_follow_the_node_authorizer_graph() {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    use rkubelet::api::KubeClient;
+
+    let server = ApiServer::start();
+    let api = Api::new(&server);
+    let claim = |name: &str| -> PersistentVolumeClaim {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+        .unwrap()
+    };
+    let volume = |name: &str| -> PersistentVolume {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "hostPath": {"path": "/tmp/x"}}}))
+        .unwrap()
+    };
+    for (c, v) in [
+        ("data", "pv-data"),
+        ("web-scratch", "pv-scratch"),
+        ("other", "pv-other"),
+    ] {
+        let created = server.create_persistent_volume_claim(claim(c)).unwrap();
+        assert_eq!(created.status.unwrap().phase.as_deref(), Some("Pending"));
+        server.create_persistent_volume(volume(v)).unwrap();
+        server.bind_claim("default", c, v).unwrap();
+    }
+    let bound = server
+        .get_persistent_volume_claim("default", "data")
+        .unwrap();
+    assert_eq!(bound.spec.unwrap().volume_name.as_deref(), Some("pv-data"));
+    assert_eq!(bound.status.unwrap().phase.as_deref(), Some("Bound"));
+    let (code, pv) = api.get("/api/v1/persistentvolumes/pv-data");
+    assert_eq!(code, 200, "{pv}");
+    assert_eq!(pv["status"]["phase"], "Bound");
+    assert_eq!(pv["spec"]["claimRef"]["name"], "data");
+    let (_, discovery) = api.get("/api/v1");
+    let entries = discovery["resources"].as_array().unwrap();
+    let entry = |name: &str| entries.iter().find(|r| r["name"] == name).cloned().unwrap();
+    assert_eq!(entry("persistentvolumeclaims")["namespaced"], json!(true));
+    assert_eq!(
+        entry("persistentvolumeclaims")["shortNames"],
+        json!(["pvc"])
+    );
+    assert_eq!(entry("persistentvolumes")["namespaced"], json!(false));
+
+    let mut web = pod("web", Some("node-a"));
+    web["spec"]["volumes"] = json!([
+        {"name": "d", "persistentVolumeClaim": {"claimName": "data"}},
+        {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}}
+    ]);
+    assert_eq!(api.call("POST", PODS, Some(web)).0, 201);
+    let dir = scratch_dir("claims-authz");
+    let kubeconfig = dir.join("kubeconfig");
+    server
+        .write_kubeconfig(&kubeconfig, "system:node:node-a")
+        .unwrap();
+    let config = rkubelet::api::kubeconfig::load(&kubeconfig).unwrap();
+    let client = rkubelet::api::RestClient::new(config, 0.0, 0, Duration::from_secs(10)).unwrap();
+    // Claims its pods reference (by name, or `<pod>-<volume>` for an ephemeral volume), and
+    // the volumes those claims are bound to.
+    assert!(client
+        .get_persistent_volume_claim("default", "data")
+        .is_ok());
+    assert!(client
+        .get_persistent_volume_claim("default", "web-scratch")
+        .is_ok());
+    let got = client.get_persistent_volume("pv-data").unwrap();
+    assert_eq!(got.metadata.name.as_deref(), Some("pv-data"));
+    assert!(client.get_persistent_volume("pv-scratch").is_ok());
+    // Nothing else.
+    let denied = client
+        .get_persistent_volume_claim("default", "other")
+        .unwrap_err();
+    assert_eq!(denied.code(), Some(403), "{denied}");
+    assert!(denied
+        .to_string()
+        .contains("no relationship found between node 'node-a' and this object"));
+    let denied = client.get_persistent_volume("pv-other").unwrap_err();
+    assert_eq!(denied.code(), Some(403), "{denied}");
+    assert!(
+        denied
+            .to_string()
+            .contains("persistentvolumes \"pv-other\" is forbidden")
+            && denied.to_string().contains("at the cluster scope"),
+        "{denied}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -26,7 +26,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, UserInfo};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+};
 use k8s_openapi::api::node::v1::RuntimeClass;
 
 use super::store::Objects;
@@ -46,6 +48,8 @@ struct Store {
     secrets: Objects<Secret>,
     services: Objects<Service>,
     runtime_classes: Objects<RuntimeClass>,
+    claims: Objects<PersistentVolumeClaim>,
+    volumes: Objects<PersistentVolume>,
     /// Token requests received, in order.
     token_requests: Vec<(String, String, TokenRequest)>,
     /// Tokens issued so far.
@@ -151,6 +155,33 @@ impl FakeClient {
     pub fn insert_runtime_class(&self, class: &RuntimeClass) -> Result<RuntimeClass, ApiError> {
         let store = &mut *self.store();
         store.runtime_classes.create(class, &mut store.rv)
+    }
+
+    /// Stores a PersistentVolumeClaim as if created (not recorded as a call).
+    pub fn insert_persistent_volume_claim(
+        &self,
+        claim: &PersistentVolumeClaim,
+    ) -> Result<PersistentVolumeClaim, ApiError> {
+        let store = &mut *self.store();
+        store.claims.create(claim, &mut store.rv)
+    }
+
+    /// Replaces a stored PersistentVolumeClaim (as the PV controller binding it would).
+    pub fn update_persistent_volume_claim(
+        &self,
+        claim: &PersistentVolumeClaim,
+    ) -> Result<PersistentVolumeClaim, ApiError> {
+        let store = &mut *self.store();
+        store.claims.update(claim, &mut store.rv)
+    }
+
+    /// Stores a PersistentVolume as if created (not recorded as a call).
+    pub fn insert_persistent_volume(
+        &self,
+        volume: &PersistentVolume,
+    ) -> Result<PersistentVolume, ApiError> {
+        let store = &mut *self.store();
+        store.volumes.create(volume, &mut store.rv)
     }
 
     /// Stores a service.

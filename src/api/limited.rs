@@ -8,7 +8,9 @@ use std::sync::Arc;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+};
 use k8s_openapi::api::node::v1::RuntimeClass;
 
 use super::rate_limit::RateLimiter;
@@ -149,6 +151,20 @@ impl KubeClient for RateLimitedClient {
     fn get_runtime_class(&self, name: &str) -> Result<RuntimeClass, ApiError> {
         self.limiter.acquire();
         self.inner.get_runtime_class(name)
+    }
+
+    fn get_persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PersistentVolumeClaim, ApiError> {
+        self.limiter.acquire();
+        self.inner.get_persistent_volume_claim(namespace, name)
+    }
+
+    fn get_persistent_volume(&self, name: &str) -> Result<PersistentVolume, ApiError> {
+        self.limiter.acquire();
+        self.inner.get_persistent_volume(name)
     }
 
     fn create_token(

@@ -27,7 +27,9 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+};
 use k8s_openapi::api::node::v1::RuntimeClass;
 
 /// Options of a list or watch call (the query parameters the kubelet uses).
@@ -229,6 +231,15 @@ pub trait KubeClient: Send + Sync {
     /// `GET /apis/node.k8s.io/v1/runtimeclasses/{name}`: the runtime handler a pod's
     /// `runtimeClassName` stands for.
     fn get_runtime_class(&self, name: &str) -> Result<RuntimeClass, ApiError>;
+    /// `GET /api/v1/namespaces/{ns}/persistentvolumeclaims/{name}`: the claim a pod's
+    /// volume names (the node authorizer allows claims of pods bound to the node).
+    fn get_persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PersistentVolumeClaim, ApiError>;
+    /// `GET /api/v1/persistentvolumes/{name}`: the volume a claim is bound to.
+    fn get_persistent_volume(&self, name: &str) -> Result<PersistentVolume, ApiError>;
     /// `POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token`: asks for a bound
     /// service account token; the answer is the request with `status.token` and
     /// `status.expirationTimestamp` filled in.

@@ -29,6 +29,8 @@ pub(crate) enum Op {
     ListAllServices,
     WatchServices,
     GetRuntimeClass,
+    GetPersistentVolumeClaim,
+    GetPersistentVolume,
     CreateTokenReview,
     CreateSubjectAccessReview,
     CreateCsr,
@@ -38,7 +40,7 @@ pub(crate) enum Op {
 
 /// (verb, resource) of each [`Op`], indexed by `Op as usize`. Verbs are named as the API
 /// server's metrics name them (`LIST` and `WATCH` are GETs on the wire).
-const OPS: [(&str, &str); 27] = [
+const OPS: [(&str, &str); 29] = [
     ("LIST", "pods"),
     ("WATCH", "pods"),
     ("GET", "pods"),
@@ -61,6 +63,8 @@ const OPS: [(&str, &str); 27] = [
     ("LIST", "services"),
     ("WATCH", "services"),
     ("GET", "runtimeclasses"),
+    ("GET", "persistentvolumeclaims"),
+    ("GET", "persistentvolumes"),
     ("POST", "tokenreviews"),
     ("POST", "subjectaccessreviews"),
     ("POST", "certificatesigningrequests"),

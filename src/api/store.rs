@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
@@ -52,6 +54,8 @@ object!(ConfigMap, "configmaps", true);
 object!(Secret, "secrets", true);
 object!(Service, "services", true);
 object!(RuntimeClass, "runtimeclasses.node.k8s.io", false);
+object!(PersistentVolumeClaim, "persistentvolumeclaims", true);
+object!(PersistentVolume, "persistentvolumes", false);
 
 /// A `Status` error as the API server would send it.
 pub fn status_error(verb: &'static str, code: u16, reason: &str, message: String) -> ApiError {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 use serde::Deserialize;
@@ -200,6 +202,22 @@ impl KubeClient for RestClient {
             request::encode(name)
         );
         self.get(Op::GetRuntimeClass, &path)
+    }
+
+    fn get_persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PersistentVolumeClaim, ApiError> {
+        self.get(
+            Op::GetPersistentVolumeClaim,
+            &core_path(namespace, "persistentvolumeclaims", Some(name)),
+        )
+    }
+
+    fn get_persistent_volume(&self, name: &str) -> Result<PersistentVolume, ApiError> {
+        let path = format!("/api/v1/persistentvolumes/{}", request::encode(name));
+        self.get(Op::GetPersistentVolume, &path)
     }
 
     fn create_token(

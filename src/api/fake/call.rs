@@ -68,6 +68,10 @@ pub enum Call {
     ListServices { namespace: String },
     /// `get_runtime_class`.
     GetRuntimeClass(String),
+    /// `get_persistent_volume_claim`.
+    GetPersistentVolumeClaim { namespace: String, name: String },
+    /// `get_persistent_volume`.
+    GetPersistentVolume(String),
     /// `list_all_services`.
     ListAllServices,
     /// `watch_services`.

@@ -6,7 +6,9 @@
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use serde_json::Value;
 
@@ -237,6 +239,27 @@ impl KubeClient for FakeClient {
         let call = Call::GetRuntimeClass(name.into());
         self.begin("get_runtime_class", call)?
             .runtime_classes
+            .get("", name)
+    }
+
+    fn get_persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PersistentVolumeClaim, ApiError> {
+        let call = Call::GetPersistentVolumeClaim {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.begin("get_persistent_volume_claim", call)?
+            .claims
+            .get(namespace, name)
+    }
+
+    fn get_persistent_volume(&self, name: &str) -> Result<PersistentVolume, ApiError> {
+        let call = Call::GetPersistentVolume(name.into());
+        self.begin("get_persistent_volume", call)?
+            .volumes
             .get("", name)
     }
 

@@ -1,8 +1,10 @@
 //! The node authorizer and NodeRestriction, as far as a kubelet's reads of ConfigMaps,
-//! Secrets and service-account tokens go: a user `system:node:<node>` may only get the
-//! ConfigMaps and Secrets that a pod bound to `<node>` references, and only ask for tokens
-//! of service accounts such pods run as, bound to one of those pods. Anything else is 403
-//! with the API server's wording. Other users and other requests are not restricted.
+//! Secrets, PersistentVolumeClaims, PersistentVolumes and service-account tokens go: a user
+//! `system:node:<node>` may only get the ConfigMaps, Secrets and claims that a pod bound to
+//! `<node>` references (a generic ephemeral volume references the claim `<pod>-<volume>`),
+//! the PersistentVolumes such claims are bound to (`spec.volumeName`), and only ask for
+//! tokens of service accounts such pods run as, bound to one of those pods. Anything else is
+//! 403 with the API server's wording. Other users and other requests are not restricted.
 
 use serde_json::Value;
 
@@ -34,6 +36,21 @@ pub fn authorize(store: &Store, user: Option<&str>, ask: &Ask<'_>) -> Result<(),
     let Some(node) = user.and_then(|u| u.strip_prefix("system:node:")) else {
         return Ok(());
     };
+    if let Ask::Read {
+        resource: Resource::PersistentVolumes,
+        name,
+        verb,
+        ..
+    } = ask
+    {
+        let name = name.unwrap_or_default();
+        if *verb == "get" && bound_to_a_claim_of(store, node, name) {
+            return Ok(());
+        }
+        return Err(ApiError::forbidden(format!(
+            "persistentvolumes \"{name}\" is forbidden: User \"system:node:{node}\" cannot {verb} resource \"persistentvolumes\" in API group \"\" at the cluster scope: no relationship found between node '{node}' and this object"
+        )));
+    }
     let (pods, _) = store.list(Resource::Pods, Some(namespace_of(ask)));
     let on_node: Vec<&Value> = pods
         .iter()
@@ -86,6 +103,28 @@ pub fn authorize(store: &Store, user: Option<&str>, ask: &Ask<'_>) -> Result<(),
     )))
 }
 
+/// Whether a claim referenced by a pod bound to `node` is bound to the volume `pv`.
+fn bound_to_a_claim_of(store: &Store, node: &str, pv: &str) -> bool {
+    let (pods, _) = store.list(Resource::Pods, None);
+    pods.iter()
+        .filter(|p| p["spec"]["nodeName"].as_str() == Some(node))
+        .any(|p| {
+            let namespace = p["metadata"]["namespace"].as_str().unwrap_or("default");
+            references(p, Resource::PersistentVolumeClaims)
+                .iter()
+                .any(|claim| {
+                    let key = (
+                        Resource::PersistentVolumeClaims,
+                        namespace.to_string(),
+                        claim.clone(),
+                    );
+                    store
+                        .get(&key)
+                        .is_some_and(|c| c["spec"]["volumeName"].as_str() == Some(pv))
+                })
+        })
+}
+
 fn namespace_of<'a>(ask: &Ask<'a>) -> &'a str {
     match ask {
         Ask::Read { namespace, .. } | Ask::Token { namespace, .. } => namespace,
@@ -104,6 +143,19 @@ fn service_account_of(pod: &Value) -> &str {
 pub(super) fn references(pod: &Value, resource: Resource) -> Vec<String> {
     let spec = &pod["spec"];
     let mut out = Vec::new();
+    if resource == Resource::PersistentVolumeClaims {
+        let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        for vol in spec["volumes"].as_array().into_iter().flatten() {
+            if let Some(claim) = vol["persistentVolumeClaim"]["claimName"].as_str() {
+                out.push(claim.to_string());
+            }
+            if vol["ephemeral"].is_object() {
+                let volume = vol["name"].as_str().unwrap_or_default();
+                out.push(format!("{pod_name}-{volume}"));
+            }
+        }
+        return out;
+    }
     let mut push = |v: &Value| {
         if let Some(s) = v.as_str() {
             out.push(s.to_string());

@@ -80,7 +80,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -480,6 +482,137 @@ impl ApiServer {
             &admit_all,
         )
         .map(from_json)
+    }
+
+    /// Creates a PersistentVolume as `POST` would (status `Pending`, as the API server
+    /// defaults it; the PV controller makes it `Available`, see [`ApiServer::bind_claim`]).
+    pub fn create_persistent_volume(
+        &self,
+        pv: PersistentVolume,
+    ) -> Result<PersistentVolume, ApiError> {
+        let mut object = to_json(&pv);
+        object["status"] = serde_json::json!({"phase": "Pending"});
+        registry::create(
+            &self.shared.store,
+            Resource::PersistentVolumes,
+            "",
+            object,
+            &admit_all,
+        )
+        .map(from_json)
+    }
+
+    /// Creates a PersistentVolumeClaim as `POST` would (status `Pending`; namespace
+    /// `default` when unset).
+    pub fn create_persistent_volume_claim(
+        &self,
+        pvc: PersistentVolumeClaim,
+    ) -> Result<PersistentVolumeClaim, ApiError> {
+        let namespace = namespace_or_default(&pvc.metadata);
+        let mut object = to_json(&pvc);
+        object["status"] = serde_json::json!({"phase": "Pending"});
+        registry::create(
+            &self.shared.store,
+            Resource::PersistentVolumeClaims,
+            &namespace,
+            object,
+            &admit_all,
+        )
+        .map(from_json)
+    }
+
+    /// Binds claim `namespace/claim` to volume `pv` as the PV controller does: the volume's
+    /// `claimRef` and phase `Bound`, the claim's `volumeName`, phase `Bound`, capacity and
+    /// access modes.
+    pub fn bind_claim(&self, namespace: &str, claim: &str, pv: &str) -> Result<(), ApiError> {
+        let store = &self.shared.store;
+        let mut claim_obj = self
+            .get_json(Resource::PersistentVolumeClaims, namespace, claim)
+            .ok_or_else(|| ApiError::not_found(Resource::PersistentVolumeClaims, claim))?;
+        let mut pv_obj = self
+            .get_json(Resource::PersistentVolumes, "", pv)
+            .ok_or_else(|| ApiError::not_found(Resource::PersistentVolumes, pv))?;
+        pv_obj["spec"]["claimRef"] = serde_json::json!({
+            "kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": namespace,
+            "name": claim, "uid": claim_obj["metadata"]["uid"],
+            "resourceVersion": claim_obj["metadata"]["resourceVersion"],
+        });
+        let written = registry::update(
+            store,
+            Resource::PersistentVolumes,
+            "",
+            pv,
+            pv_obj,
+            Part::Main,
+            &admit_all,
+        )?;
+        let mut pv_obj = written.object;
+        pv_obj["status"] = serde_json::json!({"phase": "Bound"});
+        let written = registry::update(
+            store,
+            Resource::PersistentVolumes,
+            "",
+            pv,
+            pv_obj,
+            Part::Status,
+            &admit_all,
+        )?;
+        let pv_obj = written.object;
+        claim_obj["spec"]["volumeName"] = serde_json::json!(pv);
+        let written = registry::update(
+            store,
+            Resource::PersistentVolumeClaims,
+            namespace,
+            claim,
+            claim_obj,
+            Part::Main,
+            &admit_all,
+        )?;
+        let mut claim_obj = written.object;
+        claim_obj["status"] = serde_json::json!({
+            "phase": "Bound",
+            "accessModes": pv_obj["spec"]["accessModes"],
+            "capacity": pv_obj["spec"]["capacity"],
+        });
+        registry::update(
+            store,
+            Resource::PersistentVolumeClaims,
+            namespace,
+            claim,
+            claim_obj,
+            Part::Status,
+            &admit_all,
+        )?;
+        Ok(())
+    }
+
+    /// Replaces a PersistentVolumeClaim as `PUT` would (its status stays).
+    pub fn update_persistent_volume_claim(
+        &self,
+        pvc: PersistentVolumeClaim,
+    ) -> Result<PersistentVolumeClaim, ApiError> {
+        let namespace = namespace_or_default(&pvc.metadata);
+        let name = pvc.metadata.name.clone().unwrap_or_default();
+        registry::update(
+            &self.shared.store,
+            Resource::PersistentVolumeClaims,
+            &namespace,
+            &name,
+            to_json(&pvc),
+            Part::Main,
+            &admit_all,
+        )
+        .map(|written| from_json(written.object))
+    }
+
+    /// One PersistentVolumeClaim.
+    pub fn get_persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<PersistentVolumeClaim> {
+        self.get_json(Resource::PersistentVolumeClaims, namespace, name)
+            .map(from_json)
     }
 
     /// Creates a node.k8s.io/v1 RuntimeClass `name` with `handler`.

@@ -28,6 +28,10 @@ pub enum Resource {
     /// certificates.k8s.io/v1 certificatesigningrequests (cluster-scoped, status and
     /// approval subresources; see `csr.rs`).
     CertificateSigningRequests,
+    /// core/v1 persistentvolumeclaims (status subresource).
+    PersistentVolumeClaims,
+    /// core/v1 persistentvolumes (cluster-scoped, status subresource).
+    PersistentVolumes,
 }
 
 /// The API group of coordination.k8s.io leases.
@@ -41,7 +45,7 @@ pub const GROUPS: [&str; 3] = [COORDINATION_GROUP, NODE_GROUP, CERTIFICATES_GROU
 
 impl Resource {
     /// Every served resource, in discovery order.
-    pub const ALL: [Resource; 10] = [
+    pub const ALL: [Resource; 12] = [
         Resource::Pods,
         Resource::Nodes,
         Resource::Events,
@@ -52,6 +56,8 @@ impl Resource {
         Resource::Services,
         Resource::RuntimeClasses,
         Resource::CertificateSigningRequests,
+        Resource::PersistentVolumeClaims,
+        Resource::PersistentVolumes,
     ];
 
     /// The plural name used in URLs (`pods`).
@@ -67,6 +73,8 @@ impl Resource {
             Resource::Services => "services",
             Resource::RuntimeClasses => "runtimeclasses",
             Resource::CertificateSigningRequests => "certificatesigningrequests",
+            Resource::PersistentVolumeClaims => "persistentvolumeclaims",
+            Resource::PersistentVolumes => "persistentvolumes",
         }
     }
 
@@ -89,6 +97,8 @@ impl Resource {
             Resource::Services => "Service",
             Resource::RuntimeClasses => "RuntimeClass",
             Resource::CertificateSigningRequests => "CertificateSigningRequest",
+            Resource::PersistentVolumeClaims => "PersistentVolumeClaim",
+            Resource::PersistentVolumes => "PersistentVolume",
         }
     }
 
@@ -120,6 +130,7 @@ impl Resource {
                 | Resource::Namespaces
                 | Resource::RuntimeClasses
                 | Resource::CertificateSigningRequests
+                | Resource::PersistentVolumes
         )
     }
 
@@ -132,6 +143,8 @@ impl Resource {
                 | Resource::Nodes
                 | Resource::Namespaces
                 | Resource::CertificateSigningRequests
+                | Resource::PersistentVolumeClaims
+                | Resource::PersistentVolumes
         )
     }
 
@@ -145,6 +158,8 @@ impl Resource {
             Resource::ConfigMaps => &["cm"],
             Resource::Services => &["svc"],
             Resource::CertificateSigningRequests => &["csr"],
+            Resource::PersistentVolumeClaims => &["pvc"],
+            Resource::PersistentVolumes => &["pv"],
             Resource::Leases | Resource::Secrets | Resource::RuntimeClasses => &[],
         }
     }

@@ -380,7 +380,7 @@ fn authorize_rbac(request: &Request, route: &Route, user: Option<&str>) -> Resul
     csr::authorize(user, resource, verb, sub, name)
 }
 
-/// The node authorizer's rule for ConfigMaps and Secrets (see `authz.rs`).
+/// The node authorizer's rule for ConfigMaps, Secrets, claims and volumes (see `authz.rs`).
 fn authorize_read(
     shared: &Shared,
     request: &Request,
@@ -400,7 +400,13 @@ fn authorize_read(
         } => (*resource, namespace.as_deref().unwrap_or(""), None),
         _ => return Ok(()),
     };
-    if !matches!(resource, Resource::ConfigMaps | Resource::Secrets) {
+    if !matches!(
+        resource,
+        Resource::ConfigMaps
+            | Resource::Secrets
+            | Resource::PersistentVolumeClaims
+            | Resource::PersistentVolumes
+    ) {
         return Ok(());
     }
     let verb = request_verb(request, name.is_some());

@@ -127,6 +127,50 @@ fn columns(resource: Resource) -> Vec<Column> {
             ("Handler", "string", 0, "The name of the CRI handler."),
             age,
         ],
+        Resource::PersistentVolumeClaims => vec![
+            name,
+            ("Status", "string", 0, "The phase of the claim."),
+            ("Volume", "string", 0, "The volume the claim is bound to."),
+            ("Capacity", "string", 0, "The size of the bound volume."),
+            (
+                "Access Modes",
+                "string",
+                0,
+                "The access modes of the bound volume.",
+            ),
+            (
+                "StorageClass",
+                "string",
+                0,
+                "The storage class of the claim.",
+            ),
+            age,
+        ],
+        Resource::PersistentVolumes => vec![
+            name,
+            ("Capacity", "string", 0, "The size of the volume."),
+            (
+                "Access Modes",
+                "string",
+                0,
+                "The access modes of the volume.",
+            ),
+            (
+                "Reclaim Policy",
+                "string",
+                0,
+                "What happens to the volume when released.",
+            ),
+            ("Status", "string", 0, "The phase of the volume."),
+            ("Claim", "string", 0, "The claim the volume is bound to."),
+            (
+                "StorageClass",
+                "string",
+                0,
+                "The storage class of the volume.",
+            ),
+            age,
+        ],
         Resource::CertificateSigningRequests => vec![
             name,
             age,
@@ -210,6 +254,31 @@ fn cells(resource: Resource, obj: &Value, now: i64) -> Vec<Value> {
             json!(age),
         ],
         Resource::RuntimeClasses => vec![json!(name), json!(str_at(obj, "/handler")), json!(age)],
+        Resource::PersistentVolumeClaims => vec![
+            json!(name),
+            json!(str_at(obj, "/status/phase")),
+            json!(str_at(obj, "/spec/volumeName")),
+            json!(str_at(obj, "/status/capacity/storage")),
+            json!(access_modes(obj, "/status/accessModes")),
+            json!(str_at(obj, "/spec/storageClassName")),
+            json!(age),
+        ],
+        Resource::PersistentVolumes => {
+            let claim = match str_at(obj, "/spec/claimRef/name") {
+                "" => String::new(),
+                claim => format!("{}/{claim}", str_at(obj, "/spec/claimRef/namespace")),
+            };
+            vec![
+                json!(name),
+                json!(str_at(obj, "/spec/capacity/storage")),
+                json!(access_modes(obj, "/spec/accessModes")),
+                json!(str_at(obj, "/spec/persistentVolumeReclaimPolicy")),
+                json!(str_at(obj, "/status/phase")),
+                json!(claim),
+                json!(str_at(obj, "/spec/storageClassName")),
+                json!(age),
+            ]
+        }
         Resource::CertificateSigningRequests => {
             let mut condition: Vec<&str> = obj
                 .pointer("/status/conditions")
@@ -427,4 +496,23 @@ pub fn table(
         "columnDefinitions": column_definitions,
         "rows": rows,
     })
+}
+
+/// kubectl's short forms of access modes (`RWO,ROX`).
+fn access_modes(obj: &Value, pointer: &str) -> String {
+    let modes: Vec<&str> = obj
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|m| match m {
+            "ReadWriteOnce" => "RWO",
+            "ReadOnlyMany" => "ROX",
+            "ReadWriteMany" => "RWX",
+            "ReadWriteOncePod" => "RWOP",
+            other => other,
+        })
+        .collect();
+    modes.join(",")
 }
