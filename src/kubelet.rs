@@ -299,7 +299,8 @@ impl Kubelet {
                 node: downward_api_limits,
                 services: deps.services.clone(),
             },
-        );
+        )
+        .with_node_name(&config.node_name);
         let (probes, probe_updates, prober_threads) = if deps.shared_pod_work.is_some() {
             let (probes, updates) = crate::prober::ProbeManager::disabled();
             (probes, updates, Vec::new())

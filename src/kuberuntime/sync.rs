@@ -72,13 +72,9 @@ impl RuntimeManager {
             return Err(error);
         }
         if !volumes.failed.is_empty() {
-            for failure in &volumes.failed {
-                self.recorder.pod_event(
-                    pod,
-                    EventType::Warning,
-                    "FailedMount",
-                    failure.to_string(),
-                );
+            for message in failed_mount_messages(&volumes.failed) {
+                self.recorder
+                    .pod_event(pod, EventType::Warning, "FailedMount", message);
             }
             let first = volumes.failed.remove(0);
             return Err(SyncError::Volume {
@@ -439,4 +435,39 @@ impl RuntimeManager {
             Err(e) => Err(format!("failed to lookup RuntimeClass {name}: {e}")),
         }
     }
+}
+
+/// The `FailedMount` events for volumes that failed, as upstream words them: claims that
+/// cannot be used yet in one event as its volume manager reports them (`Unable to attach or
+/// mount volumes: unmounted volumes=[...], unattached volumes=[...], failed to process
+/// volumes=[...]: <errors>`), a failed mount-time check in its own words, other failures
+/// one event each.
+fn failed_mount_messages(failed: &[crate::volume::manager::MountError]) -> Vec<String> {
+    use crate::volume::VolumeError;
+    let mut out = Vec::new();
+    let not_ready: Vec<_> = failed
+        .iter()
+        .filter(|f| matches!(f.source, VolumeError::ClaimNotReady { .. }))
+        .collect();
+    if !not_ready.is_empty() {
+        let mut unmounted: Vec<&str> = failed.iter().map(|f| f.volume.as_str()).collect();
+        unmounted.sort_unstable();
+        let mut unprocessed: Vec<&str> = not_ready.iter().map(|f| f.volume.as_str()).collect();
+        unprocessed.sort_unstable();
+        let errors: Vec<String> = not_ready.iter().map(|f| f.source.to_string()).collect();
+        out.push(format!(
+            "Unable to attach or mount volumes: unmounted volumes=[{}], unattached volumes=[], failed to process volumes=[{}]: {}",
+            unmounted.join(" "),
+            unprocessed.join(" "),
+            errors.join("; ")
+        ));
+    }
+    for f in failed {
+        match &f.source {
+            VolumeError::ClaimNotReady { .. } => {}
+            VolumeError::MountCheck { message } => out.push(message.clone()),
+            _ => out.push(f.to_string()),
+        }
+    }
+    out
 }

@@ -6,6 +6,7 @@ pub mod duration;
 pub mod expansion;
 pub mod http;
 pub mod metrics;
+pub mod node_selector;
 pub mod sd_notify;
 pub mod tls;
 pub mod x509;

@@ -102,6 +102,30 @@ pub enum VolumeError {
         /// What is wrong with the answer.
         reason: &'static str,
     },
+    /// A claim volume cannot be used yet (claim missing, not bound, being deleted, not the
+    /// pod's; its volume missing or bound elsewhere): upstream's populator error.
+    #[error("{message}")]
+    ClaimNotReady {
+        /// Upstream's words (`error processing PVC ns/name: PVC is not bound`).
+        message: String,
+    },
+    /// A PersistentVolume cannot be mounted here (its node affinity excludes this node).
+    #[error("{message}")]
+    MountCheck {
+        /// Upstream's event text.
+        message: String,
+    },
+    /// `mount(2)` binding `source` on `target` failed.
+    #[error("bind mount {} on {}: {source}", from.display(), target.display())]
+    BindMount {
+        /// What is mounted.
+        from: PathBuf,
+        /// Where.
+        target: PathBuf,
+        /// The errno as an I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// `umount(2)` of `target` failed, even with the lazy-detach fallback.
     #[error("unmount {}: {source}", target.display())]
     Unmount {
@@ -136,6 +160,10 @@ impl VolumeError {
             VolumeError::UnsupportedField { .. } | VolumeError::NoApiServer { .. } => false,
             VolumeError::NotFound { .. } | VolumeError::Api { .. } => true,
             VolumeError::BadToken { .. } => true,
+            VolumeError::ClaimNotReady { .. } | VolumeError::MountCheck { .. } => true,
+            VolumeError::BindMount { source, .. } => {
+                source.kind() != io::ErrorKind::PermissionDenied
+            }
             VolumeError::Io { source, .. } => source.kind() != io::ErrorKind::PermissionDenied,
             VolumeError::Mount { source, .. } | VolumeError::Unmount { source, .. } => {
                 source.kind() != io::ErrorKind::PermissionDenied

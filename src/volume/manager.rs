@@ -27,7 +27,7 @@
 mod mounts;
 mod setup;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -104,6 +104,11 @@ pub struct VolumeManager {
     seen: Mutex<HashSet<PodUid>>,
     /// The node's hosts file, which hostNetwork pods see (`/etc/hosts`).
     host_etc_hosts: PathBuf,
+    /// The node's name (PersistentVolume node affinity).
+    node_name: String,
+    /// Claim volumes set up, by pod and volume name: later syncs reuse them without asking
+    /// the API server again (a pod's first set-up after a start always asks).
+    claims: Mutex<HashMap<(PodUid, String), VolumePath>>,
 }
 
 impl VolumeManager {
@@ -136,7 +141,15 @@ impl VolumeManager {
             tokens: TokenManager::new(settings.api, settings.clock),
             host_etc_hosts: PathBuf::from("/etc/hosts"),
             seen: Mutex::new(HashSet::new()),
+            node_name: String::new(),
+            claims: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The node's name, which PersistentVolume node affinity is checked against.
+    pub fn with_node_name(mut self, node_name: &str) -> Self {
+        self.node_name = node_name.to_string();
+        self
     }
 
     /// The ConfigMap and Secret cache (image pull secrets are read through it too).
@@ -226,6 +239,18 @@ impl VolumeManager {
         self.tokens.forget_pod(&uid.0);
         if let Ok(mut seen) = self.seen.lock() {
             seen.remove(uid);
+        }
+        if let Ok(mut claims) = self.claims.lock() {
+            claims.retain(|(pod, _), _| pod != uid);
+        }
+        // A persistent volume's data is behind a mount here: nothing is removed while
+        // anything is still mounted below.
+        let left = mounts_under(&dir);
+        if let Some(first) = left.first() {
+            return Err(VolumeError::Unmount {
+                target: first.clone(),
+                source: std::io::Error::other("still mounted after unmounting"),
+            });
         }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -320,7 +345,11 @@ mod tests {
             },
             Volume {
                 name: "claim".into(),
-                persistent_volume_claim: Some(Default::default()),
+                nfs: Some(k8s_openapi::api::core::v1::NFSVolumeSource {
+                    server: "nfs.example".into(),
+                    path: "/exports".into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             },
         ]);
@@ -334,10 +363,7 @@ mod tests {
             .join("root/pods/u1/volumes/kubernetes.io~empty-dir/cache");
         assert!(cache.is_dir());
         assert!(host.is_dir());
-        assert_eq!(
-            vols.unsupported,
-            vec![("claim".to_string(), "persistentVolumeClaim")]
-        );
+        assert_eq!(vols.unsupported, vec![("claim".to_string(), "nfs")]);
         let hosts = std::fs::read_to_string(tmp.path().join("root/pods/u1/etc-hosts")).unwrap();
         assert!(hosts.contains("10.0.0.7\tweb"), "{hosts}");
         // Idempotent.

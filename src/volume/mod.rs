@@ -12,11 +12,13 @@
 //! - [`mount`]: tmpfs mounts for memory-backed volumes, and mount-table queries for teardown.
 
 pub mod atomic_writer;
+pub mod claims;
 pub mod error;
 pub mod etc_hosts;
 pub mod host_path;
 pub mod manager;
 pub mod mount;
+pub mod ownership;
 pub mod projection;
 pub mod sources;
 

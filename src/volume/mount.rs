@@ -66,6 +66,32 @@ pub fn mount_tmpfs(target: &Path, size_limit_bytes: Option<u64>) -> Result<(), V
     .map_err(|e| mount_err(e.into()))
 }
 
+/// Bind-mounts `from` on `target` (a directory that exists), read-only when asked: a bind
+/// mount first, then a remount with `ro`, as mount(8) does for `bind,ro`.
+pub fn mount_bind(from: &Path, target: &Path, read_only: bool) -> Result<(), VolumeError> {
+    let bind_err = |e: Errno| VolumeError::BindMount {
+        from: from.to_path_buf(),
+        target: target.to_path_buf(),
+        source: e.into(),
+    };
+    rustix::mount::mount_bind(from, target).map_err(bind_err)?;
+    if read_only {
+        let flags = MountFlags::BIND | MountFlags::RDONLY;
+        if let Err(e) = rustix::mount::mount_remount(target, flags, "") {
+            // Never leave a read-only volume writable.
+            let _ = rustix::mount::unmount(target, UnmountFlags::DETACH);
+            return Err(bind_err(e));
+        }
+    }
+    info!(
+        "bind-mounted {} on {}{}",
+        from.display(),
+        target.display(),
+        if read_only { " (read-only)" } else { "" }
+    );
+    Ok(())
+}
+
 /// Unmounts `target`. A busy mount is detached lazily (`MNT_DETACH`) as a fallback;
 /// a path that is not a mount point is already in the desired state.
 pub fn unmount(target: &Path) -> Result<(), VolumeError> {

@@ -94,6 +94,58 @@ impl ObjectCache {
         )
     }
 
+    /// The PersistentVolumeClaim `namespace/name` as the API server has it now (`None` when
+    /// it does not exist). Not cached: a claim's phase is what decides.
+    pub fn claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::PersistentVolumeClaim>, VolumeError> {
+        self.read_now("persistentvolumeclaim", name, |api| {
+            api.get_persistent_volume_claim(namespace, name)
+        })
+    }
+
+    /// The PersistentVolume `name` as the API server has it now.
+    pub fn persistent_volume(
+        &self,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::PersistentVolume>, VolumeError> {
+        self.read_now("persistentvolume", name, |api| {
+            api.get_persistent_volume(name)
+        })
+    }
+
+    /// The labels of Node `name` as the API server has them now.
+    pub fn node_labels(
+        &self,
+        name: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, VolumeError> {
+        let node = self.read_now("node", name, |api| api.get_node(name))?;
+        Ok(node.map(|n| n.metadata.labels.unwrap_or_default()))
+    }
+
+    fn read_now<T>(
+        &self,
+        kind: &'static str,
+        name: &str,
+        get: impl FnOnce(&dyn KubeClient) -> Result<T, ApiError>,
+    ) -> Result<Option<T>, VolumeError> {
+        let Some(api) = self.api.as_deref() else {
+            return Err(VolumeError::NoApiServer {
+                what: format!("{kind} \"{name}\""),
+            });
+        };
+        match get(api) {
+            Ok(object) => Ok(Some(object)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(source) => Err(VolumeError::Api {
+                what: format!("{kind} \"{name}\""),
+                source: Box::new(source),
+            }),
+        }
+    }
+
     /// Whether there is an API server to read from.
     pub fn has_api(&self) -> bool {
         self.api.is_some()

@@ -9,8 +9,10 @@ use k8s_openapi::api::core::v1::{Pod, ProjectedVolumeSource, Volume};
 use super::{create_dir, MountError, PodVolumes, VolumeManager, VolumePath};
 use crate::types::PodUid;
 use crate::volume::atomic_writer::AtomicWriter;
+use crate::volume::claims;
 use crate::volume::host_path::check_host_path;
-use crate::volume::mount::mount_tmpfs;
+use crate::volume::mount::{is_mount_point, mount_bind, mount_tmpfs};
+use crate::volume::ownership::set_volume_ownership;
 use crate::volume::projection::{
     config_map_payload, downward_api_payload, secret_payload, Payload, DEFAULT_MODE,
 };
@@ -127,6 +129,8 @@ impl VolumeManager {
             ("downward-api", true, payload)
         } else if let Some(src) = &v.projected {
             ("projected", true, self.projected_payload(pod, src, fresh)?)
+        } else if let Some(claim) = claims::claim_of(pod, v) {
+            return self.setup_claim(pod, uid, v, &claim, fresh);
         } else {
             return Ok(None);
         };
@@ -140,6 +144,81 @@ impl VolumeManager {
             path: dir,
             read_only: true,
         }))
+    }
+
+    /// A claim volume (`persistentVolumeClaim` or generic `ephemeral`): the claim and its
+    /// PersistentVolume are read and checked as upstream's populator does, then the volume is
+    /// set up by its PV's type: `hostPath` in place, `local` bind-mounted into the pod's
+    /// volume directory after its node affinity is checked. `Ok(None)` for PV types rkubelet
+    /// cannot mount. Once set up, later syncs reuse it (after a restart the mount is found in
+    /// place and not made twice).
+    fn setup_claim(
+        &self,
+        pod: &Pod,
+        uid: &PodUid,
+        v: &Volume,
+        claim: &claims::ClaimRef,
+        fresh: bool,
+    ) -> Result<Option<VolumePath>, VolumeError> {
+        let key = (uid.clone(), v.name.clone());
+        if !fresh {
+            if let Some(done) = self.claims.lock().ok().and_then(|c| c.get(&key).cloned()) {
+                return Ok(Some(done));
+            }
+        }
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let not_ready = |message: String| VolumeError::ClaimNotReady { message };
+        let pvc = self.objects.claim(namespace, &claim.name)?;
+        let pv_name =
+            claims::check_claim(namespace, &claim.name, pvc.as_ref()).map_err(not_ready)?;
+        let Some(pvc) = pvc else {
+            return Ok(None);
+        };
+        if claim.ephemeral {
+            claims::check_owner(pod, &pvc).map_err(not_ready)?;
+        }
+        let pv = self.objects.persistent_volume(&pv_name)?;
+        claims::check_volume(namespace, &claim.name, &pvc, &pv_name, pv.as_ref())
+            .map_err(not_ready)?;
+        let Some(pv) = pv else {
+            return Ok(None);
+        };
+        let read_only = claim.read_only;
+        let Some(spec) = pv.spec.as_ref() else {
+            return Ok(None);
+        };
+        let path = if let Some(host) = &spec.host_path {
+            let path = PathBuf::from(&host.path);
+            check_host_path(&path, host.type_.as_deref())?;
+            path
+        } else if let Some(local) = &spec.local {
+            let labels = self
+                .objects
+                .node_labels(&self.node_name)?
+                .unwrap_or_default();
+            claims::check_node_affinity(&pv, &labels, &self.node_name)
+                .map_err(|message| VolumeError::MountCheck { message })?;
+            let target = self.plugin_dir(uid, "local-volume", &pv_name);
+            if !is_mount_point(&target) {
+                create_dir(&target)?;
+                mount_bind(Path::new(&local.path), &target, read_only)?;
+                // The pod's fsGroup, on the volume's first mount for the pod, unless it is
+                // read-only (upstream's local plugin).
+                let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+                if let (Some(group), false) = (psc.and_then(|c| c.fs_group), read_only) {
+                    let policy = psc.and_then(|c| c.fs_group_change_policy.as_deref());
+                    set_volume_ownership(&target, group, policy, false)?;
+                }
+            }
+            target
+        } else {
+            return Ok(None);
+        };
+        let done = VolumePath { path, read_only };
+        if let Ok(mut claims) = self.claims.lock() {
+            claims.insert(key, done.clone());
+        }
+        Ok(Some(done))
     }
 
     /// The files of a projected volume: every source's files in one directory.
@@ -428,5 +507,129 @@ mod tests {
             "the next sync succeeds"
         );
         vm.teardown_pod(&uid).unwrap();
+    }
+
+    fn claim_pod(volumes: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "namespace": "team", "uid": "pod-uid"},
+            "spec": {"containers": [], "volumes": volumes}
+        }))
+        .unwrap()
+    }
+
+    fn claim(
+        name: &str,
+        phase: &str,
+        volume: Option<&str>,
+    ) -> k8s_openapi::api::core::v1::PersistentVolumeClaim {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "team", "uid": format!("{name}-uid")},
+            "spec": {"volumeName": volume},
+            "status": {"phase": phase}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn claims_wait_until_bound_then_mount_their_host_path_volume() {
+        let tmp = TestDir::new("claims");
+        let (vm, api) = api_manager(&tmp);
+        let data = tmp.path().join("pv-data");
+        let p = claim_pod(serde_json::json!([
+            {"name": "data", "persistentVolumeClaim": {"claimName": "c1", "readOnly": true}}
+        ]));
+        let uid = PodUid::from("pod-uid");
+        // No claim yet, then an unbound one: the volume fails with upstream's words.
+        let failed = vm.setup_pod(&p, &uid).failed;
+        assert_eq!(
+            failed[0].source.to_string(),
+            "error processing PVC team/c1: failed to fetch PVC from API server: persistentvolumeclaims \"c1\" not found"
+        );
+        let pending = api
+            .insert_persistent_volume_claim(&claim("c1", "Pending", None))
+            .unwrap();
+        let claim_uid = pending.metadata.uid.clone().unwrap();
+        let failed = vm.setup_pod(&p, &uid).failed;
+        assert_eq!(
+            failed[0].source.to_string(),
+            "error processing PVC team/c1: PVC is not bound"
+        );
+        // Bound to a hostPath PV: the path itself, read-only as the claim reference says.
+        api.insert_persistent_volume(
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "pv1"},
+                "spec": {"hostPath": {"path": data.to_string_lossy(), "type": "DirectoryOrCreate"},
+                         "claimRef": {"namespace": "team", "name": "c1", "uid": claim_uid}}
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        api.update_persistent_volume_claim(&claim("c1", "Bound", Some("pv1")))
+            .unwrap();
+        let vols = vm.setup_pod(&p, &uid);
+        assert!(vols.failed.is_empty(), "{:?}", vols.failed);
+        assert_eq!(
+            vols.volumes["data"],
+            VolumePath {
+                path: data.clone(),
+                read_only: true
+            }
+        );
+        assert!(data.is_dir());
+    }
+
+    #[test]
+    fn ephemeral_claims_must_be_the_pods_and_local_volumes_must_be_for_this_node() {
+        let tmp = TestDir::new("claims-eph");
+        let (vm, api) = api_manager(&tmp);
+        let vm = vm.with_node_name("node-a");
+        let p = claim_pod(serde_json::json!([
+            {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}}
+        ]));
+        let uid = PodUid::from("pod-uid");
+        let foreign = claim("db-scratch", "Bound", Some("local-1"));
+        api.insert_persistent_volume_claim(&foreign).unwrap();
+        let failed = vm.setup_pod(&p, &uid).failed;
+        assert_eq!(
+            failed[0].source.to_string(),
+            "PVC team/db-scratch was not created for pod team/db (pod is not owner)"
+        );
+        // The pod's own claim, bound to a local PV pinned to another node.
+        let tmp2 = TestDir::new("claims-eph-2");
+        let (vm, api) = api_manager(&tmp2);
+        let vm = vm.with_node_name("node-a");
+        let mut owned = foreign.clone();
+        owned.metadata.owner_references = Some(vec![serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod", "name": "db", "uid": "pod-uid", "controller": true
+        }))
+        .unwrap()]);
+        let owned = api.insert_persistent_volume_claim(&owned).unwrap();
+        let owned_uid = owned.metadata.uid.clone().unwrap();
+        api.insert_persistent_volume(
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "local-1"},
+                "spec": {"local": {"path": "/nonexistent"},
+                         "claimRef": {"namespace": "team", "name": "db-scratch", "uid": owned_uid},
+                         "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                             {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-b"]}]}]}}}
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        api.insert_node(
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "node-a",
+                "labels": {"kubernetes.io/hostname": "node-a"}}}))
+            .unwrap(),
+        )
+        .unwrap();
+        let failed = vm.setup_pod(&p, &uid).failed;
+        assert_eq!(
+            failed[0].source.to_string(),
+            "MountVolume.NodeAffinity check failed for volume \"local-1\" : no matching NodeSelectorTerms"
+        );
+        assert!(!tmp2
+            .path()
+            .join("root/pods/pod-uid/volumes/kubernetes.io~local-volume/local-1")
+            .exists());
     }
 }
