@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use support::e2e::{container_log, object, wait_phase, Cluster, IMAGE, NODE, SERIAL};
+use support::kubelet_api::{request, Auth};
 use support::wait_for;
 
 /// A pod bound to the node running `sh -c script` with the claim `claim` at `/data`.
@@ -310,6 +311,53 @@ fn local_volumes_survive_kill_9_and_are_unmounted_for_pods_deleted_meanwhile() {
     let goner_target = target(&goner, "pv-b");
     assert_eq!(mount_count(&keeper_target), 1);
     let containers = support::e2e::running_of("keeper");
+
+    // The claim volume in the Summary API (its pod-spec name, its pvcRef) and in
+    // kubelet_volume_stats_* on /metrics.
+    let identity = c.server.issue_client_cert("kube-apiserver-kubelet-client");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], c.port));
+    let cert_dir = c.dir.join("root/pki");
+    let summary = request(
+        addr,
+        &cert_dir,
+        "GET",
+        "/stats/summary",
+        Auth::Cert(&identity),
+    )
+    .json();
+    let pod = summary["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == "keeper")
+        .unwrap_or_else(|| panic!("keeper not in {summary}"))
+        .clone();
+    let volume = pod["volume"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "data")
+        .unwrap_or_else(|| panic!("no volume data in {pod}"))
+        .clone();
+    assert_eq!(
+        volume["pvcRef"],
+        serde_json::json!({"name": "claim-a", "namespace": "default"})
+    );
+    assert!(volume["capacityBytes"].as_u64().unwrap() > 0, "{volume}");
+    let metrics = request(addr, &cert_dir, "GET", "/metrics", Auth::Cert(&identity)).text();
+    for family in [
+        "capacity_bytes",
+        "available_bytes",
+        "used_bytes",
+        "inodes",
+        "inodes_free",
+        "inodes_used",
+    ] {
+        let line = format!(
+            "kubelet_volume_stats_{family}{{namespace=\"default\",persistentvolumeclaim=\"claim-a\"}} "
+        );
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
 
     // kill -9; meanwhile one pod is deleted for good. Back up: the other pod's volume is
     // found mounted (not mounted again), the deleted pod's is unmounted, and the data on

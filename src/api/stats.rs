@@ -200,7 +200,7 @@ mod tests {
         c.call(Op::GetPod);
         c.retry();
         let s = c.snapshot();
-        assert_eq!(s.requests.len(), 27);
+        assert_eq!(s.requests.len(), 29);
         assert_eq!(s.count("PATCH", "pods/status"), 2);
         assert_eq!((s.writes(), s.total(), s.retries), (3, 4, 1));
     }

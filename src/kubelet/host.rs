@@ -396,10 +396,14 @@ impl HostInterface for KubeletHost {
     }
 
     fn summary(&self, only_cpu_and_memory: bool) -> Result<serde_json::Value, HostError> {
-        let summary = self
+        let mut summary = self
             .stats
             .summary(only_cpu_and_memory)
             .map_err(HostError::Internal)?;
+        if !only_cpu_and_memory {
+            let claims = self.kubelet.runtime_manager().volumes().claim_volumes();
+            crate::server::stats::label_claim_volumes(&mut summary, &claims);
+        }
         serde_json::to_value(summary).map_err(|e| HostError::Internal(e.to_string()))
     }
 
@@ -536,6 +540,8 @@ impl HostInterface for KubeletHost {
             &["eviction_signal"],
             &m.evictions,
         );
+        let claims = self.kubelet.runtime_manager().volumes().claim_volumes();
+        crate::server::stats::claim_volume_metrics(&mut e, &claims);
         self.probe_exposition(&mut e);
         process_metrics(&mut e);
         e.finish()

@@ -508,6 +508,96 @@ fn sum_pod(pod: &mut PodStats, time: &str, only_cpu_and_memory: bool) {
 }
 
 /// `statvfs` figures of the filesystem holding `path`.
+/// Gives the volumes of `summary` that come from PersistentVolumeClaims their pod-spec name,
+/// their `pvcRef`, and the figures of the filesystem they are on (upstream's `local` volumes
+/// report statfs). A claim volume used in place (`hostPath`) has no entry, as upstream.
+pub fn label_claim_volumes(summary: &mut Summary, claims: &[crate::volume::ClaimVolume]) {
+    for pod in &mut summary.pods {
+        for claim in claims.iter().filter(|c| c.uid.0 == pod.pod_ref.uid) {
+            let Some(path) = &claim.mounted_at else {
+                continue;
+            };
+            let dir_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            let Some(entry) = pod
+                .volume
+                .iter_mut()
+                .find(|v| Some(&v.name) == dir_name.as_ref() && v.pvc_ref.is_none())
+            else {
+                continue;
+            };
+            entry.fs = fs_of(path, &entry.fs.time);
+            entry.name = claim.volume.clone();
+            entry.pvc_ref = Some(crate::server::summary::PvcReference {
+                name: claim.claim.clone(),
+                namespace: claim.namespace.clone(),
+            });
+        }
+        pod.volume.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+}
+
+/// `kubelet_volume_stats_*` for the claim volumes the kubelet mounts (upstream's volume stats
+/// collector: one sample per claim, labels `namespace` and `persistentvolumeclaim`; nothing
+/// when there is no such volume).
+pub fn claim_volume_metrics(e: &mut Exposition, claims: &[crate::volume::ClaimVolume]) {
+    let mut seen = std::collections::BTreeMap::new();
+    for claim in claims {
+        if let Some(path) = &claim.mounted_at {
+            seen.entry((claim.namespace.clone(), claim.claim.clone()))
+                .or_insert_with(|| fs_of(path, ""));
+        }
+    }
+    if seen.is_empty() {
+        return;
+    }
+    type Field = fn(&FsStats) -> Option<u64>;
+    let families: [(&str, &str, Field); 6] = [
+        (
+            "kubelet_volume_stats_capacity_bytes",
+            "Capacity in bytes of the volume",
+            |f| f.capacity_bytes,
+        ),
+        (
+            "kubelet_volume_stats_available_bytes",
+            "Number of available bytes in the volume",
+            |f| f.available_bytes,
+        ),
+        (
+            "kubelet_volume_stats_used_bytes",
+            "Number of used bytes in the volume",
+            |f| f.used_bytes,
+        ),
+        (
+            "kubelet_volume_stats_inodes",
+            "Maximum number of inodes in the volume",
+            |f| f.inodes,
+        ),
+        (
+            "kubelet_volume_stats_inodes_free",
+            "Number of free inodes in the volume",
+            |f| f.inodes_free,
+        ),
+        (
+            "kubelet_volume_stats_inodes_used",
+            "Number of used inodes in the volume",
+            |f| f.inodes_used,
+        ),
+    ];
+    for (name, help, field) in families {
+        e.family(name, &format!("[ALPHA] {help}"), "gauge");
+        for ((namespace, claim), fs) in &seen {
+            if let Some(v) = field(fs) {
+                e.sample(
+                    name,
+                    &["namespace", "persistentvolumeclaim"],
+                    &[namespace.clone(), claim.clone()],
+                    v as f64,
+                );
+            }
+        }
+    }
+}
+
 fn fs_of(path: &Path, time: &str) -> FsStats {
     match rustix::fs::statvfs(path) {
         Ok(st) => {

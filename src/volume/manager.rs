@@ -108,7 +108,24 @@ pub struct VolumeManager {
     node_name: String,
     /// Claim volumes set up, by pod and volume name: later syncs reuse them without asking
     /// the API server again (a pod's first set-up after a start always asks).
-    claims: Mutex<HashMap<(PodUid, String), VolumePath>>,
+    claims: Mutex<HashMap<(PodUid, String), (VolumePath, ClaimVolume)>>,
+}
+
+/// A volume of a pod that comes from a PersistentVolumeClaim, for stats and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimVolume {
+    /// The pod's UID.
+    pub uid: PodUid,
+    /// The volume's name in the pod spec.
+    pub volume: String,
+    /// The claim's namespace.
+    pub namespace: String,
+    /// The claim's name.
+    pub claim: String,
+    /// Where it is mounted for the pod, when the kubelet mounts it (`local` PVs) under the
+    /// pod's directory; `None` for volumes used in place (`hostPath`), which upstream keeps
+    /// no statistics for.
+    pub mounted_at: Option<PathBuf>,
 }
 
 impl VolumeManager {
@@ -144,6 +161,17 @@ impl VolumeManager {
             node_name: String::new(),
             claims: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The claim volumes set up now, by pod.
+    pub fn claim_volumes(&self) -> Vec<ClaimVolume> {
+        let mut out: Vec<ClaimVolume> = self
+            .claims
+            .lock()
+            .map(|c| c.values().map(|(_, info)| info.clone()).collect())
+            .unwrap_or_default();
+        out.sort_by(|a, b| (&a.uid.0, &a.volume).cmp(&(&b.uid.0, &b.volume)));
+        out
     }
 
     /// The node's name, which PersistentVolume node affinity is checked against.

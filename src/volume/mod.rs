@@ -24,7 +24,7 @@ pub mod sources;
 
 pub use atomic_writer::{AtomicWriter, FileProjection};
 pub use error::VolumeError;
-pub use manager::{MountError, PodVolumes, VolumeManager, VolumeSettings};
+pub use manager::{ClaimVolume, MountError, PodVolumes, VolumeManager, VolumeSettings};
 pub use projection::NodeResources;
 
 /// Scratch directories for this module's tests, removed on drop.

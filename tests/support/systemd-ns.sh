@@ -53,17 +53,24 @@ remove_cgroups() {
 # process then lists it in /proc/self/cgroup, and cgroup readers (containerd's stats) that
 # cannot find its mount fail. Such a hierarchy serves nothing on the host, so its cgroups
 # are removed here (it is mounted for that a moment), and the kernel drops it when it is
-# unmounted without children (the second pass: the first may still find children).
+# unmounted without children (so it is tried again until none is left).
 remove_unmounted_hierarchies() {
-    local pass
-    [[ -f /sys/fs/cgroup/cgroup.controllers ]] && return 0
-    for pass in 1 2; do
-        remove_unmounted_hierarchies_once
+    local controllers dir
+    for controllers in $(unmounted_hierarchies); do
+        dir="$(mktemp -d /tmp/rkubelet-hierarchy.XXXXXX)"
+        if mount -t cgroup -o "$controllers" cgroup "$dir" 2>/dev/null; then
+            find "$dir" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
+            umount "$dir"
+        fi
+        rmdir "$dir"
     done
 }
 
-remove_unmounted_hierarchies_once() {
-    local line controllers mounted dir
+# The controller lists (`hugetlb`, `net_cls,net_prio`) of the v1 hierarchies in
+# /proc/self/cgroup that nothing mounts.
+unmounted_hierarchies() {
+    local line controllers mounted
+    [[ -f /sys/fs/cgroup/cgroup.controllers ]] && return 0
     while IFS= read -r line; do
         controllers="$(cut -d: -f2 <<<"$line")"
         [[ -n "$controllers" && "$controllers" != name=* ]] || continue
@@ -71,13 +78,7 @@ remove_unmounted_hierarchies_once() {
             n = split($4, opts, ","); k = split(c, want, ","); hit = 0
             for (i = 1; i <= k; i++) for (j = 1; j <= n; j++) if (opts[j] == want[i]) hit++
             if (hit == k) { print $2; exit } }' /proc/mounts)"
-        [[ -z "$mounted" ]] || continue
-        dir="$(mktemp -d /tmp/rkubelet-hierarchy.XXXXXX)"
-        if mount -t cgroup -o "$controllers" cgroup "$dir" 2>/dev/null; then
-            find "$dir" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
-            umount "$dir"
-        fi
-        rmdir "$dir"
+        [[ -n "$mounted" ]] || echo "$controllers"
     done </proc/self/cgroup
 }
 
@@ -152,14 +153,19 @@ stop() {
         fi
         rm -f "$pidfile"
     fi
-    # The kernel removes the processes a moment after; their cgroups empty then.
-    for ((i = 0; i < 50; i++)); do
+    # The kernel removes the processes a moment after; their cgroups empty then, and a
+    # hierarchy is dropped when it is unmounted without children.
+    for ((i = 0; i < 100; i++)); do
         remove_unmounted_hierarchies
         remove_cgroups
-        [[ -z "$(for h in $(hierarchies); do [[ -d "$h/$name" ]] && echo x; done)" ]] && return 0
+        if [[ -z "$(for h in $(hierarchies); do [[ -d "$h/$name" ]] && echo x; done)" \
+            && -z "$(unmounted_hierarchies)" ]]; then
+            return 0
+        fi
         sleep 0.1
     done
-    echo "systemd-ns.sh: some cgroups of $name remain" >&2
+    echo "systemd-ns.sh: cgroups of $name or hierarchies it mounted remain:" \
+        "$(unmounted_hierarchies | tr '\n' ' ')" >&2
 }
 
 case "$cmd" in

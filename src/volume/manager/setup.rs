@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Pod, ProjectedVolumeSource, Volume};
 
-use super::{create_dir, MountError, PodVolumes, VolumeManager, VolumePath};
+use super::{create_dir, ClaimVolume, MountError, PodVolumes, VolumeManager, VolumePath};
 use crate::types::PodUid;
 use crate::volume::atomic_writer::AtomicWriter;
 use crate::volume::claims;
@@ -162,7 +162,7 @@ impl VolumeManager {
     ) -> Result<Option<VolumePath>, VolumeError> {
         let key = (uid.clone(), v.name.clone());
         if !fresh {
-            if let Some(done) = self.claims.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            if let Some((done, _)) = self.claims.lock().ok().and_then(|c| c.get(&key).cloned()) {
                 return Ok(Some(done));
             }
         }
@@ -187,6 +187,7 @@ impl VolumeManager {
         let Some(spec) = pv.spec.as_ref() else {
             return Ok(None);
         };
+        let mut mounted_at = None;
         let path = if let Some(host) = &spec.host_path {
             let path = PathBuf::from(&host.path);
             check_host_path(&path, host.type_.as_deref())?;
@@ -210,13 +211,21 @@ impl VolumeManager {
                     set_volume_ownership(&target, group, policy, false)?;
                 }
             }
+            mounted_at = Some(target.clone());
             target
         } else {
             return Ok(None);
         };
         let done = VolumePath { path, read_only };
+        let info = ClaimVolume {
+            uid: uid.clone(),
+            volume: v.name.clone(),
+            namespace: namespace.to_string(),
+            claim: claim.name.clone(),
+            mounted_at,
+        };
         if let Ok(mut claims) = self.claims.lock() {
-            claims.insert(key, done.clone());
+            claims.insert(key, (done.clone(), info));
         }
         Ok(Some(done))
     }
