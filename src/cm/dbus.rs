@@ -371,6 +371,16 @@ fn params(properties: &[Property]) -> Result<Param<'static, 'static>, DbusError>
         .into())
 }
 
+/// The job a unit call answers with (`o`).
+fn job_path(reply: &MarshalledMessage) -> Result<String, DbusError> {
+    let path = reply
+        .body
+        .parser()
+        .get::<rustbus::wire::ObjectPath<&str>>()
+        .map_err(|e| DbusError::Marshal(format!("job path: {e:?}")))?;
+    Ok(path.as_ref().to_string())
+}
+
 fn push(msg: &mut MarshalledMessage, p: &Param) -> Result<(), DbusError> {
     msg.body
         .push_old_param(p)
@@ -479,14 +489,7 @@ impl Systemd {
             push(&mut msg, &props)?;
             push(&mut msg, &aux)?;
             let reply = conn.call(msg, "StartTransientUnit", unit)?;
-            let job = reply
-                .body
-                .parser()
-                .get::<rustbus::wire::ObjectPath<&str>>()
-                .map_err(|e| DbusError::Marshal(format!("job path: {e:?}")))?
-                .as_ref()
-                .to_string();
-            conn.wait_job(&job, unit, "create")
+            conn.wait_job(&job_path(&reply)?, unit, "create")
         });
         match result {
             Ok(()) => Ok(true),
@@ -518,14 +521,7 @@ impl Systemd {
             push(&mut msg, &Param::from(unit))?;
             push(&mut msg, &Param::from("replace"))?;
             let reply = conn.call(msg, "StopUnit", unit)?;
-            let job = reply
-                .body
-                .parser()
-                .get::<rustbus::wire::ObjectPath<&str>>()
-                .map_err(|e| DbusError::Marshal(format!("job path: {e:?}")))?
-                .as_ref()
-                .to_string();
-            conn.wait_job(&job, unit, "stop")
+            conn.wait_job(&job_path(&reply)?, unit, "stop")
         });
         match result {
             Err(e)

@@ -41,6 +41,33 @@ pub fn claim_of(pod: &Pod, volume: &Volume) -> Option<ClaimRef> {
     })
 }
 
+/// Whether any container of `pod` (init, app or ephemeral) mounts volume `name`
+/// (`volumeMounts`) and whether any uses it as a raw device (`volumeDevices`).
+pub fn uses(pod: &Pod, name: &str) -> (bool, bool) {
+    let Some(spec) = pod.spec.as_ref() else {
+        return (false, false);
+    };
+    let mut as_mount = false;
+    let mut as_device = false;
+    let mut note =
+        |mounts: Option<&Vec<k8s_openapi::api::core::v1::VolumeMount>>,
+         devices: Option<&Vec<k8s_openapi::api::core::v1::VolumeDevice>>| {
+            as_mount |= mounts.into_iter().flatten().any(|m| m.name == name);
+            as_device |= devices.into_iter().flatten().any(|d| d.name == name);
+        };
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
+        note(c.volume_mounts.as_ref(), c.volume_devices.as_ref());
+    }
+    for c in spec.ephemeral_containers.iter().flatten() {
+        note(c.volume_mounts.as_ref(), c.volume_devices.as_ref());
+    }
+    (as_mount, as_device)
+}
+
 /// Checks the claim as upstream's populator does (`getPVCExtractPV`): it exists, is not
 /// being deleted, is bound and names its volume. `None` is a claim the API server does not
 /// have. Errors are upstream's, wrapped as it wraps them.
@@ -253,6 +280,23 @@ mod tests {
             check_owner(&p, &foreign).unwrap_err(),
             "PVC apps/web-scratch was not created for pod apps/web (pod is not owner)"
         );
+    }
+
+    #[test]
+    fn mounts_and_devices_are_told_apart() {
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "a",
+                "volumeMounts": [{"name": "fs", "mountPath": "/fs"}],
+                "volumeDevices": [{"name": "raw", "devicePath": "/dev/xvda"}]}],
+                "initContainers": [{"name": "i",
+                "volumeMounts": [{"name": "both", "mountPath": "/b"}]}]}
+        }))
+        .unwrap();
+        assert_eq!(uses(&p, "fs"), (true, false));
+        assert_eq!(uses(&p, "raw"), (false, true));
+        assert_eq!(uses(&p, "both"), (true, false));
+        assert_eq!(uses(&p, "none"), (false, false));
     }
 
     #[test]

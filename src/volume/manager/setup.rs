@@ -187,6 +187,25 @@ impl VolumeManager {
         let Some(spec) = pv.spec.as_ref() else {
             return Ok(None);
         };
+        // The volume mode must fit how the containers use the volume (upstream's populator);
+        // raw block volumes are not supported here, so they never start without their device.
+        let block = spec.volume_mode.as_deref() == Some("Block");
+        let (as_mount, as_device) = claims::uses(pod, &v.name);
+        if block && as_mount {
+            return Err(not_ready(format!(
+                "volume {} has volumeMode Block, but is specified in volumeMounts",
+                v.name
+            )));
+        }
+        if !block && as_device {
+            return Err(not_ready(format!(
+                "volume {} has volumeMode Filesystem, but is specified in volumeDevices",
+                v.name
+            )));
+        }
+        if block {
+            return Ok(None);
+        }
         let mut mounted_at = None;
         let path = if let Some(host) = &spec.host_path {
             let path = PathBuf::from(&host.path);
@@ -640,5 +659,36 @@ mod tests {
             .path()
             .join("root/pods/pod-uid/volumes/kubernetes.io~local-volume/local-1")
             .exists());
+    }
+
+    #[test]
+    fn a_block_volume_cannot_be_mounted_as_a_filesystem() {
+        let tmp = TestDir::new("claims-block");
+        let (vm, api) = api_manager(&tmp);
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "namespace": "team", "uid": "pod-uid"},
+            "spec": {"containers": [{"name": "a",
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "c1"}}]}
+        }))
+        .unwrap();
+        let bound = api
+            .insert_persistent_volume_claim(&claim("c1", "Bound", Some("pv1")))
+            .unwrap();
+        api.insert_persistent_volume(
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "pv1"},
+                "spec": {"volumeMode": "Block", "local": {"path": "/dev/null"},
+                         "claimRef": {"namespace": "team", "name": "c1",
+                                      "uid": bound.metadata.uid}}
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        let failed = vm.setup_pod(&p, &PodUid::from("pod-uid")).failed;
+        assert_eq!(
+            failed[0].source.to_string(),
+            "volume data has volumeMode Block, but is specified in volumeMounts"
+        );
     }
 }
