@@ -30,6 +30,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
 };
 use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, VolumeAttachment};
 
 use super::store::Objects;
 use super::{ApiError, WatchEvent};
@@ -50,6 +51,9 @@ struct Store {
     runtime_classes: Objects<RuntimeClass>,
     claims: Objects<PersistentVolumeClaim>,
     volumes: Objects<PersistentVolume>,
+    csi_drivers: Objects<CSIDriver>,
+    csi_nodes: Objects<CSINode>,
+    volume_attachments: Objects<VolumeAttachment>,
     /// Token requests received, in order.
     token_requests: Vec<(String, String, TokenRequest)>,
     /// Tokens issued so far.
@@ -182,6 +186,33 @@ impl FakeClient {
     ) -> Result<PersistentVolume, ApiError> {
         let store = &mut *self.store();
         store.volumes.create(volume, &mut store.rv)
+    }
+
+    /// Stores a CSIDriver as if created (not recorded as a call).
+    pub fn insert_csi_driver(&self, driver: &CSIDriver) -> Result<CSIDriver, ApiError> {
+        let store = &mut *self.store();
+        store.csi_drivers.create(driver, &mut store.rv)
+    }
+
+    /// Stores a VolumeAttachment, creating or replacing it (as the external attacher would).
+    pub fn put_volume_attachment(
+        &self,
+        attachment: &VolumeAttachment,
+    ) -> Result<VolumeAttachment, ApiError> {
+        let store = &mut *self.store();
+        let name = attachment.metadata.name.as_deref().unwrap_or_default();
+        if store.volume_attachments.get("", name).is_ok() {
+            let mut attachment = attachment.clone();
+            attachment.metadata.resource_version = None;
+            store.volume_attachments.update(&attachment, &mut store.rv)
+        } else {
+            store.volume_attachments.create(attachment, &mut store.rv)
+        }
+    }
+
+    /// The CSINode stored under `name`, if any (not recorded as a call).
+    pub fn csi_node(&self, name: &str) -> Option<CSINode> {
+        self.store().csi_nodes.get("", name).ok()
     }
 
     /// Stores a service.

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
 };
 use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, VolumeAttachment};
 
 use super::rate_limit::RateLimiter;
 use super::{ApiError, DeleteOptions, KubeClient, List, ListOptions, WatchStream};
@@ -165,6 +166,31 @@ impl KubeClient for RateLimitedClient {
     fn get_persistent_volume(&self, name: &str) -> Result<PersistentVolume, ApiError> {
         self.limiter.acquire();
         self.inner.get_persistent_volume(name)
+    }
+
+    fn get_csi_driver(&self, name: &str) -> Result<CSIDriver, ApiError> {
+        self.limiter.acquire();
+        self.inner.get_csi_driver(name)
+    }
+
+    fn get_csi_node(&self, name: &str) -> Result<CSINode, ApiError> {
+        self.limiter.acquire();
+        self.inner.get_csi_node(name)
+    }
+
+    fn create_csi_node(&self, csi_node: &CSINode) -> Result<CSINode, ApiError> {
+        self.limiter.acquire();
+        self.inner.create_csi_node(csi_node)
+    }
+
+    fn update_csi_node(&self, csi_node: &CSINode) -> Result<CSINode, ApiError> {
+        self.limiter.acquire();
+        self.inner.update_csi_node(csi_node)
+    }
+
+    fn get_volume_attachment(&self, name: &str) -> Result<VolumeAttachment, ApiError> {
+        self.limiter.acquire();
+        self.inner.get_volume_attachment(name)
     }
 
     fn create_token(

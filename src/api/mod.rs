@@ -31,6 +31,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
 };
 use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, VolumeAttachment};
 
 /// Options of a list or watch call (the query parameters the kubelet uses).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -240,6 +241,18 @@ pub trait KubeClient: Send + Sync {
     ) -> Result<PersistentVolumeClaim, ApiError>;
     /// `GET /api/v1/persistentvolumes/{name}`: the volume a claim is bound to.
     fn get_persistent_volume(&self, name: &str) -> Result<PersistentVolume, ApiError>;
+    /// `GET /apis/storage.k8s.io/v1/csidrivers/{name}`: how a CSI driver wants to be used
+    /// (`attachRequired`, `podInfoOnMount`, lifecycle modes).
+    fn get_csi_driver(&self, name: &str) -> Result<CSIDriver, ApiError>;
+    /// `GET /apis/storage.k8s.io/v1/csinodes/{name}`: the CSI drivers registered on a node.
+    fn get_csi_node(&self, name: &str) -> Result<CSINode, ApiError>;
+    /// `POST /apis/storage.k8s.io/v1/csinodes`.
+    fn create_csi_node(&self, csi_node: &CSINode) -> Result<CSINode, ApiError>;
+    /// `PUT /apis/storage.k8s.io/v1/csinodes/{name}` (409 on a stale resourceVersion).
+    fn update_csi_node(&self, csi_node: &CSINode) -> Result<CSINode, ApiError>;
+    /// `GET /apis/storage.k8s.io/v1/volumeattachments/{name}`: whether the external attacher
+    /// attached a volume to this node (the node authorizer allows attachments to the node).
+    fn get_volume_attachment(&self, name: &str) -> Result<VolumeAttachment, ApiError>;
     /// `POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token`: asks for a bound
     /// service account token; the answer is the request with `status.token` and
     /// `status.expirationTimestamp` filled in.

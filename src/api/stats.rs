@@ -36,11 +36,16 @@ pub(crate) enum Op {
     CreateCsr,
     GetCsr,
     WatchCsrs,
+    GetCsiDriver,
+    GetCsiNode,
+    CreateCsiNode,
+    UpdateCsiNode,
+    GetVolumeAttachment,
 }
 
 /// (verb, resource) of each [`Op`], indexed by `Op as usize`. Verbs are named as the API
 /// server's metrics name them (`LIST` and `WATCH` are GETs on the wire).
-const OPS: [(&str, &str); 29] = [
+const OPS: [(&str, &str); 34] = [
     ("LIST", "pods"),
     ("WATCH", "pods"),
     ("GET", "pods"),
@@ -70,6 +75,11 @@ const OPS: [(&str, &str); 29] = [
     ("POST", "certificatesigningrequests"),
     ("GET", "certificatesigningrequests"),
     ("WATCH", "certificatesigningrequests"),
+    ("GET", "csidrivers"),
+    ("GET", "csinodes"),
+    ("POST", "csinodes"),
+    ("PUT", "csinodes"),
+    ("GET", "volumeattachments"),
 ];
 
 const WRITE_VERBS: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
@@ -136,11 +146,20 @@ impl RequestStats {
 }
 
 /// The live counters behind [`RequestStats`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Counters {
     /// One counter per entry of `OPS`.
     calls: [AtomicU64; OPS.len()],
     retries: AtomicU64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            calls: std::array::from_fn(|_| AtomicU64::new(0)),
+            retries: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Counters {
@@ -200,7 +219,8 @@ mod tests {
         c.call(Op::GetPod);
         c.retry();
         let s = c.snapshot();
-        assert_eq!(s.requests.len(), 29);
+        assert_eq!(s.requests.len(), 34);
+        assert_eq!(s.requests[Op::GetVolumeAttachment as usize].resource, "volumeattachments");
         assert_eq!(s.count("PATCH", "pods/status"), 2);
         assert_eq!((s.writes(), s.total(), s.retries), (3, 4, 1));
     }

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
 };
 use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, VolumeAttachment};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -56,6 +57,9 @@ object!(Service, "services", true);
 object!(RuntimeClass, "runtimeclasses.node.k8s.io", false);
 object!(PersistentVolumeClaim, "persistentvolumeclaims", true);
 object!(PersistentVolume, "persistentvolumes", false);
+object!(CSIDriver, "csidrivers.storage.k8s.io", false);
+object!(CSINode, "csinodes.storage.k8s.io", false);
+object!(VolumeAttachment, "volumeattachments.storage.k8s.io", false);
 
 /// A `Status` error as the API server would send it.
 pub fn status_error(verb: &'static str, code: u16, reason: &str, message: String) -> ApiError {

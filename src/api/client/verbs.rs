@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
 };
 use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, VolumeAttachment};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 use serde::Deserialize;
 use serde_json::Value;
@@ -220,6 +221,32 @@ impl KubeClient for RestClient {
         self.get(Op::GetPersistentVolume, &path)
     }
 
+    fn get_csi_driver(&self, name: &str) -> Result<CSIDriver, ApiError> {
+        self.get(Op::GetCsiDriver, &storage_path("csidrivers", Some(name)))
+    }
+
+    fn get_csi_node(&self, name: &str) -> Result<CSINode, ApiError> {
+        self.get(Op::GetCsiNode, &storage_path("csinodes", Some(name)))
+    }
+
+    fn create_csi_node(&self, csi_node: &CSINode) -> Result<CSINode, ApiError> {
+        self.write(Op::CreateCsiNode, &storage_path("csinodes", None), csi_node)
+    }
+
+    fn update_csi_node(&self, csi_node: &CSINode) -> Result<CSINode, ApiError> {
+        let name = csi_node.metadata.name.as_deref().unwrap_or_default();
+        self.write(
+            Op::UpdateCsiNode,
+            &storage_path("csinodes", Some(name)),
+            csi_node,
+        )
+    }
+
+    fn get_volume_attachment(&self, name: &str) -> Result<VolumeAttachment, ApiError> {
+        let path = storage_path("volumeattachments", Some(name));
+        self.get(Op::GetVolumeAttachment, &path)
+    }
+
     fn create_token(
         &self,
         namespace: &str,
@@ -241,6 +268,14 @@ impl KubeClient for RestClient {
     ) -> Result<SubjectAccessReview, ApiError> {
         let path = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
         self.write(Op::CreateSubjectAccessReview, path, review)
+    }
+}
+
+/// `/apis/storage.k8s.io/v1/<plural>[/<name>]` (cluster-scoped storage objects).
+fn storage_path(plural: &str, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("/apis/storage.k8s.io/v1/{plural}/{}", request::encode(name)),
+        None => format!("/apis/storage.k8s.io/v1/{plural}"),
     }
 }
 
@@ -388,3 +423,4 @@ mod tests {
         );
     }
 }
+

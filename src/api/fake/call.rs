@@ -72,6 +72,16 @@ pub enum Call {
     GetPersistentVolumeClaim { namespace: String, name: String },
     /// `get_persistent_volume`.
     GetPersistentVolume(String),
+    /// `get_csi_driver`.
+    GetCsiDriver(String),
+    /// `get_csi_node`.
+    GetCsiNode(String),
+    /// `create_csi_node`, with the object sent.
+    CreateCsiNode(Box<k8s_openapi::api::storage::v1::CSINode>),
+    /// `update_csi_node`, with the object sent.
+    UpdateCsiNode(Box<k8s_openapi::api::storage::v1::CSINode>),
+    /// `get_volume_attachment`.
+    GetVolumeAttachment(String),
     /// `list_all_services`.
     ListAllServices,
     /// `watch_services`.

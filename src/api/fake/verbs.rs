@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
 };
 use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, VolumeAttachment};
 use serde_json::Value;
 
 use super::{auth, Call, FakeClient};
@@ -260,6 +261,37 @@ impl KubeClient for FakeClient {
         let call = Call::GetPersistentVolume(name.into());
         self.begin("get_persistent_volume", call)?
             .volumes
+            .get("", name)
+    }
+
+    fn get_csi_driver(&self, name: &str) -> Result<CSIDriver, ApiError> {
+        let call = Call::GetCsiDriver(name.into());
+        self.begin("get_csi_driver", call)?
+            .csi_drivers
+            .get("", name)
+    }
+
+    fn get_csi_node(&self, name: &str) -> Result<CSINode, ApiError> {
+        let call = Call::GetCsiNode(name.into());
+        self.begin("get_csi_node", call)?.csi_nodes.get("", name)
+    }
+
+    fn create_csi_node(&self, csi_node: &CSINode) -> Result<CSINode, ApiError> {
+        let call = Call::CreateCsiNode(Box::new(csi_node.clone()));
+        let store = &mut *self.begin("create_csi_node", call)?;
+        store.csi_nodes.create(csi_node, &mut store.rv)
+    }
+
+    fn update_csi_node(&self, csi_node: &CSINode) -> Result<CSINode, ApiError> {
+        let call = Call::UpdateCsiNode(Box::new(csi_node.clone()));
+        let store = &mut *self.begin("update_csi_node", call)?;
+        store.csi_nodes.update(csi_node, &mut store.rv)
+    }
+
+    fn get_volume_attachment(&self, name: &str) -> Result<VolumeAttachment, ApiError> {
+        let call = Call::GetVolumeAttachment(name.into());
+        self.begin("get_volume_attachment", call)?
+            .volume_attachments
             .get("", name)
     }
 

@@ -37,6 +37,15 @@ pub fn authorize(store: &Store, user: Option<&str>, ask: &Ask<'_>) -> Result<(),
         return Ok(());
     };
     if let Ask::Read {
+        resource: resource @ (Resource::CsiNodes | Resource::VolumeAttachments),
+        name,
+        verb,
+        ..
+    } = ask
+    {
+        return authorize_storage(store, node, *resource, *name, verb);
+    }
+    if let Ask::Read {
         resource: Resource::PersistentVolumes,
         name,
         verb,
@@ -67,6 +76,8 @@ pub fn authorize(store: &Store, user: Option<&str>, ask: &Ask<'_>) -> Result<(),
                 on_node
                     .iter()
                     .any(|p| references(p, *resource).iter().any(|r| r == name))
+                    || (*resource == Resource::Secrets
+                        && volume_secret_of_node(store, node, namespace_of(ask), name))
             });
             if related && *verb == "get" {
                 return Ok(());
@@ -103,6 +114,49 @@ pub fn authorize(store: &Store, user: Option<&str>, ask: &Ask<'_>) -> Result<(),
     )))
 }
 
+/// The node authorizer's rules for storage.k8s.io objects: a node may get, create, update,
+/// patch and delete the CSINode of its own name (creates are named in the body, which
+/// NodeRestriction checks), and get the VolumeAttachments whose `spec.nodeName` is itself.
+fn authorize_storage(
+    store: &Store,
+    node: &str,
+    resource: Resource,
+    name: Option<&str>,
+    verb: &str,
+) -> Result<(), ApiError> {
+    let name = name.unwrap_or_default();
+    let why = match resource {
+        Resource::CsiNodes => {
+            if !matches!(verb, "get" | "create" | "update" | "patch" | "delete") {
+                "can only get, create, update, patch, or delete a CSINode"
+            } else if verb != "create" && name != node {
+                "can only access CSINode with the same name as the requesting node"
+            } else {
+                return Ok(());
+            }
+        }
+        _ => {
+            let key = (resource, String::new(), name.to_string());
+            let related = store
+                .get(&key)
+                .is_some_and(|va| va["spec"]["nodeName"].as_str() == Some(node));
+            if verb == "get" && related {
+                return Ok(());
+            }
+            if verb != "get" {
+                "can only get individual resources of this type"
+            } else {
+                &format!("no relationship found between node '{node}' and this object")
+            }
+        }
+    };
+    Err(ApiError::forbidden(format!(
+        "{} \"{name}\" is forbidden: User \"system:node:{node}\" cannot {verb} resource \"{}\" in API group \"storage.k8s.io\" at the cluster scope: {why}",
+        resource.qualified(),
+        resource.plural(),
+    )))
+}
+
 /// Whether a claim referenced by a pod bound to `node` is bound to the volume `pv`.
 fn bound_to_a_claim_of(store: &Store, node: &str, pv: &str) -> bool {
     let (pods, _) = store.list(Resource::Pods, None);
@@ -123,6 +177,23 @@ fn bound_to_a_claim_of(store: &Store, node: &str, pv: &str) -> bool {
                         .is_some_and(|c| c["spec"]["volumeName"].as_str() == Some(pv))
                 })
         })
+}
+
+/// Whether secret `namespace/name` is a CSI secret (`nodeStageSecretRef`,
+/// `nodePublishSecretRef`) of a PersistentVolume bound to a claim of a pod on `node`.
+fn volume_secret_of_node(store: &Store, node: &str, namespace: &str, name: &str) -> bool {
+    let (volumes, _) = store.list(Resource::PersistentVolumes, None);
+    volumes.iter().any(|pv| {
+        let pv_name = pv["metadata"]["name"].as_str().unwrap_or_default();
+        ["nodeStageSecretRef", "nodePublishSecretRef"]
+            .iter()
+            .any(|field| {
+                let secret = &pv["spec"]["csi"][*field];
+                secret["name"].as_str() == Some(name)
+                    && secret["namespace"].as_str() == Some(namespace)
+            })
+            && bound_to_a_claim_of(store, node, pv_name)
+    })
 }
 
 fn namespace_of<'a>(ask: &Ask<'a>) -> &'a str {
@@ -165,6 +236,7 @@ pub(super) fn references(pod: &Value, resource: Resource) -> Vec<String> {
     for vol in spec["volumes"].as_array().into_iter().flatten() {
         if secrets {
             push(&vol["secret"]["secretName"]);
+            push(&vol["csi"]["nodePublishSecretRef"]["name"]);
         } else {
             push(&vol["configMap"]["name"]);
         }

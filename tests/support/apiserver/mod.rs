@@ -627,6 +627,76 @@ impl ApiServer {
         )
     }
 
+    /// Creates a storage.k8s.io/v1 CSIDriver (the registry defaults its spec).
+    pub fn create_csi_driver(&self, driver: Value) -> Result<Value, ApiError> {
+        registry::create(
+            &self.shared.store,
+            Resource::CsiDrivers,
+            "",
+            driver,
+            &admit_all,
+        )
+    }
+
+    /// The CSINode of node `name`.
+    pub fn get_csi_node(&self, name: &str) -> Option<Value> {
+        self.get_json(Resource::CsiNodes, "", name)
+    }
+
+    /// Attaches CSI volume `handle` of `driver` (PV `pv`) to `node` as the attach/detach
+    /// controller and the external attacher do: the VolumeAttachment `name` with
+    /// `status.attached` (and `metadata` as its attachment metadata), and the volume in the
+    /// Node's `status.volumesAttached` as `unique_name`.
+    pub fn attach_csi_volume(
+        &self,
+        name: &str,
+        driver: &str,
+        pv: &str,
+        node: &str,
+        unique_name: &str,
+        metadata: Value,
+    ) -> Result<(), ApiError> {
+        let store = &self.shared.store;
+        let attachment = serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"attacher": driver, "nodeName": node,
+                     "source": {"persistentVolumeName": pv}},
+        });
+        let created = registry::create(
+            store,
+            Resource::VolumeAttachments,
+            "",
+            attachment,
+            &admit_all,
+        )?;
+        let mut with_status = created;
+        with_status["status"] =
+            serde_json::json!({"attached": true, "attachmentMetadata": metadata});
+        registry::update(
+            store,
+            Resource::VolumeAttachments,
+            "",
+            name,
+            with_status,
+            Part::Status,
+            &admit_all,
+        )?;
+        let patch = serde_json::json!({"status": {"volumesAttached": [
+            {"name": unique_name, "devicePath": ""}
+        ]}});
+        registry::patch(
+            store,
+            Resource::Nodes,
+            "",
+            node,
+            PatchType::Merge,
+            patch.to_string().as_bytes(),
+            Part::Status,
+            &admit_all,
+        )
+        .map(drop)
+    }
+
     /// Makes TokenReview accept `token` as `user` in `groups`.
     pub fn accept_token(&self, token: &str, user: &str, groups: &[&str]) {
         self.shared.reviews.accept_token(token, user, groups);

@@ -133,6 +133,14 @@ pub fn admit(
             }
             Ok(())
         }
+        Resource::CsiNodes => {
+            if request.name != node {
+                return forbid(
+                    "can only access CSINode with the same name as the requesting node".into(),
+                );
+            }
+            Ok(())
+        }
         Resource::Leases => {
             if request.namespace != NODE_LEASE_NAMESPACE {
                 return forbid(format!(

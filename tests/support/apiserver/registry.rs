@@ -101,6 +101,8 @@ fn prepare_create(
                 object["type"] = json!("Opaque");
             }
         }
+        Resource::CsiDrivers => default_csi_driver(&mut object),
+        Resource::CsiNodes => check_csi_node(&object, &name)?,
         _ => {}
     }
     Ok(object)
@@ -285,6 +287,12 @@ fn updated(resource: Resource, current: &Value, new: Value, part: Part) -> Resul
             }
             if matches!(resource, Resource::ConfigMaps | Resource::Secrets) {
                 check_immutable_data(resource, current, &next)?;
+            }
+            if resource == Resource::CsiNodes {
+                check_csi_node(&next, name)?;
+            }
+            if resource == Resource::CsiDrivers {
+                default_csi_driver(&mut next);
             }
             let meta = metadata_mut(&mut next);
             for field in [
@@ -506,6 +514,71 @@ fn check_name(resource: Resource, name: &str) -> Result<(), ApiError> {
             name,
             &format!("metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
         ));
+    }
+    Ok(())
+}
+
+/// The CSIDriver registry's defaults (`SetDefaults_CSIDriverSpec`).
+fn default_csi_driver(object: &mut Value) {
+    if !object["spec"].is_object() {
+        object["spec"] = json!({});
+    }
+    let spec = &mut object["spec"];
+    for (field, value) in [
+        ("attachRequired", json!(true)),
+        ("podInfoOnMount", json!(false)),
+        ("storageCapacity", json!(false)),
+        ("requiresRepublish", json!(false)),
+        ("fsGroupPolicy", json!("ReadWriteOnceWithFSType")),
+        ("volumeLifecycleModes", json!(["Persistent"])),
+    ] {
+        if spec[field].is_null() {
+            spec[field] = value;
+        }
+    }
+}
+
+/// CSINode validation: each driver has a name and a node ID, names are unique, topology
+/// keys are unique and an allocatable count is not negative.
+fn check_csi_node(object: &Value, name: &str) -> Result<(), ApiError> {
+    let invalid = |why: String| Err(ApiError::invalid(Resource::CsiNodes, name, &why));
+    let Some(drivers) = object["spec"]["drivers"].as_array() else {
+        return invalid("spec.drivers: Required value".into());
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (i, driver) in drivers.iter().enumerate() {
+        let driver_name = driver["name"].as_str().unwrap_or_default();
+        if driver_name.is_empty() {
+            return invalid(format!("spec.drivers[{i}].name: Required value"));
+        }
+        if !seen.insert(driver_name) {
+            return invalid(format!(
+                "spec.drivers[{i}].name: Duplicate value: \"{driver_name}\""
+            ));
+        }
+        if driver["nodeID"].as_str().unwrap_or_default().is_empty() {
+            return invalid(format!(
+                "spec.drivers[{i}].nodeID: Required value: nodeID must be provided"
+            ));
+        }
+        let keys: Vec<&str> = driver["topologyKeys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let unique: std::collections::HashSet<&str> = keys.iter().copied().collect();
+        if unique.len() != keys.len() {
+            return invalid(format!("spec.drivers[{i}].topologyKeys: Duplicate value"));
+        }
+        if driver["allocatable"]["count"]
+            .as_i64()
+            .is_some_and(|c| c < 0)
+        {
+            return invalid(format!(
+                "spec.drivers[{i}].allocatable.count: Invalid value: must be greater than or equal to 0"
+            ));
+        }
     }
     Ok(())
 }

@@ -32,6 +32,12 @@ pub enum Resource {
     PersistentVolumeClaims,
     /// core/v1 persistentvolumes (cluster-scoped, status subresource).
     PersistentVolumes,
+    /// storage.k8s.io/v1 csidrivers (cluster-scoped; `spec` defaulted as the registry does).
+    CsiDrivers,
+    /// storage.k8s.io/v1 csinodes (cluster-scoped; `spec.drivers` validated).
+    CsiNodes,
+    /// storage.k8s.io/v1 volumeattachments (cluster-scoped, status subresource).
+    VolumeAttachments,
 }
 
 /// The API group of coordination.k8s.io leases.
@@ -40,12 +46,19 @@ pub const COORDINATION_GROUP: &str = "coordination.k8s.io";
 pub const NODE_GROUP: &str = "node.k8s.io";
 /// The API group of certificates.k8s.io CSRs.
 pub const CERTIFICATES_GROUP: &str = "certificates.k8s.io";
+/// The API group of storage.k8s.io CSI objects.
+pub const STORAGE_GROUP: &str = "storage.k8s.io";
 /// The named API groups served (each at `v1`).
-pub const GROUPS: [&str; 3] = [COORDINATION_GROUP, NODE_GROUP, CERTIFICATES_GROUP];
+pub const GROUPS: [&str; 4] = [
+    COORDINATION_GROUP,
+    NODE_GROUP,
+    CERTIFICATES_GROUP,
+    STORAGE_GROUP,
+];
 
 impl Resource {
     /// Every served resource, in discovery order.
-    pub const ALL: [Resource; 12] = [
+    pub const ALL: [Resource; 15] = [
         Resource::Pods,
         Resource::Nodes,
         Resource::Events,
@@ -58,6 +71,9 @@ impl Resource {
         Resource::CertificateSigningRequests,
         Resource::PersistentVolumeClaims,
         Resource::PersistentVolumes,
+        Resource::CsiDrivers,
+        Resource::CsiNodes,
+        Resource::VolumeAttachments,
     ];
 
     /// The plural name used in URLs (`pods`).
@@ -75,6 +91,9 @@ impl Resource {
             Resource::CertificateSigningRequests => "certificatesigningrequests",
             Resource::PersistentVolumeClaims => "persistentvolumeclaims",
             Resource::PersistentVolumes => "persistentvolumes",
+            Resource::CsiDrivers => "csidrivers",
+            Resource::CsiNodes => "csinodes",
+            Resource::VolumeAttachments => "volumeattachments",
         }
     }
 
@@ -99,6 +118,9 @@ impl Resource {
             Resource::CertificateSigningRequests => "CertificateSigningRequest",
             Resource::PersistentVolumeClaims => "PersistentVolumeClaim",
             Resource::PersistentVolumes => "PersistentVolume",
+            Resource::CsiDrivers => "CSIDriver",
+            Resource::CsiNodes => "CSINode",
+            Resource::VolumeAttachments => "VolumeAttachment",
         }
     }
 
@@ -108,6 +130,9 @@ impl Resource {
             Resource::Leases => COORDINATION_GROUP,
             Resource::RuntimeClasses => NODE_GROUP,
             Resource::CertificateSigningRequests => CERTIFICATES_GROUP,
+            Resource::CsiDrivers | Resource::CsiNodes | Resource::VolumeAttachments => {
+                STORAGE_GROUP
+            }
             _ => "",
         }
     }
@@ -118,6 +143,9 @@ impl Resource {
             Resource::Leases => "coordination.k8s.io/v1",
             Resource::RuntimeClasses => "node.k8s.io/v1",
             Resource::CertificateSigningRequests => "certificates.k8s.io/v1",
+            Resource::CsiDrivers | Resource::CsiNodes | Resource::VolumeAttachments => {
+                "storage.k8s.io/v1"
+            }
             _ => "v1",
         }
     }
@@ -131,6 +159,9 @@ impl Resource {
                 | Resource::RuntimeClasses
                 | Resource::CertificateSigningRequests
                 | Resource::PersistentVolumes
+                | Resource::CsiDrivers
+                | Resource::CsiNodes
+                | Resource::VolumeAttachments
         )
     }
 
@@ -145,6 +176,7 @@ impl Resource {
                 | Resource::CertificateSigningRequests
                 | Resource::PersistentVolumeClaims
                 | Resource::PersistentVolumes
+                | Resource::VolumeAttachments
         )
     }
 
@@ -160,7 +192,12 @@ impl Resource {
             Resource::CertificateSigningRequests => &["csr"],
             Resource::PersistentVolumeClaims => &["pvc"],
             Resource::PersistentVolumes => &["pv"],
-            Resource::Leases | Resource::Secrets | Resource::RuntimeClasses => &[],
+            Resource::Leases
+            | Resource::Secrets
+            | Resource::RuntimeClasses
+            | Resource::CsiDrivers
+            | Resource::CsiNodes
+            | Resource::VolumeAttachments => &[],
         }
     }
 

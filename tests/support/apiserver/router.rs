@@ -406,6 +406,8 @@ fn authorize_read(
             | Resource::Secrets
             | Resource::PersistentVolumeClaims
             | Resource::PersistentVolumes
+            | Resource::CsiNodes
+            | Resource::VolumeAttachments
     ) {
         return Ok(());
     }

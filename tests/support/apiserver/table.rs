@@ -171,6 +171,36 @@ fn columns(resource: Resource) -> Vec<Column> {
             ),
             age,
         ],
+        Resource::CsiDrivers => vec![
+            name,
+            (
+                "AttachRequired",
+                "boolean",
+                0,
+                "Whether volumes are attached first.",
+            ),
+            (
+                "PodInfoOnMount",
+                "boolean",
+                0,
+                "Whether pod information is passed on mount.",
+            ),
+            ("Modes", "string", 0, "The volume lifecycle modes."),
+            age,
+        ],
+        Resource::CsiNodes => vec![
+            name,
+            ("Drivers", "integer", 0, "The number of registered drivers."),
+            age,
+        ],
+        Resource::VolumeAttachments => vec![
+            name,
+            ("Attacher", "string", 0, "The driver attaching the volume."),
+            ("PV", "string", 0, "The volume attached."),
+            ("Node", "string", 0, "The node it is attached to."),
+            ("Attached", "boolean", 0, "Whether it is attached."),
+            age,
+        ],
         Resource::CertificateSigningRequests => vec![
             name,
             age,
@@ -279,6 +309,43 @@ fn cells(resource: Resource, obj: &Value, now: i64) -> Vec<Value> {
                 json!(age),
             ]
         }
+        Resource::CsiDrivers => {
+            let modes: Vec<&str> = obj
+                .pointer("/spec/volumeLifecycleModes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            vec![
+                json!(name),
+                obj.pointer("/spec/attachRequired")
+                    .cloned()
+                    .unwrap_or(json!(true)),
+                obj.pointer("/spec/podInfoOnMount")
+                    .cloned()
+                    .unwrap_or(json!(false)),
+                json!(modes.join(",")),
+                json!(age),
+            ]
+        }
+        Resource::CsiNodes => {
+            let drivers = obj
+                .pointer("/spec/drivers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            vec![json!(name), json!(drivers), json!(age)]
+        }
+        Resource::VolumeAttachments => vec![
+            json!(name),
+            json!(str_at(obj, "/spec/attacher")),
+            json!(str_at(obj, "/spec/source/persistentVolumeName")),
+            json!(str_at(obj, "/spec/nodeName")),
+            obj.pointer("/status/attached")
+                .cloned()
+                .unwrap_or(json!(false)),
+            json!(age),
+        ],
         Resource::CertificateSigningRequests => {
             let mut condition: Vec<&str> = obj
                 .pointer("/status/conditions")
