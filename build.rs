@@ -1,6 +1,8 @@
 //! Generates the CRI v1 messages and grpcio stubs from `proto/api.proto`, those of the
 //! gRPC health protocol (`proto/health.proto`) that gRPC probes call, and those of the
-//! pod-resources API the kubelet serves (`proto/podresources.proto`).
+//! pod-resources API the kubelet serves (`proto/podresources.proto`), and those of the CSI
+//! node plugins it drives (`proto/csi.proto`) and of the plugin registration they use
+//! (`proto/pluginregistration.proto`).
 //!
 //! The pure-Rust proto parser of rust-protobuf 2.x drops `service` blocks, so
 //! this runs the real `protoc` shipped in `protoc-bin-vendored` to get a
@@ -19,7 +21,13 @@ use protobuf::descriptor::FileDescriptorSet;
 use protobuf::Message;
 
 /// Proto files under `proto/` to generate Rust code for.
-const PROTOS: &[&str] = &["api.proto", "health.proto", "podresources.proto"];
+const PROTOS: &[&str] = &[
+    "api.proto",
+    "health.proto",
+    "podresources.proto",
+    "csi.proto",
+    "pluginregistration.proto",
+];
 
 fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed=build.rs");

@@ -374,6 +374,7 @@ pub fn create_and_init_kubelet(
                 runtime_version: version.get_runtime_version().to_string(),
                 node: Arc::clone(kubelet.node_record()),
                 pressure: Arc::clone(kubelet.node_pressure()),
+                runtime_manager: Some(Arc::clone(kubelet.runtime_manager())),
             },
         ));
         threads.extend(start_node_threads(&config, client, clock, source, stop)?);

@@ -222,6 +222,8 @@ pub struct Kubelet {
     sync_loop_entered: Mutex<Option<std::time::Instant>>,
     /// Set when `run` returns, so handles to threads started there can be joined.
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The registered CSI drivers (none for hollow nodes).
+    csi_drivers: Option<Arc<crate::csi::CsiDrivers>>,
 }
 
 impl Kubelet {
@@ -290,6 +292,11 @@ impl Kubelet {
             Arc::clone(&deps.recorder),
             Arc::new(crate::eviction::NodePressure::default()),
         ));
+        // Hollow nodes have no CSI drivers (and start no threads of their own).
+        let csi_drivers = deps
+            .shared_pod_work
+            .is_none()
+            .then(|| Arc::new(crate::csi::CsiDrivers::new()));
         let volumes = VolumeManager::with_settings(
             &config.root_dir,
             VolumeSettings {
@@ -298,6 +305,7 @@ impl Kubelet {
                 tmpfs: deps.tmpfs,
                 node: downward_api_limits,
                 services: deps.services.clone(),
+                csi: csi_drivers.clone(),
             },
         )
         .with_node_name(&config.node_name);
@@ -406,7 +414,30 @@ impl Kubelet {
             node_record,
             waiters,
             threads: Mutex::new(prober_threads),
+            csi_drivers,
         })
+    }
+
+    /// Starts the plugin watcher on `<root-dir>/plugins_registry` (CSI driver
+    /// registration), unless this kubelet has no CSI drivers (hollow nodes).
+    fn start_plugin_watcher(&self, stop: Receiver<()>) -> Result<(), KubeletError> {
+        let Some(drivers) = &self.csi_drivers else {
+            return Ok(());
+        };
+        let node_info = self
+            .api
+            .clone()
+            .map(|api| crate::csi::node_info::NodeInfoManager::new(api, &self.config.node_name));
+        let dir = self.config.root_dir.join("plugins_registry");
+        let watcher = crate::csi::PluginWatcher::start(&dir, Arc::clone(drivers), node_info, stop)
+            .map_err(|source| KubeletError::Thread {
+                name: "plugin-watcher",
+                source,
+            })?;
+        if let Ok(mut t) = self.threads.lock() {
+            t.push(watcher.into_handle());
+        }
+        Ok(())
     }
 
     fn pods(&self) -> std::sync::MutexGuard<'_, PodManager> {

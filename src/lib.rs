@@ -15,6 +15,7 @@ pub mod clock;
 pub mod cm;
 pub mod config;
 pub mod cri;
+pub mod csi;
 pub mod events;
 pub mod eviction;
 pub mod fake_runtime;

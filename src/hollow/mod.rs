@@ -471,6 +471,8 @@ fn build_node(
             runtime_version: env!("CARGO_PKG_VERSION").into(),
             node: Arc::clone(kubelet.node_record()),
             pressure: Arc::clone(kubelet.node_pressure()),
+            // Hollow nodes mount no attachable volumes.
+            runtime_manager: None,
         },
     ));
     // Hollow nodes run no eviction manager: their pressure never changes.

@@ -401,7 +401,11 @@ impl HostInterface for KubeletHost {
             .summary(only_cpu_and_memory)
             .map_err(HostError::Internal)?;
         if !only_cpu_and_memory {
-            let claims = self.kubelet.runtime_manager().volumes().claim_volumes();
+            let claims = self
+                .kubelet
+                .runtime_manager()
+                .volumes()
+                .claim_volumes_with_usage();
             crate::server::stats::label_claim_volumes(&mut summary, &claims);
         }
         serde_json::to_value(summary).map_err(|e| HostError::Internal(e.to_string()))
@@ -540,7 +544,11 @@ impl HostInterface for KubeletHost {
             &["eviction_signal"],
             &m.evictions,
         );
-        let claims = self.kubelet.runtime_manager().volumes().claim_volumes();
+        let claims = self
+            .kubelet
+            .runtime_manager()
+            .volumes()
+            .claim_volumes_with_usage();
         crate::server::stats::claim_volume_metrics(&mut e, &claims);
         self.probe_exposition(&mut e);
         process_metrics(&mut e);

@@ -53,6 +53,7 @@ pub struct KubeletNodeStatus {
     recorder: Arc<dyn Recorder>,
     node: Arc<NodeRecord>,
     pressure: Arc<crate::eviction::NodePressure>,
+    runtime_manager: Option<Arc<crate::kuberuntime::RuntimeManager>>,
 }
 
 /// Everything [`KubeletNodeStatus`] is built from.
@@ -73,6 +74,8 @@ pub struct NodeStatusDeps {
     pub node: Arc<NodeRecord>,
     /// The eviction manager's node conditions.
     pub pressure: Arc<crate::eviction::NodePressure>,
+    /// The runtime manager, whose volume manager reports `volumesInUse`.
+    pub runtime_manager: Option<Arc<crate::kuberuntime::RuntimeManager>>,
 }
 
 impl KubeletNodeStatus {
@@ -117,6 +120,7 @@ impl KubeletNodeStatus {
             recorder: deps.recorder,
             node: deps.node,
             pressure: deps.pressure,
+            runtime_manager: deps.runtime_manager,
         }
     }
 }
@@ -180,6 +184,11 @@ impl NodeStatusSource for KubeletNodeStatus {
             runtime_sync,
             runtime_conditions,
             pleg_healthy,
+            volumes_in_use: self
+                .runtime_manager
+                .as_ref()
+                .map(|m| m.volumes().volumes_in_use())
+                .unwrap_or_default(),
             pleg_message: if pleg_healthy {
                 String::new()
             } else {
@@ -194,6 +203,16 @@ impl NodeStatusSource for KubeletNodeStatus {
 
     fn node_observed(&self, node: &k8s_openapi::api::core::v1::Node) {
         self.node.observe(node);
+        // Volumes the API server has in `volumesInUse` may be mounted (upstream marks them
+        // reported in use after each node status update).
+        if let Some(manager) = &self.runtime_manager {
+            let reported = node
+                .status
+                .as_ref()
+                .and_then(|s| s.volumes_in_use.clone())
+                .unwrap_or_default();
+            manager.volumes().mark_volumes_reported_in_use(&reported);
+        }
     }
 
     fn record_node_event(&self, event: &NodeEvent) {

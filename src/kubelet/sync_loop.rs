@@ -280,6 +280,7 @@ impl Bootstrap for Kubelet {
             t.push(handle);
         }
         self.start_status_sync(stop.clone())?;
+        self.start_plugin_watcher(stop.clone())?;
         self.sync_loop(updates, stop);
         self.pod_workers.stop();
         self.waiters.stop(WAITERS_SHUTDOWN_GRACE);

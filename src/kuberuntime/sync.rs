@@ -464,8 +464,18 @@ fn failed_mount_messages(failed: &[crate::volume::manager::MountError]) -> Vec<S
     }
     for f in failed {
         match &f.source {
-            VolumeError::ClaimNotReady { .. } => {}
+            // Waiting on a driver or an attachment: no event, as upstream's reconciler.
+            VolumeError::ClaimNotReady { .. } | VolumeError::InProgress { .. } => {}
             VolumeError::MountCheck { message } => out.push(message.clone()),
+            VolumeError::Csi { message } => {
+                match message.strip_prefix("MountVolume.MountDevice failed: ") {
+                    Some(rest) => out.push(format!(
+                        "MountVolume.MountDevice failed for volume \"{}\" : {rest}",
+                        f.volume
+                    )),
+                    None => out.push(f.to_string()),
+                }
+            }
             _ => out.push(f.to_string()),
         }
     }

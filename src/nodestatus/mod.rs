@@ -222,6 +222,8 @@ pub struct NodeStatusInputs {
     pub disk_pressure: bool,
     /// Eviction manager: under PID pressure.
     pub pid_pressure: bool,
+    /// The volume manager's attachable volumes in use (unique names, sorted).
+    pub volumes_in_use: Vec<String>,
 }
 
 impl Default for NodeStatusInputs {
@@ -248,6 +250,7 @@ impl Default for NodeStatusInputs {
             memory_pressure: false,
             disk_pressure: false,
             pid_pressure: false,
+            volumes_in_use: Vec::new(),
         }
     }
 }
@@ -272,6 +275,7 @@ pub const DEFAULT_SETTERS: &[Setter] = &[
     setters::disk_pressure,
     setters::pid_pressure,
     setters::ready_condition,
+    setters::volumes_in_use,
 ];
 
 /// Applies [`DEFAULT_SETTERS`] (upstream `setNodeStatus`).

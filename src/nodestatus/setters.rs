@@ -24,6 +24,14 @@ pub use conditions::{
     aggregate, disk_pressure, memory_pressure, pid_pressure, ready_condition, ready_errors,
 };
 pub use images::{images, MAX_NAMES_PER_IMAGE};
+
+/// `volumesInUse` (upstream `VolumesInUse`): the attachable volumes the volume manager has
+/// set up or is setting up, sorted; none leaves the field out.
+pub fn volumes_in_use(node: &mut Node, inputs: &crate::nodestatus::NodeStatusInputs) {
+    let status = status_mut(node);
+    status.volumes_in_use =
+        (!inputs.volumes_in_use.is_empty()).then(|| inputs.volumes_in_use.clone());
+}
 pub use node_info::{go_runtime, version_info};
 
 fn status_mut(node: &mut Node) -> &mut NodeStatus {

@@ -525,7 +525,12 @@ pub fn label_claim_volumes(summary: &mut Summary, claims: &[crate::volume::Claim
             else {
                 continue;
             };
-            entry.fs = fs_of(path, &entry.fs.time);
+            entry.fs = match (&claim.csi, &claim.usage) {
+                (Some(_), Some(usage)) => fs_of_usage(usage, &entry.fs.time),
+                // A CSI driver without volume statistics: the walked figures stay.
+                (Some(_), None) => entry.fs.clone(),
+                (None, _) => fs_of(path, &entry.fs.time),
+            };
             entry.name = claim.volume.clone();
             entry.pvc_ref = Some(crate::server::summary::PvcReference {
                 name: claim.claim.clone(),
@@ -542,10 +547,14 @@ pub fn label_claim_volumes(summary: &mut Summary, claims: &[crate::volume::Claim
 pub fn claim_volume_metrics(e: &mut Exposition, claims: &[crate::volume::ClaimVolume]) {
     let mut seen = std::collections::BTreeMap::new();
     for claim in claims {
-        if let Some(path) = &claim.mounted_at {
-            seen.entry((claim.namespace.clone(), claim.claim.clone()))
-                .or_insert_with(|| fs_of(path, ""));
-        }
+        let fs = match (&claim.mounted_at, &claim.csi, &claim.usage) {
+            // CSI volumes have figures only when their driver reports them.
+            (_, Some(_), Some(usage)) => fs_of_usage(usage, ""),
+            (_, Some(_), None) | (None, _, _) => continue,
+            (Some(path), None, _) => fs_of(path, ""),
+        };
+        seen.entry((claim.namespace.clone(), claim.claim.clone()))
+            .or_insert(fs);
     }
     if seen.is_empty() {
         return;
@@ -595,6 +604,19 @@ pub fn claim_volume_metrics(e: &mut Exposition, claims: &[crate::volume::ClaimVo
                 );
             }
         }
+    }
+}
+
+/// The figures a CSI driver reported (`NodeGetVolumeStats`).
+fn fs_of_usage(usage: &crate::volume::VolumeUsage, time: &str) -> FsStats {
+    FsStats {
+        time: time.into(),
+        available_bytes: usage.available_bytes,
+        capacity_bytes: usage.capacity_bytes,
+        used_bytes: usage.used_bytes,
+        inodes_free: usage.inodes_free,
+        inodes: usage.inodes,
+        inodes_used: usage.inodes_used,
     }
 }
 

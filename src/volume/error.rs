@@ -126,6 +126,20 @@ pub enum VolumeError {
         #[source]
         source: io::Error,
     },
+    /// A volume operation runs in the background (a CSI driver call, waiting for the
+    /// volume to be attached): the pod waits, without an event, as upstream's reconciler.
+    #[error("{message}")]
+    InProgress {
+        /// What is awaited.
+        message: String,
+    },
+    /// A CSI driver or a CSI check failed (`rpc error: code = ... desc = ...`, a driver
+    /// that is not registered, a lifecycle mode the driver does not allow).
+    #[error("{message}")]
+    Csi {
+        /// Upstream's words.
+        message: String,
+    },
     /// `umount(2)` of `target` failed, even with the lazy-detach fallback.
     #[error("unmount {}: {source}", target.display())]
     Unmount {
@@ -161,6 +175,7 @@ impl VolumeError {
             VolumeError::NotFound { .. } | VolumeError::Api { .. } => true,
             VolumeError::BadToken { .. } => true,
             VolumeError::ClaimNotReady { .. } | VolumeError::MountCheck { .. } => true,
+            VolumeError::InProgress { .. } | VolumeError::Csi { .. } => true,
             VolumeError::BindMount { source, .. } => {
                 source.kind() != io::ErrorKind::PermissionDenied
             }

@@ -23,7 +23,9 @@
 //!
 //! - [`setup`]: setting up each volume of a pod by its type.
 //! - [`mounts`]: the CRI mounts of one container.
+//! - [`csi`]: CSI volumes: attach checks, stage and publish through the driver, teardown.
 
+mod csi;
 mod mounts;
 mod setup;
 
@@ -91,6 +93,8 @@ pub struct VolumeSettings {
     /// The services as a watch keeps them (service environment variables); without it they
     /// are listed from the API server.
     pub services: Option<Arc<crate::api::services::ServiceInformer>>,
+    /// The registered CSI drivers; without them CSI volumes are unsupported.
+    pub csi: Option<Arc<crate::csi::CsiDrivers>>,
 }
 
 /// Sets up and tears down pod volumes under the kubelet root dir.
@@ -109,6 +113,8 @@ pub struct VolumeManager {
     /// Claim volumes set up, by pod and volume name: later syncs reuse them without asking
     /// the API server again (a pod's first set-up after a start always asks).
     claims: Mutex<HashMap<(PodUid, String), (VolumePath, ClaimVolume)>>,
+    /// CSI drivers and their operations.
+    csi: Option<csi::CsiState>,
 }
 
 /// A volume of a pod that comes from a PersistentVolumeClaim, for stats and metrics.
@@ -126,7 +132,27 @@ pub struct ClaimVolume {
     /// pod's directory; `None` for volumes used in place (`hostPath`), which upstream keeps
     /// no statistics for.
     pub mounted_at: Option<PathBuf>,
+    /// The CSI volume behind it, whose driver reports its figures.
+    pub csi: Option<CsiRef>,
+    /// The driver's figures (`NodeGetVolumeStats`), filled in by
+    /// [`VolumeManager::claim_volumes_with_usage`].
+    pub usage: Option<VolumeUsage>,
 }
+
+/// A published CSI volume, for its statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsiRef {
+    /// The driver's name.
+    pub driver: String,
+    /// The volume handle.
+    pub handle: String,
+    /// Where it is published for the pod.
+    pub target: PathBuf,
+    /// Where it is staged on the node.
+    pub staging: PathBuf,
+}
+
+pub use csi::VolumeUsage;
 
 impl VolumeManager {
     /// A manager rooted at `--root-dir` without an API server, mounting real tmpfs.
@@ -139,6 +165,7 @@ impl VolumeManager {
                 tmpfs: true,
                 node: NodeResources::default(),
                 services: None,
+                csi: None,
             },
         )
     }
@@ -160,7 +187,20 @@ impl VolumeManager {
             seen: Mutex::new(HashSet::new()),
             node_name: String::new(),
             claims: Mutex::new(HashMap::new()),
+            csi: settings.csi.map(csi::CsiState::new),
         }
+    }
+
+    /// [`claim_volumes`](Self::claim_volumes) with the figures CSI drivers report for theirs
+    /// (one `NodeGetVolumeStats` call each, for drivers that have it).
+    pub fn claim_volumes_with_usage(&self) -> Vec<ClaimVolume> {
+        let mut claims = self.claim_volumes();
+        for claim in &mut claims {
+            if let Some(r) = &claim.csi {
+                claim.usage = self.csi_usage(r);
+            }
+        }
+        claims
     }
 
     /// The claim volumes set up now, by pod.
@@ -260,6 +300,9 @@ impl VolumeManager {
     /// Unmounts everything under the pod's directory, removes it and forgets the pod's
     /// tokens.
     pub fn teardown_pod(&self, uid: &PodUid) -> Result<(), VolumeError> {
+        // CSI volumes go through their driver (unpublish, then unstage) before anything
+        // else under the pod's directory is unmounted.
+        self.teardown_csi(uid)?;
         let dir = self.pod_dir(uid);
         for m in mounts_under(&dir) {
             unmount(&m)?;
@@ -301,6 +344,9 @@ impl VolumeManager {
             }
             match self.teardown_pod(&uid) {
                 Ok(()) => cleaned.push(uid),
+                Err(err @ VolumeError::InProgress { .. }) => {
+                    log::debug!("uid={uid} cleaning up orphaned pod directory: {err}")
+                }
                 Err(err) => log::warn!("uid={uid} cleaning up orphaned pod directory: {err}"),
             }
         }
@@ -474,6 +520,7 @@ mod tests {
                 tmpfs: false,
                 node: NodeResources::default(),
                 services: None,
+                csi: None,
             },
         )
         .with_host_etc_hosts(&node_hosts);

@@ -10,6 +10,7 @@
 //!   `managedHostsFileContent` in `pkg/kubelet/kubelet_pods.go`).
 //! - [`host_path`]: the `hostPath.type` checks (upstream `pkg/volume/hostpath`).
 //! - [`mount`]: tmpfs mounts for memory-backed volumes, and mount-table queries for teardown.
+//! - CSI volumes are set up by the manager through the drivers of [`crate::csi`].
 
 pub mod atomic_writer;
 pub mod claims;
@@ -24,7 +25,9 @@ pub mod sources;
 
 pub use atomic_writer::{AtomicWriter, FileProjection};
 pub use error::VolumeError;
-pub use manager::{ClaimVolume, MountError, PodVolumes, VolumeManager, VolumeSettings};
+pub use manager::{
+    ClaimVolume, CsiRef, MountError, PodVolumes, VolumeManager, VolumeSettings, VolumeUsage,
+};
 pub use projection::NodeResources;
 
 /// Scratch directories for this module's tests, removed on drop.

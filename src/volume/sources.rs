@@ -116,6 +116,33 @@ impl ObjectCache {
         })
     }
 
+    /// The CSIDriver object `name` as the API server has it now (`None`: no such object, the
+    /// driver's defaults apply).
+    pub fn csi_driver(
+        &self,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::storage::v1::CSIDriver>, VolumeError> {
+        self.read_now("csidriver", name, |api| api.get_csi_driver(name))
+    }
+
+    /// The VolumeAttachment `name` as the API server has it now.
+    pub fn volume_attachment(
+        &self,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::storage::v1::VolumeAttachment>, VolumeError> {
+        self.read_now("volumeattachment", name, |api| {
+            api.get_volume_attachment(name)
+        })
+    }
+
+    /// Node `name` as the API server has it now.
+    pub fn node(
+        &self,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::Node>, VolumeError> {
+        self.read_now("node", name, |api| api.get_node(name))
+    }
+
     /// The labels of Node `name` as the API server has them now.
     pub fn node_labels(
         &self,

@@ -152,6 +152,7 @@ impl ClusterNode {
                 runtime_version: "0.1.0".into(),
                 node: Arc::clone(kubelet.node_record()),
                 pressure: Arc::clone(kubelet.node_pressure()),
+                runtime_manager: Some(Arc::clone(kubelet.runtime_manager())),
             },
         ));
         sources

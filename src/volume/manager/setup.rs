@@ -131,6 +131,8 @@ impl VolumeManager {
             ("projected", true, self.projected_payload(pod, src, fresh)?)
         } else if let Some(claim) = claims::claim_of(pod, v) {
             return self.setup_claim(pod, uid, v, &claim, fresh);
+        } else if let Some(inline) = super::csi::of_inline(pod, uid, v) {
+            return self.setup_csi(pod, uid, v, &inline, None, fresh);
         } else {
             return Ok(None);
         };
@@ -206,6 +208,18 @@ impl VolumeManager {
         if block {
             return Ok(None);
         }
+        let info = ClaimVolume {
+            uid: uid.clone(),
+            volume: v.name.clone(),
+            namespace: namespace.to_string(),
+            claim: claim.name.clone(),
+            mounted_at: None,
+            csi: None,
+            usage: None,
+        };
+        if let Some(csi_volume) = super::csi::of_persistent_volume(&pv, read_only) {
+            return self.setup_csi(pod, uid, v, &csi_volume, Some(info), fresh);
+        }
         let mut mounted_at = None;
         let path = if let Some(host) = &spec.host_path {
             let path = PathBuf::from(&host.path);
@@ -236,13 +250,7 @@ impl VolumeManager {
             return Ok(None);
         };
         let done = VolumePath { path, read_only };
-        let info = ClaimVolume {
-            uid: uid.clone(),
-            volume: v.name.clone(),
-            namespace: namespace.to_string(),
-            claim: claim.name.clone(),
-            mounted_at,
-        };
+        let info = ClaimVolume { mounted_at, ..info };
         if let Ok(mut claims) = self.claims.lock() {
             claims.insert(key, (done.clone(), info));
         }
@@ -403,6 +411,7 @@ mod tests {
                 tmpfs: false,
                 node: NodeResources::default(),
                 services: None,
+                csi: None,
             },
         );
         (vm, api)
