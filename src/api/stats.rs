@@ -220,7 +220,10 @@ mod tests {
         c.retry();
         let s = c.snapshot();
         assert_eq!(s.requests.len(), 34);
-        assert_eq!(s.requests[Op::GetVolumeAttachment as usize].resource, "volumeattachments");
+        assert_eq!(
+            s.requests[Op::GetVolumeAttachment as usize].resource,
+            "volumeattachments"
+        );
         assert_eq!(s.count("PATCH", "pods/status"), 2);
         assert_eq!((s.writes(), s.total(), s.retries), (3, 4, 1));
     }

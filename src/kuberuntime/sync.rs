@@ -449,6 +449,43 @@ fn failed_mount_messages(failed: &[crate::volume::manager::MountError]) -> Vec<S
         .iter()
         .filter(|f| matches!(f.source, VolumeError::ClaimNotReady { .. }))
         .collect();
+    let timed_out: Vec<&str> = failed
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.source,
+                VolumeError::InProgress {
+                    timed_out: true,
+                    ..
+                }
+            )
+        })
+        .map(|f| f.volume.as_str())
+        .collect();
+    if not_ready.is_empty() && !timed_out.is_empty() {
+        // Upstream's event once the mount wait times out.
+        let mut unmounted: Vec<&str> = failed.iter().map(|f| f.volume.as_str()).collect();
+        unmounted.sort_unstable();
+        let mut unattached: Vec<&str> = failed
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f.source,
+                    VolumeError::InProgress {
+                        unattached: true,
+                        ..
+                    }
+                )
+            })
+            .map(|f| f.volume.as_str())
+            .collect();
+        unattached.sort_unstable();
+        out.push(format!(
+            "Unable to attach or mount volumes: unmounted volumes=[{}], unattached volumes=[{}], failed to process volumes=[]: timed out waiting for the condition",
+            unmounted.join(" "),
+            unattached.join(" ")
+        ));
+    }
     if !not_ready.is_empty() {
         let mut unmounted: Vec<&str> = failed.iter().map(|f| f.volume.as_str()).collect();
         unmounted.sort_unstable();
@@ -480,4 +517,42 @@ fn failed_mount_messages(failed: &[crate::volume::manager::MountError]) -> Vec<S
         }
     }
     out
+}
+
+#[cfg(test)]
+mod mount_event_tests {
+    use super::failed_mount_messages;
+    use crate::volume::manager::MountError;
+    use crate::volume::VolumeError;
+
+    fn waiting(volume: &str, unattached: bool, timed_out: bool) -> MountError {
+        MountError {
+            volume: volume.into(),
+            source: VolumeError::InProgress {
+                message: "waiting".into(),
+                unattached,
+                timed_out,
+            },
+        }
+    }
+
+    #[test]
+    fn volumes_in_progress_are_quiet_until_the_mount_timeout() {
+        assert!(failed_mount_messages(&[waiting("b", true, false)]).is_empty());
+        assert_eq!(
+            failed_mount_messages(&[waiting("b", true, true), waiting("a", false, false)]),
+            ["Unable to attach or mount volumes: unmounted volumes=[a b], unattached volumes=[b], failed to process volumes=[]: timed out waiting for the condition"]
+        );
+        let staged = MountError {
+            volume: "c".into(),
+            source: VolumeError::Csi {
+                message: "MountVolume.MountDevice failed: rpc error: code = Internal desc = no"
+                    .into(),
+            },
+        };
+        assert_eq!(
+            failed_mount_messages(&[staged]),
+            ["MountVolume.MountDevice failed for volume \"c\" : rpc error: code = Internal desc = no"]
+        );
+    }
 }

@@ -132,6 +132,11 @@ pub enum VolumeError {
     InProgress {
         /// What is awaited.
         message: String,
+        /// Waiting for the volume to be attached (not for a driver call).
+        unattached: bool,
+        /// Waited longer than upstream's mount timeout (2 minutes): the pod gets
+        /// upstream's `timed out waiting for the condition` event.
+        timed_out: bool,
     },
     /// A CSI driver or a CSI check failed (`rpc error: code = ... desc = ...`, a driver
     /// that is not registered, a lifecycle mode the driver does not allow).

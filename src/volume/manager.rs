@@ -115,7 +115,13 @@ pub struct VolumeManager {
     claims: Mutex<HashMap<(PodUid, String), (VolumePath, ClaimVolume)>>,
     /// CSI drivers and their operations.
     csi: Option<csi::CsiState>,
+    /// Since when each volume still in progress has been waited for, by pod and volume.
+    waiting: Mutex<HashMap<(PodUid, String), std::time::Instant>>,
 }
+
+/// How long a pod's volumes are waited for before the pod gets an event about it (upstream's
+/// `WaitForAttachAndMount` timeout).
+pub const MOUNT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A volume of a pod that comes from a PersistentVolumeClaim, for stats and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +194,7 @@ impl VolumeManager {
             node_name: String::new(),
             claims: Mutex::new(HashMap::new()),
             csi: settings.csi.map(csi::CsiState::new),
+            waiting: Mutex::new(HashMap::new()),
         }
     }
 
@@ -313,6 +320,9 @@ impl VolumeManager {
         }
         if let Ok(mut claims) = self.claims.lock() {
             claims.retain(|(pod, _), _| pod != uid);
+        }
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.retain(|(pod, _), _| pod != uid);
         }
         // A persistent volume's data is behind a mount here: nothing is removed while
         // anything is still mounted below.

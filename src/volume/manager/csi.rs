@@ -458,6 +458,8 @@ impl VolumeManager {
         };
         match state.run(&key, operation) {
             None => Err(VolumeError::InProgress {
+                unattached: false,
+                timed_out: false,
                 message: format!(
                     "CSI driver {} is setting up volume \"{}\"",
                     volume.driver, v.name
@@ -480,7 +482,11 @@ impl VolumeManager {
         unique: &str,
         attachment: &str,
     ) -> Result<HashMap<String, String>, VolumeError> {
-        let waiting = |message: String| VolumeError::InProgress { message };
+        let waiting = |message: String| VolumeError::InProgress {
+            message,
+            unattached: true,
+            timed_out: false,
+        };
         if let Ok(mut attachable) = state.attachable.lock() {
             attachable.insert(unique.to_string());
         }
@@ -603,6 +609,8 @@ impl VolumeManager {
             return Ok(());
         }
         Err(VolumeError::InProgress {
+            unattached: false,
+            timed_out: false,
             message: format!("waiting for CSI volumes {pending:?} to be unpublished"),
         })
     }

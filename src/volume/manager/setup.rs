@@ -48,7 +48,9 @@ impl VolumeManager {
         let mut out = PodVolumes::default();
         let spec = pod.spec.as_ref();
         for v in spec.and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
-            match self.setup_volume(pod, uid, v, fresh) {
+            let result = self.setup_volume(pod, uid, v, fresh);
+            let result = self.note_waiting(uid, &v.name, result);
+            match result {
                 Ok(Some(path)) => {
                     out.volumes.insert(v.name.clone(), path);
                 }
@@ -68,6 +70,38 @@ impl VolumeManager {
             }
         }
         out
+    }
+
+    /// Keeps when each volume still in progress began to be waited for, and marks it timed out
+    /// once it has waited [`MOUNT_TIMEOUT`](super::MOUNT_TIMEOUT).
+    fn note_waiting(
+        &self,
+        uid: &PodUid,
+        volume: &str,
+        result: Result<Option<VolumePath>, VolumeError>,
+    ) -> Result<Option<VolumePath>, VolumeError> {
+        let Ok(mut waiting) = self.waiting.lock() else {
+            return result;
+        };
+        let key = (uid.clone(), volume.to_string());
+        match result {
+            Err(VolumeError::InProgress {
+                message,
+                unattached,
+                ..
+            }) => {
+                let since = *waiting.entry(key).or_insert_with(std::time::Instant::now);
+                Err(VolumeError::InProgress {
+                    message,
+                    unattached,
+                    timed_out: since.elapsed() >= super::MOUNT_TIMEOUT,
+                })
+            }
+            other => {
+                waiting.remove(&key);
+                other
+            }
+        }
     }
 
     /// One volume; `Ok(None)` for a type rkubelet does not support.
