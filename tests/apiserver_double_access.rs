@@ -541,3 +541,128 @@ fn claims_and_volumes_follow_the_node_authorizer_graph() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn csi_objects_follow_the_node_authorizer_and_the_registries() {
+    const STORAGE: &str = "/apis/storage.k8s.io/v1";
+    let server = ApiServer::start();
+    let admin = Api::new(&server);
+    let node = Api::with_tls(&server, server.tls_client_config_for("system:node:node-a"));
+
+    // CSIDriver defaults; any node may read drivers.
+    let (code, driver) = admin.call(
+        "POST",
+        &format!("{STORAGE}/csidrivers"),
+        Some(json!({"metadata": {"name": "d.example.com"}, "spec": {}})),
+    );
+    assert_eq!(code, 201, "{driver}");
+    assert_eq!(driver["spec"]["attachRequired"], true);
+    assert_eq!(driver["spec"]["podInfoOnMount"], false);
+    assert_eq!(
+        driver["spec"]["volumeLifecycleModes"],
+        json!(["Persistent"])
+    );
+    assert_eq!(driver["spec"]["fsGroupPolicy"], "ReadWriteOnceWithFSType");
+    assert_eq!(
+        node.get(&format!("{STORAGE}/csidrivers/d.example.com")).0,
+        200
+    );
+
+    // A node writes only the CSINode of its own name, and a valid one.
+    let csi_node = |name: &str, drivers: Value| json!({"metadata": {"name": name}, "spec": {"drivers": drivers}});
+    let (code, body) = node.call(
+        "POST",
+        &format!("{STORAGE}/csinodes"),
+        Some(csi_node("node-b", json!([]))),
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("can only access CSINode with the same name as the requesting node"),
+        "{body}"
+    );
+    let (code, body) = node.call(
+        "POST",
+        &format!("{STORAGE}/csinodes"),
+        Some(csi_node("node-a", json!([{"name": "d.example.com"}]))),
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("spec.drivers[0].nodeID: Required value: nodeID must be provided"),
+        "{body}"
+    );
+    let (code, created) = node.call(
+        "POST",
+        &format!("{STORAGE}/csinodes"),
+        Some(csi_node(
+            "node-a",
+            json!([{"name": "d.example.com", "nodeID": "n-a"}]),
+        )),
+    );
+    assert_eq!(code, 201, "{created}");
+    let mut updated = created.clone();
+    updated["spec"]["drivers"] = json!([]);
+    let (code, body) = node.call("PUT", &format!("{STORAGE}/csinodes/node-a"), Some(updated));
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = admin.call(
+        "POST",
+        &format!("{STORAGE}/csinodes"),
+        Some(csi_node("node-b", json!([]))),
+    );
+    assert_eq!(code, 201);
+    let (code, body) = node.get(&format!("{STORAGE}/csinodes/node-b"));
+    assert_eq!(code, 403, "{body}");
+
+    // VolumeAttachments: only those naming the node.
+    for (name, target) in [("csi-a", "node-a"), ("csi-b", "node-b")] {
+        let (code, body) = admin.call(
+            "POST",
+            &format!("{STORAGE}/volumeattachments"),
+            Some(
+                json!({"metadata": {"name": name}, "spec": {"attacher": "d.example.com",
+                "nodeName": target, "source": {"persistentVolumeName": "pv"}}}),
+            ),
+        );
+        assert_eq!(code, 201, "{body}");
+    }
+    assert_eq!(
+        node.get(&format!("{STORAGE}/volumeattachments/csi-a")).0,
+        200
+    );
+    let (code, body) = node.get(&format!("{STORAGE}/volumeattachments/csi-b"));
+    assert_eq!(code, 403);
+    assert_eq!(
+        body["message"],
+        "volumeattachments.storage.k8s.io \"csi-b\" is forbidden: User \"system:node:node-a\" cannot get resource \"volumeattachments\" in API group \"storage.k8s.io\" at the cluster scope: no relationship found between node 'node-a' and this object"
+    );
+
+    // Claims and volumes are validated as the registries do.
+    let (code, body) = admin.call(
+        "POST",
+        "/api/v1/namespaces/default/persistentvolumeclaims",
+        Some(json!({"metadata": {"name": "c"}, "spec": {"resources": {"requests": {"storage": "1Gi"}}}})),
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .ends_with("spec.accessModes: Required value: at least 1 access mode is required"));
+    let (code, body) = admin.call(
+        "POST",
+        "/api/v1/persistentvolumes",
+        Some(
+            json!({"metadata": {"name": "pv"}, "spec": {"capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"]}}),
+        ),
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .ends_with("spec: Required value: must specify a volume type"));
+}

@@ -101,6 +101,8 @@ fn prepare_create(
                 object["type"] = json!("Opaque");
             }
         }
+        Resource::PersistentVolumeClaims => check_claim(&object, &name)?,
+        Resource::PersistentVolumes => check_persistent_volume(&object, &name)?,
         Resource::CsiDrivers => default_csi_driver(&mut object),
         Resource::CsiNodes => check_csi_node(&object, &name)?,
         _ => {}
@@ -581,4 +583,65 @@ fn check_csi_node(object: &Value, name: &str) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// PersistentVolumeClaim validation on create: access modes and a storage request.
+fn check_claim(object: &Value, name: &str) -> Result<(), ApiError> {
+    let spec = &object["spec"];
+    if spec["accessModes"].as_array().is_none_or(Vec::is_empty) {
+        return Err(ApiError::invalid(
+            Resource::PersistentVolumeClaims,
+            name,
+            "spec.accessModes: Required value: at least 1 access mode is required",
+        ));
+    }
+    if spec["resources"]["requests"]["storage"].is_null() {
+        return Err(ApiError::invalid(
+            Resource::PersistentVolumeClaims,
+            name,
+            "spec.resources[storage]: Required value",
+        ));
+    }
+    Ok(())
+}
+
+/// The volume sources a PersistentVolume may name (one, exactly).
+const PV_SOURCES: [&str; 19] = [
+    "awsElasticBlockStore",
+    "azureDisk",
+    "azureFile",
+    "cephfs",
+    "cinder",
+    "csi",
+    "fc",
+    "flexVolume",
+    "flocker",
+    "gcePersistentDisk",
+    "glusterfs",
+    "hostPath",
+    "iscsi",
+    "local",
+    "nfs",
+    "photonPersistentDisk",
+    "portworxVolume",
+    "quobyte",
+    "rbd",
+];
+
+/// PersistentVolume validation on create: capacity, access modes and exactly one source.
+fn check_persistent_volume(object: &Value, name: &str) -> Result<(), ApiError> {
+    let spec = &object["spec"];
+    let invalid = |why: &str| Err(ApiError::invalid(Resource::PersistentVolumes, name, why));
+    if spec["capacity"]["storage"].is_null() {
+        return invalid("spec.capacity: Required value");
+    }
+    if spec["accessModes"].as_array().is_none_or(Vec::is_empty) {
+        return invalid("spec.accessModes: Required value: must specify at least 1 access mode");
+    }
+    let sources = PV_SOURCES.iter().filter(|s| spec[**s].is_object()).count();
+    match sources {
+        0 => invalid("spec: Required value: must specify a volume type"),
+        1 => Ok(()),
+        _ => invalid("spec: Forbidden: may not specify more than 1 volume type"),
+    }
 }
