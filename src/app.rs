@@ -393,9 +393,22 @@ pub fn start_kubelet(
     updates: Receiver<PodUpdate>,
     stop: Receiver<()>,
 ) -> Result<JoinHandle<Result<(), KubeletError>>, AppError> {
+    start_kubelet_with_exit(kubelet, updates, stop, None)
+}
+
+/// [`start_kubelet`], dropping `exited` when the sync loop ends (for a thread waiting on it).
+fn start_kubelet_with_exit(
+    kubelet: Arc<Kubelet>,
+    updates: Receiver<PodUpdate>,
+    stop: Receiver<()>,
+    exited: Option<crossbeam_channel::Sender<()>>,
+) -> Result<JoinHandle<Result<(), KubeletError>>, AppError> {
     std::thread::Builder::new()
         .name("sync-loop".into())
-        .spawn(move || kubelet.run(updates, stop))
+        .spawn(move || {
+            let _exited = exited;
+            kubelet.run(updates, stop)
+        })
         .map_err(|source| AppError::Thread {
             name: "sync-loop",
             source,
@@ -488,7 +501,8 @@ pub fn run(config: KubeletConfig) -> Result<(), AppError> {
     let signal_handle = signals.handle();
     let checks = kubelet.health_checks();
     let watchdog_stop = stop_rx.clone();
-    let sync_loop = start_kubelet(kubelet, sources.updates, stop_rx)?;
+    let (exited_tx, exited_rx) = crossbeam_channel::bounded::<()>(0);
+    let sync_loop = start_kubelet_with_exit(kubelet, sources.updates, stop_rx, Some(exited_tx))?;
     let notifier = notify_ready();
     if let (Some(notifier), Some(every)) = (&notifier, sd_notify::watchdog_interval()) {
         sources.threads.push(start_watchdog(
@@ -502,9 +516,8 @@ pub fn run(config: KubeletConfig) -> Result<(), AppError> {
     let watcher = std::thread::Builder::new()
         .name("sync-loop-watch".into())
         .spawn(move || {
-            while !sync_loop.is_finished() {
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            // Blocks until the sync loop thread drops its end (it ended).
+            let _ = exited_rx.recv();
             signal_handle.close();
             sync_loop.join()
         })

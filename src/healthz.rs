@@ -141,11 +141,19 @@ pub fn start(
                             }
                             continue;
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            // Sleeps until a client connects, waking to look at `stop`.
+                            crate::util::wait_readable(l, Duration::from_millis(250));
+                        }
                         Err(e) => log::debug!("healthz accept: {e}"),
                     }
                 }
-                match stop.recv_timeout(Duration::from_millis(100)) {
+                let wait = if listener.is_some() {
+                    Duration::ZERO
+                } else {
+                    next_try.saturating_duration_since(Instant::now())
+                };
+                match stop.recv_timeout(wait) {
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                     _ => return,
                 }

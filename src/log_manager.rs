@@ -121,12 +121,19 @@ impl LogPolicy {
 pub struct ContainerLogManager {
     runtime: Arc<dyn RuntimeService>,
     policy: LogPolicy,
+    /// Each running container's log path (a container's never changes): asked of the
+    /// runtime once per container, not on every pass.
+    log_paths: std::sync::Mutex<std::collections::HashMap<String, PathBuf>>,
 }
 
 impl ContainerLogManager {
     /// A manager for `runtime`'s containers with `policy`.
     pub fn new(runtime: Arc<dyn RuntimeService>, policy: LogPolicy) -> Self {
-        ContainerLogManager { runtime, policy }
+        ContainerLogManager {
+            runtime,
+            policy,
+            log_paths: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
     }
 
     /// Starts thread `container-log-manager`, which runs [`Self::rotate_logs`] every interval
@@ -158,6 +165,9 @@ impl ContainerLogManager {
                 return 0;
             }
         };
+        if let Ok(mut paths) = self.log_paths.lock() {
+            paths.retain(|id, _| ids.contains(id));
+        }
         let workers = self.policy.workers.max(1).min(ids.len().max(1));
         if workers == 1 {
             return ids.iter().filter(|id| self.rotate_one(id)).count();
@@ -190,12 +200,22 @@ impl ContainerLogManager {
 
     /// Rotates `id`'s log if it reached the size limit; returns whether it did.
     pub fn rotate_if_needed(&self, id: &str, now: SystemTime) -> Result<bool, LogError> {
-        let status = self.runtime.container_status(id, false)?;
-        let path = status.get_status().log_path.clone();
-        if path.is_empty() {
-            return Err(LogError::NoLogPath(id.to_string()));
-        }
-        let log = PathBuf::from(path);
+        let known = self.log_paths.lock().ok().and_then(|p| p.get(id).cloned());
+        let log = match known {
+            Some(log) => log,
+            None => {
+                let status = self.runtime.container_status(id, false)?;
+                let path = status.get_status().log_path.clone();
+                if path.is_empty() {
+                    return Err(LogError::NoLogPath(id.to_string()));
+                }
+                let log = PathBuf::from(path);
+                if let Ok(mut paths) = self.log_paths.lock() {
+                    paths.insert(id.to_string(), log.clone());
+                }
+                log
+            }
+        };
         let size = match fs::metadata(&log) {
             Ok(meta) => meta.len(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -26,10 +26,9 @@
 //! This file holds the client, its channel and the mapping of every call's outcome (error,
 //! metrics, log); the calls of each service are in [`runtime`] and [`image`].
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grpcio::{CallOption, ChannelBuilder, EnvBuilder};
+use grpcio::{CallOption, ChannelBuilder};
 use log::trace;
 
 use super::api_grpc::{ImageServiceClient, RuntimeServiceClient};
@@ -67,13 +66,7 @@ impl RemoteRuntime {
     /// [`wait_for_runtime`](super::wait_for_runtime) to wait for the runtime.
     pub fn connect(endpoint: &str, request_timeout: Duration) -> Result<Self, CriError> {
         let target = parse_endpoint(endpoint)?;
-        let env = Arc::new(
-            EnvBuilder::new()
-                .cq_count(1)
-                .name_prefix("cri-grpc")
-                .build(),
-        );
-        let channel = ChannelBuilder::new(env)
+        let channel = ChannelBuilder::new(crate::util::grpc_env())
             .max_receive_message_len(MAX_RECV_MESSAGE_BYTES)
             .initial_reconnect_backoff(INITIAL_RECONNECT_BACKOFF)
             .max_reconnect_backoff(MAX_RECONNECT_BACKOFF)

@@ -67,14 +67,10 @@ impl Default for CsiDrivers {
 }
 
 impl CsiDrivers {
-    /// No drivers yet. Clients share one gRPC completion-queue thread.
+    /// No drivers yet. Clients use the process's gRPC environment.
     pub fn new() -> Self {
-        let env = grpcio::EnvBuilder::new()
-            .cq_count(1)
-            .name_prefix("csi-grpc")
-            .build();
         CsiDrivers {
-            env: Arc::new(env),
+            env: crate::util::grpc_env(),
             drivers: RwLock::new(HashMap::new()),
             capabilities: RwLock::new(HashMap::new()),
         }

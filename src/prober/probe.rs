@@ -261,12 +261,7 @@ fn redirect_target(
 }
 
 fn grpc_probe(host: &str, port: u16, service: &str, timeout: Duration) -> Outcome {
-    let env = Arc::new(
-        grpcio::EnvBuilder::new()
-            .cq_count(1)
-            .name_prefix("grpc-probe")
-            .build(),
-    );
+    let env = crate::util::grpc_env();
     let target = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {

@@ -167,12 +167,7 @@ pub fn listen_and_serve(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(setting(format!("{}: {e}", socket.display()))),
     }
-    let env = Arc::new(
-        grpcio::EnvBuilder::new()
-            .cq_count(1)
-            .name_prefix("pod-resources")
-            .build(),
-    );
+    let env = crate::util::grpc_env();
     let service = v1_grpc::create_pod_resources_lister(Lister { host });
     let mut server = grpcio::ServerBuilder::new(env)
         .register_service(service)

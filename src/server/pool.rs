@@ -114,6 +114,9 @@ pub fn serve_with(
     Ok(Server { addr, thread })
 }
 
+/// How long the accept loop waits for a connection before it looks at its stop channel.
+const ACCEPT_WAIT: Duration = Duration::from_millis(250);
+
 fn accept_loop(listener: &TcpListener, pool: &Arc<Pool>, stop: &Receiver<()>) {
     let name = pool.name;
     loop {
@@ -138,7 +141,8 @@ fn accept_loop(listener: &TcpListener, pool: &Arc<Pool>, stop: &Receiver<()>) {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(10));
+                // Sleeps in poll(2) until a client connects, waking to look at `stop`.
+                crate::util::wait_readable(listener, ACCEPT_WAIT);
             }
             Err(e) => {
                 log::warn!("{name}: accept: {e}");

@@ -28,6 +28,35 @@ pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()>
     std::fs::rename(&tmp, path)
 }
 
+/// The process's one gRPC environment: a single completion-queue thread (`grpc-0`) shared by
+/// the CRI client, the pod-resources server, CSI driver clients and gRPC probes. Each
+/// environment costs a thread that wakes even when idle, so there is only one.
+pub fn grpc_env() -> std::sync::Arc<grpcio::Environment> {
+    static ENV: std::sync::OnceLock<std::sync::Arc<grpcio::Environment>> =
+        std::sync::OnceLock::new();
+    std::sync::Arc::clone(ENV.get_or_init(|| {
+        std::sync::Arc::new(
+            grpcio::EnvBuilder::new()
+                .cq_count(1)
+                .name_prefix("grpc")
+                .build(),
+        )
+    }))
+}
+
+/// Waits until `fd` is readable (a listener has a connection waiting) or `timeout` passes;
+/// whether it is readable. A loop that must also notice a stop calls this instead of
+/// polling a non-blocking accept, so an idle listener costs a wake-up per `timeout`.
+pub fn wait_readable(fd: &impl std::os::fd::AsFd, timeout: std::time::Duration) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let timeout = Timespec {
+        tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    matches!(poll(&mut fds, Some(&timeout)), Ok(n) if n > 0)
+}
+
 /// Shuts a gRPC server down, waiting at most `wait` for calls in flight; whether it finished.
 pub fn shutdown_grpc(server: &mut grpcio::Server, wait: std::time::Duration) -> bool {
     let mut shutdown = Box::pin(server.shutdown());
