@@ -239,6 +239,34 @@ fn status_mib(pid: u32, field: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The resident size of each mapped file of `pid`, largest first (`RKUBELET_BENCH_SMAPS`).
+fn print_mappings(pid: u32) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by_file: BTreeMap<String, u64> = BTreeMap::new();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.first().is_some_and(|f| f.contains('-')) && fields.len() >= 5 {
+            current = fields
+                .get(5)
+                .map_or("[anon]".to_string(), |f| f.to_string());
+        } else if let Some(kb) = line.strip_prefix("Rss:") {
+            let kb: u64 = kb
+                .trim()
+                .trim_end_matches(" kB")
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            *by_file.entry(current.clone()).or_default() += kb;
+        }
+    }
+    let mut sorted: Vec<_> = by_file.into_iter().collect();
+    sorted.sort_by_key(|m| std::cmp::Reverse(m.1));
+    for (file, kb) in sorted.iter().take(12) {
+        println!("  mapping {file}: {kb} kB");
+    }
+}
+
 fn threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
 }
@@ -487,6 +515,9 @@ fn main() {
     let rest_calls = delta(&proxy.calls(), &rest_calls0);
     let (rss, thread_count) = (rss_mib(pid), threads(pid));
     let (rss_anon, rss_file) = (status_mib(pid, "RssAnon:"), status_mib(pid, "RssFile:"));
+    if std::env::var("RKUBELET_BENCH_SMAPS").is_ok() {
+        print_mappings(pid);
+    }
 
     // The floor's requests, then the pods go.
     let floor = floor_pods(&proxy.recorded.lock().unwrap(), &root);
@@ -498,7 +529,9 @@ fn main() {
     // --- the CRI floor ---------------------------------------------------------------
     let runtime =
         Arc::new(RemoteRuntime::connect(&proxy.endpoint(), Duration::from_secs(240)).unwrap());
+    let floor_containerd_cpu0 = containerd_cpu_seconds();
     let floor_time = run_floor(&runtime, floor);
+    let floor_containerd_cpu = containerd_cpu_seconds() - floor_containerd_cpu0;
     clean_runtime_at(&upstream);
     for m in rkubelet::volume::mount::mounts_under(&dir) {
         let _ = Command::new("umount").arg("-l").arg(&m).status();
@@ -520,8 +553,8 @@ fn main() {
         burst.as_secs_f64() / floor_time.as_secs_f64()
     );
     println!(
-        "  CPU during the burst: rkubelet {:.2} s, containerd and shims {:.2} s",
-        burst_kubelet_cpu, burst_containerd_cpu
+        "  CPU during the burst: rkubelet {:.2} s, containerd and shims {:.2} s (floor: {:.2} s)",
+        burst_kubelet_cpu, burst_containerd_cpu, floor_containerd_cpu
     );
     let per_pod: Vec<String> = burst_calls
         .iter()

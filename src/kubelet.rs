@@ -354,6 +354,13 @@ impl Kubelet {
                 ),
             )
         });
+        // Capacity as upstream; when full, PLEG drops and counts events (see pleg).
+        let (pleg_tx, pleg_events) = crossbeam_channel::bounded(EVENT_CHANNEL_CAPACITY);
+        let pleg = Arc::new(GenericPleg::new(
+            Arc::clone(&runtime_manager) as Arc<dyn crate::pleg::PodLister>,
+            Arc::clone(&deps.clock),
+            pleg_tx,
+        ));
         let syncer = Arc::new_cyclic(|me| PodSync {
             runtime_manager: Arc::clone(&runtime_manager),
             status_manager: Arc::clone(&status_manager),
@@ -365,6 +372,8 @@ impl Kubelet {
             probes: Arc::clone(&probes),
             waiters: Arc::clone(&waiters),
             me: me.clone(),
+            pleg: Some(Arc::clone(&pleg)),
+            statuses: Mutex::new(std::collections::HashMap::new()),
         });
         let pod_workers = match deps.shared_pod_work {
             Some(notify) => PodWorkers::external(
@@ -384,13 +393,6 @@ impl Kubelet {
                 source,
             })?,
         };
-        // Capacity as upstream; when full, PLEG drops and counts events (see pleg).
-        let (pleg_tx, pleg_events) = crossbeam_channel::bounded(EVENT_CHANNEL_CAPACITY);
-        let pleg = Arc::new(GenericPleg::new(
-            Arc::clone(&runtime_manager) as Arc<dyn crate::pleg::PodLister>,
-            Arc::clone(&deps.clock),
-            pleg_tx,
-        ));
         Ok(Kubelet {
             config,
             runtime_manager,

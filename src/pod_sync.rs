@@ -41,6 +41,50 @@ pub struct PodSync {
     pub waiters: Arc<Waiters>,
     /// Itself, for the jobs handed to the waiters.
     pub me: Weak<PodSync>,
+    /// PLEG, whose relists tell whether a pod's runtime state changed since its status was
+    /// last read (upstream's pod cache); none: every sync reads the status.
+    pub pleg: Option<Arc<crate::pleg::GenericPleg>>,
+    /// The last runtime status read for each pod, and when that read ended.
+    pub statuses: std::sync::Mutex<
+        std::collections::HashMap<crate::types::PodUid, (std::time::Instant, RuntimePodStatus)>,
+    >,
+}
+
+/// Whether PLEG's listing of a pod shows the same sandboxes and containers, in the same
+/// states, as `status`.
+fn same_runtime_state(
+    running: Option<&crate::kuberuntime::RunningPod>,
+    status: &RuntimePodStatus,
+) -> bool {
+    let mut listed: Vec<(&str, String)> = Vec::new();
+    let mut read: Vec<(&str, String)> = Vec::new();
+    if let Some(p) = running {
+        listed.extend(
+            p.sandboxes
+                .iter()
+                .map(|(id, ready)| (id.as_str(), ready.to_string())),
+        );
+        listed.extend(
+            p.containers
+                .iter()
+                .map(|c| (c.id.0.as_str(), format!("{:?}", c.state))),
+        );
+    }
+    read.extend(
+        status
+            .sandboxes
+            .iter()
+            .map(|s| (s.id.as_str(), s.ready.to_string())),
+    );
+    read.extend(
+        status
+            .containers
+            .iter()
+            .map(|c| (c.id.0.as_str(), format!("{:?}", c.state))),
+    );
+    listed.sort_unstable();
+    read.sort_unstable();
+    listed == read
 }
 
 /// What pod workers need to keep static pods' mirror pods in the API.
@@ -96,13 +140,39 @@ impl PodSync {
     }
 
     fn status_of(&self, pod: &Pod) -> Result<RuntimePodStatus, SyncError> {
-        self.runtime_manager
-            .get_pod_status(&uid_of(pod))
+        let uid = uid_of(pod);
+        let status = self
+            .runtime_manager
+            .get_pod_status(&uid)
             .map_err(|source| SyncError::Cri {
                 pod: pod_key(pod),
                 op: "reading pod status",
                 source,
-            })
+            })?;
+        if self.pleg.is_some() {
+            if let Ok(mut statuses) = self.statuses.lock() {
+                statuses.insert(uid, (self.clock.now(), status.clone()));
+            }
+        }
+        Ok(status)
+    }
+
+    /// The pod's runtime status for the start of a sync: the last one read when a PLEG
+    /// relist that began after that read still shows the same sandboxes and containers in
+    /// the same states (nothing changed that the runtime's lists show; any later change is
+    /// a PLEG event and a new sync), otherwise read now.
+    fn status_for_sync(&self, pod: &Pod) -> Result<RuntimePodStatus, SyncError> {
+        let uid = uid_of(pod);
+        let cached = self.statuses.lock().ok().and_then(|s| s.get(&uid).cloned());
+        if let (Some(pleg), Some((read_at, status))) = (&self.pleg, cached) {
+            if let Some((listed_at, pods)) = pleg.snapshot() {
+                let running = pods.iter().find(|p| p.uid == uid);
+                if listed_at > read_at && same_runtime_state(running, &status) {
+                    return Ok(status);
+                }
+            }
+        }
+        self.status_of(pod)
     }
 
     /// Tells the prober which attempt of each container runs now.
@@ -386,7 +456,7 @@ impl PodSyncer for PodSync {
         if let Some(api) = self.api.as_ref().filter(|_| !is_api_pod(pod)) {
             self.sync_mirror_pod(api, pod);
         }
-        let before = self.status_of(pod)?;
+        let before = self.status_for_sync(pod)?;
         if is_terminal(&self.record_status(pod, &before, false)) {
             let deadline = self
                 .status_manager
@@ -507,6 +577,11 @@ impl PodSyncer for PodSync {
     fn sync_terminated_pod(&self, pod: &Arc<Pod>, removed: bool) -> Result<(), SyncError> {
         let key = pod_key(pod);
         let uid = uid_of(pod);
+        if removed {
+            if let Ok(mut statuses) = self.statuses.lock() {
+                statuses.remove(&uid);
+            }
+        }
         if !removed {
             log::info!("pod=\"{key}\" uid={uid} terminated");
             if pod.metadata.deletion_timestamp.is_some() && is_api_pod(pod) {

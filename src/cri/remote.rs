@@ -2,9 +2,9 @@
 //! CRI-O) on a unix socket, implementing both [`RuntimeService`] and
 //! [`ImageService`].
 //!
-//! Calls run on the caller's thread; each `RemoteRuntime` owns one grpcio
-//! `Environment` whose single completion-queue thread (`cri-grpc-0`) drives the
-//! channel. Build a second one for `--image-service-endpoint` when it differs.
+//! Calls run on the caller's thread; the channel is driven by the process's one grpcio
+//! `Environment` ([`crate::util::grpc_env`], thread `grpc-0`). Build a second client for
+//! `--image-service-endpoint` when it differs.
 //!
 //! Every call carries a deadline:
 //! - mutating calls: the request timeout (`--runtime-request-timeout`, 2m by

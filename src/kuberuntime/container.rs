@@ -121,8 +121,8 @@ impl RuntimeManager {
             volumes,
             pod_ip,
         } = *target;
-        let image_ref = match self.ensure_image(pod, container, sandbox_config)? {
-            ImageReady::Present(image_ref) => image_ref,
+        let (image_ref, image) = match self.ensure_image(pod, container, sandbox_config)? {
+            ImageReady::Present(image_ref, image) => (image_ref, image),
             ImageReady::Pull(work) => return Ok(Started::Pull(work)),
         };
         let log_dir = std::path::Path::new(sandbox_config.get_log_directory());
@@ -173,7 +173,7 @@ impl RuntimeManager {
         }
         let mut config =
             generate_container_config(pod, container, restart_count, &image_ref, mounts, &env);
-        self.apply_security_and_resources(pod, container, &image_ref, &mut config)
+        self.apply_security_and_resources(pod, container, &image_ref, image, &mut config)
             .map_err(|message| {
                 self.recorder.pod_event(
                     pod,
@@ -267,14 +267,21 @@ impl RuntimeManager {
         pod: &Pod,
         container: &Container,
         image_ref: &str,
+        image: Option<Box<api::Image>>,
         config: &mut api::ContainerConfig,
     ) -> Result<(), String> {
-        let mut spec = api::ImageSpec::new();
-        spec.set_image(image_ref.to_string());
-        let image = self
-            .images
-            .image_status(&spec, false)
-            .map_err(|e| format!("inspecting image {image_ref}: {e}"))?;
+        // The image's user, from the ImageStatus that found the image present, or asked now
+        // (after a pull).
+        let image = match image {
+            Some(image) => Some(*image),
+            None => {
+                let mut spec = api::ImageSpec::new();
+                spec.set_image(image_ref.to_string());
+                self.images
+                    .image_status(&spec, false)
+                    .map_err(|e| format!("inspecting image {image_ref}: {e}"))?
+            }
+        };
         let (uid, user) = match &image {
             Some(img) if img.has_uid() => (Some(img.get_uid().get_value()), String::new()),
             Some(img) => (None, img.get_username().to_string()),

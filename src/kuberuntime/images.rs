@@ -41,8 +41,9 @@ pub struct PullWork {
 
 /// Where a container's image stands.
 pub enum ImageReady {
-    /// Present: the reference to create the container from.
-    Present(String),
+    /// Present: the reference to create the container from, and the image as `ImageStatus`
+    /// just reported it (its user, for `runAsNonRoot`), when it was asked.
+    Present(String, Option<Box<api::Image>>),
     /// It must be pulled first (on the waiters).
     Pull(Box<PullWork>),
 }
@@ -206,10 +207,10 @@ impl RuntimeManager {
         spec.set_image(image.clone());
         let key = (crate::types::uid_of(pod), image.clone());
         if let Some(image_ref) = self.take_pulled(&key) {
-            return Ok(ImageReady::Present(image_ref));
+            return Ok(ImageReady::Present(image_ref, None));
         }
         let present = match self.images.image_status(&spec, false) {
-            Ok(found) => found.map(|img| img.get_id().to_string()),
+            Ok(found) => found,
             Err(e) => {
                 return Err(StartFailure::new(
                     "ErrImageInspect",
@@ -219,14 +220,15 @@ impl RuntimeManager {
         };
         let policy = pull_policy(container);
         match (policy, present) {
-            ("Never", Some(id)) | ("IfNotPresent", Some(id)) => {
+            ("Never", Some(image_found)) | ("IfNotPresent", Some(image_found)) => {
                 self.recorder.pod_event(
                     pod,
                     EventType::Normal,
                     "Pulled",
                     format!("Container image \"{image}\" already present on machine"),
                 );
-                return Ok(ImageReady::Present(id));
+                let id = image_found.get_id().to_string();
+                return Ok(ImageReady::Present(id, Some(Box::new(image_found))));
             }
             ("Never", None) => {
                 let message =

@@ -83,6 +83,9 @@ pub struct GenericPleg {
     previous: Mutex<Snapshot>,
     /// The latest listing, for housekeeping (read-only snapshot).
     latest_pods: Mutex<Arc<Vec<RunningPod>>>,
+    /// When the listing behind `latest_pods` began (written after `latest_pods`, read before
+    /// it, so a reader never pairs a listing with a later time than its own).
+    latest_at: Mutex<Option<std::time::Instant>>,
     last_relist_start: Mutex<Option<Instant>>,
     /// Nanoseconds after `origin` of the last successful relist (0 = never).
     last_relist_ok: AtomicU64,
@@ -105,6 +108,7 @@ impl GenericPleg {
             events,
             previous: Mutex::new(HashMap::new()),
             latest_pods: Mutex::new(Arc::new(Vec::new())),
+            latest_at: Mutex::new(None),
             last_relist_start: Mutex::new(None),
             last_relist_ok: AtomicU64::new(0),
             origin,
@@ -210,6 +214,9 @@ impl GenericPleg {
         if let Ok(mut latest) = self.latest_pods.lock() {
             *latest = Arc::new(pods);
         }
+        if let Ok(mut at) = self.latest_at.lock() {
+            *at = Some(start);
+        }
         for e in events {
             match self.events.try_send(e) {
                 Ok(()) => {}
@@ -234,6 +241,13 @@ impl GenericPleg {
             .lock()
             .map(|p| Arc::clone(&p))
             .unwrap_or_default()
+    }
+
+    /// The latest successful relist's pods with the time its listing began, `None` before
+    /// the first.
+    pub fn snapshot(&self) -> Option<(std::time::Instant, Arc<Vec<RunningPod>>)> {
+        let at = self.latest_at.lock().ok().and_then(|a| *a)?;
+        Some((at, self.running_pods()))
     }
 
     /// Whether a relist succeeded at all and within [`RELIST_THRESHOLD`].
