@@ -406,7 +406,7 @@ impl HostInterface for KubeletHost {
                 .runtime_manager()
                 .volumes()
                 .claim_volumes_with_usage();
-            crate::server::stats::label_claim_volumes(&mut summary, &claims);
+            crate::server::claim_stats::label_claim_volumes(&mut summary, &claims);
         }
         serde_json::to_value(summary).map_err(|e| HostError::Internal(e.to_string()))
     }
@@ -549,7 +549,7 @@ impl HostInterface for KubeletHost {
             .runtime_manager()
             .volumes()
             .claim_volumes_with_usage();
-        crate::server::stats::claim_volume_metrics(&mut e, &claims);
+        crate::server::claim_stats::claim_volume_metrics(&mut e, &claims);
         self.probe_exposition(&mut e);
         process_metrics(&mut e);
         e.finish()

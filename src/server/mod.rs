@@ -8,6 +8,7 @@
 //! Handlers read snapshots through [`HostInterface`] and never block the sync loop.
 
 pub mod auth;
+pub mod claim_stats;
 pub mod http;
 pub mod logs;
 pub mod podresources;

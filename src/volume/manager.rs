@@ -23,9 +23,11 @@
 //!
 //! - [`setup`]: setting up each volume of a pod by its type.
 //! - [`mounts`]: the CRI mounts of one container.
-//! - [`csi`]: CSI volumes: attach checks, stage and publish through the driver, teardown.
+//! - [`csi`]: CSI volumes: attach checks, stage and publish through the driver.
+//! - [`csi_teardown`]: CSI unpublish and unstage, `volumesInUse`, driver statistics.
 
 mod csi;
+mod csi_teardown;
 mod mounts;
 mod setup;
 

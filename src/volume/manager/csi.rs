@@ -15,6 +15,8 @@
 //!    mount` (`vol_data.json` in `<name>/`), with the secrets of the PV's secret refs and the
 //!    pod's fsGroup as `volume_mount_group` when the driver applies it itself.
 //!
+//! Tearing down, `volumesInUse` and driver statistics are in `csi_teardown.rs`.
+//!
 //! Driver calls run on their own threads, never on the pod worker: while one runs, the
 //! volume is [`VolumeError::InProgress`] and the pod is synced again after its back-off.
 //! Tearing down unpublishes each volume, then unstages it once no pod on the node
@@ -23,7 +25,7 @@
 //! mount point and is not published twice) and tears down those of pods deleted meanwhile.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{PersistentVolume, Pod, Volume};
@@ -38,17 +40,17 @@ use crate::volume::ownership::set_volume_ownership;
 use crate::volume::VolumeError;
 
 /// The metadata file kept beside each publish and staging directory.
-const VOL_DATA: &str = "vol_data.json";
+pub(super) const VOL_DATA: &str = "vol_data.json";
 
 /// The CSI side of the volume manager.
 pub(crate) struct CsiState {
-    drivers: Arc<CsiDrivers>,
+    pub(super) drivers: Arc<CsiDrivers>,
     /// Driver operations in flight or finished and not yet collected, by key.
     ops: Arc<Mutex<HashMap<String, Op>>>,
     /// Unique names of attachable volumes set up or being set up (`volumesInUse`).
-    attachable: Mutex<BTreeSet<String>>,
+    pub(super) attachable: Mutex<BTreeSet<String>>,
     /// Unique names the node status has reported in `volumesInUse`.
-    reported: Mutex<BTreeSet<String>>,
+    pub(super) reported: Mutex<BTreeSet<String>>,
 }
 
 enum Op {
@@ -68,7 +70,7 @@ impl CsiState {
 
     /// The outcome of operation `key` if it finished (collected once), `None` while it runs;
     /// starts it on its own thread when it is not known.
-    fn run(
+    pub(super) fn run(
         &self,
         key: &str,
         operation: impl FnOnce() -> Result<(), String> + Send + 'static,
@@ -276,7 +278,7 @@ fn volume_context(pod: &Pod, volume: &CsiVolume, policy: &DriverPolicy) -> HashM
     context
 }
 
-fn read_vol_data(dir: &Path) -> Option<BTreeMap<String, String>> {
+pub(super) fn read_vol_data(dir: &Path) -> Option<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(dir.join(VOL_DATA)).ok()?;
     serde_json::from_str(&text).ok()
 }
@@ -287,7 +289,7 @@ fn write_vol_data(dir: &Path, data: &BTreeMap<String, String>) -> Result<(), Str
         .map_err(|e| format!("failed to save volume info data: {e}"))
 }
 
-fn remove_dir_if_empty(dir: &Path) {
+pub(super) fn remove_dir_if_empty(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
@@ -531,245 +533,6 @@ impl VolumeManager {
             .unwrap_or_default()
             .into_iter()
             .collect())
-    }
-
-    /// Unpublishes every CSI volume of the pod, and unstages those no other pod publishes.
-    /// `InProgress` while driver calls run; the caller tries again later.
-    pub(super) fn teardown_csi(&self, uid: &PodUid) -> Result<(), VolumeError> {
-        let dir = self.pod_dir(uid).join("volumes").join("kubernetes.io~csi");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(());
-        };
-        let Some(state) = self.csi.as_ref() else {
-            return Err(VolumeError::Csi {
-                message: format!(
-                    "{} holds CSI volumes, but CSI is not enabled",
-                    dir.display()
-                ),
-            });
-        };
-        let mut pending = Vec::new();
-        for entry in entries.flatten() {
-            let publish_dir = entry.path();
-            let target = publish_dir.join("mount");
-            let Some(data) = read_vol_data(&publish_dir) else {
-                if !is_mount_point(&target) {
-                    let _ = std::fs::remove_dir(&target);
-                    remove_dir_if_empty(&publish_dir);
-                    continue;
-                }
-                return Err(VolumeError::Csi {
-                    message: format!(
-                        "{} is mounted but its {VOL_DATA} is missing",
-                        target.display()
-                    ),
-                });
-            };
-            let driver = data.get("driverName").cloned().unwrap_or_default();
-            let handle = data.get("volumeHandle").cloned().unwrap_or_default();
-            let key = format!(
-                "unpublish/{}/{}",
-                uid.0,
-                entry.file_name().to_string_lossy()
-            );
-            let client = state.drivers.client(&driver);
-            let target_owned = target.clone();
-            let handle_owned = handle.clone();
-            let outcome = state.run(&key, move || {
-                let client = client?;
-                client
-                    .unpublish(&handle_owned, &target_owned.to_string_lossy())
-                    .map_err(|e| format!("UnmountVolume.TearDown failed: {e}"))?;
-                if is_mount_point(&target_owned) {
-                    return Err(format!(
-                        "UnmountVolume.TearDown failed: {} is still mounted after NodeUnpublishVolume",
-                        target_owned.display()
-                    ));
-                }
-                match std::fs::remove_dir(&target_owned) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(format!("removing {}: {e}", target_owned.display())),
-                }
-            });
-            match outcome {
-                None => pending.push(handle.clone()),
-                Some(Err(e)) => return Err(VolumeError::Csi { message: e }),
-                Some(Ok(())) => {
-                    let _ = std::fs::remove_file(publish_dir.join(VOL_DATA));
-                    remove_dir_if_empty(&publish_dir);
-                    if !self.unstage_if_unused(state, &driver, &handle)? {
-                        pending.push(handle.clone());
-                    }
-                }
-            }
-        }
-        if pending.is_empty() {
-            remove_dir_if_empty(&dir);
-            return Ok(());
-        }
-        Err(VolumeError::InProgress {
-            unattached: false,
-            timed_out: false,
-            message: format!("waiting for CSI volumes {pending:?} to be unpublished"),
-        })
-    }
-
-    /// Unstages a volume no pod publishes any more; true once it is unstaged (or was never
-    /// staged).
-    fn unstage_if_unused(
-        &self,
-        state: &CsiState,
-        driver: &str,
-        handle: &str,
-    ) -> Result<bool, VolumeError> {
-        if self.published_anywhere(driver, handle) {
-            return Ok(true);
-        }
-        let staging = csi::staging_path(&self.root_dir, driver, handle);
-        let parent = staging.parent().unwrap_or(&staging).to_path_buf();
-        let forget = || {
-            if let Ok(mut attachable) = state.attachable.lock() {
-                attachable.remove(&csi::unique_volume_name(driver, handle));
-            }
-        };
-        if read_vol_data(&parent).is_none() && !is_mount_point(&staging) {
-            forget();
-            return Ok(true);
-        }
-        let caps = state
-            .drivers
-            .capabilities(driver)
-            .map_err(|message| VolumeError::Csi {
-                message: format!("UnmountDevice failed: {message}"),
-            })?;
-        let client = state.drivers.client(driver);
-        let handle_owned = handle.to_string();
-        let key = format!("unstage/{driver}/{handle}");
-        let outcome = state.run(&key, move || {
-            if caps.stage_unstage {
-                client?
-                    .unstage(&handle_owned, &staging.to_string_lossy())
-                    .map_err(|e| format!("UnmountDevice failed: {e}"))?;
-            }
-            if is_mount_point(&staging) {
-                return Err(format!(
-                    "UnmountDevice failed: {} is still mounted after NodeUnstageVolume",
-                    staging.display()
-                ));
-            }
-            let _ = std::fs::remove_dir(&staging);
-            let _ = std::fs::remove_file(parent.join(VOL_DATA));
-            remove_dir_if_empty(&parent);
-            Ok(())
-        });
-        match outcome {
-            None => Ok(false),
-            Some(Err(message)) => Err(VolumeError::Csi { message }),
-            Some(Ok(())) => {
-                forget();
-                Ok(true)
-            }
-        }
-    }
-
-    /// Whether any pod directory still publishes `driver`'s volume `handle`.
-    fn published_anywhere(&self, driver: &str, handle: &str) -> bool {
-        self.csi_publish_dirs().iter().any(|dir| {
-            read_vol_data(dir).is_some_and(|d| {
-                d.get("driverName").map(String::as_str) == Some(driver)
-                    && d.get("volumeHandle").map(String::as_str) == Some(handle)
-            })
-        })
-    }
-
-    /// Every `<root>/pods/*/volumes/kubernetes.io~csi/*` directory.
-    fn csi_publish_dirs(&self) -> Vec<PathBuf> {
-        let Ok(pods) = std::fs::read_dir(self.root_dir.join("pods")) else {
-            return Vec::new();
-        };
-        pods.flatten()
-            .filter_map(|p| std::fs::read_dir(p.path().join("volumes/kubernetes.io~csi")).ok())
-            .flat_map(|d| d.flatten().map(|e| e.path()))
-            .collect()
-    }
-
-    /// The attachable CSI volumes to report in `node.status.volumesInUse`, sorted: those set
-    /// up or being set up, and those still published on disk (after a restart) until they
-    /// are torn down.
-    pub fn volumes_in_use(&self) -> Vec<String> {
-        let Some(state) = self.csi.as_ref() else {
-            return Vec::new();
-        };
-        let mut names: BTreeSet<String> = state
-            .attachable
-            .lock()
-            .map(|a| a.clone())
-            .unwrap_or_default();
-        for dir in self.csi_publish_dirs() {
-            if let Some(data) = read_vol_data(&dir) {
-                if data.get("attachmentID").is_some_and(|a| !a.is_empty()) {
-                    names.insert(csi::unique_volume_name(
-                        data.get("driverName").map_or("", String::as_str),
-                        data.get("volumeHandle").map_or("", String::as_str),
-                    ));
-                }
-            }
-        }
-        names.into_iter().collect()
-    }
-
-    /// The node status reported `names` in `volumesInUse`: their mounts may go on.
-    pub fn mark_volumes_reported_in_use(&self, names: &[String]) {
-        if let Some(state) = self.csi.as_ref() {
-            if let Ok(mut reported) = state.reported.lock() {
-                *reported = names.iter().cloned().collect();
-            }
-        }
-    }
-
-    /// `NodeGetVolumeStats` of a CSI claim volume, when its driver offers it.
-    pub(super) fn csi_usage(&self, r: &crate::volume::manager::CsiRef) -> Option<VolumeUsage> {
-        let state = self.csi.as_ref()?;
-        let caps = state.drivers.capabilities(&r.driver).ok()?;
-        if !caps.volume_stats {
-            return None;
-        }
-        let staging = if caps.stage_unstage {
-            r.staging.to_string_lossy().into_owned()
-        } else {
-            String::new()
-        };
-        let answer = state
-            .drivers
-            .client(&r.driver)
-            .ok()?
-            .volume_stats(&r.handle, &r.target.to_string_lossy(), &staging)
-            .map_err(|e| log::debug!("NodeGetVolumeStats of {}: {e}", r.handle))
-            .ok()?;
-        let mut usage = VolumeUsage::default();
-        for u in answer.get_usage() {
-            let clamp = |v: i64| u64::try_from(v).ok();
-            let figures = (
-                clamp(u.get_available()),
-                clamp(u.get_total()),
-                clamp(u.get_used()),
-            );
-            match u.get_unit() {
-                proto::VolumeUsage_Unit::BYTES => {
-                    (
-                        usage.available_bytes,
-                        usage.capacity_bytes,
-                        usage.used_bytes,
-                    ) = figures;
-                }
-                proto::VolumeUsage_Unit::INODES => {
-                    (usage.inodes_free, usage.inodes, usage.inodes_used) = figures;
-                }
-                _ => {}
-            }
-        }
-        Some(usage)
     }
 }
 
