@@ -156,11 +156,7 @@ pub(super) fn of_persistent_volume(pv: &PersistentVolume, read_only: bool) -> Op
 pub(super) fn of_inline(pod: &Pod, uid: &PodUid, v: &Volume) -> Option<CsiVolume> {
     let src = v.csi.as_ref()?;
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let digest = ring::digest::digest(
-        &ring::digest::SHA256,
-        format!("{}{}", uid.0, v.name).as_bytes(),
-    );
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = csi::sha256_hex(&format!("{}{}", uid.0, v.name));
     Some(CsiVolume {
         driver: src.driver.clone(),
         handle: format!("csi-{hex}"),
