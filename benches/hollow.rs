@@ -14,7 +14,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapProjection, Container, DownwardAPIProjection, DownwardAPIVolumeFile,
+    KeyToPath, ObjectFieldSelector, Pod, PodSpec, ProjectedVolumeSource,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use rkubelet::api::{KubeClient, ListOptions, RestClient};
 use rkubelet::hollow::{Hollow, HollowArgs};
@@ -32,6 +36,18 @@ fn serve_apiserver(dir: &Path) {
     });
     server
         .write_kubeconfig(&dir.join("kubeconfig"), "kubernetes-admin")
+        .unwrap();
+    // What a real control plane publishes in every namespace, for the pods' API volume.
+    server
+        .create_config_map(ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("kube-root-ca.crt".into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            data: Some([("ca.crt".to_string(), server.ca_pem())].into()),
+            ..Default::default()
+        })
         .unwrap();
     std::fs::write(dir.join("ready"), b"").unwrap();
     let mut sink = Vec::new();
@@ -64,6 +80,54 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// The volume a real API server's ServiceAccount admission adds to every pod (see
+/// `kube-api-access-*` in a pod read back from a cluster): a token, the cluster CA and the
+/// namespace, which every node keeps up to date while the pod runs.
+fn api_access_volume() -> Volume {
+    Volume {
+        name: "kube-api-access".into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o644),
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        expiration_seconds: Some(3607),
+                        path: "token".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: "kube-root-ca.crt".into(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".into(),
+                            path: "ca.crt".into(),
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardAPIProjection {
+                        items: Some(vec![DownwardAPIVolumeFile {
+                            path: "namespace".into(),
+                            field_ref: Some(ObjectFieldSelector {
+                                field_path: "metadata.namespace".into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }]),
+                    }),
+                    ..Default::default()
+                },
+            ]),
+        }),
+        ..Default::default()
+    }
+}
+
 fn pod(i: usize, node: usize) -> Pod {
     Pod {
         metadata: ObjectMeta {
@@ -76,8 +140,16 @@ fn pod(i: usize, node: usize) -> Pod {
             containers: vec![Container {
                 name: "app".into(),
                 image: Some("registry.example/app:1".into()),
+                volume_mounts: Some(vec![VolumeMount {
+                    name: "kube-api-access".into(),
+                    mount_path: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }],
+            service_account_name: Some("default".into()),
+            volumes: Some(vec![api_access_volume()]),
             ..Default::default()
         }),
         ..Default::default()

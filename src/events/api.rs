@@ -50,6 +50,11 @@ pub struct EventQueue {
 }
 
 impl EventQueue {
+    /// Whether no event waits to be written.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
     /// Writes up to `max` queued events; returns how many were written.
     pub fn drain(&mut self, max: usize) -> usize {
         let mut n = 0;

@@ -531,8 +531,11 @@ fn timer(shared: &Shared, tasks: &Sender<Task>, stop: &Receiver<()>) {
                 break;
             }
             heap.pop();
-            let queued = &shared.nodes[i].queued[kind as usize];
-            if !queued.swap(true, Ordering::SeqCst) && tasks.try_send(Task::Step(kind, i)).is_err()
+            let node = &shared.nodes[i];
+            let queued = &node.queued[kind as usize];
+            if has_work(node, kind, now)
+                && !queued.swap(true, Ordering::SeqCst)
+                && tasks.try_send(Task::Step(kind, i)).is_err()
             {
                 queued.store(false, Ordering::SeqCst);
                 shared.skipped.fetch_add(1, Ordering::Relaxed);
@@ -551,6 +554,24 @@ fn timer(shared: &Shared, tasks: &Sender<Task>, stop: &Receiver<()>) {
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             _ => return,
         }
+    }
+}
+
+/// Whether a due step of `kind` has anything to do, checked on the timer thread so that an
+/// idle node wakes no pool thread: status sync only with statuses pending, events only
+/// when queued, node status and Lease only when their own period is up (the sync loop and
+/// PLEG run on every tick). A lock held by a running step counts as work: the step is
+/// queued and finds itself busy.
+fn has_work(node: &Node, kind: Kind, now: Instant) -> bool {
+    fn not_before(at: &Mutex<Instant>, now: Instant) -> bool {
+        at.try_lock().map_or(true, |at| now >= *at)
+    }
+    match kind {
+        Kind::Loop | Kind::Relist => true,
+        Kind::Status => node.status_sync.is_some() && node.kubelet.status_manager().has_pending(),
+        Kind::Events => node.events.try_lock().map_or(true, |q| !q.is_empty()),
+        Kind::NodeStatus => not_before(&node.next_node_status, now),
+        Kind::Lease => node.updater.is_registered() && not_before(&node.next_lease, now),
     }
 }
 

@@ -216,6 +216,14 @@ impl StatusManager {
         let _ = self.wake_tx.try_send(());
     }
 
+    /// Whether statuses or deletions wait to be sent (a polled status sync skips its round
+    /// when none do).
+    pub fn has_pending(&self) -> bool {
+        self.pending
+            .lock()
+            .is_ok_and(|p| !p.dirty.is_empty() || !p.deletable.is_empty())
+    }
+
     /// Takes the pending work: `(dirty entries, deletable uids)`.
     fn take_pending(&self) -> (Vec<(PodUid, Option<PodStatusEntry>)>, HashSet<PodUid>) {
         let (dirty, deletable) = match self.pending.lock() {
