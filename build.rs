@@ -66,11 +66,14 @@ fn generate(proto_dir: &Path, file: &str, out_dir: &Path) -> Result<(), Box<dyn 
     let descriptors = set.get_file().to_vec();
     let to_generate = vec![file.to_string()];
 
-    let messages = protobuf_codegen::gen(
-        &descriptors,
-        &to_generate,
-        &protobuf_codegen::Customize::default(),
-    );
+    // The lite runtime: messages encode, decode, compare and print (`Debug`), without
+    // rust-protobuf's reflection tables and text format, which nothing here reads and which
+    // made up a large part of the binary's code.
+    let customize = protobuf_codegen::Customize {
+        lite_runtime: Some(true),
+        ..Default::default()
+    };
+    let messages = protobuf_codegen::gen(&descriptors, &to_generate, &customize);
     let services = grpcio_compiler::codegen::gen(&descriptors, &to_generate);
     for result in messages.into_iter().chain(services) {
         let text = String::from_utf8(result.content)?;
