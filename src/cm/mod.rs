@@ -633,7 +633,9 @@ impl CgroupManager {
                     else {
                         continue;
                     };
-                    if e.path().is_dir() {
+                    // The entry's type from the directory read itself (cgroupfs fills
+                    // it in): no stat per pod and controller on every housekeeping pass.
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
                         let uid = match self.backend {
                             Backend::Cgroupfs => uid.to_string(),
                             Backend::Systemd(_) => uid.replace('_', "-"),
