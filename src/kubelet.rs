@@ -374,6 +374,8 @@ impl Kubelet {
             me: me.clone(),
             pleg: Some(Arc::clone(&pleg)),
             statuses: Mutex::new(std::collections::HashMap::new()),
+            last_forgotten: Mutex::new(None),
+            acted: Mutex::new(std::collections::HashSet::new()),
         });
         let pod_workers = match deps.shared_pod_work {
             Some(notify) => PodWorkers::external(

@@ -48,7 +48,17 @@ pub struct PodSync {
     pub statuses: std::sync::Mutex<
         std::collections::HashMap<crate::types::PodUid, (std::time::Instant, RuntimePodStatus)>,
     >,
+    /// When a pod's entry was last dropped from `statuses` (its pod removed); listings that
+    /// began before it say nothing about pods never read since.
+    pub last_forgotten: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Pods a sync acted on since their status was last read: their cached status (if any)
+    /// may miss what that sync made, so the next sync reads the runtime.
+    pub acted: std::sync::Mutex<std::collections::HashSet<crate::types::PodUid>>,
 }
+
+/// How recent PLEG's latest listing must be for a status read after it to stand in for a
+/// new read (two relist periods: a PLEG that stopped listing makes every sync read).
+const CACHE_FRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Whether PLEG's listing of a pod shows the same sandboxes and containers, in the same
 /// states, as `status`.
@@ -157,17 +167,59 @@ impl PodSync {
         Ok(status)
     }
 
-    /// The pod's runtime status for the start of a sync: the last one read when a PLEG
-    /// relist that began after that read still shows the same sandboxes and containers in
-    /// the same states (nothing changed that the runtime's lists show; any later change is
-    /// a PLEG event and a new sync), otherwise read now.
+    fn set_acted(&self, uid: &crate::types::PodUid, acted: bool) {
+        if let Ok(mut set) = self.acted.lock() {
+            if acted {
+                set.insert(uid.clone());
+            } else {
+                set.remove(uid);
+            }
+        }
+    }
+
+    /// The pod's runtime status for the start of a sync, read from the runtime only when
+    /// nothing fresher is known: the last status read stands when no sync acted on the pod
+    /// since and either a PLEG listing that began after the read shows the same sandboxes
+    /// and containers in the same states, or the read is newer than a recent listing (any
+    /// later change is a PLEG event and a new sync); a pod never read, with nothing of it
+    /// in the listing, has an empty status.
     fn status_for_sync(&self, pod: &Pod) -> Result<RuntimePodStatus, SyncError> {
         let uid = uid_of(pod);
+        let acted = self.acted.lock().map_or(true, |a| a.contains(&uid));
         let cached = self.statuses.lock().ok().and_then(|s| s.get(&uid).cloned());
-        if let (Some(pleg), Some((read_at, status))) = (&self.pleg, cached) {
-            if let Some((listed_at, pods)) = pleg.snapshot() {
-                let running = pods.iter().find(|p| p.uid == uid);
-                if listed_at > read_at && same_runtime_state(running, &status) {
+        let snapshot = self.pleg.as_ref().and_then(|p| p.snapshot());
+        let Some((listed_at, pods)) = snapshot.filter(|_| !acted) else {
+            return self.status_of(pod);
+        };
+        let running = pods.iter().find(|p| p.uid == uid);
+        match cached {
+            Some((read_at, status)) => {
+                // Confirmed by a later listing, or newer than the latest listing (which
+                // began at most a relist period ago): a change after the read shows in a
+                // later listing and brings its own sync, as with upstream's pod cache.
+                let confirmed = listed_at > read_at && same_runtime_state(running, &status);
+                let newer = listed_at <= read_at
+                    && self.clock.now().saturating_duration_since(listed_at) < CACHE_FRESH;
+                if confirmed || newer {
+                    return Ok(status);
+                }
+            }
+            // A pod this process never read: only this process makes sandboxes for it, so a
+            // listing of this process (made after any earlier run) without any of its
+            // sandboxes or containers is its status, as upstream's first sync of a new pod
+            // takes the PLEG cache's empty entry. Unless a pod of that UID was forgotten
+            // after the listing began.
+            None => {
+                let forgotten = self.last_forgotten.lock().ok().and_then(|f| *f);
+                if running.is_none() && forgotten.is_none_or(|f| f < listed_at) {
+                    let status = RuntimePodStatus {
+                        uid: uid.clone(),
+                        sandboxes: Vec::new(),
+                        containers: Vec::new(),
+                    };
+                    if let Ok(mut statuses) = self.statuses.lock() {
+                        statuses.insert(uid, (listed_at, status.clone()));
+                    }
                     return Ok(status);
                 }
             }
@@ -264,9 +316,10 @@ impl PodSync {
             Box::new(move || {
                 let result = guarded(&pod, || me.runtime_manager.run_deferred(&pod, work));
                 // A pod killed meanwhile has left this step: its probes and status are the
-                // stop's business now.
+                // stop's business now (and its next sync reads the runtime).
                 if resume.is_current() {
                     if let Ok(after) = me.status_of(&pod) {
+                        me.set_acted(&uid_of(&pod), false);
                         me.update_probes(&pod, &after);
                         me.record_status(&pod, &after, false);
                     }
@@ -472,6 +525,8 @@ impl PodSyncer for PodSync {
             }
             return Ok(StepEnd::Terminal);
         }
+        // Whatever this sync makes (even when it fails half-way) is not in `before`.
+        self.set_acted(&uid_of(pod), true);
         let mut outcome = self.runtime_manager.sync_pod(pod, &before)?;
         if outcome.actions.init_failed {
             self.recorder.pod_event(
@@ -496,6 +551,7 @@ impl PodSyncer for PodSync {
         } else {
             self.status_of(pod)?
         };
+        self.set_acted(&uid_of(pod), false);
         self.update_probes(pod, &after);
         if is_terminal(&self.record_status(pod, &after, false)) {
             Ok(StepEnd::Terminal)
@@ -580,6 +636,10 @@ impl PodSyncer for PodSync {
         if removed {
             if let Ok(mut statuses) = self.statuses.lock() {
                 statuses.remove(&uid);
+            }
+            self.set_acted(&uid, false);
+            if let Ok(mut forgotten) = self.last_forgotten.lock() {
+                *forgotten = Some(self.clock.now());
             }
         }
         if !removed {
