@@ -346,3 +346,93 @@ fn orphaned_runtime_pod_is_stopped_once_sources_are_ready() {
     .expect("orphan removed");
     node.stop();
 }
+
+/// Sandboxes and containers made so far, per pod name and per container name.
+fn creations(rt: &FakeRuntime) -> (Vec<String>, Vec<String>) {
+    let mut sandboxes = Vec::new();
+    let mut containers = Vec::new();
+    for call in rt.calls() {
+        match call {
+            Call::RunPodSandbox { name, .. } => sandboxes.push(name),
+            Call::CreateContainer { name, .. } => containers.push(name),
+            _ => {}
+        }
+    }
+    sandboxes.sort();
+    containers.sort();
+    (sandboxes, containers)
+}
+
+/// New pods start from PLEG's listing instead of a runtime read, and a sync reuses a read
+/// newer than the latest listing: neither may ever make a sandbox or container twice, even
+/// for pods arriving together, a container restarted, or a pod removed and added again under
+/// the same UID (a static pod's manifest taken away and put back).
+#[test]
+fn status_reads_saved_by_the_pleg_listing_never_duplicate_a_sandbox_or_container() {
+    let dir = scratch_dir("status-cache");
+    let rt = fake();
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    let node = Node::start(&dir, &rt);
+    // PLEG has listed (nothing) before the pods arrive.
+    std::thread::sleep(Duration::from_millis(1500));
+    for name in ["p1", "p2", "p3", "p4"] {
+        write(
+            &dir,
+            &format!("{name}.yaml"),
+            &manifest(name, "Always", &[("app", IMAGE, "sleep 1000")]),
+        );
+    }
+    for name in ["p1", "p2", "p3", "p4"] {
+        wait_for(WAIT, || {
+            node.phase_of(&format!("{name}-node1"))
+                .filter(|s| s.contains("app=running"))
+        })
+        .unwrap_or_else(|| panic!("{name} runs"));
+    }
+    // A few PLEG and resync rounds: nothing made again.
+    std::thread::sleep(Duration::from_secs(3));
+    let (sandboxes, containers) = creations(&rt);
+    assert_eq!(sandboxes, ["p1-node1", "p2-node1", "p3-node1", "p4-node1"]);
+    assert_eq!(containers, ["app", "app", "app", "app"]);
+
+    // A container exits: one replacement.
+    let p1 = rt
+        .list_containers(None)
+        .unwrap()
+        .into_iter()
+        .find(|c| {
+            c.get_labels()
+                .get("io.kubernetes.pod.name")
+                .map(String::as_str)
+                == Some("p1-node1")
+        })
+        .expect("p1's container");
+    assert!(rt.exit_container(p1.get_id(), 1));
+    wait_for(WAIT, || {
+        node.phase_of("p1-node1")
+            .filter(|s| s.contains("app=running restarts=1"))
+    })
+    .expect("p1 restarted");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(creations(&rt).1.len(), 5, "{:?}", rt.calls());
+
+    // p2 removed and put back: its old sandbox stopped, one new sandbox and container.
+    let manifest_p2 = manifest("p2", "Always", &[("app", IMAGE, "sleep 1000")]);
+    std::fs::remove_file(dir.join("manifests/p2.yaml")).unwrap();
+    wait_for(WAIT, || node.phase_of("p2-node1").is_none().then_some(())).expect("p2 removed");
+    write(&dir, "p2.yaml", &manifest_p2);
+    wait_for(WAIT, || {
+        node.phase_of("p2-node1")
+            .filter(|s| s.contains("app=running"))
+    })
+    .expect("p2 runs again");
+    std::thread::sleep(Duration::from_secs(3));
+    let (sandboxes, containers) = creations(&rt);
+    assert_eq!(
+        sandboxes,
+        ["p1-node1", "p2-node1", "p2-node1", "p3-node1", "p4-node1"]
+    );
+    assert_eq!(containers.len(), 6, "{:?}", rt.calls());
+    assert_eq!(running_containers(&rt).len(), 4);
+    node.stop();
+}
