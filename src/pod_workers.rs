@@ -287,6 +287,11 @@ impl PodWorkers {
             .pods
             .entry(uid.clone())
             .or_insert_with(|| PodSyncStatus::new(Arc::clone(&options.pod)));
+        if options.update_type == UpdateType::Create
+            && (status.finished || status.state != PodWorkerState::Syncing)
+        {
+            status.restart_requested = true;
+        }
         if status.finished && options.update_type != UpdateType::Kill {
             log::debug!(
                 "pod=\"{}\" uid={uid} already terminated, ignoring update",
@@ -357,13 +362,17 @@ impl PodWorkers {
         self.lock().pods.keys().cloned().collect()
     }
 
-    /// Forgets finished pods no source wants any more (upstream `SyncKnownPods`); returns them.
+    /// Forgets finished pods no source wants any more, or added again under the same UID
+    /// (upstream `SyncKnownPods`); returns them. A forgotten pod that is still wanted is
+    /// then started anew by housekeeping.
     pub fn sync_known_pods(&self, desired: &HashSet<PodUid>) -> Vec<PodUid> {
         let mut shared = self.lock();
         let forget: Vec<PodUid> = shared
             .pods
             .iter()
-            .filter(|(uid, s)| s.finished && !s.busy() && !desired.contains(*uid))
+            .filter(|(uid, s)| {
+                s.finished && !s.busy() && (s.restart_requested || !desired.contains(*uid))
+            })
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in &forget {

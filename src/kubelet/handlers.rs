@@ -307,6 +307,16 @@ impl SyncHandler for Kubelet {
         let desired = self.pods().uids();
         for uid in self.pod_workers.sync_known_pods(&desired) {
             log::debug!("uid={uid} forgotten by the pod workers");
+            // Terminated and added again under the same UID (a static pod's manifest taken
+            // away and put back): it starts anew, as upstream's housekeeping restarts it.
+            let again = self.pods().get(&uid).cloned();
+            if let Some(pod) = again {
+                log::info!(
+                    "pod=\"{}\" uid={uid} wanted again after it terminated: starting it",
+                    pod_key(&pod)
+                );
+                self.dispatch_work(&pod, UpdateType::Create);
+            }
         }
         // Until every source has delivered its first full set, a pod missing from the desired
         // set may simply not have been read yet: never stop anything before that.

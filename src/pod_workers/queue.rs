@@ -51,6 +51,10 @@ pub(super) struct PodSyncStatus {
     pub(super) stopping_grace: Option<i64>,
     /// A wait just finished: the next sync is urgent (a pulled image, a finished hook).
     pub(super) resumed: bool,
+    /// The pod was added again under the same UID while terminating or terminated
+    /// (upstream `restartRequested`): housekeeping forgets it once finished, and the pod,
+    /// still wanted, starts anew.
+    pub(super) restart_requested: bool,
 }
 
 impl PodSyncStatus {
@@ -71,6 +75,7 @@ impl PodSyncStatus {
             waiting_kill: 0,
             stopping_grace: None,
             resumed: false,
+            restart_requested: false,
         }
     }
 
