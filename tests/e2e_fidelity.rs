@@ -25,6 +25,20 @@ fn containers_of(pod: &str) -> Vec<api::Container> {
     runtime().list_containers(Some(&f)).unwrap()
 }
 
+/// Whether container `id` is one containerd 1.6 cannot remove: its start was cut short
+/// (the kubelet killed during `StartContainer`), containerd reports it exited with a
+/// `StartError`, but its task stays behind it (containerd issue 11037), so every
+/// `RemoveContainer` fails until containerd restarts or `ctr task delete` removes the
+/// task. The kubelet kills the task's process with the pod cgroup; the record stays.
+fn cut_short(id: &str) -> bool {
+    runtime().container_status(id, false).is_ok_and(|s| {
+        let s = s.get_status();
+        s.get_state() == api::ContainerState::CONTAINER_EXITED
+            && s.get_reason() == "StartError"
+            && s.get_message().contains("context canceled")
+    })
+}
+
 #[test]
 #[ignore = "needs containerd: run tests/run.sh"]
 fn a_kubelet_killed_during_a_deletion_finishes_it_after_its_restart() {
@@ -255,16 +269,18 @@ fn kill_9_at_random_moments_while_pods_come_and_go_loses_and_duplicates_nothing(
         std::thread::sleep(Duration::from_millis(300 + rng.next(700)));
     }
 
-    // Everything settles: one running container per live pod, deleted pods gone.
+    // Everything settles: one running container per live pod, deleted pods gone (but for
+    // containers containerd itself cannot remove, see `cut_short`).
     let settled = wait_for(Duration::from_secs(120), || {
         let ok = live
             .iter()
             .map(String::as_str)
             .chain(survivors)
             .all(|n| running_of(n).len() == 1 && c.phase(n).as_deref() == Some("Running"))
-            && deleted
-                .iter()
-                .all(|n| c.server.get_pod("default", n).is_none() && containers_of(n).is_empty());
+            && deleted.iter().all(|n| {
+                c.server.get_pod("default", n).is_none()
+                    && containers_of(n).iter().all(|c| cut_short(c.get_id()))
+            });
         ok.then_some(())
     });
     let report = || {
@@ -298,10 +314,17 @@ fn kill_9_at_random_moments_while_pods_come_and_go_loses_and_duplicates_nothing(
     }
     for name in &live {
         let s = api_status(&c, name).unwrap();
-        assert_eq!(
-            s.container_statuses.unwrap()[0].restart_count,
-            0,
-            "{name} never restarted (seed {seed})\n{}",
+        let status = &s.container_statuses.unwrap()[0];
+        // A start cut short by the kill is a failed start, counted as upstream counts it.
+        let start_error = status
+            .last_state
+            .as_ref()
+            .and_then(|l| l.terminated.as_ref())
+            .and_then(|t| t.reason.as_deref())
+            == Some("StartError");
+        assert!(
+            status.restart_count == 0 || start_error,
+            "{name} never restarted but after a start cut short (seed {seed}): {status:?}\n{}",
             report()
         );
     }
@@ -418,4 +441,58 @@ fn downward_api_host_ips_and_service_variables_as_upstream_conformance_expects()
         (labels == "app=\"two\"").then_some(())
     })
     .unwrap_or_else(|| panic!("labels file not updated:\n{}", c.log()));
+}
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn a_process_left_in_the_cgroup_of_a_pod_that_no_longer_runs_is_killed() {
+    use std::os::unix::process::ExitStatusExt;
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::start("e2e-fidelity-leftover-process");
+    c.wait_ready_node();
+    c.server.create_pod(pod("left", "sleep 100000", 2)).unwrap();
+    wait_phase(&c, "left", "Running", Duration::from_secs(60));
+    let uid = c
+        .server
+        .get_pod("default", "left")
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    // The kubelet goes down, the pod is deleted meanwhile, and its container exits; a
+    // process the runtime does not know of (what containerd leaves when a start is cut
+    // short, containerd issue 11037) stays in the pod's cgroup.
+    c.kill9();
+    c.server.delete_pod("default", "left", Some(0)).unwrap();
+    let rt = runtime();
+    for id in running_of("left") {
+        rt.stop_container(&id, 0).unwrap();
+    }
+    let mut stray = std::process::Command::new("sleep")
+        .arg("100000")
+        .spawn()
+        .unwrap();
+    let mut pod_dirs = Vec::new();
+    for controller in ["cpu", "memory", "pids"] {
+        let dir = support::cgroup_dir(controller, &format!("kubepods/besteffort/pod{uid}"));
+        if dir.is_dir() && !pod_dirs.contains(&dir) {
+            std::fs::write(dir.join("cgroup.procs"), stray.id().to_string()).unwrap();
+            pod_dirs.push(dir);
+        }
+    }
+    assert!(!pod_dirs.is_empty(), "pod {uid} has a cgroup");
+    c.restart();
+    let status = wait_for(Duration::from_secs(30), || stray.try_wait().unwrap())
+        .unwrap_or_else(|| panic!("the leftover process still runs:\n{}", c.log()));
+    assert_eq!(status.signal(), Some(9), "killed with SIGKILL");
+    assert!(
+        c.log()
+            .contains(&format!("uid={uid} killed 1 leftover process(es)")),
+        "the kill is logged:\n{}",
+        c.log()
+    );
+    wait_for(Duration::from_secs(30), || {
+        (pod_dirs.iter().all(|d| !d.exists()) && containers_of("left").is_empty()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the pod's cgroup or containers stay:\n{}", c.log()));
 }

@@ -98,3 +98,57 @@ pub(super) fn write_limits(
     }
     Ok(())
 }
+
+/// Sends SIGKILL to every process in the cgroup directories `dirs` and their descendants,
+/// as upstream's `tryKillingCgroupProcesses` does before a pod cgroup is destroyed. A
+/// process the runtime lost track of (a start cut short leaves containerd with an exited
+/// container whose task still runs) would otherwise hold the cgroup, and its pod's
+/// sandbox, for good. Returns how many processes were signalled; a process that exits
+/// first is not an error.
+pub(super) fn kill_processes(dirs: &[std::path::PathBuf]) -> io::Result<usize> {
+    let mut pids = std::collections::BTreeSet::new();
+    for dir in dirs {
+        collect_pids(dir, &mut pids);
+    }
+    // Never the kubelet itself, whatever cgroup it was started in.
+    pids.remove(&std::process::id());
+    let mut first_err = None;
+    let mut signalled = 0;
+    for pid in pids {
+        let Some(pid) = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            continue;
+        };
+        match rustix::process::kill_process(pid, rustix::process::Signal::KILL) {
+            Ok(()) => signalled += 1,
+            Err(rustix::io::Errno::SRCH) => {}
+            Err(e) => {
+                first_err.get_or_insert(io::Error::other(format!(
+                    "killing process {} of cgroup {}: {e}",
+                    pid.as_raw_nonzero(),
+                    dirs.first()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_default()
+                )));
+            }
+        }
+    }
+    first_err.map_or(Ok(signalled), Err)
+}
+
+/// Adds the processes of cgroup directory `dir` and of every cgroup below it.
+fn collect_pids(dir: &Path, pids: &mut std::collections::BTreeSet<u32>) {
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        pids.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_pids(&e.path(), pids);
+        }
+    }
+}

@@ -573,12 +573,25 @@ impl CgroupManager {
     }
 
     /// Removes the pod's cgroup wherever it is (its QoS class may be unknown by now) and
-    /// stops counting it in its QoS cgroup.
+    /// stops counting it in its QoS cgroup. Processes still in it are killed first, as
+    /// upstream's pod container manager does: the caller has established that none of
+    /// the pod's containers runs. A cgroup whose processes have not exited yet stays, with
+    /// an error; the next housekeeping pass removes it.
     pub fn remove_pod_cgroup(&self, uid: &PodUid) -> io::Result<()> {
         let mut first_err = None;
         for (qos, _) in QOS {
             let name = self.pod_name(uid, qos);
-            if self.dirs(&name).iter().any(|(_, d)| d.exists()) {
+            let dirs: Vec<PathBuf> = self.dirs(&name).into_iter().map(|(_, d)| d).collect();
+            if dirs.iter().any(|d| d.exists()) {
+                match fs::kill_processes(&dirs) {
+                    Ok(0) => {}
+                    Ok(n) => log::info!(
+                        "uid={uid} killed {n} leftover process(es) in the cgroup of a pod that no longer runs"
+                    ),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
                 if let Err(e) = self.destroy(&name) {
                     first_err.get_or_insert(e);
                 }

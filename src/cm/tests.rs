@@ -457,3 +457,38 @@ fn limits_become_the_unit_properties_libcontainer_sets() {
         ]
     );
 }
+
+#[test]
+fn processes_of_a_cgroup_and_its_children_are_killed_and_the_kubelet_never() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = v1_tree("kill");
+    let pod = dir.join("pids/kubepods/podu1");
+    std::fs::create_dir_all(pod.join("container")).unwrap();
+    let mut top = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let mut below = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let own = std::process::id();
+    std::fs::write(pod.join("cgroup.procs"), format!("{}\n{own}\n", top.id())).unwrap();
+    std::fs::write(
+        pod.join("container/cgroup.procs"),
+        format!("{}\n", below.id()),
+    )
+    .unwrap();
+    // The same pid in a second controller's directory is signalled once.
+    let memory = dir.join("memory/kubepods/podu1");
+    std::fs::create_dir_all(&memory).unwrap();
+    std::fs::write(memory.join("cgroup.procs"), format!("{}\n", top.id())).unwrap();
+
+    assert_eq!(fs::kill_processes(&[pod.clone(), memory]).unwrap(), 2);
+    assert_eq!(top.wait().unwrap().signal(), Some(9));
+    assert_eq!(below.wait().unwrap().signal(), Some(9));
+    // Gone processes are no error; an empty or missing cgroup signals nothing.
+    assert_eq!(fs::kill_processes(&[pod]).unwrap(), 0);
+    assert_eq!(fs::kill_processes(&[dir.join("pids/none")]).unwrap(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -334,9 +334,24 @@ impl SyncHandler for Kubelet {
         for uid in self.runtime_manager.volumes().cleanup_orphans(&keep) {
             log::info!("uid={uid} removed the directory of a pod that no longer exists");
         }
+        // A pod cgroup stays while a source or a pod worker has the pod, or while the
+        // runtime shows any of it running (upstream's possibly-running pods). A pod the
+        // runtime lists only as exited containers and a stopped sandbox loses its cgroup,
+        // and whatever process is still in it: the runtime no longer tracks that process,
+        // and its leftover task would keep the sandbox from ever being removed.
+        let possibly_running: std::collections::HashSet<&crate::types::PodUid> = desired
+            .iter()
+            .chain(known.iter())
+            .chain(
+                running_pods
+                    .iter()
+                    .filter(|p| p.possibly_running())
+                    .map(|p| &p.uid),
+            )
+            .collect();
         if let Some(cgroups) = self.runtime_manager.cgroups() {
             for uid in cgroups.pods_with_cgroups() {
-                if keep.contains(&uid) {
+                if possibly_running.contains(&uid) {
                     continue;
                 }
                 match cgroups.remove_pod_cgroup(&uid) {

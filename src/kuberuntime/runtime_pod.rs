@@ -142,6 +142,18 @@ pub struct RunningPod {
     pub containers: Vec<RunningContainer>,
 }
 
+impl RunningPod {
+    /// Whether any of the pod may still be running: a ready sandbox, or a container not
+    /// known to have exited.
+    pub fn possibly_running(&self) -> bool {
+        self.sandboxes.iter().any(|(_, ready)| *ready)
+            || self
+                .containers
+                .iter()
+                .any(|c| c.state != ContainerState::Exited)
+    }
+}
+
 /// Parses a decimal annotation.
 fn annotation_u32(annotations: &HashMap<String, String>, key: &str) -> u32 {
     annotations
@@ -404,6 +416,35 @@ impl RuntimeManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_may_run_while_a_sandbox_is_ready_or_a_container_has_not_exited() {
+        let container = |state| RunningContainer {
+            id: ContainerId("c1".into()),
+            name: "app".into(),
+            state,
+            sandbox_id: "s1".into(),
+        };
+        let mut pod = RunningPod {
+            uid: PodUid::from("u1"),
+            name: "p".into(),
+            namespace: "default".into(),
+            sandboxes: vec![("s1".into(), false)],
+            containers: vec![container(ContainerState::Exited)],
+        };
+        assert!(!pod.possibly_running());
+        for state in [
+            ContainerState::Created,
+            ContainerState::Running,
+            ContainerState::Unknown,
+        ] {
+            pod.containers.push(container(state));
+            assert!(pod.possibly_running(), "{state:?}");
+            pod.containers.pop();
+        }
+        pod.sandboxes.push(("s2".into(), true));
+        assert!(pod.possibly_running());
+    }
 
     #[test]
     fn termination_message_from_the_file_or_the_log_tail() {

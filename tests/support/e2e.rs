@@ -173,7 +173,14 @@ impl Drop for Cluster {
         signal_group(&self.kubelet, "KILL");
         let _ = self.kubelet.kill();
         let _ = self.kubelet.wait();
-        clean_runtime_at(&self.launch.endpoint);
+        // A test that already failed keeps its own message: a second panic here would abort
+        // the whole test binary.
+        let endpoint = self.launch.endpoint.clone();
+        if let Err(e) = std::panic::catch_unwind(move || clean_runtime_at(&endpoint)) {
+            if !std::thread::panicking() {
+                std::panic::resume_unwind(e);
+            }
+        }
         // A stopped kubelet leaves its pods' tmpfs volumes mounted (as upstream's would);
         // the test's own are unmounted here, deepest first.
         for mount in rkubelet::volume::mount::mounts_under(&self.dir) {
