@@ -220,6 +220,52 @@ fn kubelet_api_logs_exec_port_forward_metrics_and_summary_through_kubectl() {
             .unwrap()
             > 0
     );
+
+    // /metrics/cadvisor: from the cgroup files and CRI, with cAdvisor's names and labels.
+    let cadvisor = request(
+        addr,
+        &cert_dir,
+        "GET",
+        "/metrics/cadvisor",
+        Auth::Cert(&identity),
+    );
+    assert_eq!(cadvisor.status, 200);
+    let text = cadvisor.text();
+    let samples = parse_prometheus(&text);
+    assert_eq!(sample(&samples, "container_scrape_error"), Some(0.0));
+    assert!(sample(&samples, "machine_cpu_cores").unwrap() >= 1.0);
+    let of = |metric: &str, pod: &str, container: &str| -> Vec<f64> {
+        samples
+            .iter()
+            .filter(|(s, _)| {
+                s.starts_with(&format!("{metric}{{"))
+                    && s.contains(&format!("container=\"{container}\""))
+                    && s.contains(&format!("pod=\"{pod}\""))
+                    && s.contains("namespace=\"default\"")
+            })
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    for pod in ["talker", "web"] {
+        let cpu = of("container_cpu_usage_seconds_total", pod, "app");
+        assert!(cpu.len() == 1 && cpu[0] > 0.0, "{pod} cpu {cpu:?}:\n{text}");
+        for metric in [
+            "container_memory_working_set_bytes",
+            "container_memory_usage_bytes",
+            "container_memory_rss",
+        ] {
+            let v = of(metric, pod, "app");
+            assert!(v.len() == 1 && v[0] > 0.0, "{pod} {metric} {v:?}:\n{text}");
+        }
+        // The pod cgroup's row (no container) and the sandbox's network counters.
+        assert_eq!(of("container_memory_working_set_bytes", pod, "").len(), 2);
+        let rx = of("container_network_receive_bytes_total", pod, "");
+        assert!(rx.len() == 1 && rx[0] > 0.0, "{pod} rx {rx:?}:\n{text}");
+        assert_eq!(of("container_threads", pod, "app").len(), 1);
+    }
+    assert!(
+        text.contains("container_cpu_usage_seconds_total{container=\"\",cpu=\"total\",id=\"/\"")
+    );
 }
 
 /// The files in a pod's log directory for container `app`, by name.

@@ -286,6 +286,17 @@ impl CgroupManager {
         self.version
     }
 
+    /// `kubepods` for readers of its statistics (`/metrics/cadvisor`): its name in the
+    /// driver's spelling (`/kubepods`, `/kubepods.slice`), the cgroup mount, and its
+    /// directory per managed controller (one on v2).
+    pub fn kubepods_tree(&self) -> (String, &Path, Vec<(Option<&'static str>, PathBuf)>) {
+        (
+            self.driver_name(&self.kubepods),
+            &self.mount,
+            self.dirs(&self.kubepods),
+        )
+    }
+
     /// The driver in use.
     pub fn driver(&self) -> Driver {
         match self.backend {

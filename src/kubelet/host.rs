@@ -564,6 +564,22 @@ impl HostInterface for KubeletHost {
     fn resource_metrics(&self) -> String {
         self.stats.resource_metrics()
     }
+
+    fn cadvisor_metrics(&self) -> String {
+        let tree = self.kubelet.runtime_manager().cgroups().map(|cm| {
+            let (kubepods_id, mount, kubepods_dirs) = cm.kubepods_tree();
+            crate::server::cadvisor::Tree {
+                version: cm.version(),
+                mount: mount.to_path_buf(),
+                kubepods_id,
+                kubepods_dirs,
+            }
+        });
+        self.stats.cadvisor_metrics(
+            tree.as_ref(),
+            self.config.pod_infra_container_image.as_deref(),
+        )
+    }
 }
 
 /// The standard `process_*` metrics of this process, from `/proc/self`.

@@ -8,6 +8,7 @@
 //! Handlers read snapshots through [`HostInterface`] and never block the sync loop.
 
 pub mod auth;
+pub mod cadvisor;
 pub mod claim_stats;
 pub mod http;
 pub mod logs;
@@ -177,6 +178,8 @@ pub trait HostInterface: Send + Sync {
     fn probe_metrics(&self) -> String;
     /// `/metrics/resource`.
     fn resource_metrics(&self) -> String;
+    /// `/metrics/cadvisor`.
+    fn cadvisor_metrics(&self) -> String;
 }
 
 /// Where and how the servers listen, from the configuration.
@@ -348,6 +351,9 @@ impl KubeletServer {
             }
             ["metrics", "resource"] if read => {
                 respond(conn, metrics_response(self.host.resource_metrics()))
+            }
+            ["metrics", "cadvisor"] if read => {
+                respond(conn, metrics_response(self.host.cadvisor_metrics()))
             }
             _ if read_only => respond(conn, Response::text(404, "404 page not found\n")),
             ["runningpods"] if read => match self.host.running_pods() {
