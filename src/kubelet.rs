@@ -69,6 +69,9 @@ pub enum KubeletError {
     /// The node's cgroups could not be set up.
     #[error(transparent)]
     Cgroups(#[from] crate::cm::CmError),
+    /// The image credential provider config cannot be used.
+    #[error(transparent)]
+    CredentialProviders(#[from] crate::credential_provider::ProviderError),
     /// Run-once mode got no pods from its sources in time.
     #[error("run once: no pod update from the sources within {0:?}")]
     NoPods(std::time::Duration),
@@ -252,6 +255,12 @@ impl Kubelet {
             memory_capacity_bytes: 0,
             node: Arc::clone(&node_record),
             cgroups: None,
+            credential_providers: match &config.image_credential_providers {
+                Some((file, bin_dir)) => Some(Arc::new(
+                    crate::credential_provider::CredentialProviders::load(file, bin_dir)?,
+                )),
+                None => None,
+            },
         };
         let node = node_resources(&config.root_dir);
         let (allocatable, downward_api_limits) = node_allocatable(&config, &node);

@@ -14,6 +14,7 @@ pub mod certificate;
 pub mod clock;
 pub mod cm;
 pub mod config;
+pub mod credential_provider;
 pub mod cri;
 pub mod csi;
 pub mod events;

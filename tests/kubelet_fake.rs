@@ -28,7 +28,16 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path, runtime: &Arc<FakeRuntime>) -> Node {
-        let args = [
+        Node::try_start(dir, runtime, &[]).unwrap()
+    }
+
+    /// A node with `extra` flags, or the error that stops it from starting.
+    fn try_start(
+        dir: &Path,
+        runtime: &Arc<FakeRuntime>,
+        extra: &[String],
+    ) -> Result<Node, rkubelet::app::AppError> {
+        let mut args = vec![
             "rkubelet".to_string(),
             format!("--pod-manifest-path={}", dir.join("manifests").display()),
             format!("--root-dir={}", dir.join("root").display()),
@@ -36,6 +45,7 @@ impl Node {
             "--hostname-override=node1".into(),
             "--resolv-conf=".into(),
         ];
+        args.extend(extra.iter().cloned());
         let config = KubeletConfig::from_args(args.iter().map(Into::into)).unwrap();
         let config = Arc::new(config);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
@@ -54,14 +64,14 @@ impl Node {
             waiters: None,
             services: None,
         };
-        let kubelet = new_main_kubelet(config, deps).unwrap();
+        let kubelet = new_main_kubelet(config, deps)?;
         let sync_loop = start_kubelet(kubelet.clone(), sources.updates, stop_rx).unwrap();
-        Node {
+        Ok(Node {
             kubelet,
             stop: Some(stop_tx),
             threads: sources.threads,
             sync_loop: Some(sync_loop),
-        }
+        })
     }
 
     fn stop(mut self) {
@@ -435,4 +445,103 @@ fn status_reads_saved_by_the_pleg_listing_never_duplicate_a_sandbox_or_container
     assert_eq!(containers.len(), 6, "{:?}", rt.calls());
     assert_eq!(running_containers(&rt).len(), 4);
     node.stop();
+}
+
+#[test]
+fn credential_provider_plugins_answer_for_matching_images_and_are_cached() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch_dir("credential-provider");
+    let rt = fake();
+    rt.allow_any_image();
+    rt.require_pull_credentials("registry.example:5000/team/", "robot", "s3cret");
+    rt.require_pull_credentials("other.example/", "someone", "else");
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let plugin = dir.join("bin/registry-login");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\necho run >> {}\ncat <<'EOF'\n{}\nEOF\n",
+            dir.join("runs").display(),
+            r#"{"kind":"CredentialProviderResponse","apiVersion":"credentialprovider.kubelet.k8s.io/v1","cacheKeyType":"Registry","cacheDuration":"1h","auth":{"registry.example:5000":{"username":"robot","password":"s3cret"}}}"#
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.join("credential-providers.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n- name: registry-login\n  matchImages: [\"registry.example:5000\"]\n  defaultCacheDuration: 10m\n  apiVersion: credentialprovider.kubelet.k8s.io/v1\n",
+    )
+    .unwrap();
+    let flags = [
+        format!("--image-credential-provider-config={}", config.display()),
+        format!(
+            "--image-credential-provider-bin-dir={}",
+            dir.join("bin").display()
+        ),
+    ];
+    for (file, image) in [
+        ("app.yaml", "registry.example:5000/team/app:1"),
+        ("db.yaml", "registry.example:5000/team/db:2"),
+        ("other.yaml", "other.example/app:1"),
+    ] {
+        let name = file.trim_end_matches(".yaml");
+        write(
+            &dir,
+            file,
+            &manifest(name, "Always", &[("c", image, "sleep 1000")]),
+        );
+    }
+    let node = Node::try_start(&dir, &rt, &flags).unwrap();
+    for pod in ["app-node1", "db-node1"] {
+        wait_for(WAIT, || {
+            node.phase_of(pod).filter(|s| s.contains("phase=Running"))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{pod} runs with the plugin's credentials: {:?}",
+                rt.pull_auths()
+            )
+        });
+    }
+    let with = |image: &str| {
+        rt.pull_auths()
+            .into_iter()
+            .filter(|(i, _)| i.contains(image))
+            .map(|(_, auth)| auth)
+            .collect::<Vec<_>>()
+    };
+    let robot = Some(("robot".to_string(), "s3cret".to_string()));
+    assert_eq!(with("team/app:1"), vec![robot.clone()]);
+    assert_eq!(with("team/db:2"), vec![robot]);
+    // One run for the registry: the second image took the cached answer.
+    let runs = std::fs::read_to_string(dir.join("runs")).unwrap();
+    assert_eq!(runs.lines().count(), 1, "{runs}");
+    // No provider matches the other registry: pulled without credentials, refused, and
+    // the plugin never ran for it.
+    let other = wait_for(WAIT, || {
+        node.phase_of("other-node1")
+            .filter(|s| s.contains("ErrImagePull") || s.contains("ImagePullBackOff"))
+    });
+    assert!(other.is_some(), "{:?}", node.phase_of("other-node1"));
+    assert!(with("other.example/app:1").iter().all(Option::is_none));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("runs"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+    node.stop();
+
+    // A config naming a plugin the directory lacks stops the start, naming both.
+    std::fs::remove_file(&plugin).unwrap();
+    let e = Node::try_start(&dir, &fake(), &flags)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("credential-providers.yaml") && e.contains("registry-login"),
+        "{e}"
+    );
 }

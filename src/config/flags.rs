@@ -223,6 +223,14 @@ pub struct KubeletFlags {
     #[structopt(long)]
     pub authorization_mode: Option<String>,
 
+    /// The path to the credential provider plugin config file (CredentialProviderConfig)
+    #[structopt(long, parse(from_os_str))]
+    pub image_credential_provider_config: Option<PathBuf>,
+
+    /// The path to the directory where credential provider plugin binaries are located
+    #[structopt(long, parse(from_os_str))]
+    pub image_credential_provider_bin_dir: Option<PathBuf>,
+
     /// DEPRECATED: the container runtime chooses the sandbox image; as upstream, this only
     /// keeps the named image from image garbage collection
     #[structopt(long)]

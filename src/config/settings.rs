@@ -92,6 +92,8 @@ pub struct KubeletConfig {
     pub config_file: Option<PathBuf>,
     /// The `--config-dir` drop-in directory, for messages.
     pub config_dir: Option<PathBuf>,
+    /// `--image-credential-provider-config` and `--image-credential-provider-bin-dir`.
+    pub image_credential_providers: Option<(PathBuf, PathBuf)>,
     /// `--pod-infra-container-image`: deprecated; kept only so image GC can spare it.
     pub pod_infra_container_image: Option<String>,
     /// `--node-labels`, checked: set on the Node at registration, over the default labels.

@@ -94,8 +94,6 @@ pub const ACCEPTED: &[(&str, Takes, &str)] = &[
     ("healthz-bind-address", Takes::Value, "healthzBindAddress"),
     ("healthz-port", Takes::Value, "healthzPort"),
     ("housekeeping-interval", Takes::Value, ""),
-    ("image-credential-provider-bin-dir", Takes::Value, ""),
-    ("image-credential-provider-config", Takes::Value, ""),
     (
         "image-gc-high-threshold",
         Takes::Value,

@@ -296,6 +296,11 @@ impl RuntimeManager {
             asked_at,
         } = work;
         let started = self.clock.now();
+        // The plugins run here, on the waiter thread: a slow plugin holds no pod worker.
+        let mut credentials = credentials;
+        if let Some(providers) = &self.settings.credential_providers {
+            credentials.extend(providers.credentials(&image));
+        }
         let mut result = Err(None);
         for auth in &credentials {
             match self

@@ -84,6 +84,8 @@ pub struct RuntimeSettings {
     /// Pod cgroups (`cgroupsPerQOS` with the cgroupfs driver); `None` leaves cgroups to the
     /// runtime's defaults.
     pub cgroups: Option<crate::cm::CgroupManager>,
+    /// Image credential provider plugins, tried for pulls after `imagePullSecrets`.
+    pub credential_providers: Option<Arc<crate::credential_provider::CredentialProviders>>,
 }
 
 impl RuntimeSettings {
@@ -101,6 +103,7 @@ impl RuntimeSettings {
             memory_capacity_bytes: 0,
             node: crate::nodestatus::record::NodeRecord::new(&[]),
             cgroups: None,
+            credential_providers: None,
         }
     }
 }

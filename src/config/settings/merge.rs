@@ -253,6 +253,22 @@ pub(super) fn merge(
             reason,
         )
     })?;
+    // A config without a plugin directory cannot run any plugin: refused, as upstream's
+    // plugin registration refuses a directory that does not exist. A directory alone is
+    // unused, as upstream.
+    let image_credential_providers = match (
+        flags.image_credential_provider_config.take(),
+        flags.image_credential_provider_bin_dir.take(),
+    ) {
+        (Some(config), Some(bin)) if !config.as_os_str().is_empty() => Some((config, bin)),
+        (Some(config), None) if !config.as_os_str().is_empty() => {
+            return Err(Origin::Flag("--image-credential-provider-config").invalid(
+                config.display(),
+                "needs --image-credential-provider-bin-dir, the directory of its plugins",
+            ))
+        }
+        _ => None,
+    };
     let external_cloud_provider = match flags.cloud_provider.take().as_deref() {
         None | Some("") => false,
         Some("external") => true,
@@ -320,6 +336,7 @@ pub(super) fn merge(
         resolv_conf,
         config_file,
         config_dir,
+        image_credential_providers,
         pod_infra_container_image: flags.pod_infra_container_image.take(),
         node_labels,
         external_cloud_provider,

@@ -104,7 +104,7 @@ impl ImageService for FakeRuntime {
     fn pull_image(
         &self,
         image: &api::ImageSpec,
-        _auth: Option<&api::AuthConfig>,
+        auth: Option<&api::AuthConfig>,
         _sandbox_config: Option<&api::PodSandboxConfig>,
     ) -> Result<String, CriError> {
         let delay = self.pull_delay();
@@ -113,6 +113,18 @@ impl ImageService for FakeRuntime {
         }
         let mut st = self.begin("PullImage", || Call::PullImage(image.image.clone()))?;
         let name = normalize_image(&image.image);
+        let given = auth.map(|a| (a.username.clone(), a.password.clone()));
+        st.pull_auths.push((image.image.clone(), given.clone()));
+        let needed = st
+            .registry_auth
+            .iter()
+            .find(|(prefix, _, _)| name.starts_with(prefix.as_str()))
+            .map(|(_, u, p)| (u.clone(), p.clone()));
+        if needed.is_some() && needed != given {
+            return Err(unknown("PullImage", format!(
+                "failed to pull and unpack image {name:?}: failed to resolve reference {name:?}: pull access denied, repository does not exist or may require authorization: authorization failed: no basic auth credentials"
+            )));
+        }
         if !st.available.contains(&name) && !self.any_image() {
             return Err(unknown("PullImage", format!(
                 "failed to pull and unpack image {name:?}: failed to resolve reference {name:?}: {name}: not found"
@@ -141,6 +153,22 @@ impl ImageService for FakeRuntime {
         let mut resp = api::ImageFsInfoResponse::new();
         resp.image_filesystems.push(usage);
         Ok(resp)
+    }
+}
+
+impl FakeRuntime {
+    /// Makes pulls of references starting with `prefix` (normalized, as
+    /// `docker.io/library/...`) fail unless they come with `username` and `password`, as a
+    /// private registry's do.
+    pub fn require_pull_credentials(&self, prefix: &str, username: &str, password: &str) {
+        self.lock()
+            .registry_auth
+            .push((prefix.into(), username.into(), password.into()));
+    }
+
+    /// Every pull so far: the image and the user and password it came with.
+    pub fn pull_auths(&self) -> Vec<(String, Option<(String, String)>)> {
+        self.lock().pull_auths.clone()
     }
 }
 

@@ -187,6 +187,10 @@ struct State {
     stop_grace: HashMap<String, i64>,
     /// Normalized references a pull succeeds for.
     available: HashSet<String>,
+    /// Registries whose pulls need these credentials: (reference prefix, user, password).
+    registry_auth: Vec<(String, String, String)>,
+    /// Each pull's image and the user and password it came with.
+    pull_auths: Vec<(String, Option<(String, String)>)>,
     /// Images on the node, by id.
     images: BTreeMap<String, api::Image>,
     /// First address and size of the pod network (default 10.88.0.0/16).
@@ -228,6 +232,8 @@ impl FakeRuntime {
             container_names: HashMap::new(),
             stop_grace: HashMap::new(),
             available: HashSet::new(),
+            registry_auth: Vec::new(),
+            pull_auths: Vec::new(),
             images: BTreeMap::new(),
             pod_network: (DEFAULT_POD_NETWORK, 1 << 16),
             exits: BinaryHeap::new(),
