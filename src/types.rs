@@ -62,6 +62,38 @@ pub fn restart_policy(pod: &Pod) -> &str {
         .unwrap_or("Always")
 }
 
+/// The pod's ephemeral containers (`kubectl debug`) as containers, with the fields the two
+/// share (the API server refuses the others on ephemeral containers), each with its
+/// `targetContainerName`.
+pub fn ephemeral_containers(pod: &Pod) -> Vec<(Container, Option<String>)> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .map(|e| {
+            let c = Container {
+                name: e.name.clone(),
+                image: e.image.clone(),
+                command: e.command.clone(),
+                args: e.args.clone(),
+                env: e.env.clone(),
+                env_from: e.env_from.clone(),
+                image_pull_policy: e.image_pull_policy.clone(),
+                security_context: e.security_context.clone(),
+                stdin: e.stdin,
+                stdin_once: e.stdin_once,
+                tty: e.tty,
+                volume_mounts: e.volume_mounts.clone(),
+                volume_devices: e.volume_devices.clone(),
+                working_dir: e.working_dir.clone(),
+                termination_message_path: e.termination_message_path.clone(),
+                termination_message_policy: e.termination_message_policy.clone(),
+                ..Default::default()
+            };
+            (c, e.target_container_name.clone().filter(|t| !t.is_empty()))
+        })
+        .collect()
+}
+
 /// Whether an init container is a sidecar (`restartPolicy: Always`): started in order with the
 /// init containers, then kept running beside the main containers.
 pub fn is_sidecar(c: &Container) -> bool {

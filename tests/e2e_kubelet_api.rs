@@ -364,3 +364,149 @@ fn container_logs_are_rotated_at_the_size_limit_and_kubectl_logs_follows() {
     let want: std::collections::BTreeSet<String> = (1..=6).map(|n| n.to_string()).collect();
     assert_eq!(seen, want, "kubectl logs -f lost chunks across a rotation");
 }
+
+#[test]
+#[ignore = "needs containerd: run tests/run.sh"]
+fn kubectl_debug_attaches_to_an_ephemeral_container_that_sees_the_targets_processes() {
+    use std::io::Write;
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = Cluster::start("e2e-cluster-debug");
+    c.wait_ready_node();
+    c.server
+        .create_pod(pod("target", "exec sleep 424242", 1))
+        .unwrap();
+    wait_phase(&c, "target", "Running", Duration::from_secs(60));
+
+    // `kubectl debug -i --target`: the ephemeral container joins app's process namespace,
+    // and kubectl attaches to its stdin and stdout.
+    let mut debug = c
+        .kubectl_command(&[
+            "debug",
+            "-i",
+            "target",
+            "--image=docker.io/library/busybox:local",
+            "--image-pull-policy=IfNotPresent",
+            "--target=app",
+            "-c",
+            "debugger",
+            "--",
+            "sh",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl must be installed (/usr/bin/kubectl)");
+    let lines = line_reader(&mut debug);
+    let mut stdin = debug.stdin.take().unwrap();
+    // Asked until the attach carries it through (kubectl attaches once the container runs).
+    let mut seen = String::new();
+    let found = wait_for(Duration::from_secs(60), || {
+        let _ = stdin.write_all(b"ps -o pid,args | grep -v grep | grep sleep\n");
+        let _ = stdin.flush();
+        while let Ok(line) = lines.recv_timeout(Duration::from_millis(500)) {
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen.contains("sleep 424242").then_some(())
+    });
+    let _ = stdin.write_all(b"exit\n");
+    drop(stdin);
+    let status = wait_for(Duration::from_secs(30), || debug.try_wait().ok().flatten());
+    if status.is_none() {
+        let _ = debug.kill();
+    }
+    let output = debug.wait_with_output().unwrap();
+    assert!(
+        found.is_some(),
+        "the debug container sees the target's sleep:\n{seen}\nkubectl: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        c.log()
+    );
+
+    // The API shows it: a status of its own, exited once the shell exited, never restarted.
+    let exited = wait_for(Duration::from_secs(30), || {
+        let pod = c.server.get_pod("default", "target")?;
+        let status = pod.status?.ephemeral_container_statuses?;
+        let debugger = status.iter().find(|s| s.name == "debugger")?.clone();
+        debugger
+            .state
+            .as_ref()?
+            .terminated
+            .as_ref()
+            .map(|t| (t.exit_code, debugger.restart_count, debugger.ready))
+    });
+    assert_eq!(exited, Some((0, 0, false)), "{}", c.log());
+    std::thread::sleep(Duration::from_secs(3));
+    let pod = c.server.get_pod("default", "target").unwrap();
+    let status = pod.status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+    let debugger = &status.ephemeral_container_statuses.unwrap()[0];
+    assert!(
+        debugger.state.as_ref().unwrap().terminated.is_some(),
+        "not restarted"
+    );
+    // The app container was left alone.
+    assert_eq!(status.container_statuses.unwrap()[0].restart_count, 0);
+
+    // Its log is kubectl's, as any container's.
+    let logs = c.kubectl(&["logs", "target", "-c", "debugger"]);
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("sleep 424242"),
+        "{}{}",
+        String::from_utf8_lossy(&logs.stdout),
+        String::from_utf8_lossy(&logs.stderr)
+    );
+
+    // `kubectl debug node/...`: the pod it makes (legacy profile): the host's PID, IPC and
+    // network namespaces and its root at /host, never restarted. Created here through the
+    // double, which reads JSON only (kubectl posts this pod as protobuf).
+    let name = "node-debugger-e2e-cluster-node-x1";
+    let script = "cat /host/etc/hostname; readlink /proc/self/ns/pid; echo debug-done";
+    let debugger: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": support::e2e::NODE,
+            "hostIPC": true, "hostNetwork": true, "hostPID": true,
+            "restartPolicy": "Never",
+            "tolerations": [{"operator": "Exists"}],
+            "volumes": [{"name": "host-root", "hostPath": {"path": "/"}}],
+            "containers": [{
+                "name": "debugger", "image": support::e2e::IMAGE,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", script],
+                "stdin": true, "tty": false,
+                "volumeMounts": [{"name": "host-root", "mountPath": "/host"}],
+            }],
+        },
+    }))
+    .unwrap();
+    c.server.create_pod(debugger).unwrap();
+    wait_phase(&c, name, "Succeeded", Duration::from_secs(60));
+    let logs = c.kubectl(&["logs", name]);
+    let logs = String::from_utf8_lossy(&logs.stdout).to_string();
+    let hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let host_pid_ns = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    assert!(logs.contains(hostname.trim()), "{logs}");
+    assert!(
+        logs.contains(&host_pid_ns.to_string_lossy().to_string()),
+        "the host's PID namespace: {logs}"
+    );
+
+    // The API refuses a target that does not exist.
+    let nowhere = c.kubectl(&[
+        "debug",
+        "target",
+        "--image=docker.io/library/busybox:local",
+        "--target=nope",
+        "-c",
+        "lost",
+        "--",
+        "true",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&nowhere.stderr).contains("targetContainerName"),
+        "{}",
+        String::from_utf8_lossy(&nowhere.stderr)
+    );
+}

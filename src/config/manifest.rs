@@ -153,6 +153,13 @@ pub enum FieldError {
         /// The repeated value, quoted.
         value: String,
     },
+    /// A field that may not be set here: `spec.ephemeralContainers: Forbidden: <detail>`.
+    Forbidden {
+        /// Field path.
+        field: String,
+        /// Why.
+        detail: &'static str,
+    },
     /// A value outside an enumeration.
     NotSupported {
         /// Field path.
@@ -176,6 +183,7 @@ impl fmt::Display for FieldError {
             FieldError::Duplicate { field, value } => {
                 write!(f, "{field}: Duplicate value: {value}")
             }
+            FieldError::Forbidden { field, detail } => write!(f, "{field}: Forbidden: {detail}"),
             FieldError::NotSupported {
                 field,
                 value,

@@ -297,6 +297,18 @@ pub fn validate_pod(pod: &Pod) -> Vec<FieldError> {
     if let Some(init) = &spec.init_containers {
         validate_containers(&mut errors, &mut names, "spec.initContainers", init);
     }
+    // Ephemeral containers are only ever added to a running pod through the API's
+    // `ephemeralcontainers` subresource; a manifest is a create.
+    if spec
+        .ephemeral_containers
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        errors.push(FieldError::Forbidden {
+            field: "spec.ephemeralContainers".into(),
+            detail: "cannot be set on create",
+        });
+    }
     check_enum(
         &mut errors,
         "spec.restartPolicy",
@@ -481,6 +493,24 @@ spec:
 
     fn uid(pod: &Pod) -> String {
         pod.metadata.uid.clone().unwrap()
+    }
+
+    #[test]
+    fn ephemeral_containers_are_forbidden_in_a_manifest() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
+                "containers": [{"name": "app", "image": "busybox"}],
+                "ephemeralContainers": [{"name": "debugger", "image": "busybox"}]}
+        }))
+        .unwrap();
+        let errors: Vec<String> = validate_pod(&pod).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            errors,
+            vec!["spec.ephemeralContainers: Forbidden: cannot be set on create".to_string()]
+        );
+        pod.spec.as_mut().unwrap().ephemeral_containers = Some(Vec::new());
+        assert!(validate_pod(&pod).is_empty());
     }
 
     #[test]

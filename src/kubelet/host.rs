@@ -261,6 +261,10 @@ impl HostInterface for KubeletHost {
                 .iter()
                 .chain(s.init_containers.iter().flatten())
                 .any(|c| c.name == container)
+                || s.ephemeral_containers
+                    .iter()
+                    .flatten()
+                    .any(|c| c.name == container)
         });
         if !in_spec {
             return Err(HostError::BadRequest(format!(

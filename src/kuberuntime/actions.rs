@@ -40,6 +40,9 @@ pub struct PodActions {
     pub sidecars_to_restart: Vec<usize>,
     /// An init container failed and the restart policy forbids retrying it: the pod fails.
     pub init_failed: bool,
+    /// Indexes into `spec.ephemeralContainers` of ephemeral containers to start: those
+    /// never started (they are never restarted).
+    pub ephemeral_to_start: Vec<usize>,
     /// Indexes into `spec.containers` of containers to start.
     pub containers_to_start: Vec<usize>,
     /// Running containers to stop.
@@ -54,6 +57,7 @@ impl PodActions {
             && self.next_init_container.is_none()
             && self.sidecars_to_restart.is_empty()
             && self.containers_to_start.is_empty()
+            && self.ephemeral_to_start.is_empty()
             && self.containers_to_kill.is_empty()
     }
 }
@@ -175,6 +179,16 @@ pub fn compute_pod_actions_with(
             .collect();
         return actions;
     }
+
+    // Ephemeral containers start even before the pod is initialized, once, and never again
+    // (upstream: "Ephemeral Containers are never restarted").
+    let ephemeral = crate::types::ephemeral_containers(pod);
+    actions.ephemeral_to_start = ephemeral
+        .iter()
+        .enumerate()
+        .filter(|(_, (c, _))| status.latest(&c.name).is_none())
+        .map(|(i, _)| i)
+        .collect();
 
     // Init containers run one at a time, in order, each to success; a sidecar only has to
     // be running before the next one starts.
@@ -300,7 +314,8 @@ pub fn compute_pod_actions_with(
     // Running containers the spec no longer names are stopped.
     for s in &status.containers {
         let known = specs.iter().any(|c| c.name == s.name)
-            || init_containers(pod).iter().any(|c| c.name == s.name);
+            || init_containers(pod).iter().any(|c| c.name == s.name)
+            || ephemeral.iter().any(|(c, _)| c.name == s.name);
         if s.state == ContainerState::Running && !known {
             actions.containers_to_kill.push(KillAction {
                 id: s.id.clone(),
@@ -379,6 +394,50 @@ mod tests {
     }
 
     use ContainerState::{Exited, Running};
+
+    #[test]
+    fn ephemeral_containers_start_once_even_before_init_and_are_never_restarted() {
+        let mut p = pod("Always", &["init"], &["app"]);
+        p.spec.as_mut().unwrap().ephemeral_containers =
+            Some(vec![k8s_openapi::api::core::v1::EphemeralContainer {
+                name: "debugger".into(),
+                image: Some("busybox".into()),
+                target_container_name: Some("app".into()),
+                ..Default::default()
+            }]);
+        // A new sandbox starts no ephemeral container (upstream: they are not recreated).
+        let a = compute_pod_actions(&p, &status(Vec::new(), Vec::new()));
+        assert!(a.create_sandbox && a.ephemeral_to_start.is_empty());
+        // The init container still runs: the debugger starts beside it.
+        let st = status(
+            vec![sandbox(true, 0)],
+            vec![cstatus("init", Running, 0, "busybox")],
+        );
+        let a = compute_pod_actions(&p, &st);
+        assert_eq!(a.ephemeral_to_start, vec![0]);
+        assert!(!a.is_noop());
+        // Running, it is in the spec: nothing to kill, nothing to start.
+        let st = status(
+            vec![sandbox(true, 0)],
+            vec![
+                cstatus("init", Exited, 0, "busybox"),
+                cstatus("app", Running, 0, "busybox"),
+                cstatus("debugger", Running, 0, "busybox"),
+            ],
+        );
+        let a = compute_pod_actions(&p, &st);
+        assert!(a.is_noop(), "{a:?}");
+        // Exited, even failed, under restartPolicy Always: never started again.
+        let st = status(
+            vec![sandbox(true, 0)],
+            vec![
+                cstatus("init", Exited, 0, "busybox"),
+                cstatus("app", Running, 0, "busybox"),
+                cstatus("debugger", Exited, 1, "busybox"),
+            ],
+        );
+        assert!(compute_pod_actions(&p, &st).is_noop());
+    }
 
     #[test]
     fn a_failed_liveness_probe_kills_and_restarts_unless_never() {

@@ -32,6 +32,9 @@ pub struct StartTarget<'a> {
     pub volumes: &'a PodVolumes,
     /// The pod IP (HTTP hooks).
     pub pod_ip: Option<&'a str>,
+    /// For an ephemeral container with `targetContainerName`: the target's container id,
+    /// whose process namespace it joins.
+    pub pid_target: Option<&'a str>,
 }
 
 /// Upper bound for a `postStart` hook (upstream waits without a bound; a hung hook must not
@@ -120,6 +123,7 @@ impl RuntimeManager {
             sandbox_config,
             volumes,
             pod_ip,
+            pid_target,
         } = *target;
         let (image_ref, image) = match self.ensure_image(pod, container, sandbox_config)? {
             ImageReady::Present(image_ref, image) => (image_ref, image),
@@ -183,6 +187,18 @@ impl RuntimeManager {
                 );
                 StartFailure::new("CreateContainerConfigError", message)
             })?;
+        // An ephemeral container aimed at another joins that container's process
+        // namespace, unless the pod shares one (or the host's) already, as upstream.
+        if let Some(target_id) = pid_target {
+            let ns = config
+                .mut_linux()
+                .mut_security_context()
+                .mut_namespace_options();
+            if ns.get_pid() == api::NamespaceMode::CONTAINER {
+                ns.set_pid(api::NamespaceMode::TARGET);
+                ns.set_target_id(target_id.to_string());
+            }
+        }
         let id = self
             .runtime
             .create_container(sandbox_id, &config, sandbox_config)

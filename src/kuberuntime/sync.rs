@@ -180,6 +180,7 @@ impl RuntimeManager {
         if actions.next_init_container.is_none()
             && actions.sidecars_to_restart.is_empty()
             && actions.containers_to_start.is_empty()
+            && actions.ephemeral_to_start.is_empty()
         {
             return Ok(outcome);
         }
@@ -233,7 +234,45 @@ impl RuntimeManager {
             sandbox_config: &sandbox_config,
             volumes: &volumes,
             pod_ip,
+            pid_target: None,
         };
+        // Ephemeral containers first, as upstream: a debugging container starts even while
+        // an init container keeps failing.
+        let ephemeral = crate::types::ephemeral_containers(pod);
+        for (c, target_name) in actions
+            .ephemeral_to_start
+            .iter()
+            .filter_map(|i| ephemeral.get(*i))
+        {
+            let pid_target = match target_name {
+                None => None,
+                Some(name) => match status.latest(name) {
+                    Some(s) => Some(s.id.0.as_str()),
+                    None => {
+                        outcome.failures.push((
+                            c.name.clone(),
+                            StartFailure::new(
+                                "CreateContainerConfigError",
+                                format!("unable to find target container {name}"),
+                            ),
+                        ));
+                        continue;
+                    }
+                },
+            };
+            let aimed = container::StartTarget {
+                pid_target,
+                ..target
+            };
+            match self.start_with_backoff(pod, c, &aimed, status) {
+                Ok(None) => {}
+                Ok(Some(wait)) => {
+                    outcome.deferred = Some(wait);
+                    return Ok(outcome);
+                }
+                Err(f) => outcome.failures.push((c.name.clone(), f)),
+            }
+        }
         let spec = pod.spec.as_ref();
         let init_specs = spec
             .and_then(|s| s.init_containers.as_deref())

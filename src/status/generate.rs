@@ -84,6 +84,15 @@ pub fn generate_api_pod_status(
         .iter()
         .map(|c| container_status(pod, c, runtime, ctx, default_waiting))
         .collect();
+    // Ephemeral containers count for neither phase nor readiness; never ready.
+    let ephemeral_statuses: Vec<ApiContainerStatus> = crate::types::ephemeral_containers(pod)
+        .iter()
+        .map(|(c, _)| {
+            let mut status = container_status(pod, c, runtime, ctx, "ContainerCreating");
+            status.ready = false;
+            status
+        })
+        .collect();
     let phase = phase::phase(pod, &statuses, !init_done, init_failed);
     let conditions = pod_conditions(
         pod,
@@ -106,6 +115,8 @@ pub fn generate_api_pod_status(
         conditions: Some(conditions),
         container_statuses: Some(statuses),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+        ephemeral_container_statuses: (!ephemeral_statuses.is_empty())
+            .then_some(ephemeral_statuses),
         host_ip: ctx.host_ips.first().cloned(),
         host_ips: (!ctx.host_ips.is_empty()).then(|| {
             ctx.host_ips

@@ -55,6 +55,7 @@ mod csr;
 mod defaults;
 mod deletion;
 mod discovery;
+mod ephemeral;
 mod faults;
 mod http;
 mod kubeconfig;

@@ -73,6 +73,7 @@ enum Sub {
     Status,
     Binding,
     Approval,
+    EphemeralContainers,
 }
 
 fn parse_route(path: &str) -> Route {
@@ -144,6 +145,9 @@ fn item_or_collection(resource: Resource, namespace: Option<&str>, tail: &[&str]
         [name] => (name, Sub::None),
         [name, "status"] if resource.has_status() => (name, Sub::Status),
         [name, "binding"] if resource == Resource::Pods => (name, Sub::Binding),
+        [name, "ephemeralcontainers"] if resource == Resource::Pods => {
+            (name, Sub::EphemeralContainers)
+        }
         [name, "approval"] if resource == Resource::CertificateSigningRequests => {
             (name, Sub::Approval)
         }
@@ -188,6 +192,7 @@ fn verb_and_resource(request: &Request, route: &Route) -> Option<(&'static str, 
         Sub::Status => format!("{}/status", resource.plural()),
         Sub::Binding => format!("{}/binding", resource.plural()),
         Sub::Approval => format!("{}/approval", resource.plural()),
+        Sub::EphemeralContainers => format!("{}/ephemeralcontainers", resource.plural()),
     };
     Some((verb, label))
 }
@@ -367,6 +372,7 @@ fn authorize_rbac(request: &Request, route: &Route, user: Option<&str>) -> Resul
                 Sub::Status => Some("status"),
                 Sub::Binding => Some("binding"),
                 Sub::Approval => Some("approval"),
+                Sub::EphemeralContainers => Some("ephemeralcontainers"),
             };
             (Some(*resource), name.as_str(), sub)
         }
@@ -546,7 +552,7 @@ fn item(
         noderestriction::admit(&restriction, op, old, new)
     };
     match (request.method.as_str(), sub) {
-        ("GET", Sub::None | Sub::Status) => {
+        ("GET", Sub::None | Sub::Status | Sub::EphemeralContainers) => {
             let key = (resource, namespace.to_string(), name.to_string());
             let object = store
                 .get(&key)
@@ -592,6 +598,17 @@ fn item(
             }
             let uid = str_at(&written.object, "/metadata/uid");
             Ok(Response::json(200, &delete_success(resource, name, uid)))
+        }
+        ("PUT" | "PATCH", Sub::EphemeralContainers) => {
+            let change = if request.method == "PUT" {
+                super::ephemeral::Change::Put(parse_body(request)?)
+            } else {
+                let content_type = request.header("content-type").unwrap_or("");
+                let patch_type = PatchType::from_content_type(content_type)?;
+                super::ephemeral::Change::Patch(patch_type, &request.body)
+            };
+            let written = super::ephemeral::update(store, namespace, name, change, &admit)?;
+            Ok(Response::json(200, &written.object))
         }
         ("PUT", Sub::Approval) => {
             let body = parse_body(request)?;

@@ -72,7 +72,25 @@ impl ApiError {
     pub fn invalid(resource: Resource, name: &str, field_and_why: &str) -> ApiError {
         let message = format!("{} \"{name}\" is invalid: {field_and_why}", resource.kind());
         let mut error = ApiError::new(422, "Invalid", message);
-        error.details = Some(json!({ "name": name, "kind": resource.kind() }));
+        // The cause, as kube-apiserver lists each field error (kubectl prints them).
+        let cause = field_and_why.split_once(": ").map(|(field, why)| {
+            let reason = [
+                ("Required value", "FieldValueRequired"),
+                ("Not found", "FieldValueNotFound"),
+                ("Forbidden", "FieldValueForbidden"),
+                ("Duplicate value", "FieldValueDuplicate"),
+                ("Unsupported value", "FieldValueNotSupported"),
+            ]
+            .iter()
+            .find(|(prefix, _)| why.starts_with(prefix))
+            .map_or("FieldValueInvalid", |(_, reason)| reason);
+            json!({ "reason": reason, "message": why, "field": field })
+        });
+        error.details = Some(json!({
+            "name": name,
+            "kind": resource.kind(),
+            "causes": cause.into_iter().collect::<Vec<_>>(),
+        }));
         error
     }
 
