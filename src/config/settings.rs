@@ -414,3 +414,24 @@ fileCheckFrequency: 5s
         assert_eq!(missing.exit_code(), 1);
     }
 }
+
+/// `--image-credential-provider-config` with `--image-credential-provider-bin-dir`. A config
+/// without a plugin directory cannot run any plugin: refused, as upstream's plugin
+/// registration refuses a directory that does not exist. A directory alone is unused, as
+/// upstream.
+fn credential_provider_flags(
+    config: Option<PathBuf>,
+    bin_dir: Option<PathBuf>,
+) -> Result<Option<(PathBuf, PathBuf)>, super::error::ConfigError> {
+    match (config, bin_dir) {
+        (Some(config), Some(bin)) if !config.as_os_str().is_empty() => Ok(Some((config, bin))),
+        (Some(config), None) if !config.as_os_str().is_empty() => Err(super::error::Origin::Flag(
+            "--image-credential-provider-config",
+        )
+        .invalid(
+            config.display(),
+            "needs --image-credential-provider-bin-dir, the directory of its plugins",
+        )),
+        _ => Ok(None),
+    }
+}

@@ -9,6 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::cm::CgroupVersion;
+use crate::cri::{ImageService, RuntimeService};
+use crate::kuberuntime::labels::{
+    CONTAINER_NAME_LABEL, POD_NAMESPACE_LABEL, POD_NAME_LABEL, POD_UID_LABEL,
+};
 use crate::util::metrics::Exposition;
 
 /// Where the host's files are (fixture directories in tests).
@@ -78,6 +82,105 @@ pub struct RuntimeView {
     pub filesystems: Vec<(String, u64, u64)>,
     /// Index in `filesystems` of the image filesystem.
     pub image_fs: Option<usize>,
+}
+
+/// The runtime's view for one scrape: its sandboxes and containers by id (labels, image,
+/// creation, writable layer), and the filesystems of `paths` (the root directory) and of
+/// the image filesystem. A failed listing leaves the view incomplete
+/// (`container_scrape_error` 1) but the cgroup rows are still served.
+pub fn runtime_view(
+    runtime: &dyn RuntimeService,
+    images: &dyn ImageService,
+    paths: &[&Path],
+    proc_dir: &Path,
+    infra_image: Option<&str>,
+) -> RuntimeView {
+    let mut view = RuntimeView {
+        complete: true,
+        ..RuntimeView::default()
+    };
+    let entry = |labels: &HashMap<String, String>, image: &str, created: i64, sandbox: bool| {
+        let label = |key: &str| labels.get(key).cloned().unwrap_or_default();
+        RuntimeEntry {
+            container: if sandbox {
+                String::new()
+            } else {
+                label(CONTAINER_NAME_LABEL)
+            },
+            image: image.to_string(),
+            pod: label(POD_NAME_LABEL),
+            namespace: label(POD_NAMESPACE_LABEL),
+            pod_uid: label(POD_UID_LABEL),
+            created: created as f64 / 1e9,
+            sandbox,
+            writable_layer: None,
+        }
+    };
+    match runtime.list_pod_sandbox(None) {
+        Ok(sandboxes) => {
+            for s in sandboxes {
+                let image = infra_image.unwrap_or_default();
+                let e = entry(s.get_labels(), image, s.get_created_at(), true);
+                view.by_id.insert(s.get_id().to_string(), e);
+            }
+        }
+        Err(e) => {
+            log::warn!("/metrics/cadvisor: listing pod sandboxes: {e}");
+            view.complete = false;
+        }
+    }
+    match runtime.list_containers(None) {
+        Ok(containers) => {
+            for c in containers {
+                let image = c.get_image().get_image();
+                let e = entry(c.get_labels(), image, c.get_created_at(), false);
+                view.by_id.insert(c.get_id().to_string(), e);
+            }
+        }
+        Err(e) => {
+            log::warn!("/metrics/cadvisor: listing containers: {e}");
+            view.complete = false;
+        }
+    }
+    match runtime.list_container_stats(None) {
+        Ok(stats) => {
+            for st in stats {
+                if let Some(e) = view.by_id.get_mut(st.get_attributes().get_id()) {
+                    e.writable_layer = st.get_writable_layer().used_bytes.as_ref().map(|v| v.value);
+                }
+            }
+        }
+        Err(e) => log::debug!("/metrics/cadvisor: container stats: {e}"),
+    }
+    let mountinfo = std::fs::read_to_string(proc_dir.join("self/mountinfo")).unwrap_or_default();
+    let time = super::stats::now().to_string();
+    let mut paths: Vec<PathBuf> = paths.iter().map(|p| p.to_path_buf()).collect();
+    if let Ok(info) = images.image_fs_info() {
+        if let Some(fs) = info.get_image_filesystems().first() {
+            paths.push(PathBuf::from(fs.get_fs_id().get_mountpoint()));
+        }
+    }
+    for (i, path) in paths.iter().enumerate() {
+        let device = mount_source(&mountinfo, path).unwrap_or_else(|| path.display().to_string());
+        let index = match view.filesystems.iter().position(|(d, _, _)| *d == device) {
+            Some(index) => index,
+            None => {
+                let fs = super::stats::fs_of(path, &time);
+                let figures = (
+                    device,
+                    fs.used_bytes.unwrap_or(0),
+                    fs.capacity_bytes.unwrap_or(0),
+                );
+                view.filesystems.push(figures);
+                view.filesystems.len() - 1
+            }
+        };
+        // The last path is the image filesystem's (the root directory's without one).
+        if i == paths.len() - 1 {
+            view.image_fs = Some(index);
+        }
+    }
+    view
 }
 
 /// One cgroup directory per controller, or the one directory on v2.

@@ -374,100 +374,14 @@ impl StatsProvider {
         tree: Option<&super::cadvisor::Tree>,
         infra_image: Option<&str>,
     ) -> String {
-        use super::cadvisor::{mount_source, render, HostPaths, RuntimeEntry, RuntimeView};
-        let mut view = RuntimeView {
-            complete: true,
-            ..RuntimeView::default()
-        };
-        let label = |labels: &std::collections::HashMap<String, String>, key: &str| {
-            labels.get(key).cloned().unwrap_or_default()
-        };
-        match self.runtime.list_pod_sandbox(None) {
-            Ok(sandboxes) => {
-                for s in sandboxes {
-                    let l = s.get_labels();
-                    view.by_id.insert(
-                        s.get_id().to_string(),
-                        RuntimeEntry {
-                            container: String::new(),
-                            image: infra_image.unwrap_or_default().to_string(),
-                            pod: label(l, POD_NAME_LABEL),
-                            namespace: label(l, POD_NAMESPACE_LABEL),
-                            pod_uid: label(l, POD_UID_LABEL),
-                            created: s.get_created_at() as f64 / 1e9,
-                            sandbox: true,
-                            writable_layer: None,
-                        },
-                    );
-                }
-            }
-            Err(e) => {
-                log::warn!("/metrics/cadvisor: listing pod sandboxes: {e}");
-                view.complete = false;
-            }
-        }
-        match self.runtime.list_containers(None) {
-            Ok(containers) => {
-                for c in containers {
-                    let l = c.get_labels();
-                    view.by_id.insert(
-                        c.get_id().to_string(),
-                        RuntimeEntry {
-                            container: label(l, CONTAINER_NAME_LABEL),
-                            image: c.get_image().get_image().to_string(),
-                            pod: label(l, POD_NAME_LABEL),
-                            namespace: label(l, POD_NAMESPACE_LABEL),
-                            pod_uid: label(l, POD_UID_LABEL),
-                            created: c.get_created_at() as f64 / 1e9,
-                            sandbox: false,
-                            writable_layer: None,
-                        },
-                    );
-                }
-            }
-            Err(e) => {
-                log::warn!("/metrics/cadvisor: listing containers: {e}");
-                view.complete = false;
-            }
-        }
-        match self.runtime.list_container_stats(None) {
-            Ok(stats) => {
-                for st in stats {
-                    let id = st.get_attributes().get_id();
-                    if let Some(entry) = view.by_id.get_mut(id) {
-                        entry.writable_layer = value(&st.get_writable_layer().used_bytes);
-                    }
-                }
-            }
-            Err(e) => log::debug!("/metrics/cadvisor: container stats: {e}"),
-        }
-        let mountinfo =
-            std::fs::read_to_string(self.proc_dir.join("self/mountinfo")).unwrap_or_default();
-        let time = now().to_string();
-        let mut paths = vec![self.root_dir.clone()];
-        if let Ok(info) = self.images.image_fs_info() {
-            if let Some(fs) = info.get_image_filesystems().first() {
-                paths.push(PathBuf::from(fs.get_fs_id().get_mountpoint()));
-            }
-        }
-        for (i, path) in paths.iter().enumerate() {
-            let device =
-                mount_source(&mountinfo, path).unwrap_or_else(|| path.display().to_string());
-            let fs = fs_of(path, &time);
-            let position = view.filesystems.iter().position(|(d, _, _)| *d == device);
-            let index = position.unwrap_or_else(|| {
-                let figures = (
-                    device,
-                    fs.used_bytes.unwrap_or(0),
-                    fs.capacity_bytes.unwrap_or(0),
-                );
-                view.filesystems.push(figures);
-                view.filesystems.len() - 1
-            });
-            if i == paths.len() - 1 {
-                view.image_fs = Some(index);
-            }
-        }
+        use super::cadvisor::{render, runtime_view, HostPaths};
+        let view = runtime_view(
+            self.runtime.as_ref(),
+            self.images.as_ref(),
+            &[self.root_dir.as_path()],
+            &self.proc_dir,
+            infra_image,
+        );
         let host = HostPaths {
             proc_dir: self.proc_dir.clone(),
             ..HostPaths::default()

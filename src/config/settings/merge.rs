@@ -253,22 +253,10 @@ pub(super) fn merge(
             reason,
         )
     })?;
-    // A config without a plugin directory cannot run any plugin: refused, as upstream's
-    // plugin registration refuses a directory that does not exist. A directory alone is
-    // unused, as upstream.
-    let image_credential_providers = match (
+    let image_credential_providers = super::credential_provider_flags(
         flags.image_credential_provider_config.take(),
         flags.image_credential_provider_bin_dir.take(),
-    ) {
-        (Some(config), Some(bin)) if !config.as_os_str().is_empty() => Some((config, bin)),
-        (Some(config), None) if !config.as_os_str().is_empty() => {
-            return Err(Origin::Flag("--image-credential-provider-config").invalid(
-                config.display(),
-                "needs --image-credential-provider-bin-dir, the directory of its plugins",
-            ))
-        }
-        _ => None,
-    };
+    )?;
     let external_cloud_provider = match flags.cloud_provider.take().as_deref() {
         None | Some("") => false,
         Some("external") => true,
