@@ -286,18 +286,6 @@ pub fn create_and_init_kubelet(
         };
     let clock: Arc<dyn Clock> = Arc::new(RealClock);
     let mut threads = Vec::new();
-    let log_manager = crate::log_manager::ContainerLogManager::new(
-        runtime.clone(),
-        crate::log_manager::LogPolicy::from_config(&config.raw),
-    );
-    threads.push(
-        log_manager
-            .start(stop.clone())
-            .map_err(|source| AppError::Thread {
-                name: "container-log-manager",
-                source,
-            })?,
-    );
     let recorder: Arc<dyn Recorder> = match &api {
         Some(client) => {
             let (recorder, handle) = ApiRecorder::start(
@@ -344,6 +332,21 @@ pub fn create_and_init_kubelet(
         services,
     };
     let kubelet = new_main_kubelet(Arc::clone(&config), deps)?;
+    // The log manager learns each container's log path from the runtime manager, which set
+    // it when it created the container.
+    let log_manager = crate::log_manager::ContainerLogManager::new(
+        runtime.clone(),
+        crate::log_manager::LogPolicy::from_config(&config.raw),
+    )
+    .with_log_paths(kubelet.runtime_manager().log_paths());
+    threads.push(
+        log_manager
+            .start(stop.clone())
+            .map_err(|source| AppError::Thread {
+                name: "container-log-manager",
+                source,
+            })?,
+    );
     kubelet.birth_cry();
     threads.extend(kubelet.start_garbage_collection(stop)?);
     if let Some(handle) = start_healthz(&config, &kubelet, stop)? {

@@ -121,10 +121,14 @@ impl LogPolicy {
 pub struct ContainerLogManager {
     runtime: Arc<dyn RuntimeService>,
     policy: LogPolicy,
-    /// Each running container's log path (a container's never changes): asked of the
-    /// runtime once per container, not on every pass.
-    log_paths: std::sync::Mutex<std::collections::HashMap<String, PathBuf>>,
+    /// Each running container's log path (a container's never changes): set by whoever
+    /// created the container, else asked of the runtime once per container.
+    log_paths: LogPaths,
 }
+
+/// Log paths by container id, shared by the runtime manager (which sets them at creation)
+/// and the log manager.
+pub type LogPaths = Arc<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>>;
 
 impl ContainerLogManager {
     /// A manager for `runtime`'s containers with `policy`.
@@ -132,8 +136,14 @@ impl ContainerLogManager {
         ContainerLogManager {
             runtime,
             policy,
-            log_paths: std::sync::Mutex::new(std::collections::HashMap::new()),
+            log_paths: LogPaths::default(),
         }
+    }
+
+    /// Shares `paths` with the creator of the containers.
+    pub fn with_log_paths(mut self, paths: LogPaths) -> Self {
+        self.log_paths = paths;
+        self
     }
 
     /// Starts thread `container-log-manager`, which runs [`Self::rotate_logs`] every interval
@@ -494,6 +504,31 @@ mod tests {
         assert!(!m.rotate_if_needed(&id, at(0)).unwrap());
         assert_eq!(dir.names(), ["0.log"]);
         assert!(!rt.calls().contains(&Call::ReopenContainerLog(id)));
+    }
+
+    #[test]
+    fn a_path_set_at_creation_is_used_without_asking_the_runtime() {
+        let dir = Dir::new("seeded");
+        let (rt, id) = running(&dir.0);
+        fs::write(dir.0.join("0.log"), vec![b'x'; 200]).unwrap();
+        let paths = LogPaths::default();
+        paths
+            .lock()
+            .unwrap()
+            .insert(id.clone(), dir.0.join("0.log"));
+        let m = ContainerLogManager::new(rt.clone(), policy(100, 2)).with_log_paths(paths);
+        assert_eq!(m.rotate_logs(), 1);
+        assert!(!rt.calls().contains(&Call::ContainerStatus(id.clone())));
+        // Without it, the runtime is asked once, then the answer is kept.
+        let unseeded = ContainerLogManager::new(rt.clone(), policy(1 << 20, 2));
+        unseeded.rotate_logs();
+        unseeded.rotate_logs();
+        let asked = rt
+            .calls()
+            .iter()
+            .filter(|c| **c == Call::ContainerStatus(id.clone()))
+            .count();
+        assert_eq!(asked, 1);
     }
 
     #[test]

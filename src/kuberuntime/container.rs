@@ -208,6 +208,9 @@ impl RuntimeManager {
                     .pod_event(pod, EventType::Warning, "Failed", message);
                 StartFailure::new("CreateContainerError", e.to_string())
             })?;
+        if let Ok(mut paths) = self.log_paths.lock() {
+            paths.insert(id.clone(), log_dir.join(config.get_log_path()));
+        }
         self.recorder.pod_event(
             pod,
             EventType::Normal,

@@ -146,6 +146,9 @@ pub struct RuntimeManager {
     born_ns: i64,
     /// Probe results (liveness and startup failures restart containers).
     probes: Option<Arc<crate::prober::ProbeResults>>,
+    /// The log path of each container created, for the log manager (which would otherwise
+    /// ask the runtime for it).
+    log_paths: crate::log_manager::LogPaths,
 }
 
 impl RuntimeManager {
@@ -164,6 +167,7 @@ impl RuntimeManager {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         RuntimeManager {
+            log_paths: crate::log_manager::LogPaths::default(),
             born_ns,
             runtime,
             images,
@@ -187,6 +191,11 @@ impl RuntimeManager {
     /// Pod cgroups, when managed.
     pub fn cgroups(&self) -> Option<&crate::cm::CgroupManager> {
         self.settings.cgroups.as_ref()
+    }
+
+    /// The log paths of the containers this manager created (shared with the log manager).
+    pub fn log_paths(&self) -> crate::log_manager::LogPaths {
+        Arc::clone(&self.log_paths)
     }
 
     /// The image service (image GC).
