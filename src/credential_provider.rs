@@ -351,33 +351,10 @@ impl Provider {
             // shows in its exit status, not here.
             let _ = stdin.write_all(request.to_string().as_bytes());
         }
-        // Both pipes are drained at once, so a plugin chatty on stderr never blocks.
-        let drain = |pipe: Option<Box<dyn Read + Send>>, limit: u64| {
-            std::thread::Builder::new()
-                .name("credential-plugin".into())
-                .spawn(move || {
-                    let mut out = Vec::new();
-                    if let Some(pipe) = pipe {
-                        let _ = pipe.take(limit).read_to_end(&mut out);
-                    }
-                    out
-                })
-                .map_err(|e| err(format!("starting its reader: {e}")))
-        };
-        let stdout = drain(
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            1 << 20,
-        )?;
-        let stderr = drain(
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            64 << 10,
-        )?;
+        let stdout = drain(child.stdout.take(), 1 << 20)
+            .map_err(|e| err(format!("starting its reader: {e}")))?;
+        let stderr = drain(child.stderr.take(), 64 << 10)
+            .map_err(|e| err(format!("starting its reader: {e}")))?;
         let deadline = Instant::now() + EXEC_TIMEOUT;
         let status = loop {
             match child.try_wait() {
@@ -407,12 +384,27 @@ impl Provider {
     }
 }
 
+/// Reads at most `limit` bytes of a plugin's output pipe on a thread of its own, so both
+/// pipes drain at once and a plugin chatty on stderr never blocks.
+fn drain<R: Read + Send + 'static>(
+    pipe: Option<R>,
+    limit: u64,
+) -> std::io::Result<std::thread::JoinHandle<Vec<u8>>> {
+    std::thread::Builder::new()
+        .name("credential-plugin".into())
+        .spawn(move || {
+            let mut out = Vec::new();
+            if let Some(pipe) = pipe {
+                let _ = pipe.take(limit).read_to_end(&mut out);
+            }
+            out
+        })
+}
+
 /// The registry (host and port) of an image, `docker.io` for Docker Hub's short names.
 fn registry_of(image: &str) -> String {
-    match image.split_once('/') {
-        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first.into(),
-        _ => "docker.io".into(),
-    }
+    let location = crate::kuberuntime::images::image_location(image);
+    location.split('/').next().unwrap_or_default().to_string()
 }
 
 /// Splits `[scheme://]host[:port][/path]` into host parts, port and path.

@@ -325,15 +325,6 @@ impl SyncHandler for Kubelet {
         }
         let known = self.pod_workers.known_pods();
         let running_pods = self.pleg.running_pods();
-        let keep: std::collections::HashSet<crate::types::PodUid> = desired
-            .iter()
-            .chain(known.iter())
-            .chain(running_pods.iter().map(|p| &p.uid))
-            .cloned()
-            .collect();
-        for uid in self.runtime_manager.volumes().cleanup_orphans(&keep) {
-            log::info!("uid={uid} removed the directory of a pod that no longer exists");
-        }
         // A pod cgroup stays while a source or a pod worker has the pod, or while the
         // runtime shows any of it running (upstream's possibly-running pods). A pod the
         // runtime lists only as exited containers and a stopped sandbox loses its cgroup,
@@ -349,6 +340,16 @@ impl SyncHandler for Kubelet {
                     .map(|p| &p.uid),
             )
             .collect();
+        // Pod directories stay for every pod the runtime still has at all.
+        let keep: std::collections::HashSet<crate::types::PodUid> = possibly_running
+            .iter()
+            .copied()
+            .chain(running_pods.iter().map(|p| &p.uid))
+            .cloned()
+            .collect();
+        for uid in self.runtime_manager.volumes().cleanup_orphans(&keep) {
+            log::info!("uid={uid} removed the directory of a pod that no longer exists");
+        }
         if let Some(cgroups) = self.runtime_manager.cgroups() {
             for uid in cgroups.pods_with_cgroups() {
                 if possibly_running.contains(&uid) {

@@ -50,7 +50,7 @@ pub enum ImageReady {
 
 /// The registry host (and path) an image is pulled from: `docker.io/library/busybox` for
 /// `busybox`, `registry.example:5000/team/app` for `registry.example:5000/team/app:v1`.
-fn image_location(image: &str) -> String {
+pub(crate) fn image_location(image: &str) -> String {
     let name = image.split('@').next().unwrap_or(image);
     let last_slash = name.rfind('/').map_or(0, |i| i + 1);
     let name = match name[last_slash..].rfind(':') {

@@ -15,7 +15,7 @@ pub mod env;
 mod error;
 pub mod gc;
 pub mod hash;
-mod images;
+pub(crate) mod images;
 mod kill;
 pub mod labels;
 pub mod lifecycle;

@@ -237,63 +237,58 @@ impl RuntimeManager {
             pid_target: None,
         };
         // Ephemeral containers first, as upstream: a debugging container starts even while
-        // an init container keeps failing.
+        // an init container keeps failing. One aimed at another container joins its process
+        // namespace.
         let ephemeral = crate::types::ephemeral_containers(pod);
+        let mut order: Vec<(&k8s_openapi::api::core::v1::Container, Option<&str>)> = Vec::new();
         for (c, target_name) in actions
             .ephemeral_to_start
             .iter()
             .filter_map(|i| ephemeral.get(*i))
         {
-            let pid_target = match target_name {
-                None => None,
-                Some(name) => match status.latest(name) {
-                    Some(s) => Some(s.id.0.as_str()),
-                    None => {
-                        outcome.failures.push((
-                            c.name.clone(),
-                            StartFailure::new(
-                                "CreateContainerConfigError",
-                                format!("unable to find target container {name}"),
-                            ),
-                        ));
-                        continue;
-                    }
-                },
-            };
+            match target_name
+                .as_deref()
+                .map(|name| (name, status.latest(name)))
+            {
+                None => order.push((c, None)),
+                Some((_, Some(s))) => order.push((c, Some(s.id.0.as_str()))),
+                Some((name, None)) => outcome.failures.push((
+                    c.name.clone(),
+                    StartFailure::new(
+                        "CreateContainerConfigError",
+                        format!("unable to find target container {name}"),
+                    ),
+                )),
+            }
+        }
+        // Then restarted sidecars, the next init container, the main containers. A
+        // container that waits (for its image, for its postStart hook) ends the sync there,
+        // as upstream starts them one after the other.
+        let spec = pod.spec.as_ref();
+        let init_specs = spec
+            .and_then(|s| s.init_containers.as_deref())
+            .unwrap_or_default();
+        let main_specs = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+        order.extend(
+            actions
+                .sidecars_to_restart
+                .iter()
+                .filter_map(|i| init_specs.get(*i))
+                .chain(actions.next_init_container.and_then(|i| init_specs.get(i)))
+                .chain(
+                    actions
+                        .containers_to_start
+                        .iter()
+                        .filter_map(|i| main_specs.get(*i)),
+                )
+                .map(|c| (c, None)),
+        );
+        for (c, pid_target) in order {
             let aimed = container::StartTarget {
                 pid_target,
                 ..target
             };
             match self.start_with_backoff(pod, c, &aimed, status) {
-                Ok(None) => {}
-                Ok(Some(wait)) => {
-                    outcome.deferred = Some(wait);
-                    return Ok(outcome);
-                }
-                Err(f) => outcome.failures.push((c.name.clone(), f)),
-            }
-        }
-        let spec = pod.spec.as_ref();
-        let init_specs = spec
-            .and_then(|s| s.init_containers.as_deref())
-            .unwrap_or_default();
-        // In order: restarted sidecars, the next init container, the main containers. A
-        // container that waits (for its image, for its postStart hook) ends the sync there,
-        // as upstream starts them one after the other.
-        let main_specs = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
-        let order = actions
-            .sidecars_to_restart
-            .iter()
-            .filter_map(|i| init_specs.get(*i))
-            .chain(actions.next_init_container.and_then(|i| init_specs.get(i)))
-            .chain(
-                actions
-                    .containers_to_start
-                    .iter()
-                    .filter_map(|i| main_specs.get(*i)),
-            );
-        for c in order {
-            match self.start_with_backoff(pod, c, &target, status) {
                 Ok(None) => {}
                 Ok(Some(wait)) => {
                     outcome.deferred = Some(wait);

@@ -6,12 +6,11 @@
 use serde_json::{json, Value};
 
 use super::defaults::default_pod_spec;
-use super::meta::{merge_patch, str_at};
-use super::registry::{Admit, Operation, PatchType};
+use super::meta::str_at;
+use super::registry::{apply_patch, Admit, Operation, PatchType};
 use super::resources::Resource;
 use super::status::ApiError;
 use super::store::{Store, Write, Written};
-use rkubelet::api::strategic;
 
 /// What a request to the subresource carries.
 pub enum Change<'a> {
@@ -59,17 +58,7 @@ pub fn update(
             Change::Patch(kind, patch) => {
                 let patch: Value = serde_json::from_slice(patch)
                     .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-                match kind {
-                    PatchType::Merge => {
-                        let mut merged = current.clone();
-                        merge_patch(&mut merged, &patch);
-                        merged
-                    }
-                    PatchType::Strategic => {
-                        strategic::apply(current, &patch, strategic::schema_of("pods"))
-                            .map_err(|e| ApiError::bad_request(e.to_string()))?
-                    }
-                }
+                apply_patch(Resource::Pods, current, *kind, &patch)?
             }
         };
         let mut defaulted = json!({"spec": {

@@ -197,17 +197,7 @@ pub fn patch(
     }
     store.write(key(resource, namespace, name), |current| {
         let current = current.ok_or_else(|| ApiError::not_found(resource, name))?;
-        let merged = match patch_type {
-            PatchType::Merge => {
-                let mut merged = current.clone();
-                merge_patch(&mut merged, &patch);
-                merged
-            }
-            PatchType::Strategic => {
-                strategic::apply(current, &patch, strategic::schema_of(resource.plural()))
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?
-            }
-        };
+        let merged = apply_patch(resource, current, patch_type, &patch)?;
         check_type(resource, &merged)?;
         let same_place = |field: &str| str_at(&merged, field) == str_at(current, field);
         if !same_place("/metadata/name") || !same_place("/metadata/namespace") {
@@ -221,6 +211,26 @@ pub fn patch(
         }
         Ok(write)
     })
+}
+
+/// `current` with `patch` applied as `patch_type` says (no update rules).
+pub fn apply_patch(
+    resource: Resource,
+    current: &Value,
+    patch_type: PatchType,
+    patch: &Value,
+) -> Result<Value, ApiError> {
+    match patch_type {
+        PatchType::Merge => {
+            let mut merged = current.clone();
+            merge_patch(&mut merged, patch);
+            Ok(merged)
+        }
+        PatchType::Strategic => {
+            strategic::apply(current, patch, strategic::schema_of(resource.plural()))
+                .map_err(|e| ApiError::bad_request(e.to_string()))
+        }
+    }
 }
 
 /// What a write does, for admission.
