@@ -2,7 +2,8 @@
 //! gRPC health protocol (`proto/health.proto`) that gRPC probes call, and those of the
 //! pod-resources API the kubelet serves (`proto/podresources.proto`), and those of the CSI
 //! node plugins it drives (`proto/csi.proto`) and of the plugin registration they use
-//! (`proto/pluginregistration.proto`).
+//! (`proto/pluginregistration.proto`), and those of the device plugin API it serves and calls
+//! (`proto/deviceplugin.proto`).
 //!
 //! The pure-Rust proto parser of rust-protobuf 2.x drops `service` blocks, so
 //! this runs the real `protoc` shipped in `protoc-bin-vendored` to get a
@@ -27,6 +28,7 @@ const PROTOS: &[&str] = &[
     "podresources.proto",
     "csi.proto",
     "pluginregistration.proto",
+    "deviceplugin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -72,6 +72,9 @@ pub enum KubeletError {
     /// The image credential provider config cannot be used.
     #[error(transparent)]
     CredentialProviders(#[from] crate::credential_provider::ProviderError),
+    /// The device-plugins directory or registration socket cannot be used.
+    #[error(transparent)]
+    Devices(#[from] crate::devicemanager::DeviceError),
     /// Run-once mode got no pods from its sources in time.
     #[error("run once: no pod update from the sources within {0:?}")]
     NoPods(std::time::Duration),
@@ -260,6 +263,15 @@ impl Kubelet {
                     crate::credential_provider::CredentialProviders::load(file, bin_dir)?,
                 )),
                 None => None,
+            },
+            // Hollow nodes have no device plugins.
+            devices: if deps.shared_pod_work.is_none() {
+                Some(Arc::new(crate::devicemanager::DeviceManager::new(
+                    &config.root_dir,
+                    Arc::clone(&deps.clock),
+                )?))
+            } else {
+                None
             },
         };
         let node = node_resources(&config.root_dir);

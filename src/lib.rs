@@ -17,6 +17,7 @@ pub mod config;
 pub mod credential_provider;
 pub mod cri;
 pub mod csi;
+pub mod devicemanager;
 pub mod events;
 pub mod eviction;
 pub mod fake_runtime;

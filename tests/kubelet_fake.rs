@@ -545,3 +545,87 @@ fn credential_provider_plugins_answer_for_matching_images_and_are_cached() {
         "{e}"
     );
 }
+
+#[test]
+fn a_device_plugins_answer_reaches_the_containers_cri_config() {
+    use support::device_plugin::{Call as PluginCall, TestDevicePlugin};
+    let dir = scratch_dir("device-plugin");
+    let rt = fake();
+    let resource = "test.device/widget";
+    let plugin = TestDevicePlugin::start(
+        resource,
+        &[("w0", true), ("w1", true), ("w2", true)],
+        &dir.join("root/device-plugins"),
+        &dir.join("tools"),
+        false,
+    );
+    let node = Node::start(&dir, &rt);
+    // As upstream, a pod asking for a resource no plugin has registered is not held back
+    // for it: the manifest comes once the plugin streams its devices.
+    wait_for(WAIT, || {
+        plugin
+            .calls()
+            .contains(&PluginCall::ListAndWatch)
+            .then_some(())
+    })
+    .expect("the plugin registers");
+    write(
+        &dir,
+        "gpu.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: gpu\nspec:\n  containers:\n  - name: app\n    image: {IMAGE}\n    command: [sh, -c, 'echo $(TEST_DEVICES)']\n    env:\n    - name: OWN\n      value: mine\n    resources:\n      limits:\n        {resource}: \"2\"\n"
+        ),
+    );
+    // The pod waits for the plugin's devices: admitted only once they are there.
+    let running = wait_for(WAIT, || {
+        node.phase_of("gpu-node1")
+            .filter(|s| s.contains("phase=Running"))
+    });
+    assert!(
+        running.is_some(),
+        "{:?} {:?}",
+        node.phase_of("gpu-node1"),
+        plugin.calls()
+    );
+    let id = running_containers(&rt).pop().unwrap();
+    let config = rt.container_config(&id).unwrap();
+    let envs: Vec<(&str, &str)> = config
+        .get_envs()
+        .iter()
+        .map(|kv| (kv.get_key(), kv.get_value()))
+        .collect();
+    assert_eq!(envs[0], ("TEST_DEVICES", "w0,w1"), "{envs:?}");
+    assert!(envs.contains(&("OWN", "mine")));
+    // `$(VAR)` expansion sees the device envs.
+    assert_eq!(
+        config.get_command().last().map(String::as_str),
+        Some("echo w0,w1")
+    );
+    let devices: Vec<(&str, &str, &str)> = config
+        .get_devices()
+        .iter()
+        .map(|d| {
+            (
+                d.get_container_path(),
+                d.get_host_path(),
+                d.get_permissions(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        devices,
+        [
+            ("/dev/w0", "/dev/zero", "rw"),
+            ("/dev/w1", "/dev/zero", "rw")
+        ]
+    );
+    let tools = &config.get_mounts()[0];
+    assert_eq!(tools.get_container_path(), "/opt/test-device-tools");
+    assert!(tools.get_readonly());
+    assert_eq!(config.get_annotations()["test.device/ids"], "w0,w1");
+    assert!(plugin
+        .calls()
+        .contains(&PluginCall::Allocate(vec!["w0".into(), "w1".into()])));
+    node.stop();
+    plugin.stop();
+}

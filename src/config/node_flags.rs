@@ -169,7 +169,7 @@ fn is_kubelet_label(key: &str) -> bool {
 
 /// Why `name` is not a qualified name (`[prefix/]name`: a DNS subdomain prefix, and a name
 /// of at most 63 alphanumerics, `-`, `_` and `.`, starting and ending alphanumeric).
-fn qualified_name_problem(name: &str) -> Option<String> {
+pub(crate) fn qualified_name_problem(name: &str) -> Option<String> {
     let (prefix, local) = match name.split_once('/') {
         Some((prefix, local)) => (Some(prefix), local),
         None => (None, name),

@@ -160,6 +160,37 @@ impl Kubelet {
         labels
     }
 
+    /// The pods that keep their devices: every pod wanted whose containers are not all
+    /// stopped (a terminating pod's containers still use theirs; upstream's active pods).
+    fn device_holders(&self, pods: &PodManager) -> std::collections::HashSet<String> {
+        pods.pods()
+            .filter(|p| {
+                self.pod_workers.state(&uid_of(p))
+                    != Some(crate::pod_workers::PodWorkerState::Terminated)
+            })
+            .map(|p| uid_of(p).0)
+            .collect()
+    }
+
+    /// Gives the pod's containers the plugin devices they ask for (upstream's resource
+    /// allocation admit handler). Until every source is read, no other pod's devices are
+    /// released: a pod not listed yet may still hold them.
+    fn allocate_devices(&self, pod: &Pod, pods: &PodManager) -> Result<(), admission::Rejection> {
+        let Some(devices) = self.runtime_manager.devices() else {
+            return Ok(());
+        };
+        let active: Option<std::collections::HashSet<String>> = self
+            .sources_ready
+            .all_ready()
+            .then(|| self.device_holders(pods));
+        devices
+            .allocate(pod, active.as_ref())
+            .map_err(|message| admission::Rejection {
+                reason: "UnexpectedAdmissionError".into(),
+                message,
+            })
+    }
+
     /// A stand-in pod object for a runtime pod no source knows, so the workers can stop it.
     pub(super) fn orphan_pod(&self, running: &RunningPod) -> Arc<Pod> {
         Arc::new(Pod {
@@ -217,7 +248,8 @@ impl SyncHandler for Kubelet {
                         &node_labels,
                         &self.config.node_name,
                     )
-                });
+                })
+                .and_then(|()| self.allocate_devices(&pod, &manager));
             if let Err(rejection) = verdict {
                 log::warn!(
                     "pod=\"{}\" uid={} rejected: {}: {}",
@@ -347,6 +379,11 @@ impl SyncHandler for Kubelet {
             .chain(running_pods.iter().map(|p| &p.uid))
             .cloned()
             .collect();
+        // Devices stay with every pod that may still start containers.
+        if let Some(devices) = self.runtime_manager.devices() {
+            let active = self.device_holders(&self.pods());
+            devices.retain_pods(&active);
+        }
         for uid in self.runtime_manager.volumes().cleanup_orphans(&keep) {
             log::info!("uid={uid} removed the directory of a pod that no longer exists");
         }

@@ -569,6 +569,10 @@ impl HostInterface for KubeletHost {
         self.stats.resource_metrics()
     }
 
+    fn devices(&self) -> Option<Arc<crate::devicemanager::DeviceManager>> {
+        self.kubelet.runtime_manager().devices().cloned()
+    }
+
     fn cadvisor_metrics(&self) -> String {
         let tree = self.kubelet.runtime_manager().cgroups().map(|cm| {
             let (kubepods_id, mount, kubepods_dirs) = cm.kubepods_tree();

@@ -189,6 +189,12 @@ impl NodeStatusSource for KubeletNodeStatus {
                 .as_ref()
                 .map(|m| m.volumes().volumes_in_use())
                 .unwrap_or_default(),
+            devices: self
+                .runtime_manager
+                .as_ref()
+                .and_then(|m| m.devices())
+                .map(|d| d.capacity())
+                .unwrap_or_default(),
             pleg_message: if pleg_healthy {
                 String::new()
             } else {

@@ -281,7 +281,13 @@ impl Bootstrap for Kubelet {
         }
         self.start_status_sync(stop.clone())?;
         self.start_plugin_watcher(stop.clone())?;
+        if let Some(devices) = self.runtime_manager.devices() {
+            devices.start()?;
+        }
         self.sync_loop(updates, stop);
+        if let Some(devices) = self.runtime_manager.devices() {
+            devices.stop();
+        }
         self.pod_workers.stop();
         self.waiters.stop(WAITERS_SHUTDOWN_GRACE);
         self.probes.shutdown();

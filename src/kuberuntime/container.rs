@@ -175,8 +175,28 @@ impl RuntimeManager {
                 ),
             );
         }
+        // Plugin devices: their envs come before the container's own (which win), their
+        // mounts before its volumes, as upstream orders them.
+        let device_options = match &self.settings.devices {
+            Some(devices) => devices.run_options(pod, container).map_err(|message| {
+                self.recorder.pod_event(
+                    pod,
+                    EventType::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
+                StartFailure::new("CreateContainerConfigError", message)
+            })?,
+            None => crate::devicemanager::RunOptions::default(),
+        };
+        let env: Vec<(String, String)> = if device_options.envs.is_empty() {
+            env
+        } else {
+            device_options.envs.iter().cloned().chain(env).collect()
+        };
         let mut config =
             generate_container_config(pod, container, restart_count, &image_ref, mounts, &env);
+        device_options.apply(&mut config);
         self.apply_security_and_resources(pod, container, &image_ref, image, &mut config)
             .map_err(|message| {
                 self.recorder.pod_event(

@@ -86,6 +86,8 @@ pub struct RuntimeSettings {
     pub cgroups: Option<crate::cm::CgroupManager>,
     /// Image credential provider plugins, tried for pulls after `imagePullSecrets`.
     pub credential_providers: Option<Arc<crate::credential_provider::CredentialProviders>>,
+    /// Device plugins: the devices containers were given at admission.
+    pub devices: Option<Arc<crate::devicemanager::DeviceManager>>,
 }
 
 impl RuntimeSettings {
@@ -104,6 +106,7 @@ impl RuntimeSettings {
             node: crate::nodestatus::record::NodeRecord::new(&[]),
             cgroups: None,
             credential_providers: None,
+            devices: None,
         }
     }
 }
@@ -186,6 +189,11 @@ impl RuntimeManager {
     /// The volume manager (housekeeping cleans up orphaned pod directories through it).
     pub fn volumes(&self) -> &VolumeManager {
         &self.volumes
+    }
+
+    /// The device manager, when device plugins are served.
+    pub fn devices(&self) -> Option<&Arc<crate::devicemanager::DeviceManager>> {
+        self.settings.devices.as_ref()
     }
 
     /// Pod cgroups, when managed.

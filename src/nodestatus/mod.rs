@@ -224,6 +224,8 @@ pub struct NodeStatusInputs {
     pub pid_pressure: bool,
     /// The volume manager's attachable volumes in use (unique names, sorted).
     pub volumes_in_use: Vec<String>,
+    /// The extended resources device plugins provide.
+    pub devices: crate::devicemanager::DeviceCapacity,
 }
 
 impl Default for NodeStatusInputs {
@@ -251,6 +253,7 @@ impl Default for NodeStatusInputs {
             disk_pressure: false,
             pid_pressure: false,
             volumes_in_use: Vec::new(),
+            devices: crate::devicemanager::DeviceCapacity::default(),
         }
     }
 }

@@ -180,6 +180,10 @@ pub trait HostInterface: Send + Sync {
     fn resource_metrics(&self) -> String;
     /// `/metrics/cadvisor`.
     fn cadvisor_metrics(&self) -> String;
+    /// The device manager, for the pod-resources API (none: no devices to report).
+    fn devices(&self) -> Option<Arc<crate::devicemanager::DeviceManager>> {
+        None
+    }
 }
 
 /// Where and how the servers listen, from the configuration.

@@ -6,6 +6,7 @@ pub mod apiserver;
 pub mod cluster;
 pub mod cri;
 pub mod csi_driver;
+pub mod device_plugin;
 pub mod e2e;
 pub mod kubelet_api;
 pub mod systemd;

@@ -54,7 +54,9 @@ fn bytes(v: u64) -> Amount {
 /// Machine ids, capacity and allocatable (upstream `MachineInfo`): cpu, memory, hugepages,
 /// pods and ephemeral-storage; allocatable = capacity − systemReserved − kubeReserved − hard
 /// eviction threshold, and memory also less every hugepage pool. Capacity entries the kubelet
-/// does not own (extended resources) are kept and copied to allocatable unchanged.
+/// does not own (extended resources) are kept and copied to allocatable unchanged, but for
+/// those of device plugins: all their devices in capacity, the healthy ones in allocatable,
+/// and 0 in both once a plugin is gone for good.
 pub fn machine_info(node: &mut Node, inputs: &NodeStatusInputs) {
     let m = &inputs.machine;
     let status = status_mut(node);
@@ -83,6 +85,13 @@ pub fn machine_info(node: &mut Node, inputs: &NodeStatusInputs) {
     let capacity = status.capacity.get_or_insert_with(BTreeMap::new);
     for (name, amount) in &owned {
         capacity.insert(name.clone(), amount.quantity());
+    }
+    let devices = &inputs.devices;
+    for (name, count) in &devices.capacity {
+        capacity.insert(name.clone(), decimal_si(*count));
+    }
+    for name in &devices.removed {
+        capacity.insert(name.clone(), decimal_si(0));
     }
     let r = &inputs.reservation;
     let reserved = |name: &str, cap: i64| -> i64 {
@@ -116,7 +125,11 @@ pub fn machine_info(node: &mut Node, inputs: &NodeStatusInputs) {
                     }
                     a.quantity()
                 }
-                None => cap.clone(),
+                None => match devices.allocatable.get(name) {
+                    Some(healthy) => decimal_si(*healthy),
+                    None if devices.removed.contains(name) => decimal_si(0),
+                    None => cap.clone(),
+                },
             };
             (name.clone(), value)
         })
@@ -263,6 +276,37 @@ mod tests {
                 assert_eq!(alloc[*name].0, *want, "{}: {name}", case.name);
             }
         }
+    }
+
+    #[test]
+    fn device_plugin_resources_count_all_devices_and_allocate_the_healthy_ones() {
+        let mut node = Node::default();
+        status_mut(&mut node).capacity = Some(
+            [
+                ("example.com/gone".to_string(), Quantity("2".into())),
+                ("example.com/other".to_string(), Quantity("7".into())),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let mut inputs = reference_inputs();
+        inputs.devices = crate::devicemanager::DeviceCapacity {
+            capacity: [("example.com/gpu".to_string(), 3)].into(),
+            allocatable: [("example.com/gpu".to_string(), 1)].into(),
+            removed: vec!["example.com/gone".to_string()],
+        };
+        machine_info(&mut node, &inputs);
+        let s = status(&node);
+        let (cap, alloc) = (
+            s.capacity.as_ref().unwrap(),
+            s.allocatable.as_ref().unwrap(),
+        );
+        assert_eq!(cap["example.com/gpu"].0, "3");
+        assert_eq!(alloc["example.com/gpu"].0, "1");
+        assert_eq!(cap["example.com/gone"].0, "0");
+        assert_eq!(alloc["example.com/gone"].0, "0");
+        // Set by someone else: kept as it is.
+        assert_eq!(alloc["example.com/other"].0, "7");
     }
 
     #[test]

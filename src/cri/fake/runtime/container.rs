@@ -97,6 +97,7 @@ pub(super) fn create(
         name,
         image_spec: config.get_image().clone(),
         planned_exit: None,
+        config: fake.record_calls.then(|| Box::new(config.clone())),
     };
     if let Some(uid) = config.labels.get(POD_UID_LABEL) {
         st.by_pod
