@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-use super::{pod_uid, Allocation, Choice, DeviceManager, RunOptions, NO_NUMA};
+use std::sync::Arc;
+
+use super::{pod_uid, Allocation, DeviceManager, PluginApi, RunOptions, NO_NUMA};
 
 /// A container's whole-number request of `resource` (extended resources are set in limits;
 /// requests equal them).
@@ -39,34 +41,48 @@ fn container_resources(container: &Container) -> BTreeSet<String> {
 }
 
 impl DeviceManager {
-    /// Gives every container of `pod` the devices it asks for (admission). `active` is the
-    /// set of pods that still hold devices, or `None` while the pod sources are not all read
-    /// (nothing is released then, as upstream). The error is upstream's admission message.
-    pub fn allocate(&self, pod: &Pod, active: Option<&HashSet<String>>) -> Result<(), String> {
-        if let Some(active) = active {
-            let mut keep = active.clone();
-            keep.insert(pod_uid(pod));
-            self.retain_pods(&keep);
-        }
+    /// Gives every container of `pod` the devices it asks for (admission), after giving
+    /// back those of the `finished` pods. A container found running when the kubelet started
+    /// keeps what it has (upstream's kubelet-restart case). The error is upstream's admission
+    /// message.
+    pub fn allocate(&self, pod: &Pod, finished: &HashSet<String>) -> Result<(), String> {
+        self.release_pods(finished);
         let Some(spec) = pod.spec.as_ref() else {
             return Ok(());
+        };
+        let uid = pod_uid(pod);
+        let running: HashSet<String> = {
+            let mut state = self.state();
+            let names = state
+                .running
+                .iter()
+                .filter(|(u, _)| *u == uid)
+                .map(|(_, name)| name.clone())
+                .collect();
+            // Admitted once after the start: later starts of its containers are new ones.
+            state.running.retain(|(u, _)| *u != uid);
+            names
         };
         let inits = spec.init_containers.iter().flatten().map(|c| (c, true));
         for (container, is_init) in inits.chain(spec.containers.iter().map(|c| (c, false))) {
             // Sidecars keep running, so their devices are never handed on.
             let donates = is_init && container.restart_policy.as_deref() != Some("Always");
-            self.allocate_container(pod, container, donates)
+            let was_running = running.contains(&container.name);
+            self.allocate_container(pod, container, donates, was_running)
                 .map_err(|e| format!("Allocate failed due to {e}, which is unexpected"))?;
         }
         Ok(())
     }
 
-    /// Allocates the devices of one container (upstream `allocateContainerResources`).
-    fn allocate_container(
+    /// Allocates the devices of one container (upstream `allocateContainerResources`): the
+    /// choice is reserved before the plugin is asked, and recorded (checkpoint written) before
+    /// this returns, so a container never starts with devices the checkpoint does not hold.
+    pub(super) fn allocate_container(
         &self,
         pod: &Pod,
         container: &Container,
         donates: bool,
+        was_running: bool,
     ) -> Result<(), String> {
         let uid = pod_uid(pod);
         for resource in container_resources(container) {
@@ -74,22 +90,23 @@ impl DeviceManager {
             if needed == 0 || !self.state().is_device_resource(&resource) {
                 continue;
             }
-            let Some((ids, plugin)) =
-                self.devices_to_allocate(&uid, container, &resource, needed)?
-            else {
-                continue;
+            let chosen = self.devices_to_allocate(&uid, container, &resource, needed, was_running);
+            let (ids, plugin) = match chosen {
+                Ok(Chosen::Held(ids)) => {
+                    self.pass_on(&uid, &resource, &ids, donates);
+                    continue;
+                }
+                Ok(Chosen::New(ids, plugin)) => (ids, plugin),
+                Err(e) => return Err(e),
             };
             let result = plugin
                 .allocate(&ids.iter().cloned().collect::<Vec<_>>())
                 .map_err(|e| format!("device plugin {resource} Allocate: {e}"));
             let mut state = self.state();
-            let response = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    drop(state);
-                    return Err(e);
-                }
-            };
+            if let Some(reserved) = state.reserved.get_mut(&resource) {
+                reserved.retain(|id| !ids.contains(id));
+            }
+            let response = result?;
             let numa_of = |id: &String| {
                 state
                     .resources
@@ -108,13 +125,6 @@ impl DeviceManager {
                     devices.entry(node).or_default().push(id.clone());
                 }
             }
-            let reusable = state.reusable.entry(uid.clone()).or_default();
-            let pool = reusable.entry(resource.clone()).or_default();
-            if donates {
-                pool.extend(ids.iter().cloned());
-            } else {
-                pool.retain(|id| !ids.contains(id));
-            }
             state
                 .pods
                 .entry(uid.clone())
@@ -122,68 +132,112 @@ impl DeviceManager {
                 .entry(container.name.clone())
                 .or_default()
                 .insert(resource.clone(), Allocation { devices, response });
+            if let Err(e) = self.write_checkpoint(&state) {
+                // Not on disk: not given (upstream fails the allocation the same way).
+                if let Some(c) = state
+                    .pods
+                    .get_mut(&uid)
+                    .and_then(|c| c.get_mut(&container.name))
+                {
+                    c.remove(&resource);
+                }
+                return Err(format!("writing the device checkpoint: {e}"));
+            }
+            drop(state);
+            self.pass_on(&uid, &resource, &ids, donates);
             log::info!(
                 "device manager: pod uid={uid} container={} given {resource} {:?}",
                 container.name,
                 ids
             );
-            self.write_checkpoint(&state);
         }
         Ok(())
     }
 
-    /// Which devices to give: `None` when the container holds them already.
+    /// Records the devices of a finished-before-the-others init container as reusable by the
+    /// pod's later containers (`donates`), or takes a later container's devices out of them.
+    fn pass_on(&self, uid: &str, resource: &str, ids: &BTreeSet<String>, donates: bool) {
+        let mut state = self.state();
+        let pool = state
+            .reusable
+            .entry(uid.to_string())
+            .or_default()
+            .entry(resource.to_string())
+            .or_default();
+        if donates {
+            pool.extend(ids.iter().cloned());
+        } else {
+            pool.retain(|id| !ids.contains(id));
+        }
+    }
+
+    /// Which devices to give (upstream `devicesToAllocate`, its checks in its order).
     fn devices_to_allocate(
         &self,
         uid: &str,
         container: &Container,
         resource: &str,
         needed: usize,
-    ) -> Result<Option<Choice>, String> {
-        let state = self.state();
-        if let Some(held) = state
+        was_running: bool,
+    ) -> Result<Chosen, String> {
+        let mut state = self.state();
+        let held = state
             .pods
             .get(uid)
             .and_then(|c| c.get(&container.name))
             .and_then(|r| r.get(resource))
-        {
-            let count = held.ids().len();
-            if count != needed {
+            .map(Allocation::ids);
+        if let Some(held) = &held {
+            if held.len() != needed {
                 return Err(format!(
-                    "pod {uid:?} container {:?} changed request for resource {resource:?} from {count} to {needed}",
-                    container.name
+                    "pod {uid:?} container {:?} changed request for resource {resource:?} from {} to {needed}",
+                    container.name,
+                    held.len()
                 ));
             }
-            return Ok(None);
+        }
+        // A kubelet restart: a container still running keeps what it runs with.
+        if was_running {
+            return Ok(Chosen::Held(held.unwrap_or_default()));
         }
         let Some(entry) = state.resources.get(resource) else {
             return Err(format!("cannot allocate unregistered device {resource}"));
         };
-        let in_use = state.in_use(resource);
-        let reusable: BTreeSet<String> = state
-            .reusable
-            .get(uid)
-            .and_then(|r| r.get(resource))
-            .cloned()
-            .unwrap_or_default();
         let healthy: BTreeSet<String> = entry
             .devices
             .iter()
             .filter(|(_, d)| d.healthy)
             .map(|(id, _)| id.clone())
             .collect();
+        if healthy.is_empty() {
+            return Err(format!(
+                "no healthy devices present; cannot allocate unhealthy devices {resource}"
+            ));
+        }
+        if let Some(held) = held {
+            if !held.is_subset(&healthy) {
+                return Err(format!(
+                    "previously allocated devices are no longer healthy; cannot allocate unhealthy devices {resource}"
+                ));
+            }
+            return Ok(Chosen::Held(held));
+        }
+        let Some(plugin) = entry.plugin.clone() else {
+            return Err(format!("unknown Device Plugin {resource}"));
+        };
+        let preferred = entry.options.get_get_preferred_allocation_available();
+        let in_use = state.in_use(resource);
         // Devices a finished init container of this pod held come first.
-        let mut chosen: BTreeSet<String> = reusable
-            .iter()
+        let mut chosen: BTreeSet<String> = state
+            .reusable
+            .get(uid)
+            .and_then(|r| r.get(resource))
+            .into_iter()
+            .flatten()
             .filter(|id| healthy.contains(*id))
             .take(needed)
             .cloned()
             .collect();
-        if chosen.len() == needed {
-            if let Some(plugin) = entry.plugin.clone() {
-                return Ok(Some((chosen, plugin)));
-            }
-        }
         let available: BTreeSet<String> = healthy
             .difference(&in_use)
             .filter(|id| !chosen.contains(*id))
@@ -192,72 +246,97 @@ impl DeviceManager {
         let wanted = needed - chosen.len();
         if available.len() < wanted {
             return Err(format!(
-                "requested number of devices unavailable for {resource}. Requested: {needed}, Available: {}",
-                available.len() + chosen.len()
+                "requested number of devices unavailable for {resource}. Requested: {wanted}, Available: {}",
+                available.len()
             ));
         }
-        let Some(plugin) = entry.plugin.clone() else {
-            return Err(format!("unknown Device Plugin {resource}"));
-        };
-        let preferred = entry.options.get_get_preferred_allocation_available();
-        drop(state);
-        if preferred {
+        if wanted > 0 && preferred {
+            // The plugin is asked without the lock; what it picks is checked after.
+            drop(state);
             let all: BTreeSet<String> = available.union(&chosen).cloned().collect();
-            match plugin.preferred_allocation(&all, &chosen, needed) {
-                // The plugin's choice counts only if it is a valid one.
-                Ok(ids)
-                    if ids.len() == needed
-                        && ids.iter().all(|id| all.contains(id))
-                        && chosen.iter().all(|id| ids.contains(id)) =>
-                {
-                    return Ok(Some((ids, plugin)));
+            let picked = plugin
+                .preferred_allocation(&all, &chosen, needed)
+                .map_err(|e| format!("device plugin {resource} GetPreferredAllocation: {e}"))?;
+            state = self.state();
+            let in_use = state.in_use(resource);
+            for id in picked.intersection(&available) {
+                if chosen.len() == needed {
+                    break;
                 }
-                Ok(ids) => log::warn!(
-                    "device manager: {resource} GetPreferredAllocation answered {ids:?}, not {needed} of the available devices: choosing another way"
-                ),
-                Err(e) => log::warn!(
-                    "device manager: {resource} GetPreferredAllocation: {e}: choosing another way"
-                ),
+                if !in_use.contains(id) {
+                    chosen.insert(id.clone());
+                }
             }
         }
-        chosen.extend(available.into_iter().take(wanted));
-        Ok(Some((chosen, plugin)))
+        let in_use = state.in_use(resource);
+        for id in &available {
+            if chosen.len() == needed {
+                break;
+            }
+            if !in_use.contains(id) {
+                chosen.insert(id.clone());
+            }
+        }
+        if chosen.len() < needed {
+            return Err(format!(
+                "requested number of devices unavailable for {resource}. Requested: {wanted}, Available: {}",
+                available.difference(&in_use).count()
+            ));
+        }
+        // Held from here until the answer is recorded, so no one else takes them meanwhile.
+        state
+            .reserved
+            .entry(resource.to_string())
+            .or_default()
+            .extend(chosen.iter().cloned());
+        Ok(Chosen::New(chosen, plugin))
     }
 
     /// What CRI needs for the devices of `container` (upstream `GetDeviceRunContainerOptions`):
-    /// calls `PreStartContainer` where the plugin asked for it, and allocates again if the
-    /// container's devices were not recorded (a lost checkpoint).
+    /// allocates again if the container's devices were not recorded (a lost checkpoint), then
+    /// calls `PreStartContainer` where the plugin asked for it.
     pub fn run_options(&self, pod: &Pod, container: &Container) -> Result<RunOptions, String> {
         let uid = pod_uid(pod);
-        let mut missing = false;
-        for resource in container_resources(container) {
-            if container_count(container, &resource) == 0
-                || !self.state().is_device_resource(&resource)
-            {
-                continue;
-            }
+        let resources: Vec<String> = container_resources(container)
+            .into_iter()
+            .filter(|r| container_count(container, r) > 0 && self.state().is_device_resource(r))
+            .collect();
+        let missing = {
+            let state = self.state();
+            let held = state.pods.get(&uid).and_then(|c| c.get(&container.name));
+            resources
+                .iter()
+                .any(|r| held.is_none_or(|h| !h.contains_key(r)))
+        };
+        if missing {
+            log::info!(
+                "device manager: pod uid={uid} container={} has no recorded devices: allocating again",
+                container.name
+            );
+            self.allocate_container(pod, container, false, false)?;
+        }
+        for resource in &resources {
             let (held, pre_start) = {
                 let state = self.state();
-                let held = state
+                let held: Vec<String> = state
                     .pods
                     .get(&uid)
                     .and_then(|c| c.get(&container.name))
-                    .and_then(|r| r.get(&resource))
-                    .map(Allocation::ids);
+                    .and_then(|r| r.get(resource))
+                    .map(Allocation::ids)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
                 let pre_start = state
                     .resources
-                    .get(&resource)
+                    .get(resource)
                     .map(|r| (r.options.get_pre_start_required(), r.plugin.clone()));
                 (held, pre_start)
-            };
-            let Some(held) = held else {
-                missing = true;
-                continue;
             };
             match pre_start {
                 Some((false, _)) => {}
                 Some((true, Some(plugin))) => plugin
-                    .pre_start(&held.into_iter().collect::<Vec<_>>())
+                    .pre_start(&held)
                     .map_err(|e| format!("device plugin {resource} PreStartContainer: {e}"))?,
                 Some((true, None)) | None => {
                     return Err(format!(
@@ -265,13 +344,6 @@ impl DeviceManager {
                     ))
                 }
             }
-        }
-        if missing {
-            log::info!(
-                "device manager: pod uid={uid} container={} has no recorded devices: allocating again",
-                container.name
-            );
-            self.allocate_container(pod, container, false)?;
         }
         let state = self.state();
         let allocations: Vec<(&String, &Allocation)> = state
@@ -282,4 +354,12 @@ impl DeviceManager {
             .unwrap_or_default();
         Ok(super::options::merge(&allocations))
     }
+}
+
+/// What [`DeviceManager::devices_to_allocate`] decided.
+enum Chosen {
+    /// The container holds these already: nothing to ask the plugin.
+    Held(BTreeSet<String>),
+    /// Newly chosen (and reserved), to be allocated by this plugin.
+    New(BTreeSet<String>, Arc<dyn PluginApi>),
 }

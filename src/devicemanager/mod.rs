@@ -114,9 +114,6 @@ impl Allocation {
     }
 }
 
-/// The devices chosen for a container, and the plugin to ask for them.
-type Choice = (BTreeSet<String>, Arc<dyn PluginApi>);
-
 /// Allocations by pod UID, container name and resource.
 type PodDevices = BTreeMap<String, BTreeMap<String, BTreeMap<String, Allocation>>>;
 
@@ -128,6 +125,10 @@ struct State {
     pods: PodDevices,
     /// Devices of a pod's finished init containers, which later containers may take.
     reusable: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
+    /// Devices chosen whose `Allocate` answer is not recorded yet, by resource.
+    reserved: BTreeMap<String, BTreeSet<String>>,
+    /// Containers (pod UID, name) running when the kubelet started.
+    running: HashSet<(String, String)>,
     generations: u64,
 }
 
@@ -138,6 +139,7 @@ impl State {
             .flat_map(|containers| containers.values())
             .filter_map(|by_resource| by_resource.get(resource))
             .flat_map(Allocation::ids)
+            .chain(self.reserved.get(resource).into_iter().flatten().cloned())
             .collect()
     }
 
@@ -318,8 +320,8 @@ impl DeviceManager {
         );
     }
 
-    /// Writes the checkpoint from `state`; a failure is logged (the next change writes again).
-    fn write_checkpoint(&self, state: &State) {
+    /// Writes the checkpoint from `state`.
+    fn write_checkpoint(&self, state: &State) -> Result<(), checkpoint::CheckpointError> {
         let mut entries = Vec::new();
         for (uid, containers) in &state.pods {
             for (container, resources) in containers {
@@ -351,7 +353,13 @@ impl DeviceManager {
             pod_device_entries: (!entries.is_empty()).then_some(entries),
             registered_devices: Some(registered),
         };
-        if let Err(e) = checkpoint::write(&self.checkpoint_path(), &data) {
+        checkpoint::write(&self.checkpoint_path(), &data)
+    }
+
+    /// Writes the checkpoint after a change of devices or a release; a failure is logged (the
+    /// next change writes again, and allocations are only made once written).
+    fn save(&self, state: &State) {
+        if let Err(e) = self.write_checkpoint(state) {
             log::error!("device manager: writing the checkpoint: {e}");
         }
     }
@@ -420,7 +428,7 @@ impl DeviceManager {
             "device manager: {resource}: {} device(s), {healthy} healthy",
             entry.devices.len()
         );
-        self.write_checkpoint(&state);
+        self.save(&state);
         true
     }
 
@@ -441,7 +449,7 @@ impl DeviceManager {
             device.healthy = false;
         }
         log::warn!("device manager: plugin for {resource} went away; its devices are unhealthy");
-        self.write_checkpoint(&state);
+        self.save(&state);
     }
 
     /// Capacity and allocatable of every plugin resource (upstream `GetCapacity`); drops the
@@ -464,7 +472,7 @@ impl DeviceManager {
             state.removed.insert(name.clone());
         }
         if !expired.is_empty() {
-            self.write_checkpoint(&state);
+            self.save(&state);
         }
         let mut out = DeviceCapacity {
             removed: state.removed.iter().cloned().collect(),
@@ -480,19 +488,36 @@ impl DeviceManager {
         out
     }
 
-    /// Forgets the allocations of pods not in `active` (upstream `UpdateAllocatedDevices`).
+    /// Forgets the allocations of pods not in `active` (upstream `UpdateAllocatedDevices`),
+    /// once every pod source has been read and its pods admitted.
     pub fn retain_pods(&self, active: &HashSet<String>) {
+        self.release_where(|uid| !active.contains(uid));
+    }
+
+    /// Gives back the devices of pods that finished.
+    pub fn release_pods(&self, finished: &HashSet<String>) {
+        self.release_where(|uid| finished.contains(uid));
+    }
+
+    fn release_where(&self, release: impl Fn(&String) -> bool) {
         let mut state = self.state();
         let before = state.pods.len();
-        state.pods.retain(|uid, _| active.contains(uid));
-        state.reusable.retain(|uid, _| active.contains(uid));
+        state.pods.retain(|uid, _| !release(uid));
+        state.reusable.retain(|uid, _| !release(uid));
         if state.pods.len() != before {
             log::info!(
                 "device manager: released the devices of {} pod(s) no longer active",
                 before - state.pods.len()
             );
-            self.write_checkpoint(&state);
+            self.save(&state);
         }
+    }
+
+    /// Records the containers (pod UID, container name) running when the kubelet started:
+    /// when such a pod is admitted again, its containers keep the devices they run with, even
+    /// before their plugin registers again (upstream's kubelet-restart case).
+    pub fn set_running_containers(&self, running: HashSet<(String, String)>) {
+        self.state().running = running;
     }
 
     /// The devices `container` of pod `uid` holds: resource, device IDs by NUMA node.

@@ -108,23 +108,64 @@ struct Registration {
 
 impl dp_grpc::Registration for Registration {
     fn register(&mut self, ctx: RpcContext, req: dp::RegisterRequest, sink: UnarySink<dp::Empty>) {
-        let result = match self.manager.upgrade() {
-            Some(manager) => manager.register(req),
-            None => Err("the kubelet is shutting down".into()),
+        let refuse = |ctx: &RpcContext, sink: UnarySink<dp::Empty>, message: String| {
+            log::warn!("device manager: registration refused: {message}");
+            let status = RpcStatus::with_message(RpcStatusCode::UNKNOWN, message);
+            ctx.spawn(async move {
+                let _ = sink.fail(status).await;
+            });
         };
-        match result {
-            Ok(()) => ctx.spawn(async move {
-                let _ = sink.success(dp::Empty::new()).await;
-            }),
-            Err(message) => {
-                log::warn!("device manager: registration refused: {message}");
-                let status = RpcStatus::with_message(RpcStatusCode::UNKNOWN, message);
-                ctx.spawn(async move {
+        let Some(manager) = self.manager.upgrade() else {
+            return refuse(&ctx, sink, "the kubelet is shutting down".into());
+        };
+        let (resource, socket) = match manager.check_registration(&req) {
+            Ok(checked) => checked,
+            Err(message) => return refuse(&ctx, sink, message),
+        };
+        // As upstream, the plugin is reached and asked for its options before the answer,
+        // so a plugin that cannot be reached learns it did not register. This runs on the
+        // completion queue without blocking it.
+        ctx.spawn(async move {
+            let outcome = match connect(&socket).await {
+                Ok((client, options)) => manager.start_plugin(&resource, client, options),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => {
+                    let _ = sink.success(dp::Empty::new()).await;
+                }
+                Err(message) => {
+                    log::warn!("device manager: registration of {resource} failed: {message}");
+                    let status = RpcStatus::with_message(RpcStatusCode::UNKNOWN, message);
                     let _ = sink.fail(status).await;
-                });
+                }
             }
-        }
+        });
     }
+}
+
+/// Connects to a plugin's socket and asks for its options (upstream `PluginConnected`).
+async fn connect(
+    socket: &std::path::Path,
+) -> Result<(DevicePluginClient, dp::DevicePluginOptions), String> {
+    let channel =
+        ChannelBuilder::new(crate::util::grpc_env()).connect(&format!("unix:{}", socket.display()));
+    if !channel.wait_for_connected(CONNECT_TIMEOUT).await {
+        return Err(format!(
+            "failed to dial device plugin: {} did not answer within {CONNECT_TIMEOUT:?}",
+            socket.display()
+        ));
+    }
+    let client = DevicePluginClient::new(channel);
+    let options = client
+        .get_device_plugin_options_async_opt(
+            &dp::Empty::new(),
+            CallOption::default().timeout(CALL_TIMEOUT),
+        )
+        .map_err(|e| format!("failed to get device plugin options: {}", call_error(e)))?
+        .await
+        .map_err(|e| format!("failed to get device plugin options: {}", call_error(e)))?;
+    Ok((client, options))
 }
 
 /// Serves `Registration` on the manager's `kubelet.sock`.
@@ -165,9 +206,12 @@ pub(super) fn serve_registration(
 }
 
 impl DeviceManager {
-    /// Checks a registration (upstream `Register`) and, when it is good, connects to the
-    /// plugin and follows its devices on a thread of its own.
-    pub fn register(self: &Arc<Self>, req: dp::RegisterRequest) -> Result<(), String> {
+    /// Checks a registration (upstream `Register`): the API version, the resource name and
+    /// the socket's name. Returns the resource and the plugin's socket.
+    pub fn check_registration(
+        &self,
+        req: &dp::RegisterRequest,
+    ) -> Result<(String, std::path::PathBuf), String> {
         if req.get_version() != VERSION {
             return Err(format!(
                 "requested API version {:?} is not supported by kubelet. Supported version is {VERSION:?}",
@@ -190,38 +234,34 @@ impl DeviceManager {
                 self.dir().display()
             ));
         }
-        let socket = self.dir().join(endpoint);
-        let options = req.get_options().clone();
-        let manager = Arc::clone(self);
-        std::thread::Builder::new()
-            .name("device-plugin".into())
-            .spawn(move || manager.run_plugin(&resource, &socket, options))
-            .map_err(|e| format!("starting the plugin's thread: {e}"))?;
-        Ok(())
+        Ok((resource, self.dir().join(endpoint)))
     }
 
-    /// Connects to a plugin, records it and follows its `ListAndWatch` stream until it ends
-    /// (upstream `addEndpoint` and `runEndpoint`).
-    fn run_plugin(
-        &self,
+    /// Records a plugin that answered and follows its devices on a thread of its own.
+    fn start_plugin(
+        self: &Arc<Self>,
         resource: &str,
-        socket: &std::path::Path,
+        client: DevicePluginClient,
         options: dp::DevicePluginOptions,
-    ) {
-        let channel = ChannelBuilder::new(crate::util::grpc_env())
-            .connect(&format!("unix:{}", socket.display()));
-        if !futures_executor::block_on(channel.wait_for_connected(CONNECT_TIMEOUT)) {
-            log::error!(
-                "device manager: plugin for {resource} registered but {} does not answer",
-                socket.display()
-            );
-            return;
-        }
-        let client = DevicePluginClient::new(channel);
+    ) -> Result<(), String> {
         let plugin = Arc::new(GrpcPlugin {
             client: client.clone(),
         });
         let generation = self.add_plugin(resource, options, plugin);
+        let manager = Arc::clone(self);
+        let name = resource.to_string();
+        let started = std::thread::Builder::new()
+            .name("device-plugin".into())
+            .spawn(move || manager.follow_plugin(&name, generation, &client));
+        if let Err(e) = started {
+            self.plugin_stopped(resource, generation);
+            return Err(format!("starting the plugin's thread: {e}"));
+        }
+        Ok(())
+    }
+
+    /// Follows a plugin's `ListAndWatch` stream until it ends (upstream `runEndpoint`).
+    fn follow_plugin(&self, resource: &str, generation: u64, client: &DevicePluginClient) {
         match client.list_and_watch(&dp::Empty::new()) {
             Ok(mut stream) => loop {
                 match futures_executor::block_on(stream.next()) {

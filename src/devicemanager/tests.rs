@@ -83,6 +83,11 @@ fn written_checkpoints_read_back_with_nil_and_empty_kept_apart() {
     );
 }
 
+/// No pod finished.
+fn none() -> HashSet<String> {
+    HashSet::new()
+}
+
 fn tempdir() -> PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -278,27 +283,27 @@ fn admission_gives_healthy_free_devices_and_rejects_when_there_are_too_few() {
         options(false, false),
         &three_devices(),
     );
-    s.manager.allocate(&asking("p1", 1), None).unwrap();
+    s.manager.allocate(&asking("p1", 1), &none()).unwrap();
     assert_eq!(
         *s.plugin.allocations.lock().unwrap(),
         vec![vec!["d1".to_string()]]
     );
-    let err = s.manager.allocate(&asking("p2", 2), None).unwrap_err();
+    let err = s.manager.allocate(&asking("p2", 2), &none()).unwrap_err();
     assert_eq!(
         err,
         "Allocate failed due to requested number of devices unavailable for example.com/dev. Requested: 2, Available: 1, which is unexpected"
     );
-    s.manager.allocate(&asking("p3", 1), None).unwrap();
+    s.manager.allocate(&asking("p3", 1), &none()).unwrap();
     assert_eq!(
         s.manager.container_devices("p3", "app"),
         vec![(RES.to_string(), [(1, vec!["d2".to_string()])].into())]
     );
     // Admitting a pod again (a restart) keeps its devices and asks the plugin nothing.
-    s.manager.allocate(&asking("p1", 1), None).unwrap();
+    s.manager.allocate(&asking("p1", 1), &none()).unwrap();
     assert_eq!(s.plugin.allocations.lock().unwrap().len(), 2);
-    // p1 finished: its device goes back once the sources are all read.
-    let active: HashSet<String> = ["p3".to_string()].into();
-    s.manager.allocate(&asking("p4", 1), Some(&active)).unwrap();
+    // p1 finished: its device goes back.
+    let finished: HashSet<String> = ["p1".to_string()].into();
+    s.manager.allocate(&asking("p4", 1), &finished).unwrap();
     assert_eq!(
         s.manager.container_devices("p4", "app")[0].1[&-1],
         vec!["d1"]
@@ -318,7 +323,7 @@ fn a_resource_no_plugin_registered_is_left_to_the_other_checks() {
         serde_json::json!({"containers": [{"name": "app",
             "resources": {"limits": {"example.com/other": "1"}}}]}),
     );
-    s.manager.allocate(&other, None).unwrap();
+    s.manager.allocate(&other, &none()).unwrap();
     assert!(s.plugin.allocations.lock().unwrap().is_empty());
 }
 
@@ -332,7 +337,7 @@ fn a_failed_allocate_rejects_the_pod_and_holds_nothing() {
         options(false, false),
         &three_devices(),
     );
-    let err = s.manager.allocate(&asking("p1", 2), None).unwrap_err();
+    let err = s.manager.allocate(&asking("p1", 2), &none()).unwrap_err();
     assert!(err.starts_with("Allocate failed due to device plugin example.com/dev Allocate: Unavailable: plugin is busy"), "{err}");
     assert!(s.manager.container_devices("p1", "app").is_empty());
     assert_eq!(s.manager.state().in_use(RES).len(), 0);
@@ -348,7 +353,7 @@ fn the_plugins_preferred_devices_are_taken_when_they_are_valid() {
         options(true, false),
         &three_devices(),
     );
-    s.manager.allocate(&asking("p1", 1), None).unwrap();
+    s.manager.allocate(&asking("p1", 1), &none()).unwrap();
     assert_eq!(
         *s.plugin.allocations.lock().unwrap(),
         vec![vec!["d2".to_string()]]
@@ -362,7 +367,7 @@ fn the_plugins_preferred_devices_are_taken_when_they_are_valid() {
         options(true, false),
         &three_devices(),
     );
-    s.manager.allocate(&asking("p1", 1), None).unwrap();
+    s.manager.allocate(&asking("p1", 1), &none()).unwrap();
     assert_eq!(
         *s.plugin.allocations.lock().unwrap(),
         vec![vec!["d1".to_string()]]
@@ -383,7 +388,7 @@ fn an_init_containers_devices_pass_to_the_app_container() {
             "containers": [{"name": "app", "resources": {"limits": {RES: "2"}}}],
         }),
     );
-    s.manager.allocate(&p, None).unwrap();
+    s.manager.allocate(&p, &none()).unwrap();
     let allocations = s.plugin.allocations.lock().unwrap().clone();
     assert_eq!(
         allocations,
@@ -399,7 +404,7 @@ fn run_options_carry_the_plugins_answer_and_pre_start_is_called() {
         &three_devices(),
     );
     let p = asking("p1", 2);
-    s.manager.allocate(&p, None).unwrap();
+    s.manager.allocate(&p, &none()).unwrap();
     let container = &p.spec.as_ref().unwrap().containers[0];
     let opts = s.manager.run_options(&p, container).unwrap();
     assert_eq!(
@@ -450,21 +455,30 @@ fn a_restarted_manager_gives_the_same_devices_from_the_checkpoint() {
         &three_devices(),
     );
     let p = asking("p1", 1);
-    s.manager.allocate(&p, None).unwrap();
+    s.manager.allocate(&p, &none()).unwrap();
     let container = &p.spec.as_ref().unwrap().containers[0];
     let before = s.manager.run_options(&p, container).unwrap();
 
     let restarted = DeviceManager::new(&s.dir, s.clock.clone()).unwrap();
-    // Until the plugin registers again the resource has no devices to give.
+    // Until the plugin registers again the resource has no devices to give: a container
+    // that is not running is not admitted (a node reboot), one still running keeps its own.
     assert_eq!(restarted.capacity().capacity[RES], 0);
-    restarted.allocate(&p, None).unwrap();
+    let err = restarted.allocate(&p, &none()).unwrap_err();
+    assert!(
+        err.contains(
+            "no healthy devices present; cannot allocate unhealthy devices example.com/dev"
+        ),
+        "{err}"
+    );
+    restarted.set_running_containers([("p1".to_string(), "app".to_string())].into());
+    restarted.allocate(&p, &none()).unwrap();
     assert_eq!(restarted.run_options(&p, container).unwrap(), before);
     assert_eq!(s.plugin.allocations.lock().unwrap().len(), 1);
     // A new pod cannot take the held device once the plugin is back.
     let plugin = Arc::new(FakePlugin::default());
     let generation = restarted.add_plugin(RES, options(false, false), plugin.clone());
     restarted.update_devices(RES, generation, &three_devices());
-    restarted.allocate(&asking("p2", 1), None).unwrap();
+    restarted.allocate(&asking("p2", 1), &none()).unwrap();
     assert_eq!(
         *plugin.allocations.lock().unwrap(),
         vec![vec!["d2".to_string()]]
@@ -487,7 +501,7 @@ fn a_lost_allocation_is_made_again_at_container_start() {
 #[test]
 fn registrations_are_checked_as_upstream_checks_them() {
     let dir = tempdir();
-    let manager = Arc::new(DeviceManager::new(&dir, Arc::new(FakeClock::new())).unwrap());
+    let manager = DeviceManager::new(&dir, Arc::new(FakeClock::new())).unwrap();
     let req = |version: &str, resource: &str, endpoint: &str| {
         let mut r = dp::RegisterRequest::new();
         r.set_version(version.into());
@@ -496,7 +510,7 @@ fn registrations_are_checked_as_upstream_checks_them() {
         r
     };
     let err = manager
-        .register(req("v1alpha", RES, "dev.sock"))
+        .check_registration(&req("v1alpha", RES, "dev.sock"))
         .unwrap_err();
     assert_eq!(
         err,
@@ -510,7 +524,7 @@ fn registrations_are_checked_as_upstream_checks_them() {
         "example.com/-gpu",
     ] {
         let err = manager
-            .register(req("v1beta1", bad, "dev.sock"))
+            .check_registration(&req("v1beta1", bad, "dev.sock"))
             .unwrap_err();
         assert!(
             err.starts_with(&format!("the ResourceName {bad:?} is invalid")),
@@ -518,7 +532,9 @@ fn registrations_are_checked_as_upstream_checks_them() {
         );
     }
     for bad in ["", "../x.sock", "a/b.sock", "kubelet.sock"] {
-        let err = manager.register(req("v1beta1", RES, bad)).unwrap_err();
+        let err = manager
+            .check_registration(&req("v1beta1", RES, bad))
+            .unwrap_err();
         assert!(err.contains("is not a socket name"), "{err}");
     }
 }
@@ -539,4 +555,59 @@ fn stale_sockets_are_removed_at_start_and_the_checkpoint_kept() {
     assert!(!plugins.join("old.sock").exists());
     assert!(plugins.join("notes").exists());
     assert!(plugins.join(checkpoint::FILE_NAME).exists());
+}
+
+#[test]
+fn held_devices_that_turned_unhealthy_are_not_admitted_again() {
+    let s = setup(
+        FakePlugin::default(),
+        options(false, false),
+        &three_devices(),
+    );
+    let p = asking("p1", 1);
+    s.manager.allocate(&p, &none()).unwrap();
+    let generation = s.manager.state().resources[RES].generation;
+    s.manager.update_devices(
+        RES,
+        generation,
+        &[device("d1", false, None), device("d2", true, None)],
+    );
+    let err = s.manager.allocate(&p, &none()).unwrap_err();
+    assert_eq!(
+        err,
+        "Allocate failed due to previously allocated devices are no longer healthy; cannot allocate unhealthy devices example.com/dev, which is unexpected"
+    );
+}
+
+#[test]
+fn an_allocation_the_checkpoint_cannot_hold_is_refused() {
+    let s = setup(
+        FakePlugin::default(),
+        options(false, false),
+        &three_devices(),
+    );
+    let path = s.dir.join("device-plugins").join(checkpoint::FILE_NAME);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir_all(path.join("in-the-way")).unwrap();
+    let err = s.manager.allocate(&asking("p1", 1), &none()).unwrap_err();
+    assert!(err.contains("writing the device checkpoint"), "{err}");
+    assert!(s.manager.container_devices("p1", "app").is_empty());
+    // Nothing stays reserved: once the disk is back the device can be given.
+    std::fs::remove_dir_all(&path).unwrap();
+    s.manager.allocate(&asking("p2", 2), &none()).unwrap();
+}
+
+#[test]
+fn a_failed_preferred_allocation_rejects_as_upstream() {
+    let s = setup(
+        FakePlugin::default(),
+        options(true, false),
+        &three_devices(),
+    );
+    let err = s.manager.allocate(&asking("p1", 1), &none()).unwrap_err();
+    assert!(
+        err.contains("device plugin example.com/dev GetPreferredAllocation: Unimplemented"),
+        "{err}"
+    );
+    assert_eq!(s.manager.state().in_use(RES).len(), 0);
 }

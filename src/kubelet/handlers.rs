@@ -173,18 +173,23 @@ impl Kubelet {
     }
 
     /// Gives the pod's containers the plugin devices they ask for (upstream's resource
-    /// allocation admit handler). Until every source is read, no other pod's devices are
-    /// released: a pod not listed yet may still hold them.
-    fn allocate_devices(&self, pod: &Pod, pods: &PodManager) -> Result<(), admission::Rejection> {
+    /// allocation admit handler), after giving back those of pods whose containers have all
+    /// stopped. Called without the pod manager's lock: it waits on the plugin.
+    fn allocate_devices(&self, pod: &Pod) -> Result<(), admission::Rejection> {
         let Some(devices) = self.runtime_manager.devices() else {
             return Ok(());
         };
-        let active: Option<std::collections::HashSet<String>> = self
-            .sources_ready
-            .all_ready()
-            .then(|| self.device_holders(pods));
+        let finished: std::collections::HashSet<String> = self
+            .pod_workers
+            .known_pods()
+            .into_iter()
+            .filter(|uid| {
+                self.pod_workers.state(uid) == Some(crate::pod_workers::PodWorkerState::Terminated)
+            })
+            .map(|uid| uid.0)
+            .collect();
         devices
-            .allocate(pod, active.as_ref())
+            .allocate(pod, &finished)
             .map_err(|message| admission::Rejection {
                 reason: "UnexpectedAdmissionError".into(),
                 message,
@@ -232,14 +237,16 @@ impl SyncHandler for Kubelet {
                 self.kill(&pod, true);
                 continue;
             }
-            let mut manager = self.pods();
             // Pressure first, as upstream's admit handlers run the eviction manager's first.
+            // The pod manager is locked only to read the admitted pods: the runtime and
+            // device plugins are asked without it.
             let verdict = self
                 .eviction
                 .admit(&pod)
                 .and_then(|()| self.sysctls.admit(&pod))
                 .and_then(|()| self.admit_user_namespace(&pod))
                 .and_then(|()| {
+                    let manager = self.pods();
                     let active = self.active_pods(&manager);
                     admission::admit(
                         &pod,
@@ -249,7 +256,7 @@ impl SyncHandler for Kubelet {
                         &self.config.node_name,
                     )
                 })
-                .and_then(|()| self.allocate_devices(&pod, &manager));
+                .and_then(|()| self.allocate_devices(&pod));
             if let Err(rejection) = verdict {
                 log::warn!(
                     "pod=\"{}\" uid={} rejected: {}: {}",
@@ -276,8 +283,7 @@ impl SyncHandler for Kubelet {
                 );
                 continue;
             }
-            manager.add_or_update(&pod);
-            drop(manager);
+            self.pods().add_or_update(&pod);
             log::info!("pod=\"{}\" uid={} added", pod_key(&pod), uid_of(&pod));
             self.dispatch_work(&pod, UpdateType::Create);
         }

@@ -177,6 +177,38 @@ impl Kubelet {
 /// goes on in the runtime without the kubelet).
 const WAITERS_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+impl Kubelet {
+    /// The containers (pod UID, container name) the runtime runs now; empty (and logged)
+    /// when it cannot be asked.
+    fn running_containers(&self) -> std::collections::HashSet<(String, String)> {
+        use crate::cri::api;
+        let mut filter = api::ContainerFilter::new();
+        filter
+            .mut_state()
+            .set_state(api::ContainerState::CONTAINER_RUNNING);
+        match self
+            .runtime_manager
+            .runtime()
+            .list_containers(Some(&filter))
+        {
+            Ok(list) => list
+                .iter()
+                .filter_map(|c| {
+                    let labels = c.get_labels();
+                    Some((
+                        labels.get("io.kubernetes.pod.uid")?.clone(),
+                        labels.get("io.kubernetes.container.name")?.clone(),
+                    ))
+                })
+                .collect(),
+            Err(e) => {
+                log::warn!("listing running containers for the device manager: {e}");
+                Default::default()
+            }
+        }
+    }
+}
+
 impl Bootstrap for Kubelet {
     fn get_configuration(&self) -> Arc<KubeletConfig> {
         Arc::clone(&self.config)
@@ -282,6 +314,7 @@ impl Bootstrap for Kubelet {
         self.start_status_sync(stop.clone())?;
         self.start_plugin_watcher(stop.clone())?;
         if let Some(devices) = self.runtime_manager.devices() {
+            devices.set_running_containers(self.running_containers());
             devices.start()?;
         }
         self.sync_loop(updates, stop);

@@ -41,6 +41,7 @@ use crate::util::backoff::Backoff;
 use crate::volume::VolumeManager;
 
 pub use actions::{compute_pod_actions, PodActions};
+pub use container::generate_container_config;
 pub use deferred::Deferred;
 pub use error::{StartFailure, SyncError};
 pub use images::{pull_limit, pull_policy};

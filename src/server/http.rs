@@ -438,7 +438,9 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
-fn parse_head(head: &[u8]) -> Result<(Request, usize), ReadError> {
+/// Parses a request head (through its blank line): the request and the length of the body
+/// that follows.
+pub fn parse_head(head: &[u8]) -> Result<(Request, usize), ReadError> {
     let mut headers = [httparse::EMPTY_HEADER; 100];
     let mut parsed = httparse::Request::new(&mut headers);
     match parsed.parse(head) {

@@ -104,6 +104,47 @@ fn resources_of(pod: &Pod, devices: Option<&DeviceManager>) -> v1::PodResources 
     out
 }
 
+/// How many pod-resources answers may be worked out at once; more are refused with
+/// `RESOURCE_EXHAUSTED` (node agents poll, they do not flood).
+const MAX_IN_FLIGHT: usize = 8;
+
+/// Works an answer out on a thread of its own and sends it from there. The handlers run on
+/// the process's one gRPC completion-queue thread, which also carries the CRI and device
+/// plugin calls the kubelet waits on while it holds the pods it answers from: reading them
+/// there could wait on a caller that waits on the queue.
+fn answer<T: Send + 'static>(
+    ctx: &grpcio::RpcContext,
+    sink: grpcio::UnarySink<T>,
+    work: impl FnOnce() -> Result<T, grpcio::RpcStatus> + Send + 'static,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+    if IN_FLIGHT.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        let status = grpcio::RpcStatus::with_message(
+            grpcio::RpcStatusCode::RESOURCE_EXHAUSTED,
+            format!("more than {MAX_IN_FLIGHT} pod-resources calls at once"),
+        );
+        ctx.spawn(async move {
+            let _ = sink.fail(status).await;
+        });
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("pod-resources-call".into())
+        .spawn(move || {
+            let _ = match work() {
+                Ok(resp) => futures_executor::block_on(sink.success(resp)),
+                Err(status) => futures_executor::block_on(sink.fail(status)),
+            };
+            IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        });
+    if let Err(e) = spawned {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        log::error!("pod-resources: starting a call's thread: {e}");
+    }
+}
+
 impl v1_grpc::PodResourcesLister for Lister {
     fn list(
         &mut self,
@@ -111,14 +152,15 @@ impl v1_grpc::PodResourcesLister for Lister {
         _req: v1::ListPodResourcesRequest,
         sink: grpcio::UnarySink<v1::ListPodResourcesResponse>,
     ) {
-        let mut resp = v1::ListPodResourcesResponse::new();
-        let devices = self.host.devices();
-        for pod in self.host.pods().iter().filter(|p| active(p)) {
-            resp.pod_resources
-                .push(resources_of(pod, devices.as_deref()));
-        }
-        ctx.spawn(async move {
-            let _ = sink.success(resp).await;
+        let host = Arc::clone(&self.host);
+        answer(&ctx, sink, move || {
+            let mut resp = v1::ListPodResourcesResponse::new();
+            let devices = host.devices();
+            for pod in host.pods().iter().filter(|p| active(p)) {
+                resp.pod_resources
+                    .push(resources_of(pod, devices.as_deref()));
+            }
+            Ok(resp)
         });
     }
 
@@ -128,21 +170,21 @@ impl v1_grpc::PodResourcesLister for Lister {
         _req: v1::AllocatableResourcesRequest,
         sink: grpcio::UnarySink<v1::AllocatableResourcesResponse>,
     ) {
-        let mut resp = v1::AllocatableResourcesResponse::new();
-        for (resource, id, numa) in self
-            .host
-            .devices()
-            .map(|d| d.allocatable_devices())
-            .unwrap_or_default()
-        {
-            let mut entry = v1::ContainerDevices::new();
-            entry.resource_name = resource;
-            entry.device_ids = vec![id].into();
-            entry.topology = topology(&numa);
-            resp.devices.push(entry);
-        }
-        ctx.spawn(async move {
-            let _ = sink.success(resp).await;
+        let host = Arc::clone(&self.host);
+        answer(&ctx, sink, move || {
+            let mut resp = v1::AllocatableResourcesResponse::new();
+            for (resource, id, numa) in host
+                .devices()
+                .map(|d| d.allocatable_devices())
+                .unwrap_or_default()
+            {
+                let mut entry = v1::ContainerDevices::new();
+                entry.resource_name = resource;
+                entry.device_ids = vec![id].into();
+                entry.topology = topology(&numa);
+                resp.devices.push(entry);
+            }
+            Ok(resp)
         });
     }
 
@@ -152,31 +194,25 @@ impl v1_grpc::PodResourcesLister for Lister {
         req: v1::GetPodResourcesRequest,
         sink: grpcio::UnarySink<v1::GetPodResourcesResponse>,
     ) {
-        let found = self.host.pods().into_iter().find(|p| {
-            p.metadata.name.as_deref() == Some(req.pod_name.as_str())
-                && p.metadata.namespace.as_deref() == Some(req.pod_namespace.as_str())
-        });
-        match found {
-            Some(pod) => {
-                let mut resp = v1::GetPodResourcesResponse::new();
-                resp.set_pod_resources(resources_of(&pod, self.host.devices().as_deref()));
-                ctx.spawn(async move {
-                    let _ = sink.success(resp).await;
-                });
-            }
-            None => {
-                let status = grpcio::RpcStatus::with_message(
+        let host = Arc::clone(&self.host);
+        answer(&ctx, sink, move || {
+            let found = host.pods().into_iter().find(|p| {
+                p.metadata.name.as_deref() == Some(req.pod_name.as_str())
+                    && p.metadata.namespace.as_deref() == Some(req.pod_namespace.as_str())
+            });
+            let Some(pod) = found else {
+                return Err(grpcio::RpcStatus::with_message(
                     grpcio::RpcStatusCode::NOT_FOUND,
                     format!(
                         "pod {} in namespace {} not found",
                         req.pod_name, req.pod_namespace
                     ),
-                );
-                ctx.spawn(async move {
-                    let _ = sink.fail(status).await;
-                });
-            }
-        }
+                ));
+            };
+            let mut resp = v1::GetPodResourcesResponse::new();
+            resp.set_pod_resources(resources_of(&pod, host.devices().as_deref()));
+            Ok(resp)
+        });
     }
 }
 
