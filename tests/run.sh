@@ -16,6 +16,9 @@
 #                         packaging/check-packages.sh: dpkg -i, files, modes, conffiles,
 #                         systemd-analyze verify, --version, dpkg --purge; rpm -qlp (the .deb
 #                         is not installed where a kubelet is: the check says so and goes on)
+#   8. fuzz smoke         tests/fuzz/run.sh: every fuzz target under AFL++ for
+#                         $RKUBELET_FUZZ_SECONDS (default 15) seconds on its corpus; a crash
+#                         or hang fails the run (cargo-afl and AFL++ are installed on first use)
 # containerd is always stopped at exit (trap), also on failure or Ctrl-C.
 # Every step runs even if an earlier check failed; the exit status is non-zero if any failed
 # (the tests' own status when they failed). Needs root, no stdin, works with CI=true.
@@ -26,6 +29,7 @@
 #   RKUBELET_TEST_TIMEOUT     seconds for `cargo test` (default 2700)
 #   RKUBELET_BUILD_TIMEOUT    seconds for `cargo clippy` and for the packages' release build
 #                             (default 3600 each, a cold build is ~10 min)
+#   RKUBELET_FUZZ_SECONDS     seconds each fuzz target runs in the smoke step (default 15)
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,11 +49,11 @@ if [[ $EUID -ne 0 ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-section "1/7 host set-up"
+section "1/8 host set-up"
 bash packaging/host-setup.sh
 
 # ---------------------------------------------------------------------------------------------
-section "2/7 rust toolchain"
+section "2/8 rust toolchain"
 # sudo may reset PATH: look for the rustup toolchain in the usual places.
 if ! command -v cargo >/dev/null 2>&1; then
     for d in "${CARGO_HOME:-$HOME/.cargo}/bin" /root/.cargo/bin; do
@@ -71,7 +75,7 @@ echo "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 failed=()
 
 # ---------------------------------------------------------------------------------------------
-section "3/7 cargo fmt --all -- --check"
+section "3/8 cargo fmt --all -- --check"
 if timeout --foreground -k 10 600 cargo fmt --all -- --check </dev/null; then
     echo "fmt: ok"
 else
@@ -80,7 +84,7 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
-section "4/7 cargo clippy --all-targets -- -D warnings $(elapsed)"
+section "4/8 cargo clippy --all-targets -- -D warnings $(elapsed)"
 if timeout --foreground -k 30 "$build_timeout" cargo clippy --all-targets -- -D warnings </dev/null; then
     echo "clippy: ok"
 else
@@ -89,7 +93,7 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
-section "5/7 containerd for e2e tests $(elapsed)"
+section "5/8 containerd for e2e tests $(elapsed)"
 test_log="$(mktemp /tmp/rkubelet-test-log.XXXXXX)"
 test_rc=0
 # shellcheck disable=SC2317  # called through the EXIT trap
@@ -123,7 +127,7 @@ export RKUBELET_E2E_CRI_ENDPOINT="unix://$sock"
 echo "RKUBELET_E2E=1 RKUBELET_E2E_CRI_ENDPOINT=$RKUBELET_E2E_CRI_ENDPOINT"
 
 # ---------------------------------------------------------------------------------------------
-section "6/7 cargo test --no-fail-fast --all-targets -- --include-ignored $(elapsed)"
+section "6/8 cargo test --no-fail-fast --all-targets -- --include-ignored $(elapsed)"
 set +e
 timeout --foreground -k 30 "$test_timeout" cargo test --no-fail-fast --all-targets -- --include-ignored </dev/null 2>&1 \
     | tee "$test_log"
@@ -132,7 +136,7 @@ set -e
 ((test_rc == 0)) || failed+=("tests (exit $test_rc)")
 
 # ---------------------------------------------------------------------------------------------
-section "7/7 packages: build, install, check, purge $(elapsed)"
+section "7/8 packages: build, install, check, purge $(elapsed)"
 packages_dir="$(mktemp -d /tmp/rkubelet-packages-out.XXXXXX)"
 # build-packages.sh prints the .deb's path, then the .rpm's.
 if built="$(timeout --foreground -k 30 "$build_timeout" bash packaging/build-packages.sh "$packages_dir" </dev/null)" \
@@ -146,10 +150,19 @@ fi
 rm -rf "$packages_dir"
 
 # ---------------------------------------------------------------------------------------------
+section "8/8 fuzz smoke: every target for ${RKUBELET_FUZZ_SECONDS:-15} s $(elapsed)"
+if timeout --foreground -k 30 "$build_timeout" bash tests/fuzz/run.sh "${RKUBELET_FUZZ_SECONDS:-15}" </dev/null; then
+    echo "fuzz: ok"
+else
+    failed+=("fuzz")
+    echo "fuzz: FAILED"
+fi
+
+# ---------------------------------------------------------------------------------------------
 section "summary $(elapsed)"
 if ((${#failed[@]})); then
     echo "FAILED: ${failed[*]}"
     ((test_rc != 0)) && exit "$test_rc"
     exit 1
 fi
-echo "all checks passed: fmt, clippy, tests, packages"
+echo "all checks passed: fmt, clippy, tests, packages, fuzz smoke"
