@@ -160,8 +160,7 @@ struct Container {
     image_spec: api::ImageSpec,
     /// When (ns since the epoch) and with which code the process will exit by itself.
     planned_exit: Option<(i64, i32)>,
-    /// The config it was created with (what a test inspects: envs, devices, CDI devices);
-    /// kept only with the call log.
+    /// Its config, for tests to inspect (kept only with the call log).
     config: Option<Box<api::ContainerConfig>>,
 }
 
@@ -435,10 +434,8 @@ impl FakeRuntime {
 
     /// The config container `id` was created with.
     pub fn container_config(&self, id: &str) -> Option<api::ContainerConfig> {
-        self.lock()
-            .containers
-            .get(id)
-            .and_then(|c| c.config.as_deref().cloned())
+        let state = self.lock();
+        state.containers.get(id)?.config.as_deref().cloned()
     }
 
     /// Puts `image` on the node without a pull; returns its id.
