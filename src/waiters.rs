@@ -62,6 +62,8 @@ pub struct Waiters {
     pull_limit: Option<usize>,
     /// Thread name prefix (`pod-waiter`).
     name: &'static str,
+    /// How long a thread lives without a job.
+    idle_timeout: Duration,
 }
 
 impl Waiters {
@@ -82,7 +84,22 @@ impl Waiters {
             max_threads: max_threads.max(1),
             pull_limit: pull_limit.map(|l| l.max(1)),
             name,
+            idle_timeout: IDLE_TIMEOUT,
         })
+    }
+
+    /// Like [`Waiters::new`] with idle threads ending after `idle_timeout`.
+    pub fn with_idle_timeout(
+        name: &'static str,
+        max_threads: usize,
+        pull_limit: Option<usize>,
+        idle_timeout: Duration,
+    ) -> Arc<Waiters> {
+        let mut waiters = Self::new(name, max_threads, pull_limit);
+        if let Some(w) = Arc::get_mut(&mut waiters) {
+            w.idle_timeout = idle_timeout;
+        }
+        waiters
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -163,6 +180,9 @@ impl Waiters {
 
     fn thread_loop(self: Arc<Self>) {
         let mut state = self.lock();
+        // Idle since this instant: wake-ups that find no job (another thread took it, or
+        // one ended) do not start the idle time again.
+        let mut idle_since = std::time::Instant::now();
         loop {
             if state.stopping {
                 break;
@@ -174,6 +194,7 @@ impl Waiters {
                     log::error!("a {} job panicked", self.name);
                 }
                 state = self.lock();
+                idle_since = std::time::Instant::now();
                 if pull {
                     state.pulling = state.pulling.saturating_sub(1);
                     // A slot is free: another thread may take a waiting pull.
@@ -183,16 +204,17 @@ impl Waiters {
                 }
                 continue;
             }
+            let left = self.idle_timeout.saturating_sub(idle_since.elapsed());
+            if left.is_zero() {
+                break;
+            }
             state.idle += 1;
-            let (next, timeout) = self
+            let (next, _) = self
                 .wake
-                .wait_timeout(state, IDLE_TIMEOUT)
+                .wait_timeout(state, left)
                 .unwrap_or_else(|p| p.into_inner());
             state = next;
             state.idle -= 1;
-            if timeout.timed_out() && !self.runnable(&state) {
-                break;
-            }
         }
         state.threads -= 1;
         drop(state);
@@ -346,5 +368,33 @@ mod tests {
         );
         wait_until("the second job", || ran.load(Ordering::SeqCst) == 1);
         w.stop(Duration::from_secs(5));
+    }
+
+    #[test]
+    fn idle_threads_end_after_the_idle_time_even_when_woken_in_between() {
+        let idle = Duration::from_millis(300);
+        let w = Waiters::with_idle_timeout("test-waiter", 6, None, idle);
+        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
+        for _ in 0..6 {
+            let rx = release_rx.clone();
+            w.submit(
+                JobKind::Wait,
+                Box::new(move || {
+                    let _ = rx.recv();
+                }),
+            );
+        }
+        wait_until("six threads", || w.threads() == 6);
+        drop(release_tx);
+        let released = Instant::now();
+        // Each ending thread wakes the others; none may take that as a new start of its
+        // idle time.
+        wait_until("every thread ended", || w.threads() == 0);
+        assert!(
+            released.elapsed() < idle * 3,
+            "idle threads lived {:?} past their jobs (idle time {idle:?})",
+            released.elapsed()
+        );
+        w.stop(Duration::from_secs(1));
     }
 }
