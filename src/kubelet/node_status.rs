@@ -18,9 +18,10 @@ use crate::nodestatus::lease::{NodeLeaseController, DEFAULT_LEASE_DURATION_SECON
 use crate::nodestatus::machine::{read_machine_info, MachineInfo};
 use crate::nodestatus::record::NodeRecord;
 use crate::nodestatus::registration::NodeRegistration;
+use crate::nodestatus::runtime_health::RuntimeHealth;
 use crate::nodestatus::updater::{NodeStatusConfig, NodeStatusSource, NodeStatusUpdater};
 use crate::nodestatus::{
-    AllocatableReservation, ImageInfo, NodeEvent, NodeStatusInputs, RuntimeCondition, RuntimeSync,
+    AllocatableReservation, ImageInfo, NodeEvent, NodeStatusInputs, RuntimeCondition,
 };
 use crate::pleg::GenericPleg;
 
@@ -54,6 +55,7 @@ pub struct KubeletNodeStatus {
     node: Arc<NodeRecord>,
     pressure: Arc<crate::eviction::NodePressure>,
     runtime_manager: Option<Arc<crate::kuberuntime::RuntimeManager>>,
+    runtime_health: std::sync::Mutex<RuntimeHealth>,
 }
 
 /// Everything [`KubeletNodeStatus`] is built from.
@@ -121,16 +123,16 @@ impl KubeletNodeStatus {
             node: deps.node,
             pressure: deps.pressure,
             runtime_manager: deps.runtime_manager,
+            runtime_health: std::sync::Mutex::default(),
         }
     }
 }
 
 impl NodeStatusSource for KubeletNodeStatus {
     fn node_status_inputs(&self) -> NodeStatusInputs {
-        let (runtime_sync, runtime_conditions) = match self.runtime.status(false) {
-            Ok(resp) => {
-                let conditions = resp
-                    .get_status()
+        let status = match self.runtime.status(false) {
+            Ok(resp) => Some(
+                resp.get_status()
                     .get_conditions()
                     .iter()
                     .map(|c| RuntimeCondition {
@@ -139,14 +141,18 @@ impl NodeStatusSource for KubeletNodeStatus {
                         reason: c.get_reason().to_string(),
                         message: c.get_message().to_string(),
                     })
-                    .collect();
-                (RuntimeSync::Recent, Some(conditions))
-            }
+                    .collect(),
+            ),
             Err(e) => {
                 log::warn!("container runtime status: {e}");
-                (RuntimeSync::Stale, None)
+                None
             }
         };
+        let (runtime_sync, runtime_conditions) = self
+            .runtime_health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(std::time::Instant::now(), status);
         let images = match self.images.list_images(None) {
             Ok(list) => list
                 .iter()

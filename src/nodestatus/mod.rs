@@ -19,6 +19,7 @@ pub mod machine;
 pub mod node_ip;
 pub mod record;
 pub mod registration;
+pub mod runtime_health;
 pub mod setters;
 pub mod updater;
 
