@@ -39,12 +39,30 @@ fn main() -> ExitCode {
     // One TLS crypto provider for the whole process (see Cargo.toml). Installing fails only
     // if one is installed already, which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    raise_open_file_limit();
     match rkubelet::app::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
             eprintln!("rkubelet: {}", error_chain(&e));
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Raises the soft limit of open files to the hard one, as the Go runtime does at the start
+/// of every Go kubelet: a node's sockets, log files and watches outgrow the usual soft
+/// limit of 1024 long before the hard one.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    // `None` is unlimited, which the kernel refuses for open files: left as it is.
+    if let (Some(soft), Some(hard)) = (limit.current, limit.maximum) {
+        if soft < hard {
+            limit.current = Some(hard);
+            if let Err(e) = setrlimit(Resource::Nofile, limit) {
+                log::warn!("raising the open file limit from {soft} to {hard}: {e}");
+            }
         }
     }
 }

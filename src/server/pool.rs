@@ -1,8 +1,10 @@
-//! The connection side of the kubelet API's HTTP server: one `accept` thread hands
-//! connections to an elastic, bounded pool of handler threads, which run the TLS handshake,
-//! read a request head within a deadline (a client that trickles or never finishes its
-//! request is dropped when the deadline passes, without holding anything else up), and call
-//! the handler. Connections beyond what the pool and its queue hold are closed at once.
+//! The connection side of the kubelet API's HTTP server: one `accept` thread holds each new
+//! connection until it sends its first bytes (a connection that never does is closed at the
+//! head deadline, having cost a file descriptor but no thread), then hands it to an elastic,
+//! bounded pool of handler threads, which run the TLS handshake, read a request head within
+//! a deadline (a client that trickles or never finishes its request is dropped when the
+//! deadline passes, without holding anything else up), and call the handler. Connections
+//! beyond what the pool and its queue hold are closed at once.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -116,14 +118,54 @@ pub fn serve_with(
 
 /// How long the accept loop waits for a connection before it looks at its stop channel.
 const ACCEPT_WAIT: Duration = Duration::from_millis(250);
+/// Accepted connections that have sent nothing yet, held by the accept thread (one file
+/// descriptor each, no thread); beyond this the oldest is closed.
+const MAX_SILENT: usize = 4096;
 
+/// A connection that has sent nothing yet, and when it must have.
+struct Silent {
+    socket: TcpStream,
+    deadline: Instant,
+}
+
+/// Accepts connections and keeps each one until its first bytes arrive; only then does a
+/// handler thread take it. A client that connects and never speaks (thousands of them, or a
+/// slow TLS handshake's first flight) holds a file descriptor for the head deadline, not a
+/// thread.
 fn accept_loop(listener: &TcpListener, pool: &Arc<Pool>, stop: &Receiver<()>) {
-    let name = pool.name;
+    let mut silent: Vec<Silent> = Vec::new();
     loop {
         match stop.try_recv() {
             Err(crossbeam_channel::TryRecvError::Empty) => {}
             _ => return,
         }
+        accept_pending(listener, pool, &mut silent);
+        let now = Instant::now();
+        silent.retain(|s| {
+            let live = s.deadline > now;
+            if !live {
+                let _ = s.socket.shutdown(Shutdown::Both);
+            }
+            live
+        });
+        let wait = silent
+            .iter()
+            .map(|s| s.deadline.saturating_duration_since(now))
+            .min()
+            .unwrap_or(ACCEPT_WAIT)
+            .min(ACCEPT_WAIT);
+        let spoke = poll_silent(listener, &silent, wait);
+        // Highest index first, so the lower ones stay where they are.
+        for i in spoke.into_iter().rev() {
+            let socket = silent.swap_remove(i).socket;
+            hand_over(pool, socket);
+        }
+    }
+}
+
+/// Accepts every connection the kernel has queued into `silent`.
+fn accept_pending(listener: &TcpListener, pool: &Pool, silent: &mut Vec<Silent>) {
+    loop {
         match listener.accept() {
             Ok((socket, _)) => {
                 if socket.set_nonblocking(false).is_err() {
@@ -131,23 +173,65 @@ fn accept_loop(listener: &TcpListener, pool: &Arc<Pool>, stop: &Receiver<()>) {
                 }
                 let _ = socket.set_nodelay(true);
                 let _ = socket.set_write_timeout(Some(WRITE_TIMEOUT));
-                match pool.jobs.try_send(socket) {
-                    Ok(()) => grow(pool),
-                    Err(TrySendError::Full(socket)) => {
-                        log::warn!("{name}: {QUEUE} connections waiting; closing a new one");
-                        let _ = socket.shutdown(Shutdown::Both);
-                    }
-                    Err(TrySendError::Disconnected(_)) => return,
+                if silent.len() >= MAX_SILENT {
+                    let oldest = silent.remove(0);
+                    let _ = oldest.socket.shutdown(Shutdown::Both);
+                    log::warn!(
+                        "{}: {MAX_SILENT} connections have sent nothing; closing the oldest",
+                        pool.name
+                    );
                 }
+                silent.push(Silent {
+                    socket,
+                    deadline: Instant::now() + pool.head_timeout,
+                });
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Sleeps in poll(2) until a client connects, waking to look at `stop`.
-                crate::util::wait_readable(listener, ACCEPT_WAIT);
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) => {
-                log::warn!("{name}: accept: {e}");
+                // Out of file descriptors, most likely: the backlog keeps the rest.
+                log::warn!("{}: accept: {e}", pool.name);
                 std::thread::sleep(Duration::from_millis(50));
+                return;
             }
+        }
+    }
+}
+
+/// Sleeps in poll(2) until the listener or a silent connection is readable, or `wait`
+/// passes; the indexes of the connections that spoke (or hung up), ascending.
+fn poll_silent(listener: &TcpListener, silent: &[Silent], wait: Duration) -> Vec<usize> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let timeout = Timespec {
+        tv_sec: i64::try_from(wait.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(wait.subsec_nanos()),
+    };
+    let mut fds = Vec::with_capacity(silent.len() + 1);
+    fds.push(PollFd::new(listener, PollFlags::IN));
+    fds.extend(silent.iter().map(|s| PollFd::new(&s.socket, PollFlags::IN)));
+    if !matches!(poll(&mut fds, Some(&timeout)), Ok(n) if n > 0) {
+        return Vec::new();
+    }
+    fds.iter()
+        .skip(1)
+        .enumerate()
+        .filter(|(_, fd)| !fd.revents().is_empty())
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Queues a connection that spoke for a handler thread, or closes it when the queue is full.
+fn hand_over(pool: &Arc<Pool>, socket: TcpStream) {
+    match pool.jobs.try_send(socket) {
+        Ok(()) => grow(pool),
+        Err(TrySendError::Full(socket)) => {
+            log::warn!(
+                "{}: {QUEUE} connections waiting; closing a new one",
+                pool.name
+            );
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+        Err(TrySendError::Disconnected(socket)) => {
+            let _ = socket.shutdown(Shutdown::Both);
         }
     }
 }
@@ -380,5 +464,51 @@ mod tests {
         drop(stop_tx);
         server.thread.join().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn connections_that_never_speak_hold_no_handler_thread() {
+        let (stop_tx, stop) = crossbeam_channel::bounded::<()>(0);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let limit = Duration::from_secs(2);
+        let server = serve_with(
+            "test-silent",
+            listener,
+            None,
+            Arc::new(Hello),
+            4,
+            limit,
+            stop,
+        )
+        .unwrap();
+        // Far more silent connections than handler threads and queue places together.
+        let silent: Vec<TcpStream> = (0..(QUEUE + 300))
+            .map(|_| TcpStream::connect(server.addr).unwrap())
+            .collect();
+        let started = Instant::now();
+        let mut good = TcpStream::connect(server.addr).unwrap();
+        good.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        good.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        good.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("hi"), "{answer}");
+        assert!(
+            started.elapsed() < limit,
+            "served at once beside {} silent connections, not after {:?}",
+            silent.len(),
+            started.elapsed()
+        );
+        // The silent ones are closed at the head deadline.
+        let mut first = silent.into_iter().next().unwrap();
+        first
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        assert!(matches!(first.read(&mut buf), Ok(0) | Err(_)));
+        assert!(started.elapsed() >= limit - Duration::from_millis(500));
+        drop(stop_tx);
+        server.thread.join().unwrap();
     }
 }

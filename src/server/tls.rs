@@ -151,7 +151,7 @@ pub fn serving_files(settings: &TlsSettings) -> Result<(PathBuf, PathBuf), TlsEr
     };
     std::fs::create_dir_all(&settings.cert_dir).map_err(file_err(&settings.cert_dir))?;
     crate::util::write_private(&key, key_pem.as_bytes()).map_err(file_err(&key))?;
-    std::fs::write(&cert, cert_pem.as_bytes()).map_err(file_err(&cert))?;
+    crate::util::write_atomic(&cert, cert_pem.as_bytes(), 0o644).map_err(file_err(&cert))?;
     log::info!(
         "wrote a self-signed serving certificate to {} (valid for {})",
         cert.display(),

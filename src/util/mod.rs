@@ -14,17 +14,26 @@ pub mod x509;
 /// Writes `data` to `path` readable and writable by the owner only (mode 0600), replacing
 /// any earlier file through a rename so no reader sees half a file.
 pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    write_atomic(path, data, 0o600)
+}
+
+/// Writes `data` to `path` with `mode`: into `<path>.tmp` first, synced, then renamed over
+/// `path`, so a full disk or a crash leaves either the old file or the new one, never half.
+pub fn write_atomic(path: &std::path::Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
+        .mode(mode)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, path)
 }
 
