@@ -5,6 +5,8 @@
 #
 #   tests/fuzz/run.sh [seconds per target] [target...]     (default: 20 s, every target)
 #
+# With RKUBELET_FUZZ_EXECS=N a target also stops after N executions (whichever comes first).
+#
 # Exit status: non-zero if any target crashed or hung, or could not be built or run.
 # Findings stay in $RKUBELET_FUZZ_OUT/<target>/default/{crashes,hangs} (default
 # /var/tmp/rkubelet-fuzz-out); replay one with `target/release/<target> < file`.
@@ -39,14 +41,19 @@ cargo afl build --release --bins
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 \
     AFL_NO_AFFINITY=1
 
+limit=()
+if [[ -n "${RKUBELET_FUZZ_EXECS:-}" ]]; then
+    limit=(-E "$RKUBELET_FUZZ_EXECS")
+fi
+
 status=0
 printf '%-16s %12s %10s %8s %8s %6s\n' target execs execs/s coverage crashes hangs
 for t in "${targets[@]}"; do
     rm -rf "${out:?}/$t"
     mkdir -p "$out/$t"
-    # -V: stop after that many seconds; -t: a single input taking over 2 s is a hang;
+    # -V: stop after that many seconds (-E: or executions); -t: a single input taking over 2 s is a hang;
     # -c -: no CMPLOG pass (its second fork server times out on these binaries).
-    if ! cargo afl fuzz -c - -i "corpus/$t" -o "$out/$t" -V "$seconds" -t 2000 -m none \
+    if ! cargo afl fuzz -c - -i "corpus/$t" -o "$out/$t" -V "$seconds" "${limit[@]}" -t 2000 -m none \
         "$CARGO_TARGET_DIR/release/$t" >"$out/$t/afl.log" 2>&1; then
         echo "fuzz: $t: afl-fuzz failed, see $out/$t/afl.log:" >&2
         tail -20 "$out/$t/afl.log" >&2

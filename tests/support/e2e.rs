@@ -117,6 +117,11 @@ impl Cluster {
         self.kubelet = spawn_kubelet_in(&self.dir, self.port, &self.extra_args, &self.launch);
     }
 
+    /// The kubelet's pid (of the wrapper, when it runs under one).
+    pub fn pid(&self) -> u32 {
+        self.kubelet.id()
+    }
+
     /// Whether the kubelet process is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.kubelet.try_wait(), Ok(None))

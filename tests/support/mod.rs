@@ -4,11 +4,14 @@
 
 pub mod apiserver;
 pub mod cluster;
+pub mod containerd;
 pub mod cri;
+pub mod cri_proxy;
 pub mod csi_driver;
 pub mod device_plugin;
 pub mod e2e;
 pub mod kubelet_api;
+pub mod process;
 pub mod systemd;
 
 use std::path::PathBuf;
