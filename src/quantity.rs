@@ -99,8 +99,9 @@ pub fn parse_millis(text: &str) -> Result<i128, QuantityError> {
     let denominator = denominator
         .checked_mul(div)
         .ok_or_else(|| invalid("too many digits"))?;
-    // Round up, as upstream does when a value does not fit the requested scale.
-    let millis = (numerator + denominator - 1) / denominator;
+    // Round up, as upstream does when a value does not fit the requested scale (without
+    // adding to a numerator that may be near the top of the range).
+    let millis = numerator / denominator + i128::from(numerator % denominator != 0);
     Ok(if negative { -millis } else { millis })
 }
 
@@ -108,7 +109,7 @@ pub fn parse_millis(text: &str) -> Result<i128, QuantityError> {
 pub fn parse_value(text: &str) -> Result<i64, QuantityError> {
     let millis = parse_millis(text)?;
     let value = if millis >= 0 {
-        (millis + 999) / 1000
+        millis / 1000 + i128::from(millis % 1000 != 0)
     } else {
         millis / 1000
     };
@@ -243,6 +244,20 @@ mod tests {
                 Err(_) => assert!(parse_value(&text).is_err(), "{text}"),
             }
         }
+    }
+
+    #[test]
+    fn values_at_the_top_of_the_range_round_up_without_overflow() {
+        // Found by the `values` fuzz target: the rounding once added to a numerator near
+        // i128::MAX.
+        let text = format!("-1.52{}0m", "5".repeat(32));
+        assert_eq!(parse_millis(&text), Ok(-2), "{text}");
+        assert_eq!(parse_value(&text), Ok(0), "{text}");
+        let top = i128::MAX / 1000;
+        assert_eq!(parse_millis(&top.to_string()), Ok(top * 1000));
+        let x = top / 10_000;
+        assert_eq!(parse_millis(&format!("{x}.0001m")), Ok(x + 1));
+        assert!(parse_value(&format!("{}", i128::MAX / 1000)).is_err());
     }
 
     #[test]

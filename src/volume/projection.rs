@@ -258,7 +258,8 @@ fn ceil_div(a: i128, b: i128) -> i128 {
     if a <= 0 {
         a / b
     } else {
-        (a + b - 1) / b
+        // Not (a + b - 1) / b, which overflows near the top of the range.
+        a / b + i128::from(a % b != 0)
     }
 }
 
