@@ -22,15 +22,14 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use grpcio::{
-    CallOption, ChannelBuilder, Client, EnvBuilder, GrpcSlice, Marshaller, MessageReader, Method,
-    MethodType, RpcStatus, RpcStatusCode, ServerBuilder, ServerCredentials, ServiceBuilder,
+    CallOption, ChannelBuilder, Client, EnvBuilder, Method, MethodType, RpcStatus, RpcStatusCode,
+    ServerBuilder, ServerCredentials, ServiceBuilder,
 };
 use k8s_openapi::api::core::v1::Pod;
 use protobuf::Message;
@@ -50,25 +49,7 @@ const FLOOR_PREFIX: &str = "floor-";
 // ---------------------------------------------------------------------------------------
 // The recording proxy.
 
-// The marshaller's signature is fixed by grpcio (`fn(&T, ...)` with `T = Vec<u8>`).
-#[allow(clippy::ptr_arg)]
-fn raw_ser(bytes: &Vec<u8>, buf: &mut GrpcSlice) -> grpcio::Result<()> {
-    *buf = GrpcSlice::from(bytes.clone());
-    Ok(())
-}
-
-fn raw_de(mut reader: MessageReader) -> grpcio::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    reader
-        .read_to_end(&mut bytes)
-        .map_err(|e| grpcio::Error::Codec(Box::new(e)))?;
-    Ok(bytes)
-}
-
-const RAW: Marshaller<Vec<u8>> = Marshaller {
-    ser: raw_ser,
-    de: raw_de,
-};
+use support::cri_proxy::RAW;
 
 /// The unary RPCs of `proto/api.proto` as `/runtime.v1.<Service>/<Rpc>`.
 fn unary_methods() -> Vec<String> {

@@ -73,18 +73,18 @@ fn de_raw(mut reader: MessageReader) -> grpcio::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Messages as raw bytes, for calls passed through unread.
+pub const RAW: Marshaller<Vec<u8>> = Marshaller {
+    ser: ser_raw,
+    de: de_raw,
+};
+
 fn raw_method(name: &'static str) -> Method<Vec<u8>, Vec<u8>> {
     Method {
         ty: MethodType::Unary,
         name,
-        req_mar: Marshaller {
-            ser: ser_raw,
-            de: de_raw,
-        },
-        resp_mar: Marshaller {
-            ser: ser_raw,
-            de: de_raw,
-        },
+        req_mar: RAW,
+        resp_mar: RAW,
     }
 }
 
