@@ -252,32 +252,55 @@ fn threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
 }
 
-fn spawn_kubelet(dir: &Path, port: u16, endpoint: &str) -> Child {
+/// The kubelet under measurement, killed when the bench ends however it ends: a kubelet left
+/// behind would treat the pod cgroups of any other kubelet on the host as its own orphans.
+struct KubeletProcess(Child);
+
+impl KubeletProcess {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KubeletProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn_kubelet(dir: &Path, port: u16, endpoint: &str) -> KubeletProcess {
     let log = std::fs::File::create(dir.join("rkubelet.log")).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_rkubelet"))
-        .arg(format!(
-            "--kubeconfig={}",
-            dir.join("kubelet.conf").display()
-        ))
-        .arg(format!("--container-runtime-endpoint={endpoint}"))
-        .arg(format!("--root-dir={}", dir.join("root").display()))
-        .arg(format!(
-            "--pod-logs-dir={}",
-            dir.join("logs/pods").display()
-        ))
-        .arg(format!("--hostname-override={NODE}"))
-        .arg("--node-ip=127.0.0.1")
-        .arg("--address=127.0.0.1")
-        .arg(format!("--port={port}"))
-        .arg(format!(
-            "--client-ca-file={}",
-            dir.join("client-ca.crt").display()
-        ))
-        .args(support::e2e::harness_eviction_thresholds(&[]))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    KubeletProcess(
+        Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+            .arg(format!(
+                "--kubeconfig={}",
+                dir.join("kubelet.conf").display()
+            ))
+            .arg(format!("--container-runtime-endpoint={endpoint}"))
+            .arg(format!("--root-dir={}", dir.join("root").display()))
+            .arg(format!(
+                "--pod-logs-dir={}",
+                dir.join("logs/pods").display()
+            ))
+            .arg(format!("--hostname-override={NODE}"))
+            .arg("--node-ip=127.0.0.1")
+            .arg("--address=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .arg(format!(
+                "--client-ca-file={}",
+                dir.join("client-ca.crt").display()
+            ))
+            .args(support::e2e::harness_eviction_thresholds(&[]))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn pod(i: usize) -> Pod {
@@ -330,11 +353,17 @@ struct FloorPod {
 
 /// The recorded requests, rewritten to new names and UIDs; the pods' files (hosts file,
 /// termination log...) are copied to the new UIDs' directories.
+/// A pod whose sandbox was asked for more than once (a RunPodSandbox that failed, say under
+/// load, is retried) gives one floor pod, from its first request.
 fn floor_pods(recorded: &Recorded, root: &Path) -> Vec<FloorPod> {
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for sandbox in &recorded.run_sandbox {
         let parsed = api::RunPodSandboxRequest::parse_from_bytes(sandbox).unwrap();
         let uid = parsed.get_config().get_metadata().get_uid().to_string();
+        if !seen.insert(uid.clone()) {
+            continue;
+        }
         let Some(container) = recorded.create_container.iter().find(|c| {
             api::CreateContainerRequest::parse_from_bytes(c)
                 .is_ok_and(|c| c.get_sandbox_config().get_metadata().get_uid() == uid)
@@ -500,11 +529,11 @@ fn main() {
         print_mappings(pid);
     }
 
-    // The floor's requests, then the pods go.
+    // The floor's requests, then the pods go. The kubelet stops first, so the pods' files
+    // copied for the floor are not changing underneath.
+    kubelet.stop();
     let floor = floor_pods(&proxy.recorded.lock().unwrap(), &root);
     assert_eq!(floor.len(), pods, "requests recorded for every pod");
-    let _ = kubelet.kill();
-    let _ = kubelet.wait();
     clean_runtime_at(&upstream);
 
     // --- the CRI floor ---------------------------------------------------------------

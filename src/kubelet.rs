@@ -189,6 +189,8 @@ pub struct Kubelet {
     /// Desired pods; only the sync loop thread writes it (the mutex makes `&self` handlers work).
     pod_manager: Mutex<PodManager>,
     pod_workers: Arc<PodWorkers>,
+    /// What the pod workers call (kept here for [`Kubelet::per_pod_entries`]).
+    pod_sync: Arc<PodSync>,
     pleg: Arc<GenericPleg>,
     /// PLEG's events, read by the sync loop.
     pleg_events: Receiver<PodLifecycleEvent>,
@@ -398,6 +400,7 @@ impl Kubelet {
             last_forgotten: Mutex::new(None),
             acted: Mutex::new(std::collections::HashSet::new()),
         });
+        let pod_sync = Arc::clone(&syncer);
         let pod_workers = match deps.shared_pod_work {
             Some(notify) => PodWorkers::external(
                 syncer,
@@ -421,6 +424,7 @@ impl Kubelet {
             runtime_manager,
             pod_manager: Mutex::new(PodManager::default()),
             pod_workers,
+            pod_sync,
             pleg,
             pleg_events,
             status_manager,
@@ -472,6 +476,18 @@ impl Kubelet {
     /// The latest API status of every pod.
     pub fn pod_statuses(&self) -> Vec<(crate::types::PodUid, PodStatusEntry)> {
         self.status_manager.all()
+    }
+
+    /// How many entries each of the kubelet's tables kept per pod or container holds: once
+    /// every pod is gone, each is empty (a check for leaks over churn).
+    pub fn per_pod_entries(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("pod workers", self.pod_workers.known_pods().len()),
+            ("pod statuses", self.status_manager.all().len()),
+            ("runtime statuses", self.pod_sync.cached_statuses()),
+            ("probe results", self.probes.results().len()),
+            ("probe series", self.probes.metrics().series().len()),
+        ]
     }
 
     /// The node conditions the eviction manager reports.

@@ -167,6 +167,18 @@ impl PodSync {
         Ok(status)
     }
 
+    /// How many pods' runtime statuses are kept for the PLEG's cache.
+    pub fn cached_statuses(&self) -> usize {
+        self.statuses.lock().map_or(0, |s| s.len())
+    }
+
+    /// Drops the runtime status kept for the PLEG's cache of a pod.
+    fn forget_status(&self, uid: &crate::types::PodUid) {
+        if let Ok(mut statuses) = self.statuses.lock() {
+            statuses.remove(uid);
+        }
+    }
+
     fn set_acted(&self, uid: &crate::types::PodUid, acted: bool) {
         if let Ok(mut set) = self.acted.lock() {
             if acted {
@@ -633,10 +645,12 @@ impl PodSyncer for PodSync {
     fn sync_terminated_pod(&self, pod: &Arc<Pod>, removed: bool) -> Result<(), SyncError> {
         let key = pod_key(pod);
         let uid = uid_of(pod);
+        // Once more: a waiter job of the pod's last sync that passed its check before the
+        // kill may have handed the prober the pod's containers after the terminating step
+        // took them away.
+        self.probes.remove_pod(&uid);
         if removed {
-            if let Ok(mut statuses) = self.statuses.lock() {
-                statuses.remove(&uid);
-            }
+            self.forget_status(&uid);
             self.set_acted(&uid, false);
             if let Ok(mut forgotten) = self.last_forgotten.lock() {
                 *forgotten = Some(self.clock.now());
@@ -656,7 +670,10 @@ impl PodSyncer for PodSync {
                 }
             }
         }
-        let status = self.status_of(pod)?;
+        let status = self.status_of(pod);
+        // Read for the removal only: the pod is never synced again, so nothing may keep it.
+        self.forget_status(&uid);
+        let status = status?;
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         self.runtime_manager

@@ -629,3 +629,69 @@ fn a_device_plugins_answer_reaches_the_containers_cri_config() {
     node.stop();
     plugin.stop();
 }
+
+#[test]
+fn churned_pods_leave_nothing_behind_in_the_kubelets_tables() {
+    let dir = scratch_dir("churn-tables");
+    let rt = fake();
+    let node = Node::start(&dir, &rt);
+    let probed = |name: &str| {
+        let mut text = manifest(name, "Always", &[("app", IMAGE, "sleep 3600")]);
+        text.push_str(
+            "    readinessProbe:\n      exec:\n        command: [\"true\"]\n      periodSeconds: 1\n    livenessProbe:\n      exec:\n        command: [\"true\"]\n      periodSeconds: 1\n",
+        );
+        text
+    };
+    // Three rounds of ten probed pods: each pod's container exits once (a second attempt
+    // with probes of its own), then the pods go.
+    for round in 0..3 {
+        for i in 0..10 {
+            write(
+                &dir,
+                &format!("p{i}.yaml"),
+                &probed(&format!("churn-{round}-{i}")),
+            );
+        }
+        wait_for(WAIT, || (running_containers(&rt).len() == 10).then_some(())).expect("running");
+        for id in running_containers(&rt) {
+            rt.exit_container(&id, 1);
+        }
+        wait_for(WAIT, || {
+            let restarted = node
+                .kubelet
+                .pod_statuses()
+                .iter()
+                .filter(|(_, e)| {
+                    rkubelet::status::summary(&e.status).contains("app=running restarts=1")
+                })
+                .count();
+            (restarted == 10).then_some(())
+        })
+        .expect("restarted once");
+        std::thread::sleep(Duration::from_secs(2));
+        for i in 0..10 {
+            std::fs::remove_file(dir.join("manifests").join(format!("p{i}.yaml"))).unwrap();
+        }
+        wait_for(Duration::from_secs(30), || {
+            (rt.list_pod_sandbox(None).unwrap().is_empty()
+                && rt.list_containers(None).unwrap().is_empty())
+            .then_some(())
+        })
+        .expect("removed from the runtime");
+    }
+    let left = wait_for(Duration::from_secs(30), || {
+        let left: Vec<_> = node
+            .kubelet
+            .per_pod_entries()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        left.is_empty().then_some(())
+    });
+    assert!(
+        left.is_some(),
+        "entries kept for pods that are gone: {:?}",
+        node.kubelet.per_pod_entries()
+    );
+    node.stop();
+}

@@ -237,6 +237,7 @@ impl EventWriter {
             self.buckets.retain(|_, (tokens, at)| {
                 *tokens < SPAM_BURST && now.saturating_duration_since(*at) < SPAM_REFILL * 25
             });
+            keep_newest(&mut self.buckets, |(_, at)| *at);
         }
         let (tokens, at) = self
             .buckets
@@ -339,6 +340,7 @@ impl EventWriter {
                 if self.written.len() >= MAX_TRACKED {
                     self.written
                         .retain(|_, w| now.saturating_duration_since(w.last) < AGGREGATION_WINDOW);
+                    keep_newest(&mut self.written, |w| w.last);
                 }
                 self.written.insert(
                     key,
@@ -353,6 +355,22 @@ impl EventWriter {
             Err(e) => log::warn!("writing event {namespace}/{name}: {e}"),
         }
     }
+}
+
+/// When a map of [`MAX_TRACKED`] entries is still full after its stale ones went (a node
+/// churning pods writes events for new objects all the time), its older entries go too, down
+/// to three quarters of the bound; like upstream's LRU caches of 4096 entries, a bucket or
+/// aggregate that goes starts afresh if its object comes back.
+fn keep_newest<K, V>(map: &mut HashMap<K, V>, at: impl Fn(&V) -> Instant) {
+    let keep = MAX_TRACKED * 3 / 4;
+    if map.len() <= keep {
+        return;
+    }
+    let mut times: Vec<Instant> = map.values().map(&at).collect();
+    let cut = times.len() - keep;
+    let (_, oldest_kept, _) = times.select_nth_unstable(cut);
+    let oldest_kept = *oldest_kept;
+    map.retain(|_, v| at(v) >= oldest_kept);
 }
 
 #[cfg(test)]
@@ -375,6 +393,34 @@ mod tests {
             message: message.into(),
             annotations: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn churning_objects_keep_the_trackers_bounded() {
+        let fake = Arc::new(FakeClient::new());
+        let clock = Arc::new(FakeClock::new());
+        let mut w = EventWriter::new(fake.clone(), clock.clone(), "node1");
+        for i in 0..3 * MAX_TRACKED {
+            let mut p = pending("Started", "Started container app");
+            p.involved.name = Some(format!("pod-{i}"));
+            p.involved.uid = Some(format!("uid-{i}"));
+            w.write(p);
+            clock.step(Duration::from_millis(100));
+            assert!(
+                w.buckets.len() <= MAX_TRACKED,
+                "{} buckets",
+                w.buckets.len()
+            );
+            assert!(
+                w.written.len() <= MAX_TRACKED,
+                "{} written",
+                w.written.len()
+            );
+        }
+        // Every one was written (a new object's bucket is full), and the newest are kept.
+        assert_eq!(fake.events().len(), 3 * MAX_TRACKED);
+        let last = format!("Pod/default/pod-{}", 3 * MAX_TRACKED - 1);
+        assert!(w.buckets.contains_key(&last));
     }
 
     #[test]

@@ -149,6 +149,16 @@ impl ProbeResults {
         }
     }
 
+    /// How many results are kept.
+    pub fn len(&self) -> usize {
+        self.map.lock().map_or(0, |m| m.len())
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn forget(&self, ids: &[String]) {
         if let Ok(mut map) = self.map.lock() {
             map.retain(|(id, _), _| !ids.contains(id));
@@ -585,6 +595,15 @@ impl Scheduler {
                         };
                         match entries.get_mut(&key) {
                             Some(e) if *e.container == *c => {
+                                // A new attempt of the container: the old one's results go,
+                                // as upstream's worker drops them when the ID changes.
+                                if let Some(old) =
+                                    e.view.id.take().filter(|old| {
+                                        view.id.as_ref().is_some_and(|new| new != old)
+                                    })
+                                {
+                                    shared.results.forget(&[old]);
+                                }
                                 e.pod = Arc::clone(&pod);
                                 e.view = view;
                                 e.pod_ip.clone_from(&pod_ip);

@@ -266,7 +266,8 @@ impl StatusManager {
             .map(|e| Arc::clone(&e.status))
     }
 
-    /// Forgets a pod.
+    /// Forgets a pod. It is marked dirty once more so that the status sync, finding no
+    /// status for it, forgets what it last sent for it too.
     pub fn remove(&self, uid: &PodUid) {
         if let Ok(mut s) = self.statuses.lock() {
             s.remove(uid);
@@ -274,6 +275,10 @@ impl StatusManager {
         if let Ok(mut t) = self.terminations.lock() {
             t.remove(uid);
         }
+        if let Ok(mut p) = self.pending.lock() {
+            p.dirty.insert(uid.clone());
+        }
+        let _ = self.wake_tx.try_send(());
     }
 
     /// Records how a pod the kubelet is about to stop ends; every status generated for it

@@ -458,6 +458,24 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_pod_leaves_nothing_behind_in_the_sync() {
+        let (fake, manager, mut sync, _) = setup();
+        let mut uids = Vec::new();
+        for i in 0..50 {
+            let pod = Arc::new(fake.insert_pod(&api_pod(&format!("churn-{i}"))).unwrap());
+            manager.set_pod_status(&pod, status("Running"));
+            uids.push(crate::types::uid_of(&pod));
+        }
+        assert_eq!(sync.sync_batch(), 50);
+        assert_eq!(sync.last_sent.len(), 50);
+        for uid in &uids {
+            manager.remove(uid);
+        }
+        assert_eq!(sync.sync_batch(), 0, "nothing is written for a removed pod");
+        assert!(sync.last_sent.is_empty(), "{} kept", sync.last_sent.len());
+    }
+
+    #[test]
     fn static_pod_status_goes_to_its_mirror_or_waits() {
         let (fake, manager, mut sync, _) = setup();
         let mut static_pod = api_pod("kube-web-node1");
