@@ -15,7 +15,10 @@
 //! period; that is counted ([`ProberMetrics::saturated`]) and logged.
 
 pub mod probe;
+mod results;
 pub mod worker;
+
+pub use results::{ProbeResults, ProbeSeries, ProberMetrics};
 
 /// gRPC health messages (package `grpc.health.v1`), generated from `proto/health.proto`.
 #[allow(
@@ -49,7 +52,7 @@ pub mod health_grpc {
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -125,110 +128,6 @@ pub struct ProbeUpdate {
     pub kind: ProbeKind,
     /// The new result.
     pub result: ProbeResult,
-}
-
-/// Published results by container id.
-#[derive(Debug, Default)]
-pub struct ProbeResults {
-    map: Mutex<HashMap<(String, ProbeKind), ProbeResult>>,
-}
-
-impl ProbeResults {
-    /// The published result of a container's probe, if it has one.
-    pub fn get(&self, container_id: &str, kind: ProbeKind) -> Option<ProbeResult> {
-        self.map
-            .lock()
-            .ok()?
-            .get(&(container_id.to_string(), kind))
-            .copied()
-    }
-
-    fn set(&self, container_id: &str, kind: ProbeKind, result: ProbeResult) {
-        if let Ok(mut map) = self.map.lock() {
-            map.insert((container_id.to_string(), kind), result);
-        }
-    }
-
-    /// How many results are kept.
-    pub fn len(&self) -> usize {
-        self.map.lock().map_or(0, |m| m.len())
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn forget(&self, ids: &[String]) {
-        if let Ok(mut map) = self.map.lock() {
-            map.retain(|(id, _), _| !ids.contains(id));
-        }
-    }
-}
-
-/// The labels of one `prober_probe_total` series: probe type, result, container, pod,
-/// namespace and pod UID.
-pub type ProbeSeries = (&'static str, &'static str, String, String, String, String);
-
-/// Probe counters (upstream `prober_probe_total`), by kind, result and container.
-#[derive(Debug, Default)]
-pub struct ProberMetrics {
-    counts: Mutex<HashMap<ProbeSeries, u64>>,
-    /// Due probes that found the pool full and waited a period.
-    pub saturated: AtomicU64,
-    /// Probes run.
-    pub runs: AtomicU64,
-}
-
-impl ProberMetrics {
-    fn count(&self, kind: ProbeKind, result: ProbeResult, pod: &Pod, container: &str) {
-        let label = match result {
-            ProbeResult::Success => "successful",
-            ProbeResult::Failure => "failed",
-            ProbeResult::Unknown => "unknown",
-        };
-        let series = (
-            kind.name(),
-            label,
-            container.to_string(),
-            pod.metadata.name.clone().unwrap_or_default(),
-            pod.metadata.namespace.clone().unwrap_or_default(),
-            pod.metadata.uid.clone().unwrap_or_default(),
-        );
-        if let Ok(mut c) = self.counts.lock() {
-            *c.entry(series).or_default() += 1;
-        }
-        self.runs.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Drops a removed pod's series (upstream deletes them when its workers stop).
-    fn forget_pod(&self, uid: &str) {
-        if let Ok(mut c) = self.counts.lock() {
-            c.retain(|k, _| k.5 != uid);
-        }
-    }
-
-    /// `(probe_type, result, count)` summed over containers.
-    pub fn totals(&self) -> Vec<(&'static str, &'static str, u64)> {
-        let mut sums: HashMap<(&'static str, &'static str), u64> = HashMap::new();
-        for (k, n) in self.series() {
-            *sums.entry((k.0, k.1)).or_default() += n;
-        }
-        let mut out: Vec<_> = sums.into_iter().map(|((k, r), n)| (k, r, n)).collect();
-        out.sort();
-        out
-    }
-
-    /// Every series of `prober_probe_total` with its count.
-    pub fn series(&self) -> Vec<(ProbeSeries, u64)> {
-        let mut out: Vec<_> = self
-            .counts
-            .lock()
-            .map(|c| c.iter().map(|(k, n)| (k.clone(), *n)).collect())
-            .unwrap_or_default();
-        out.sort();
-        out
-    }
 }
 
 /// A container's state as the pod worker last saw it.
@@ -470,6 +369,11 @@ fn jitter_fraction(key: &Key) -> f64 {
 impl Shared {
     fn publish(&self, key: &Key, container_id: &str, result: ProbeResult) {
         self.results.set(container_id, key.2, result);
+        self.announce(key, container_id, result);
+    }
+
+    /// Tells the sync loop of a result change already stored.
+    fn announce(&self, key: &Key, container_id: &str, result: ProbeResult) {
         let _ = self.updates.send(ProbeUpdate {
             uid: key.0.clone(),
             container_id: container_id.to_string(),
@@ -495,10 +399,15 @@ impl Shared {
                 return;
             }
             entry.in_flight = false;
-            (
-                Arc::clone(&entry.pod),
-                entry.worker.record(&d.container_id, d.outcome.result),
-            )
+            let changed = entry.worker.record(&d.container_id, d.outcome.result);
+            // Stored while the entry is held, and only for the attempt the pod worker last
+            // reported: a pod forgotten or a container replaced while the probe ran must not
+            // get a result back once its results were dropped.
+            let changed = changed.filter(|_| entry.view.id.as_deref() == Some(&d.container_id));
+            if let Some(result) = changed {
+                self.results.set(&d.container_id, kind, result);
+            }
+            (Arc::clone(&entry.pod), changed)
         };
         if d.outcome.result == ProbeResult::Failure {
             let output = d.outcome.output.trim_end();
@@ -510,7 +419,7 @@ impl Shared {
             );
         }
         if let Some(result) = changed {
-            self.publish(&d.key, &d.container_id, result);
+            self.announce(&d.key, &d.container_id, result);
         }
     }
 }
