@@ -650,7 +650,6 @@ impl PodSyncer for PodSync {
         // took them away.
         self.probes.remove_pod(&uid);
         if removed {
-            self.forget_status(&uid);
             self.set_acted(&uid, false);
             if let Ok(mut forgotten) = self.last_forgotten.lock() {
                 *forgotten = Some(self.clock.now());
