@@ -367,11 +367,6 @@ fn jitter_fraction(key: &Key) -> f64 {
 }
 
 impl Shared {
-    fn publish(&self, key: &Key, container_id: &str, result: ProbeResult) {
-        self.results.set(container_id, key.2, result);
-        self.announce(key, container_id, result);
-    }
-
     /// Tells the sync loop of a result change already stored.
     fn announce(&self, key: &Key, container_id: &str, result: ProbeResult) {
         let _ = self.updates.send(ProbeUpdate {
@@ -591,6 +586,10 @@ impl Scheduler {
                 });
             let (step, changed) = entry.worker.step(&entry.view, wall);
             if let (Some(result), Some(id)) = (changed, entry.view.id.clone()) {
+                // Stored before the entries are let go, as a run's outcome is: a run
+                // dispatched below that ends at once stores its result after this one,
+                // never under it.
+                shared.results.set(&id, key.2, result);
                 changes.push((key.clone(), id, result));
             }
             if let Step::Run(id) = step {
@@ -620,7 +619,7 @@ impl Scheduler {
         }
         drop(entries);
         for (key, id, result) in changes {
-            shared.publish(&key, &id, result);
+            shared.announce(&key, &id, result);
         }
     }
 }
@@ -717,6 +716,86 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(manager.results().get(&ids[0], ProbeKind::Readiness), None);
+        manager.shutdown();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_ready_container_replaced_by_a_new_attempt_becomes_ready_again() {
+        let rt = Arc::new(FakeRuntime::new());
+        let image = rt.preload_image("docker.io/library/busybox:local");
+        rt.set_exec_result(b"", b"", 0);
+        let (manager, _updates, threads) = ProbeManager::start(ProberDeps {
+            runtime: rt.clone(),
+            clock: Arc::new(RealClock),
+            recorder: Arc::new(FakeRecorder::default()),
+            workers: 4,
+        })
+        .unwrap();
+        let pods: Vec<Arc<Pod>> = (0..40)
+            .map(|i| {
+                Arc::new(
+                    serde_json::from_value(serde_json::json!({
+                        "metadata": {"name": format!("p{i}"), "namespace": "ns", "uid": format!("u{i}")},
+                        "spec": {"containers": [{"name": "app", "readinessProbe": {
+                            "exec": {"command": ["true"]}, "periodSeconds": 1}}]}
+                    }))
+                    .unwrap(),
+                )
+            })
+            .collect();
+        let report = |ids: &[String]| {
+            for (pod, id) in pods.iter().zip(ids) {
+                manager.set_pod(
+                    Arc::clone(pod),
+                    None,
+                    vec![ContainerState {
+                        name: "app".into(),
+                        id: Some(id.clone()),
+                        running: true,
+                        started_at: Some(SystemTime::now()),
+                    }],
+                );
+            }
+        };
+        let all_ready = |ids: &[String]| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let ready = ids
+                    .iter()
+                    .filter(|id| {
+                        manager.results().get(id, ProbeKind::Readiness)
+                            == Some(ProbeResult::Success)
+                    })
+                    .count();
+                if ready == ids.len() || Instant::now() >= deadline {
+                    return ready;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        let first: Vec<String> = (0..40).map(|i| running_container(&rt, i, &image)).collect();
+        report(&first);
+        assert_eq!(all_ready(&first), 40);
+        // Every container is replaced by its next attempt, reported running straight away
+        // (a restart the prober never saw stopped): the new attempt starts not ready, and
+        // its first run, due at once and ending at once, makes it ready again. That result
+        // must not end up under the not-ready one the new attempt started with, or the
+        // container stays not ready for good (later runs see no change to publish).
+        let second: Vec<String> = (0..40)
+            .map(|i| running_container(&rt, 100 + i, &image))
+            .collect();
+        report(&second);
+        assert_eq!(
+            all_ready(&second),
+            40,
+            "every new attempt ready after its first run"
+        );
+        for id in &first {
+            assert_eq!(manager.results().get(id, ProbeKind::Readiness), None);
+        }
         manager.shutdown();
         for t in threads {
             t.join().unwrap();
