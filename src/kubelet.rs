@@ -487,7 +487,14 @@ impl Kubelet {
             ("runtime statuses", self.pod_sync.cached_statuses()),
             ("probe results", self.probes.results().len()),
             ("probe series", self.probes.metrics().series().len()),
+            (
+                "desired pods",
+                self.pod_manager.lock().map_or(0, |m| m.len()),
+            ),
         ]
+        .into_iter()
+        .chain(self.runtime_manager.per_pod_entries())
+        .collect()
     }
 
     /// The node conditions the eviction manager reports.

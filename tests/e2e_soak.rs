@@ -13,6 +13,8 @@
 //! ```
 //!
 //! Readings go to stderr and, as CSV, to `$RKUBELET_SOAK_REPORT` when set.
+//! `RKUBELET_SOAK_RESTARTS` changes the number of restarts (5); with 0 the whole run is one
+//! life of the kubelet, where a slow rise within a life cannot hide behind restarts.
 
 mod support;
 
@@ -26,7 +28,7 @@ use support::cri::runtime;
 use support::e2e::{object, Cluster, IMAGE, NODE, SERIAL};
 use support::{process, wait_for};
 
-/// kill -9 restarts over the run.
+/// kill -9 restarts over the run, unless `RKUBELET_SOAK_RESTARTS` says otherwise.
 const RESTARTS: u64 = 5;
 /// Pods created per churn step, one of each kind.
 const KINDS: [&str; 3] = ["svc", "crash", "job"];
@@ -110,6 +112,10 @@ fn churn_with_kill_9_restarts_ends_flat_and_loses_nothing() {
         .ok()
         .map(|s| s.parse().expect("RKUBELET_SOAK_SECONDS: whole seconds"))
         .unwrap_or(180);
+    let restarts: u64 = std::env::var("RKUBELET_SOAK_RESTARTS")
+        .ok()
+        .map(|s| s.parse().expect("RKUBELET_SOAK_RESTARTS: a whole number"))
+        .unwrap_or(RESTARTS);
     let interval = Duration::from_secs((seconds / 12).clamp(5, 60));
     let run = Duration::from_secs(seconds);
     let mut c = Cluster::start("soak");
@@ -126,9 +132,9 @@ fn churn_with_kill_9_restarts_ends_flat_and_loses_nothing() {
     let mut live: Vec<(u64, String)> = Vec::new();
     while started.elapsed() < run {
         let at = started.elapsed();
-        // The restarts fall evenly over the first five sixths of the run.
-        if restarts_done < RESTARTS
-            && at >= run * (restarts_done as u32 + 1) / (RESTARTS as u32 + 1)
+        // The restarts fall evenly over the run, the last a share of the run before its end.
+        if restarts_done < restarts
+            && at >= run * (restarts_done as u32 + 1) / (restarts as u32 + 1)
         {
             observe(&c, &mut seen);
             c.kill9_and_restart();
@@ -231,7 +237,7 @@ fn churn_with_kill_9_restarts_ends_flat_and_loses_nothing() {
         std::fs::write(&path, &csv).unwrap();
     }
 
-    assert_eq!(restarts_done, RESTARTS);
+    assert_eq!(restarts_done, restarts);
     let missed: Vec<_> = seen
         .pods
         .iter()

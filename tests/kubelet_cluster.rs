@@ -572,3 +572,79 @@ fn missing_config_map_keeps_the_pod_creating_until_it_exists() {
     assert_eq!(std::fs::read_to_string(file).unwrap(), "blue");
     node.stop();
 }
+
+#[test]
+fn churned_api_pods_leave_nothing_behind_in_the_kubelets_tables() {
+    let d = dir("churn-tables");
+    let server = ApiServer::start();
+    root_ca(&server);
+    let rt = fake();
+    let node = ClusterNode::start(&d, &server, &rt);
+    let probe: k8s_openapi::api::core::v1::Probe = serde_json::from_value(serde_json::json!({
+        "exec": {"command": ["true"]}, "periodSeconds": 1
+    }))
+    .unwrap();
+    // Three rounds of eight API pods with a service account token, a ConfigMap and probes:
+    // each pod's container exits once (a restart back-off, a second attempt with probes of
+    // its own), then the pods are deleted.
+    for round in 0..3 {
+        let names: Vec<String> = (0..8).map(|i| format!("churn-{round}-{i}")).collect();
+        for name in &names {
+            let mut pod = admitted_pod(name, serde_json::json!([]));
+            let container = &mut pod.spec.as_mut().unwrap().containers[0];
+            container.readiness_probe = Some(probe.clone());
+            container.liveness_probe = Some(probe.clone());
+            server.create_pod(pod).unwrap();
+        }
+        wait_for(WAIT, || (running_ids(&rt).len() == 8).then_some(())).expect("running");
+        for id in running_ids(&rt) {
+            rt.exit_container(&id, 1);
+        }
+        wait_for(WAIT, || {
+            names
+                .iter()
+                .all(|name| {
+                    server
+                        .get_pod("default", name)
+                        .and_then(|p| p.status?.container_statuses)
+                        .is_some_and(|s| s.iter().any(|c| c.restart_count >= 1 && c.ready))
+                })
+                .then_some(())
+        })
+        .unwrap_or_else(|| {
+            let states: Vec<String> = names
+                .iter()
+                .map(|name| {
+                    let status = server.get_pod("default", name).and_then(|p| p.status);
+                    format!("{name}: {status:?}")
+                })
+                .collect();
+            panic!("not restarted once and ready again:\n{}", states.join("\n"))
+        });
+        for name in &names {
+            server.delete_pod("default", name, Some(0)).unwrap();
+        }
+        wait_for(WAIT, || {
+            (server.list_pods().is_empty()
+                && rt.list_pod_sandbox(None).unwrap().is_empty()
+                && rt.list_containers(None).unwrap().is_empty())
+            .then_some(())
+        })
+        .expect("gone from the API and the runtime");
+    }
+    let left = wait_for(Duration::from_secs(30), || {
+        let left: Vec<_> = node
+            .kubelet
+            .per_pod_entries()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        left.is_empty().then_some(())
+    });
+    assert!(
+        left.is_some(),
+        "entries kept for pods that are gone: {:?}",
+        node.kubelet.per_pod_entries()
+    );
+    node.stop();
+}

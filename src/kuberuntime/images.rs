@@ -411,6 +411,11 @@ impl Pulls {
         }
     }
 
+    /// Entries held for all pods: back-offs, last errors, pulls done.
+    pub(super) fn len(&self) -> usize {
+        self.backoff.len() + self.last_error.len() + self.pulled.len()
+    }
+
     /// Forgets everything of a pod.
     pub(super) fn forget(&mut self, uid: &crate::types::PodUid) {
         self.backoff.retain(|(u, _)| u != uid);

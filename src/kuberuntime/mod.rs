@@ -226,6 +226,28 @@ impl RuntimeManager {
             .cloned()
     }
 
+    /// How many entries each per-pod table holds, the volume manager's included (all are
+    /// emptied when a pod is removed).
+    pub fn per_pod_entries(&self) -> Vec<(&'static str, usize)> {
+        fn count<T>(m: &Mutex<T>, len: impl Fn(&T) -> usize) -> usize {
+            m.lock().map_or(0, |m| len(&m))
+        }
+        let mut entries = vec![
+            (
+                "restart back-offs",
+                count(&self.restart_backoff, Backoff::len),
+            ),
+            ("image pulls", count(&self.pulls, images::Pulls::len)),
+            ("start failures", count(&self.reasons, HashMap::len)),
+            (
+                "postStart hooks pending",
+                count(&self.post_start_pending, std::collections::HashSet::len),
+            ),
+        ];
+        entries.extend(self.volumes.per_pod_entries());
+        entries
+    }
+
     fn set_start_failure(&self, uid: &PodUid, container: &str, failure: Option<StartFailure>) {
         if let Ok(mut reasons) = self.reasons.lock() {
             let key = (uid.clone(), container.to_string());

@@ -122,6 +122,16 @@ impl<K: Eq + Hash + Clone> Backoff<K> {
             .map_or(Duration::ZERO, |e| e.delay.current())
     }
 
+    /// How many keys have an entry.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no key has an entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Forgets `key`.
     pub fn reset(&mut self, key: &K) {
         self.entries.remove(key);

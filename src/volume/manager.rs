@@ -306,6 +306,19 @@ impl VolumeManager {
         mounts::container_mounts(pod, container, volumes)
     }
 
+    /// How many entries each per-pod table holds (all are emptied by [`Self::teardown_pod`]).
+    pub fn per_pod_entries(&self) -> Vec<(&'static str, usize)> {
+        fn count<T>(m: &Mutex<T>, len: impl Fn(&T) -> usize) -> usize {
+            m.lock().map_or(0, |m| len(&m))
+        }
+        vec![
+            ("volume pods set up", count(&self.seen, HashSet::len)),
+            ("claim volumes", count(&self.claims, HashMap::len)),
+            ("volumes waited for", count(&self.waiting, HashMap::len)),
+            ("service account tokens", self.tokens.len()),
+        ]
+    }
+
     /// Unmounts everything under the pod's directory, removes it and forgets the pod's
     /// tokens.
     pub fn teardown_pod(&self, uid: &PodUid) -> Result<(), VolumeError> {

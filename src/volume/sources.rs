@@ -365,6 +365,16 @@ impl TokenManager {
         }
     }
 
+    /// How many tokens are held, for all pods.
+    pub fn len(&self) -> usize {
+        self.tokens.lock().map_or(0, |m| m.len())
+    }
+
+    /// Whether no token is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Forgets the tokens of a pod that is gone.
     pub fn forget_pod(&self, pod_uid: &str) {
         if let Ok(mut map) = self.tokens.lock() {

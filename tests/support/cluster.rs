@@ -16,7 +16,7 @@ use rkubelet::config::settings::KubeletConfig;
 use rkubelet::cri::FakeRuntime;
 use rkubelet::events::{ApiRecorder, Recorder};
 use rkubelet::kubelet::node_status::{start_node_threads, KubeletNodeStatus, NodeStatusDeps};
-use rkubelet::kubelet::{Bootstrap, Deps, KubeletError};
+use rkubelet::kubelet::{Bootstrap, Deps, Kubelet, KubeletError};
 
 use super::apiserver::ApiServer;
 
@@ -25,6 +25,8 @@ pub const NODE: &str = "node1";
 
 /// A running in-process kubelet.
 pub struct ClusterNode {
+    /// The kubelet (its tables, for tests that look inside).
+    pub kubelet: Arc<Kubelet>,
     stop: Option<crossbeam_channel::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
     sync_loop: Option<JoinHandle<Result<(), KubeletError>>>,
@@ -178,8 +180,9 @@ impl ClusterNode {
                 .threads
                 .extend(kubelet.listen_and_serve_pod_resources(&stop_rx).unwrap());
         }
-        let sync_loop = start_kubelet(kubelet, sources.updates, stop_rx).unwrap();
+        let sync_loop = start_kubelet(kubelet.clone(), sources.updates, stop_rx).unwrap();
         ClusterNode {
+            kubelet,
             stop: Some(stop_tx),
             threads: sources.threads,
             sync_loop: Some(sync_loop),
