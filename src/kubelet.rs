@@ -228,6 +228,12 @@ pub struct Kubelet {
     eviction: Arc<crate::eviction::Manager>,
     /// When the sync loop last began an iteration (the `syncloop` health check).
     sync_loop_entered: Mutex<Option<std::time::Instant>>,
+    /// Pods whose workers housekeeping forgot (their removal done), with when: a runtime
+    /// listing begun before then may still show them, and must not make them orphans.
+    just_forgotten: Mutex<std::collections::HashMap<crate::types::PodUid, std::time::Instant>>,
+    /// Pods admission rejected (they have a status but no worker) until their source
+    /// removes them: housekeeping keeps their status.
+    rejected: Mutex<std::collections::HashSet<crate::types::PodUid>>,
     /// Set when `run` returns, so handles to threads started there can be joined.
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// The registered CSI drivers (none for hollow nodes).
@@ -436,6 +442,8 @@ impl Kubelet {
             probe_updates,
             eviction,
             sync_loop_entered: Mutex::new(None),
+            just_forgotten: Mutex::new(std::collections::HashMap::new()),
+            rejected: Mutex::new(std::collections::HashSet::new()),
             node_labels: Mutex::new(None),
             api: deps.api,
             mirrors,
@@ -491,6 +499,11 @@ impl Kubelet {
                 "desired pods",
                 self.pod_manager.lock().map_or(0, |m| m.len()),
             ),
+            (
+                "pods just forgotten",
+                self.just_forgotten.lock().map_or(0, |m| m.len()),
+            ),
+            ("rejected pods", self.rejected.lock().map_or(0, |m| m.len())),
         ]
         .into_iter()
         .chain(self.runtime_manager.per_pod_entries())

@@ -172,6 +172,17 @@ impl PodSync {
         self.statuses.lock().map_or(0, |s| s.len())
     }
 
+    /// Drops what is kept of every pod not in `keep` (housekeeping's sweep): a status a late
+    /// read cached for a pod already removed goes with the next sweep.
+    pub fn retain_pods(&self, keep: &std::collections::HashSet<crate::types::PodUid>) {
+        if let Ok(mut statuses) = self.statuses.lock() {
+            statuses.retain(|uid, _| keep.contains(uid));
+        }
+        if let Ok(mut acted) = self.acted.lock() {
+            acted.retain(|uid| keep.contains(uid));
+        }
+    }
+
     /// Drops the runtime status kept for the PLEG's cache of a pod.
     fn forget_status(&self, uid: &crate::types::PodUid) {
         if let Ok(mut statuses) = self.statuses.lock() {

@@ -648,3 +648,56 @@ fn churned_api_pods_leave_nothing_behind_in_the_kubelets_tables() {
     );
     node.stop();
 }
+
+#[test]
+fn a_rejected_pods_status_stays_until_the_pod_is_deleted() {
+    let d = dir("rejected-status");
+    let server = ApiServer::start();
+    let rt = fake();
+    let node = ClusterNode::start(&d, &server, &rt);
+    let mut pod = api_pod("refused", 1);
+    pod.spec.as_mut().unwrap().security_context = Some(
+        serde_json::from_value(serde_json::json!({
+            "sysctls": [{"name": "kernel.msgmax", "value": "1"}]
+        }))
+        .unwrap(),
+    );
+    server.create_pod(pod).unwrap();
+    wait_for(WAIT, || {
+        (phase(&server, "refused").as_deref() == Some("Failed")).then_some(())
+    })
+    .expect("Failed in the API");
+    let uid = server
+        .get_pod("default", "refused")
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    // Housekeeping (every 2 s) sweeps the statuses of pods neither wanted nor worked on:
+    // a rejected pod's status stays while its object does, and never starts it.
+    std::thread::sleep(Duration::from_secs(5));
+    let kept = node
+        .kubelet
+        .pod_statuses()
+        .into_iter()
+        .find(|(u, _)| u.0 == uid)
+        .map(|(_, e)| e.status.reason.clone());
+    assert_eq!(kept, Some(Some("SysctlForbidden".to_string())));
+    server.delete_pod("default", "refused", Some(0)).unwrap();
+    let left = wait_for(WAIT, || {
+        let left: Vec<_> = node
+            .kubelet
+            .per_pod_entries()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        left.is_empty().then_some(())
+    });
+    assert!(
+        left.is_some(),
+        "entries kept for a rejected pod deleted: {:?}",
+        node.kubelet.per_pod_entries()
+    );
+    assert!(rt.list_pod_sandbox(None).unwrap().is_empty(), "never ran");
+    node.stop();
+}

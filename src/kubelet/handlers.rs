@@ -271,6 +271,10 @@ impl SyncHandler for Kubelet {
                     &rejection.reason,
                     rejection.message.clone(),
                 );
+                self.rejected
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(uid_of(&pod));
                 self.status_manager.set_pod_status(
                     &pod,
                     k8s_openapi::api::core::v1::PodStatus {
@@ -304,6 +308,10 @@ impl SyncHandler for Kubelet {
     fn handle_pod_removes(&self, pods: Vec<Arc<Pod>>) {
         for pod in self.split_mirror_pods(pods, true) {
             self.pods().remove(&pod);
+            self.rejected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&uid_of(&pod));
             log::info!(
                 "pod=\"{}\" uid={} removed from its source",
                 pod_key(&pod),
@@ -343,7 +351,16 @@ impl SyncHandler for Kubelet {
 
     fn handle_pod_cleanups(&self) {
         let desired = self.pods().uids();
-        for uid in self.pod_workers.sync_known_pods(&desired) {
+        let forgotten = self.pod_workers.sync_known_pods(&desired);
+        let now = self.clock.now();
+        if !forgotten.is_empty() {
+            let mut just = self
+                .just_forgotten
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            just.extend(forgotten.iter().map(|uid| (uid.clone(), now)));
+        }
+        for uid in forgotten {
             log::debug!("uid={uid} forgotten by the pod workers");
             // Terminated and added again under the same UID (a static pod's manifest taken
             // away and put back): it starts anew, as upstream's housekeeping restarts it.
@@ -362,7 +379,33 @@ impl SyncHandler for Kubelet {
             return;
         }
         let known = self.pod_workers.known_pods();
-        let running_pods = self.pleg.running_pods();
+        // What pods already gone left behind goes: a step that was still ending on a waiter
+        // when its pod was stopped and removed may have recorded a status, set up probes or
+        // cached a runtime status after the removal (upstream's RemoveOrphanedStatuses and
+        // the probe manager's CleanupPods).
+        let wanted: std::collections::HashSet<crate::types::PodUid> =
+            desired.iter().chain(known.iter()).cloned().collect();
+        let statuses_kept: std::collections::HashSet<crate::types::PodUid> = {
+            let rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+            wanted.iter().chain(rejected.iter()).cloned().collect()
+        };
+        for uid in self.status_manager.retain_pods(&statuses_kept) {
+            log::debug!("uid={uid} status of a pod no longer known forgotten");
+        }
+        self.pod_sync.retain_pods(&wanted);
+        self.probes.retain_pods(wanted);
+        let (listed_at, running_pods) = self.pleg.snapshot().unwrap_or((now, Default::default()));
+        // A pod whose removal ended after the runtime listing began is still in it: it is
+        // no orphan (killing it again would cost a worker pass and a status write for an
+        // object already gone). A listing begun later shows whether anything is left.
+        let just_forgotten: std::collections::HashSet<crate::types::PodUid> = {
+            let mut just = self
+                .just_forgotten
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            just.retain(|_, at| *at >= listed_at);
+            just.keys().cloned().collect()
+        };
         // A pod cgroup stays while a source or a pod worker has the pod, or while the
         // runtime shows any of it running (upstream's possibly-running pods). A pod the
         // runtime lists only as exited containers and a stopped sandbox loses its cgroup,
@@ -408,6 +451,15 @@ impl SyncHandler for Kubelet {
         }
         for running in running_pods.iter() {
             if desired.contains(&running.uid) || known.contains(&running.uid) {
+                continue;
+            }
+            if just_forgotten.contains(&running.uid) {
+                log::debug!(
+                    "pod=\"{}/{}\" uid={} removed after the runtime was last listed; looked at again with the next listing",
+                    running.namespace,
+                    running.name,
+                    running.uid
+                );
                 continue;
             }
             log::info!(

@@ -150,6 +150,8 @@ enum Command {
         containers: Vec<ContainerState>,
     },
     RemovePod(PodUid),
+    /// Forget every pod but these.
+    RetainPods(std::collections::HashSet<PodUid>),
 }
 
 type Key = (PodUid, String, ProbeKind);
@@ -329,6 +331,12 @@ impl ProbeManager {
     pub fn remove_pod(&self, uid: &PodUid) {
         let _ = self.commands.send(Command::RemovePod(uid.clone()));
     }
+
+    /// Stops probing every pod but those in `keep` (housekeeping's sweep, upstream
+    /// `CleanupPods`): probes a late update set up again for a pod already removed go.
+    pub fn retain_pods(&self, keep: std::collections::HashSet<PodUid>) {
+        let _ = self.commands.send(Command::RetainPods(keep));
+    }
 }
 
 /// Probe state shared by the scheduler and the pool threads, which record outcomes
@@ -356,6 +364,24 @@ const JOB_QUEUE: usize = 256;
 /// Probes due within this window of the earliest one run together, so the scheduler wakes
 /// a few dozen times a second at most rather than once per probe.
 const BATCH_WINDOW: Duration = Duration::from_millis(25);
+
+/// Drops the probes of every pod `gone` holds for, with their results and counters.
+fn forget_pods(shared: &Shared, entries: &mut HashMap<Key, Entry>, gone: impl Fn(&PodUid) -> bool) {
+    let mut ids = Vec::new();
+    let mut uids = std::collections::HashSet::new();
+    entries.retain(|k, e| {
+        if !gone(&k.0) {
+            return true;
+        }
+        ids.extend(e.view.id.clone());
+        uids.insert(k.0.clone());
+        false
+    });
+    shared.results.forget(&ids);
+    for uid in uids {
+        shared.metrics.forget_pod(&uid.0);
+    }
+}
 
 /// A pseudo-random fraction in [0, 1) from a key, for first-run jitter.
 fn jitter_fraction(key: &Key) -> f64 {
@@ -452,14 +478,13 @@ impl Scheduler {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match cmd {
             Command::RemovePod(uid) => {
-                let ids: Vec<String> = entries
-                    .iter()
-                    .filter(|(k, _)| k.0 == uid)
-                    .filter_map(|(_, e)| e.view.id.clone())
-                    .collect();
-                entries.retain(|k, _| k.0 != uid);
-                shared.results.forget(&ids);
-                shared.metrics.forget_pod(&uid.0);
+                forget_pods(&shared, &mut entries, |u| *u == uid);
+            }
+            Command::RetainPods(keep) => {
+                forget_pods(&shared, &mut entries, |u| !keep.contains(u));
+                let uids: std::collections::HashSet<&str> =
+                    keep.iter().map(|u| u.0.as_str()).collect();
+                shared.metrics.retain_pods(|uid| uids.contains(uid));
             }
             Command::SetPod {
                 pod,
@@ -796,6 +821,27 @@ mod tests {
         for id in &first {
             assert_eq!(manager.results().get(id, ProbeKind::Readiness), None);
         }
+        // Housekeeping's sweep: only the pods kept go on being probed.
+        let keep: std::collections::HashSet<PodUid> = (0..10)
+            .map(|i| PodUid::from(format!("u{i}").as_str()))
+            .collect();
+        manager.retain_pods(keep);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while manager.results().len() > 10 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for (i, id) in second.iter().enumerate() {
+            let expected = (i < 10).then_some(ProbeResult::Success);
+            assert_eq!(
+                manager.results().get(id, ProbeKind::Readiness),
+                expected,
+                "{i}"
+            );
+        }
+        assert!(manager.metrics().series().iter().all(|(k, _)| [
+            "u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "u9"
+        ]
+        .contains(&k.5.as_str())));
         manager.shutdown();
         for t in threads {
             t.join().unwrap();

@@ -90,6 +90,13 @@ impl ProberMetrics {
         }
     }
 
+    /// Drops the series of every pod `keep` refuses.
+    pub(super) fn retain_pods(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut c) = self.counts.lock() {
+            c.retain(|k, _| keep(&k.5));
+        }
+    }
+
     /// `(probe_type, result, count)` summed over containers.
     pub fn totals(&self) -> Vec<(&'static str, &'static str, u64)> {
         let mut sums: HashMap<(&'static str, &'static str), u64> = HashMap::new();

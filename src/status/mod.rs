@@ -281,6 +281,23 @@ impl StatusManager {
         let _ = self.wake_tx.try_send(());
     }
 
+    /// Forgets, as [`Self::remove`] does, every pod not in `keep` (housekeeping's sweep,
+    /// upstream `RemoveOrphanedStatuses`): a status recorded late for a pod already removed
+    /// goes with the next sweep. Returns the pods forgotten.
+    pub fn retain_pods(&self, keep: &HashSet<PodUid>) -> Vec<PodUid> {
+        let mut gone: HashSet<PodUid> = HashSet::new();
+        if let Ok(s) = self.statuses.lock() {
+            gone.extend(s.keys().filter(|uid| !keep.contains(*uid)).cloned());
+        }
+        if let Ok(t) = self.terminations.lock() {
+            gone.extend(t.keys().filter(|uid| !keep.contains(*uid)).cloned());
+        }
+        for uid in &gone {
+            self.remove(uid);
+        }
+        gone.into_iter().collect()
+    }
+
     /// Records how a pod the kubelet is about to stop ends; every status generated for it
     /// from now on carries it.
     pub fn set_termination(&self, uid: &PodUid, termination: Termination) {

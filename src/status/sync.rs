@@ -476,6 +476,33 @@ mod tests {
     }
 
     #[test]
+    fn housekeepings_sweep_forgets_only_the_pods_it_is_not_told_to_keep() {
+        let (fake, manager, mut sync, _) = setup();
+        let mut uids = Vec::new();
+        for i in 0..6 {
+            let pod = Arc::new(fake.insert_pod(&api_pod(&format!("sweep-{i}"))).unwrap());
+            manager.set_pod_status(&pod, status("Running"));
+            uids.push(crate::types::uid_of(&pod));
+        }
+        assert_eq!(sync.sync_batch(), 6);
+        let keep: std::collections::HashSet<_> = uids[..2].iter().cloned().collect();
+        let mut gone = manager.retain_pods(&keep);
+        gone.sort();
+        let mut expected = uids[2..].to_vec();
+        expected.sort();
+        assert_eq!(gone, expected);
+        assert_eq!(sync.sync_batch(), 0, "nothing is written for a pod swept");
+        let left: std::collections::HashSet<_> =
+            manager.all().into_iter().map(|(u, _)| u).collect();
+        assert_eq!(left, keep);
+        assert_eq!(sync.last_sent.len(), 2, "the sync forgot the pods swept");
+        assert!(
+            manager.retain_pods(&keep).is_empty(),
+            "a second sweep finds nothing"
+        );
+    }
+
+    #[test]
     fn static_pod_status_goes_to_its_mirror_or_waits() {
         let (fake, manager, mut sync, _) = setup();
         let mut static_pod = api_pod("kube-web-node1");
