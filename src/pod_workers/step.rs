@@ -114,11 +114,18 @@ impl PodWorkers {
         crate::util::metrics::kubelet()
             .pod_worker_duration
             .observe(&[operation], started.elapsed());
-        self.complete(&uid, state, result);
+        self.complete(&uid, state, removed, result);
     }
 
-    /// Records the outcome of one step and queues the pod again if more work is waiting.
-    fn complete(&self, uid: &PodUid, ran: PodWorkerState, result: Result<StepEnd, SyncError>) {
+    /// Records the outcome of one step (`removed`: whether it ran for a pod gone from its
+    /// source) and queues the pod again if more work is waiting.
+    fn complete(
+        &self,
+        uid: &PodUid,
+        ran: PodWorkerState,
+        removed: bool,
+        result: Result<StepEnd, SyncError>,
+    ) {
         let now = self.clock.now();
         let pod = self.lock().pods.get(uid).map(|s| Arc::clone(&s.pod));
         let resync = pod
@@ -145,15 +152,21 @@ impl PodWorkers {
                     (PodWorkerState::Terminating, _) => Some(PodWorkerState::Terminated),
                     _ => None,
                 };
-                Self::advance(status, ran, next);
+                Self::advance(status, ran, removed, next);
             }
             Err(e) => self.failed(status, uid, ran, &e, now),
         }
         self.requeue(shared, uid);
     }
 
-    /// Moves a pod on after a step of state `ran` succeeded (`next`: the state it leads to).
-    fn advance(status: &mut PodSyncStatus, ran: PodWorkerState, next: Option<PodWorkerState>) {
+    /// Moves a pod on after a step of state `ran` succeeded (`removed`: the step ran for a
+    /// pod gone from its source; `next`: the state it leads to).
+    fn advance(
+        status: &mut PodSyncStatus,
+        ran: PodWorkerState,
+        removed: bool,
+        next: Option<PodWorkerState>,
+    ) {
         match next {
             // Only advance if nothing moved the pod further meanwhile.
             Some(next) if status.state == ran => {
@@ -161,6 +174,16 @@ impl PodWorkers {
                 status.pending.get_or_insert(UpdateType::Sync);
             }
             Some(_) => {}
+            // Removed from its source while its cleanup ran for a pod still wanted: the
+            // cleanup runs again, now removing its containers, before the pod is finished.
+            None if ran == PodWorkerState::Terminated
+                && status.state == ran
+                && status.removed
+                && !removed =>
+            {
+                status.finished = false;
+                status.pending.get_or_insert(UpdateType::Kill);
+            }
             None if ran == PodWorkerState::Terminated && status.state == ran => {
                 status.finished = true;
                 status.next_sync = None;
@@ -252,7 +275,7 @@ impl PodWorkers {
                                 status.next_sync = Some(now + later);
                             }
                         }
-                        _ => Self::advance(status, ran, Some(PodWorkerState::Terminated)),
+                        _ => Self::advance(status, ran, false, Some(PodWorkerState::Terminated)),
                     }
                 }
                 // Retried after the back-off (a failed stop once no other stop is in flight).

@@ -407,3 +407,66 @@ fn new_pods_overtake_queued_resyncs() {
         .collect();
     assert_eq!(order, ["new", "resync-2", "resync-1"]);
 }
+
+/// Removes the pod from its source while its first cleanup runs.
+#[derive(Default)]
+struct RemovedDuringCleanup {
+    workers: std::sync::OnceLock<std::sync::Weak<PodWorkers>>,
+    cleanups: Mutex<Vec<bool>>,
+}
+
+impl PodSyncer for RemovedDuringCleanup {
+    fn sync_pod(&self, _t: UpdateType, _p: &Arc<Pod>, _r: &Resume) -> Result<StepEnd, SyncError> {
+        Ok(StepEnd::Done)
+    }
+    fn sync_terminating_pod(
+        &self,
+        _pod: &Arc<Pod>,
+        _g: Option<i64>,
+        _resume: &Resume,
+    ) -> Result<StepEnd, SyncError> {
+        Ok(StepEnd::Done)
+    }
+    fn sync_terminated_pod(&self, pod: &Arc<Pod>, removed: bool) -> Result<(), SyncError> {
+        let first = {
+            let mut cleanups = self.cleanups.lock().unwrap();
+            cleanups.push(removed);
+            cleanups.len() == 1
+        };
+        if first {
+            let workers = self
+                .workers
+                .get()
+                .and_then(std::sync::Weak::upgrade)
+                .unwrap();
+            workers.update_pod(update(UpdateType::Kill, Arc::clone(pod)));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_pod_removed_while_its_cleanup_runs_gets_its_containers_removed() {
+    let syncer = Arc::new(RemovedDuringCleanup::default());
+    let pw = PodWorkers::external(
+        syncer.clone(),
+        Arc::new(RealClock),
+        Duration::from_secs(60),
+        Arc::new(|| {}),
+    );
+    syncer.workers.set(Arc::downgrade(&pw)).unwrap();
+    pw.update_pod(update(UpdateType::Create, pod("d", "1")));
+    // Deleted with a grace period: stopped and cleaned up while its object still exists...
+    pw.update_pod(UpdatePodOptions {
+        removed: false,
+        ..update(UpdateType::Kill, pod("d", "2"))
+    });
+    // ...and removed from its source in the middle of that cleanup.
+    while pw.run_queued(10) > 0 {}
+    assert_eq!(
+        *syncer.cleanups.lock().unwrap(),
+        vec![false, true],
+        "the cleanup runs again for the removal"
+    );
+    assert!(pw.is_finished(&PodUid::from("d")));
+}
