@@ -632,20 +632,7 @@ fn churned_api_pods_leave_nothing_behind_in_the_kubelets_tables() {
         })
         .expect("gone from the API and the runtime");
     }
-    let left = wait_for(Duration::from_secs(30), || {
-        let left: Vec<_> = node
-            .kubelet
-            .per_pod_entries()
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        left.is_empty().then_some(())
-    });
-    assert!(
-        left.is_some(),
-        "entries kept for pods that are gone: {:?}",
-        node.kubelet.per_pod_entries()
-    );
+    support::assert_nothing_kept_per_pod(&node.kubelet, Duration::from_secs(30));
     node.stop();
 }
 
@@ -684,20 +671,7 @@ fn a_rejected_pods_status_stays_until_the_pod_is_deleted() {
         .map(|(_, e)| e.status.reason.clone());
     assert_eq!(kept, Some(Some("SysctlForbidden".to_string())));
     server.delete_pod("default", "refused", Some(0)).unwrap();
-    let left = wait_for(WAIT, || {
-        let left: Vec<_> = node
-            .kubelet
-            .per_pod_entries()
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        left.is_empty().then_some(())
-    });
-    assert!(
-        left.is_some(),
-        "entries kept for a rejected pod deleted: {:?}",
-        node.kubelet.per_pod_entries()
-    );
+    support::assert_nothing_kept_per_pod(&node.kubelet, WAIT);
     assert!(rt.list_pod_sandbox(None).unwrap().is_empty(), "never ran");
     node.stop();
 }

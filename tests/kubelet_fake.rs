@@ -679,19 +679,6 @@ fn churned_pods_leave_nothing_behind_in_the_kubelets_tables() {
         })
         .expect("removed from the runtime");
     }
-    let left = wait_for(Duration::from_secs(30), || {
-        let left: Vec<_> = node
-            .kubelet
-            .per_pod_entries()
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        left.is_empty().then_some(())
-    });
-    assert!(
-        left.is_some(),
-        "entries kept for pods that are gone: {:?}",
-        node.kubelet.per_pod_entries()
-    );
+    support::assert_nothing_kept_per_pod(&node.kubelet, Duration::from_secs(30));
     node.stop();
 }

@@ -76,3 +76,18 @@ pub fn manifest(name: &str, restart_policy: &str, containers: &[(&str, &str, &st
     }
     out
 }
+
+/// Waits up to `timeout` for every table `kubelet` keeps per pod or container to be empty
+/// (the pods are gone); fails naming the tables still holding entries.
+pub fn assert_nothing_kept_per_pod(kubelet: &rkubelet::kubelet::Kubelet, timeout: Duration) {
+    let nonempty = || -> Vec<(&'static str, usize)> {
+        kubelet
+            .per_pod_entries()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    };
+    if wait_for(timeout, || nonempty().is_empty().then_some(())).is_none() {
+        panic!("entries kept for pods that are gone: {:?}", nonempty());
+    }
+}
