@@ -185,7 +185,7 @@ pub(super) fn serve_registration(
     let service = dp_grpc::create_registration(Registration {
         manager: Arc::downgrade(manager),
     });
-    let mut server = grpcio::ServerBuilder::new(crate::util::grpc_env())
+    let mut server = crate::util::grpc_server_builder()
         .register_service(service)
         .build()
         .map_err(|e| fail(e.to_string()))?;

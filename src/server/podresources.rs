@@ -246,9 +246,8 @@ pub fn listen_and_serve(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(setting(format!("{}: {e}", socket.display()))),
     }
-    let env = crate::util::grpc_env();
     let service = v1_grpc::create_pod_resources_lister(Lister { host });
-    let mut server = grpcio::ServerBuilder::new(env)
+    let mut server = crate::util::grpc_server_builder()
         .register_service(service)
         .build()
         .map_err(|e| setting(e.to_string()))?;

@@ -53,6 +53,18 @@ pub fn grpc_env() -> std::sync::Arc<grpcio::Environment> {
     }))
 }
 
+/// Calls a kubelet gRPC server has asked gRPC core for ahead of time. grpcio's default is
+/// 1,024, a context of about 300 bytes each that stays allocated for the server's life; the
+/// kubelet's servers (pod-resources, device-plugin registration) see a few calls at a time. A
+/// call that arrives while every slot is taken waits in gRPC core until a handler finishes
+/// and its slot is asked for again.
+pub const GRPC_SERVER_SLOTS: usize = 16;
+
+/// A gRPC server builder on the process's environment, with [`GRPC_SERVER_SLOTS`].
+pub fn grpc_server_builder() -> grpcio::ServerBuilder {
+    grpcio::ServerBuilder::new(grpc_env()).requests_slot_per_cq(GRPC_SERVER_SLOTS)
+}
+
 /// Waits until `fd` is readable (a listener has a connection waiting) or `timeout` passes;
 /// whether it is readable. A loop that must also notice a stop calls this instead of
 /// polling a non-blocking accept, so an idle listener costs a wake-up per `timeout`.
