@@ -383,8 +383,9 @@ impl Kubelet {
                 ),
             )
         });
-        // Capacity as upstream; when full, PLEG drops and counts events (see pleg).
-        let (pleg_tx, pleg_events) = crossbeam_channel::bounded(EVENT_CHANNEL_CAPACITY);
+        // Capacity as upstream; when full, PLEG drops and counts events (see pleg). The
+        // channel's memory follows what is queued, not its capacity.
+        let (pleg_tx, pleg_events) = crate::util::capped::channel(EVENT_CHANNEL_CAPACITY);
         let pleg = Arc::new(GenericPleg::new(
             Arc::clone(&runtime_manager) as Arc<dyn crate::pleg::PodLister>,
             Arc::clone(&deps.clock),

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, TrySendError};
 use k8s_openapi::api::core::v1::{Event as ApiEvent, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::KubeClient;
 use crate::clock::Clock;
 use crate::types::api_time;
+use crate::util::capped::CappedSender;
 
 use super::{log_event, EventType, Recorder};
 
@@ -73,7 +74,7 @@ impl EventQueue {
 
 /// Sends events to the API; cheap to call from any thread.
 pub struct ApiRecorder {
-    tx: Sender<Pending>,
+    tx: CappedSender<Pending>,
     /// Events dropped because the queue was full.
     dropped: AtomicU64,
 }
@@ -109,7 +110,7 @@ impl ApiRecorder {
         clock: Arc<dyn Clock>,
         node_name: &str,
     ) -> (Arc<ApiRecorder>, EventQueue) {
-        let (tx, rx) = crossbeam_channel::bounded(QUEUE_CAPACITY);
+        let (tx, rx) = crate::util::capped::channel(QUEUE_CAPACITY);
         let writer = EventWriter::new(client, clock, node_name);
         (
             Arc::new(ApiRecorder {

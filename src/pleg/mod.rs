@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, TrySendError};
 
 use crate::clock::Clock;
 use crate::cri::CriError;
 use crate::kuberuntime::{ContainerState, RunningPod, RuntimeManager};
 use crate::types::PodUid;
+use crate::util::capped::CappedSender;
 use crate::util::metrics::{Counter, Histogram, DURATION_BUCKETS};
 
 /// Upstream relist period.
@@ -78,7 +79,7 @@ type Snapshot = HashMap<PodUid, HashMap<String, ContainerState>>;
 pub struct GenericPleg {
     lister: Arc<dyn PodLister>,
     clock: Arc<dyn Clock>,
-    events: Sender<PodLifecycleEvent>,
+    events: CappedSender<PodLifecycleEvent>,
     /// The previous listing: per pod, per container/sandbox id, its state.
     previous: Mutex<Snapshot>,
     /// The latest listing, for housekeeping (read-only snapshot).
@@ -99,7 +100,7 @@ impl GenericPleg {
     pub fn new(
         lister: Arc<dyn PodLister>,
         clock: Arc<dyn Clock>,
-        events: Sender<PodLifecycleEvent>,
+        events: CappedSender<PodLifecycleEvent>,
     ) -> Self {
         let origin = clock.now();
         GenericPleg {
@@ -329,7 +330,7 @@ mod tests {
             "c1",
             ContainerState::Running,
         )])]))));
-        let (tx, rx) = crossbeam_channel::bounded(10);
+        let (tx, rx) = crate::util::capped::channel(10);
         let clock = Arc::new(FakeClock::new());
         let pleg = GenericPleg::new(lister.clone(), clock.clone(), tx);
         assert!(!pleg.healthy());
@@ -379,7 +380,7 @@ mod tests {
             ("c1", ContainerState::Running),
             ("c2", ContainerState::Running),
         ])]))));
-        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let (tx, _rx) = crate::util::capped::channel(1);
         let pleg = GenericPleg::new(lister, Arc::new(FakeClock::new()), tx);
         pleg.relist().unwrap();
         assert_eq!(pleg.metrics.dropped_events.get(), 2);

@@ -2,6 +2,7 @@
 
 pub mod backoff;
 pub mod base64;
+pub mod capped;
 pub mod duration;
 pub mod expansion;
 pub mod http;
