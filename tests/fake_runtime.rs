@@ -168,34 +168,14 @@ fn rkubelet_runs_pods_on_a_fake_runtime_in_another_process() {
 fn a_notify_unit_hears_ready_then_the_watchdog_then_stopping() {
     use std::os::unix::net::UnixDatagram;
     let dir: PathBuf = scratch_dir("fake-runtime-notify");
-    let socket = dir.join("fake.sock");
-    let _fake = spawn(
-        &[
-            "fake-runtime".into(),
-            format!("--listen=unix://{}", socket.display()),
-        ],
-        &dir.join("fake.log"),
-    );
-    wait_for(WAIT, || socket.exists().then_some(())).expect("fake runtime socket");
+    let (_fake, socket) = standalone_fake_runtime(&dir);
     let notify_path = dir.join("notify.sock");
     let manager = UnixDatagram::bind(&notify_path).unwrap();
     manager.set_read_timeout(Some(WAIT)).unwrap();
-    std::fs::create_dir_all(dir.join("manifests")).unwrap();
     let log = dir.join("rkubelet.log");
     let kubelet = Proc(
         Command::new(env!("CARGO_BIN_EXE_rkubelet"))
-            .args([
-                format!("--container-runtime-endpoint=unix://{}", socket.display()),
-                format!("--pod-manifest-path={}", dir.join("manifests").display()),
-                format!("--root-dir={}", dir.join("root").display()),
-                format!("--pod-logs-dir={}", dir.join("logs/pods").display()),
-                "--hostname-override=notify-node".into(),
-                "--address=127.0.0.1".into(),
-                format!("--port={}", free_port()),
-                "--cgroups-per-qos=false".into(),
-                "--resolv-conf=".into(),
-                "--fail-swap-on=false".into(),
-            ])
+            .args(standalone_args(&dir, &socket))
             .env("NOTIFY_SOCKET", &notify_path)
             .env("WATCHDOG_USEC", "1000000")
             .env_remove("WATCHDOG_PID")
@@ -213,6 +193,24 @@ fn a_notify_unit_hears_ready_then_the_watchdog_then_stopping() {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
     assert_eq!(next(), "READY=1");
+    // The kubelet executed itself again with its malloc setting, in the same process (the
+    // one systemd watches) and under its own name.
+    let pid = kubelet.0.id();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|v| v == b"GLIBC_TUNABLES=glibc.malloc.arena_max=1"),
+        "{}",
+        String::from_utf8_lossy(&environ)
+    );
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim(), "rkubelet");
+    assert!(
+        log_text().contains("malloc: GLIBC_TUNABLES=glibc.malloc.arena_max=1 (set by rkubelet)"),
+        "{}",
+        log_text()
+    );
     // Fed at half of WATCHDOG_USEC while the health checks pass.
     assert_eq!(next(), "WATCHDOG=1");
     assert_eq!(next(), "WATCHDOG=1");
@@ -227,6 +225,65 @@ fn a_notify_unit_hears_ready_then_the_watchdog_then_stopping() {
         last = next();
     }
     assert_eq!(last, "STOPPING=1");
+}
+
+/// A fake runtime serving on `dir`/fake.sock, and an empty static pod directory beside it for
+/// [`standalone_args`].
+fn standalone_fake_runtime(dir: &Path) -> (Proc, PathBuf) {
+    let socket = dir.join("fake.sock");
+    let fake = spawn(
+        &[
+            "fake-runtime".into(),
+            format!("--listen=unix://{}", socket.display()),
+        ],
+        &dir.join("fake.log"),
+    );
+    wait_for(WAIT, || socket.exists().then_some(())).expect("fake runtime socket");
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    (fake, socket)
+}
+
+/// A standalone kubelet on the fake runtime at `socket`, with static pods from `dir`.
+fn standalone_args(dir: &Path, socket: &Path) -> Vec<String> {
+    vec![
+        format!("--container-runtime-endpoint=unix://{}", socket.display()),
+        format!("--pod-manifest-path={}", dir.join("manifests").display()),
+        format!("--root-dir={}", dir.join("root").display()),
+        format!("--pod-logs-dir={}", dir.join("logs/pods").display()),
+        "--hostname-override=notify-node".into(),
+        "--address=127.0.0.1".into(),
+        format!("--port={}", free_port()),
+        "--cgroups-per-qos=false".into(),
+        "--resolv-conf=".into(),
+        "--fail-swap-on=false".into(),
+    ]
+}
+
+#[test]
+fn glibc_tunables_set_by_the_caller_are_left_as_given() {
+    let dir: PathBuf = scratch_dir("fake-runtime-tunables");
+    let (_fake, socket) = standalone_fake_runtime(&dir);
+    let log = dir.join("rkubelet.log");
+    let kubelet = Proc(
+        Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+            .args(standalone_args(&dir, &socket))
+            .env("GLIBC_TUNABLES", "glibc.malloc.arena_max=3")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for(WAIT, || {
+        log_text()
+            .contains(r#"malloc: GLIBC_TUNABLES="glibc.malloc.arena_max=3" set by the caller, left as given"#)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no malloc line:\n{}", log_text()));
+    let environ = std::fs::read(format!("/proc/{}/environ", kubelet.0.id())).unwrap();
+    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    assert!(vars.contains(&&b"GLIBC_TUNABLES=glibc.malloc.arena_max=3"[..]));
+    assert!(!vars.iter().any(|v| v.starts_with(b"RKUBELET_MALLOC_TUNED")));
 }
 
 #[test]
