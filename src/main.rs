@@ -4,6 +4,7 @@
 //! hollow nodes in one process.
 
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt as _;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 
@@ -93,27 +94,36 @@ fn tune_malloc() -> Malloc {
     if !cfg!(all(target_os = "linux", target_env = "gnu")) {
         return Malloc::NotGlibc;
     }
-    if std::env::var_os(TUNED_MARK).is_some() {
+    if let Some(name) = std::env::var_os(TUNED_MARK) {
         std::env::remove_var(TUNED_MARK);
         std::env::remove_var("GLIBC_TUNABLES");
+        // The kernel names a process after the file it executes, and the file executed again
+        // is the binary itself even when the kubelet was started through a link
+        // (`/usr/bin/kubelet`): the name it was started under comes back, for `ps`, `pgrep`
+        // and `killall`.
+        if let Ok(name) = std::ffi::CString::new(name.into_vec()) {
+            let _ = rustix::thread::set_name(&name);
+        }
         return Malloc::Tuned;
     }
     if let Some(value) = std::env::var_os("GLIBC_TUNABLES") {
         return Malloc::Caller(value);
     }
-    // The file's own path rather than /proc/self/exe, so the process keeps its name (`ps`,
-    // `pgrep`, `systemctl status`).
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => return Malloc::Failed(e),
     };
+    let mut name = std::fs::read("/proc/self/comm").unwrap_or_default();
+    if name.last() == Some(&b'\n') {
+        name.pop();
+    }
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
     let err = Command::new(&exe)
         .arg0(arg0)
         .args(args)
         .env("GLIBC_TUNABLES", MALLOC_TUNABLES)
-        .env(TUNED_MARK, "1")
+        .env(TUNED_MARK, OsString::from_vec(name))
         .exec();
     Malloc::Failed(err)
 }

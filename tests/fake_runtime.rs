@@ -173,8 +173,11 @@ fn a_notify_unit_hears_ready_then_the_watchdog_then_stopping() {
     let manager = UnixDatagram::bind(&notify_path).unwrap();
     manager.set_read_timeout(Some(WAIT)).unwrap();
     let log = dir.join("rkubelet.log");
+    // Started through a link, as a package installs it (/usr/bin/kubelet -> rkubelet).
+    let link = dir.join("kubelet");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_rkubelet"), &link).unwrap();
     let kubelet = Proc(
-        Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+        Command::new(&link)
             .args(standalone_args(&dir, &socket))
             .env("NOTIFY_SOCKET", &notify_path)
             .env("WATCHDOG_USEC", "1000000")
@@ -194,7 +197,7 @@ fn a_notify_unit_hears_ready_then_the_watchdog_then_stopping() {
     };
     assert_eq!(next(), "READY=1");
     // The kubelet executed itself again with its malloc setting, in the same process (the
-    // one systemd watches) and under its own name.
+    // one systemd watches) and under the name it was started with.
     let pid = kubelet.0.id();
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     assert!(
@@ -205,7 +208,7 @@ fn a_notify_unit_hears_ready_then_the_watchdog_then_stopping() {
         String::from_utf8_lossy(&environ)
     );
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
-    assert_eq!(comm.trim(), "rkubelet");
+    assert_eq!(comm.trim(), "kubelet");
     assert!(
         log_text().contains("malloc: GLIBC_TUNABLES=glibc.malloc.arena_max=1 (set by rkubelet)"),
         "{}",
