@@ -4,7 +4,8 @@
 # Steps, each under its own header:
 #   1. host set-up        packaging/host-setup.sh (Debian packages, local test images)
 #   2. toolchain          rustfmt and clippy present; CARGO_TARGET_DIR=/var/tmp/rkubelet-target
-#                         unless already set, so builds are reused between runs
+#                         unless already set, so builds are reused between runs; with
+#                         little disk left, old test binaries and incremental caches go first
 #   3. cargo fmt --all -- --check
 #   4. cargo clippy --all-targets -- -D warnings
 #   5. a private containerd  packaging/containerd.sh start /var/tmp/rkubelet-ci/containerd
@@ -30,6 +31,9 @@
 #   RKUBELET_BUILD_TIMEOUT    seconds for `cargo clippy` and for the packages' release build
 #                             (default 3600 each, a cold build is ~10 min)
 #   RKUBELET_FUZZ_SECONDS     seconds each fuzz target runs in the smoke step (default 15)
+#   RKUBELET_MIN_FREE_GIB     below this many GiB free under /var/tmp, old test binaries and
+#                             incremental caches in the build directories are removed first
+#                             (default 20)
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -71,6 +75,28 @@ cargo --version
 cargo fmt --version
 cargo clippy --version
 echo "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
+
+# The build directories are kept between runs and only grow: a test binary rebuilt under a
+# new hash leaves the old one behind, and the incremental caches pile up. The e2e kubelets
+# report DiskPressure when the disk they share with the builds runs low, so below
+# $min_free_gib GiB free the incremental caches and the test binaries no build has written
+# for a day are removed (cargo rebuilds what it still needs).
+min_free_gib="${RKUBELET_MIN_FREE_GIB:-20}"
+free_gib() { df -Pk "$1" 2>/dev/null | awk 'NR == 2 { print int($4 / 1048576) }'; }
+prune_build_dirs() {
+    local dir free
+    free="$(free_gib /var/tmp)"
+    [[ -n "$free" && "$free" -lt "$min_free_gib" ]] || return 0
+    echo "only $free GiB free under /var/tmp: pruning old build output"
+    for dir in "$CARGO_TARGET_DIR" "${RKUBELET_FUZZ_TARGET:-/var/tmp/rkubelet-fuzz-target}"; do
+        [[ -d "$dir" ]] || continue
+        rm -rf "$dir"/*/incremental
+        find "$dir"/*/deps -maxdepth 1 -type f -perm -u+x ! -name '*.so' -mtime +0 -delete \
+            2>/dev/null || true
+    done
+    echo "$(free_gib /var/tmp) GiB free under /var/tmp after pruning"
+}
+prune_build_dirs
 
 failed=()
 
