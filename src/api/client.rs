@@ -245,7 +245,8 @@ impl RestClient {
         let resp = self.send(op, path, query, body, self.timeout)?;
         let verb = op.http_verb();
         let bytes = resp.bytes().map_err(|e| transport_error(verb, path, &e))?;
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
+        // Through a `Value`, as everywhere: one copy of each type's decoder in the binary.
+        crate::util::decode::from_slice(&bytes).map_err(|e| ApiError::Decode {
             what: format!("{verb} {path}"),
             message: e.to_string(),
         })

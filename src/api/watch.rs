@@ -154,8 +154,16 @@ impl<T, R> WatchDecoder<T, R> {
 /// Decodes one line into an event, or says why not.
 fn decode_line<T: DeserializeOwned>(line: &[u8]) -> Result<WatchEvent<T>, String> {
     let raw: RawEvent = serde_json::from_slice(line).map_err(|e| e.to_string())?;
-    let object =
-        |v: Value| serde_json::from_value::<T>(v).map_err(|e| format!("{} object: {e}", raw.kind));
+    // On failure the line is read again to find the field at fault (`util::decode`).
+    let again = || {
+        serde_json::from_slice::<RawEvent>(line)
+            .map(|raw| raw.object)
+            .unwrap_or(Value::Null)
+    };
+    let object = |v: Value| {
+        crate::util::decode::from_value::<T>(v, again)
+            .map_err(|e| format!("{} object: {e}", raw.kind))
+    };
     match raw.kind.as_str() {
         "ADDED" => object(raw.object).map(WatchEvent::Added),
         "MODIFIED" => object(raw.object).map(WatchEvent::Modified),

@@ -4,7 +4,8 @@
 //! Pure functions, run on the `source-file` and `source-http` threads. Bytes in YAML or JSON
 //! become a [`Manifest`]: one `Pod`, or a `PodList`/`List` of pods. Like upstream the decode is
 //! not strict (unknown fields are ignored), but `kind` and `apiVersion: v1` are required, and
-//! every error names its origin (the file path or URL) and serde's reason with line and column.
+//! every error names its origin (the file path or URL) and serde's reason: with line and
+//! column for malformed YAML or JSON, with the field's path for a field of the wrong type.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,6 +13,9 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::Pod;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_json::Value;
+
+use crate::util::decode::{self, DecodeError};
 
 /// Largest manifest read from a file or a URL (upstream `maxConfigLength`, 10 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 10 << 20;
@@ -61,7 +65,7 @@ pub enum ManifestError {
         /// File or URL.
         origin: ManifestSource,
     },
-    /// Malformed YAML, or a field of the wrong type.
+    /// Malformed YAML.
     #[error("{origin}: couldn't parse as pod: {source}")]
     Yaml {
         /// File or URL.
@@ -69,13 +73,21 @@ pub enum ManifestError {
         /// serde's message, with line and column.
         source: serde_yaml_ng::Error,
     },
-    /// Malformed JSON (a document starting with `{`), or a field of the wrong type.
+    /// Malformed JSON (a document starting with `{`).
     #[error("{origin}: couldn't parse as pod: {source}")]
     Json {
         /// File or URL.
         origin: ManifestSource,
         /// serde's message, with line and column.
         source: serde_json::Error,
+    },
+    /// A well-formed document with a field of the wrong type, or a required field missing.
+    #[error("{origin}: couldn't parse as pod: {source}")]
+    Decode {
+        /// File or URL.
+        origin: ManifestSource,
+        /// serde's message and the path of the field.
+        source: DecodeError,
     },
     /// `kind` is missing.
     #[error("{origin}: Object 'Kind' is missing")]
@@ -246,16 +258,18 @@ pub fn decode_manifest(data: &[u8], origin: &ManifestSource) -> Result<Manifest,
             limit: MAX_MANIFEST_BYTES,
         });
     }
-    let is_json = data
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|b| *b == b'{');
-    let meta: Option<TypeMeta> = parse(data, is_json, origin)?;
-    let Some(meta) = meta else {
+    let Some(mut document) = read_document(data, origin)? else {
         return Err(ManifestError::Empty {
             origin: origin.clone(),
         });
     };
+    let meta = TypeMeta::deserialize(&document).map_err(|err| ManifestError::Decode {
+        origin: origin.clone(),
+        source: DecodeError {
+            path: String::new(),
+            message: err.to_string(),
+        },
+    })?;
     let Some(kind) = meta.kind.filter(|k| !k.is_empty()) else {
         return Err(ManifestError::MissingKind {
             origin: origin.clone(),
@@ -268,10 +282,12 @@ pub fn decode_manifest(data: &[u8], origin: &ManifestSource) -> Result<Manifest,
             api_version,
         });
     }
+    // Upstream's `Quantity` accepts `cpu: 1`, k8s-openapi's only `cpu: "1"`.
+    quantities_to_strings(&mut document);
     match kind.as_str() {
-        "Pod" => Ok(Manifest::Pod(Box::new(parse_typed(data, is_json, origin)?))),
+        "Pod" => Ok(Manifest::Pod(Box::new(decode_typed(document, origin)?))),
         "PodList" | "List" => {
-            let list: ListDoc = parse_typed(data, is_json, origin)?;
+            let list: ListDoc = decode_typed(document, origin)?;
             Ok(Manifest::List(list.items))
         }
         _ => Err(ManifestError::WrongKind {
@@ -282,12 +298,14 @@ pub fn decode_manifest(data: &[u8], origin: &ManifestSource) -> Result<Manifest,
     }
 }
 
-/// Parses `data` straight into `T`, keeping serde's line and column.
-fn parse<T: DeserializeOwned>(
-    data: &[u8],
-    is_json: bool,
-    origin: &ManifestSource,
-) -> Result<T, ManifestError> {
+/// Reads `data` into a document: JSON when its first non-blank byte is `{`, YAML otherwise
+/// (as upstream, which turns YAML into JSON before decoding). Syntax errors keep serde's line
+/// and column. `None` when there is no document (empty, or only comments).
+fn read_document(data: &[u8], origin: &ManifestSource) -> Result<Option<Value>, ManifestError> {
+    let is_json = data
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
     if is_json {
         serde_json::from_slice(data).map_err(|source| ManifestError::Json {
             origin: origin.clone(),
@@ -301,23 +319,15 @@ fn parse<T: DeserializeOwned>(
     }
 }
 
-/// Like [`parse`], but when the typed decode fails, tries again with bare numbers in resource
-/// lists turned into strings: upstream's `Quantity` accepts `cpu: 1`, k8s-openapi's only
-/// `cpu: "1"`. The first error (with its position) is the one reported.
-fn parse_typed<T: DeserializeOwned>(
-    data: &[u8],
-    is_json: bool,
+/// Decodes the document as `T`; a field of the wrong type is reported with its path.
+fn decode_typed<T: DeserializeOwned>(
+    document: Value,
     origin: &ManifestSource,
 ) -> Result<T, ManifestError> {
-    let first = match parse::<T>(data, is_json, origin) {
-        Ok(value) => return Ok(value),
-        Err(e) => e,
-    };
-    let Ok(mut value) = parse::<serde_json::Value>(data, is_json, origin) else {
-        return Err(first);
-    };
-    quantities_to_strings(&mut value);
-    serde_json::from_value(value).map_err(|_| first)
+    decode::from_value(document.clone(), || document).map_err(|source| ManifestError::Decode {
+        origin: origin.clone(),
+        source,
+    })
 }
 
 /// Turns numbers into strings in quantity maps (`limits`, `requests`, `overhead`) and in
@@ -426,7 +436,20 @@ spec:
             ("apiVersion: v1\nkind: Pod\nspec: [\n", "at line 4 column 1"),
             (
                 "apiVersion: v1\nkind: Pod\nmetadata:\n  name: [a]\n",
-                "invalid type: sequence, expected a string at line 4",
+                "couldn't parse as pod: metadata.name: invalid type: sequence, expected a string",
+            ),
+            (
+                "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: a\n    image: i\n    \
+                 ports:\n    - containerPort: http\n",
+                "spec.containers[0].ports[0].containerPort: invalid type: string \"http\", expected i32",
+            ),
+            (
+                "{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"spec\": {\"hostNetwork\": 1}}",
+                "spec.hostNetwork: invalid type: integer `1`, expected a boolean",
+            ),
+            (
+                "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {labels: {a: 1}}}\n",
+                "items[0].metadata.labels.a: invalid type: integer `1`, expected a string",
             ),
             (
                 "{\"apiVersion\": \"v1\", \"kind\": \"Pod\",}",

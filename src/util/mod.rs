@@ -3,6 +3,7 @@
 pub mod backoff;
 pub mod base64;
 pub mod capped;
+pub mod decode;
 pub mod duration;
 pub mod expansion;
 pub mod http;

@@ -23,6 +23,7 @@ use super::sources::{Source, Sources};
 use super::validate::{validate_fields, InFile};
 use super::{read, KubeletConfiguration};
 use crate::config::error::ConfigError;
+use crate::util::decode;
 
 /// The extension of drop-in files; upstream compares Go's `filepath.Ext` with it.
 pub const DROP_IN_EXTENSION: &str = ".conf";
@@ -58,10 +59,11 @@ pub fn read_layers(
         merge_patch(&mut merged, &doc);
         sources.push(Source::File(path), doc);
     }
-    let config = serde_json::from_value(merged).map_err(|err| ConfigError::Parse {
-        file: dir.to_path_buf(),
-        reason: format!("the merged drop-ins do not decode: {err}"),
-    })?;
+    let config =
+        decode::from_value(merged.clone(), || merged).map_err(|err| ConfigError::Parse {
+            file: dir.to_path_buf(),
+            reason: format!("the merged drop-ins do not decode: {err}"),
+        })?;
     Ok((config, sources))
 }
 

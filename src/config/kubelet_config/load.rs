@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::{validate, KubeletConfiguration, API_VERSION, KIND};
 use crate::config::error::{ConfigError, Origin};
+use crate::util::decode;
 
 impl KubeletConfiguration {
     /// Makes the relative paths among upstream's path fields (`staticPodPath`,
@@ -95,16 +96,19 @@ pub fn parse(text: &str, file: &Path) -> Result<KubeletConfiguration, ConfigErro
     } else {
         text.to_string()
     };
-    let document: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&text).map_err(|err| parse_error(file, &err))?;
+    let document: serde_json::Value =
+        serde_yaml_ng::from_str(&text).map_err(|err| parse_error(file, err.to_string()))?;
     check_type_meta(&document, file)?;
-    serde_yaml_ng::from_str(&text).map_err(|err| parse_error(file, &err))
+    // Through a `Value` like every other document (`util::decode`); a field at fault is
+    // named by its path.
+    decode::from_value(document.clone(), || document)
+        .map_err(|err| parse_error(file, err.to_string()))
 }
 
 /// Checks `kind` and `apiVersion` before the strict decode, so that a wrong kind of document
 /// (a Pod manifest, say) is reported as such rather than as a pile of unknown fields.
-fn check_type_meta(document: &serde_yaml_ng::Value, file: &Path) -> Result<(), ConfigError> {
-    if !document.is_mapping() {
+fn check_type_meta(document: &serde_json::Value, file: &Path) -> Result<(), ConfigError> {
+    if !document.is_object() {
         return Err(ConfigError::Parse {
             file: file.to_path_buf(),
             reason: format!("expected a {KIND} object (a mapping)"),
@@ -112,16 +116,15 @@ fn check_type_meta(document: &serde_yaml_ng::Value, file: &Path) -> Result<(), C
     }
     for (field, want) in [("kind", KIND), ("apiVersion", API_VERSION)] {
         let got = document.get(field);
-        if got.and_then(serde_yaml_ng::Value::as_str) != Some(want) {
+        if got.and_then(serde_json::Value::as_str) != Some(want) {
             let origin = Origin::File {
                 file: file.to_path_buf(),
                 field: field.to_string(),
             };
             let value = match got {
                 None => String::new(),
-                Some(value) => serde_yaml_ng::to_string(value)
-                    .map(|text| text.trim_end().to_string())
-                    .unwrap_or_default(),
+                Some(serde_json::Value::String(text)) => text.clone(),
+                Some(value) => value.to_string(),
             };
             return Err(origin.invalid(value, format!("must be {want:?}")));
         }
@@ -129,11 +132,10 @@ fn check_type_meta(document: &serde_yaml_ng::Value, file: &Path) -> Result<(), C
     Ok(())
 }
 
-/// Wraps a YAML error (which already starts with the field's path, e.g.
-/// `authentication.x509: unknown field ...`) with the file name, dropping serde's list of
+/// Wraps a YAML syntax error or a decode error (which starts with the field's path, e.g.
+/// `authentication.x509.foo: unknown field ...`) with the file name, dropping serde's list of
 /// every known field when it is long.
-fn parse_error(file: &Path, err: &serde_yaml_ng::Error) -> ConfigError {
-    let mut reason = err.to_string();
+fn parse_error(file: &Path, mut reason: String) -> ConfigError {
     if let Some(start) = reason.find(", expected one of ") {
         let end = reason[start..]
             .find(" at line ")
@@ -249,7 +251,7 @@ staticPodPath: /etc/kubernetes/manifests
 streamingConnectionIdleTimeout: 0s
 syncFrequency: 0s
 systemReserved:
-  cpu: 1
+  cpu: "1"
   memory: 1Gi
 tlsCipherSuites:
 - TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
@@ -328,7 +330,7 @@ volumeStatsAggPeriod: 0s
             (
                 "unknown field",
                 "fooBar: 1\n",
-                &["unknown field `fooBar`", "line 3"],
+                &["unknown field `fooBar`"],
             ),
             (
                 "wrong type",
@@ -358,7 +360,7 @@ volumeStatsAggPeriod: 0s
             (
                 "duration without unit",
                 "authorization:\n  webhook:\n    cacheAuthorizedTTL: 5\n",
-                &["authorization.webhook.cacheAuthorizedTTL", "missing unit"],
+                &["authorization.webhook.cacheAuthorizedTTL: invalid type: integer `5`, expected a Go duration string"],
             ),
             (
                 "map value type",
