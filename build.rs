@@ -40,7 +40,25 @@ fn main() -> Result<(), Box<dyn Error>> {
         println!("cargo:rerun-if-changed={}", proto_dir.join(proto).display());
         generate(&proto_dir, proto, &out_dir)?;
     }
+    pack_relocations();
     Ok(())
+}
+
+/// Links the statically linked kubelet (see `.cargo/config.toml`) with its relative
+/// relocations packed (`DT_RELR`, glibc 2.36 and binutils 2.38 on): a static position-
+/// independent binary relocates itself at start, and the table it reads stays resident; packed,
+/// it is a few KiB instead of about 400 KiB. A dynamically linked build is left as it is, so
+/// that it still runs with an older glibc.
+fn pack_relocations() {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let is_static_gnu = var("CARGO_CFG_TARGET_OS") == "linux"
+        && var("CARGO_CFG_TARGET_ENV") == "gnu"
+        && var("CARGO_CFG_TARGET_FEATURE")
+            .split(',')
+            .any(|feature| feature == "crt-static");
+    if is_static_gnu {
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
 }
 
 /// Runs protoc on `proto_dir/file`, then writes the messages and the grpcio

@@ -62,7 +62,8 @@ else
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/rkubelet-target}"
     echo "cargo build --release (CARGO_TARGET_DIR=$CARGO_TARGET_DIR; a first build takes ~10 minutes)"
     timeout --foreground -k 30 3600 cargo build --release </dev/null
-    rkubelet="$CARGO_TARGET_DIR/release/rkubelet"
+    # Builds name their target (.cargo/config.toml): the output is under the host triple.
+    rkubelet="$CARGO_TARGET_DIR/$(rustc -vV | sed -n 's/^host: //p')/release/rkubelet"
 fi
 [[ -x "$rkubelet" ]] || { echo "examples/run.sh: $rkubelet is not an executable" >&2; exit 1; }
 echo "using $rkubelet"

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds rkubelet's packages: rkubelet_<version>_<arch>.deb and rkubelet-<version>-1.<arch>.rpm.
 #
-#  1. The binary: `cargo build --release`, or the one RKUBELET_BINARY names. Its `--version`
-#     line gives the package version and the Kubernetes version the packages provide
-#     (Kubernetes v1.33.0+rkubelet-0.1.0: kubelet 1.33.0, rkubelet 0.1.0). It is stripped into
-#     the staged trees; the input is left as it is.
+#  1. The binary: `cargo build --release` (statically linked), or the one RKUBELET_BINARY
+#     names. Its `--version` line gives the package version and the Kubernetes version the
+#     packages provide (Kubernetes v1.33.0+rkubelet-0.1.0: kubelet 1.33.0, rkubelet 0.1.0). It
+#     is stripped into the staged trees; the input is left as it is.
 #  2. One staged tree per format, the same files at each format's paths:
 #       /usr/bin/rkubelet (0755), /usr/bin/kubelet -> rkubelet
 #       <unit dir>/kubelet.service, <unit dir>/kubelet.service.d/09-rkubelet-kubeadm.conf,
@@ -15,7 +15,8 @@
 #       /etc/kubernetes/manifests/ (not /var/lib/kubelet: rkubelet makes it at start, and a
 #       package that does not own it can never remove it)
 #  3. The .deb with dpkg-deb from that tree plus packaging/debian/ (control template,
-#     conffiles, maintainer scripts); shared-library dependencies from dpkg-shlibdeps.
+#     conffiles, maintainer scripts); shared-library dependencies, if the binary is linked
+#     dynamically, from dpkg-shlibdeps.
 #  4. The .rpm with rpmbuild and packaging/rpm/rkubelet.spec.
 #
 # Why these tools: dpkg-deb, dpkg-shlibdeps (dpkg-dev) and rpmbuild (Debian's `rpm` package)
@@ -32,7 +33,7 @@
 #   RKUBELET_BINARY   package this rkubelet binary (built for this machine's architecture)
 #                     instead of building one
 #   CARGO_TARGET_DIR  cargo's build directory (default: target/ in the repository)
-# Needs: cargo (unless RKUBELET_BINARY); dpkg-deb, dpkg-shlibdeps, rpmbuild, strip and gzip,
+# Needs: cargo (unless RKUBELET_BINARY); dpkg-deb, dpkg-shlibdeps, rpmbuild, strip, readelf and gzip,
 # installed with apt where missing (which needs root).
 set -euo pipefail
 
@@ -47,7 +48,7 @@ die() { echo "build-packages: $*" >&2; exit 1; }
 # The build tools come from the distribution: a tool that is missing is installed with apt
 # (as root, without questions), so that a fresh Debian machine needs nothing set up by hand.
 # tool:package
-tools=(dpkg-deb:dpkg dpkg-shlibdeps:dpkg-dev rpmbuild:rpm strip:binutils gzip:gzip)
+tools=(dpkg-deb:dpkg dpkg-shlibdeps:dpkg-dev rpmbuild:rpm strip:binutils readelf:binutils gzip:gzip)
 missing=()
 for entry in "${tools[@]}"; do
     command -v "${entry%%:*}" >/dev/null || missing+=("${entry#*:}")
@@ -72,7 +73,9 @@ if [[ -n "${RKUBELET_BINARY:-}" ]]; then
 else
     log "cargo build --release"
     (cd "$repo_root" && cargo build --release --bin rkubelet </dev/null) >&2
-    binary="$target_dir/release/rkubelet"
+    # Builds name their target (.cargo/config.toml), so the output is under the host triple.
+    host="$(rustc -vV | sed -n 's/^host: //p')"
+    binary="$target_dir/$host/release/rkubelet"
 fi
 [[ -x "$binary" ]] || die "$binary is not an executable file"
 
@@ -122,13 +125,21 @@ deb_root="$deb_work/debian/rkubelet"
 stage "$deb_root" /lib/systemd/system /etc/default/kubelet
 install -d -m 0755 "$deb_root/DEBIAN"
 printf 'Source: rkubelet\n\nPackage: rkubelet\nArchitecture: any\n' >"$deb_work/debian/control"
-shlibs="$(cd "$deb_work" && dpkg-shlibdeps -O -e debian/rkubelet/usr/bin/rkubelet)"
-shlibs="${shlibs#shlibs:Depends=}"
-[[ -n "$shlibs" ]] || die "dpkg-shlibdeps found no shared-library dependencies"
+# The default build is statically linked (.cargo/config.toml) and needs no shared library;
+# a dynamically linked RKUBELET_BINARY gets its library dependencies from dpkg-shlibdeps.
+if readelf -d "$deb_root/usr/bin/rkubelet" | grep -q '(NEEDED)'; then
+    shlibs="$(cd "$deb_work" && dpkg-shlibdeps -O -e debian/rkubelet/usr/bin/rkubelet)"
+    shlibs="${shlibs#shlibs:Depends=}"
+    [[ -n "$shlibs" ]] || die "dpkg-shlibdeps found no shared-library dependencies"
+    shlibs="$shlibs, "
+else
+    log "$binary is statically linked: no shared-library dependencies"
+    shlibs=""
+fi
 
 installed_size="$(du -sk --exclude=DEBIAN "$deb_root" | cut -f1)"
 sed -e "s#@VERSION@#$version#" -e "s#@ARCH@#$deb_arch#" -e "s#@KUBE_VERSION@#$kube_version#" \
-    -e "s#@INSTALLED_SIZE@#$installed_size#" -e "s#@SHLIBS_DEPENDS@#$shlibs#" \
+    -e "s#@INSTALLED_SIZE@#$installed_size#" -e "s#@SHLIBS_DEPENDS@, #$shlibs#" \
     "$pkg_dir/debian/control" >"$deb_root/DEBIAN/control"
 install -m 0644 "$pkg_dir/debian/conffiles" "$deb_root/DEBIAN/conffiles"
 for script in postinst prerm postrm; do

@@ -11,6 +11,8 @@
 #  .rpm  not installed (this is a Debian host): its file list (`rpm -qlp`) is exactly the
 #        expected one, the binary's mode, the config files, what it requires, and that it
 #        provides and conflicts with kubelet.
+#  Both  the C library among the dependencies exactly when the binary is linked dynamically
+#        (the default build is static).
 #
 # Usage: packaging/check-packages.sh DEB RPM
 # The host comes first: where a kubelet is installed or configured (the kubelet package, a
@@ -259,6 +261,20 @@ fi
 # ---------------------------------------------------------------------------------------------
 # The .rpm
 # ---------------------------------------------------------------------------------------------
+echo "== the binary's dependencies"
+# The binary both packages carry (the same build), taken from the .deb without installing it.
+packaged_binary="$(mktemp /tmp/rkubelet-packaged.XXXXXX)"
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/rkubelet >"$packaged_binary"
+depends="$(dpkg-deb -f "$deb" Depends)"
+if readelf -d "$packaged_binary" | grep -q '(NEEDED)'; then
+    expect "dynamically linked; the .deb depends on libc6" "$deb does not depend on libc6 (Depends: $depends)" \
+        grep -Eq '(^|, )libc6( |,|$)' <<<"$depends"
+else
+    expect "statically linked; the .deb depends on no library package" \
+        "$deb depends on libc6 although its binary is static (Depends: $depends)" \
+        test -z "$(grep -E '(^|, )libc6( |,|$)' <<<"$depends" || true)"
+fi
+
 echo "== the .rpm: $rpm_file"
 rpm_expected="$(printf '%s\n' /usr/bin/rkubelet /usr/bin/kubelet \
     /usr/lib/systemd/system/kubelet.service /usr/lib/systemd/system/kubelet.service.d \
@@ -294,13 +310,25 @@ expect "provides kubelet = 1.33" "$rpm_file does not provide kubelet = 1.33.x (p
 expect "conflicts with kubelet" "$rpm_file does not conflict with kubelet" \
     grep -qx kubelet < <(rpm -qp --conflicts "$rpm_file" 2>/dev/null)
 requires="$(rpm -qp --requires "$rpm_file" 2>/dev/null)"
-for need in 'libc\.so\.6' iptables iproute util-linux; do
+# The C library is required exactly when the packaged binary is linked dynamically (the
+# default build is static, see .cargo/config.toml).
+needs=(iptables iproute util-linux)
+if readelf -d "$packaged_binary" | grep -q '(NEEDED)'; then
+    needs+=('libc\.so\.6')
+else
+    expect "no shared-library requirement (static binary)" \
+        "$rpm_file requires shared libraries for a static binary: $(grep -E '\.so' <<<"$requires" | xargs)" \
+        test -z "$(grep -E '\.so' <<<"$requires" || true)"
+fi
+for need in "${needs[@]}"; do
     expect "requires $need" "$rpm_file does not require $need (requires: $(xargs <<<"$requires"))" \
         grep -Eq "^$need" <<<"$requires"
 done
 # rpmbuild adds its own dependencies; none may point into the build machine's tree.
 expect "no requirement names a build path" "$rpm_file requires a build path: $(grep -E '/(tmp|var/tmp|root)/' <<<"$requires" | xargs)" \
     test -z "$(grep -E '/(tmp|var/tmp|root)/' <<<"$requires" || true)"
+
+rm -f "$packaged_binary"
 
 if ((failures)); then
     echo "check-packages: $failures check(s) FAILED"

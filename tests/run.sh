@@ -90,9 +90,11 @@ prune_build_dirs() {
     echo "only $free GiB free under /var/tmp: pruning old build output"
     for dir in "$CARGO_TARGET_DIR" "${RKUBELET_FUZZ_TARGET:-/var/tmp/rkubelet-fuzz-target}"; do
         [[ -d "$dir" ]] || continue
-        rm -rf "$dir"/*/incremental
-        find "$dir"/*/deps -maxdepth 1 -type f -perm -u+x ! -name '*.so' -mtime +0 -delete \
-            2>/dev/null || true
+        # <dir>/<profile>/ holds build scripts and proc-macros, <dir>/<triple>/<profile>/ the
+        # rest (builds name their target, see .cargo/config.toml).
+        rm -rf "$dir"/*/incremental "$dir"/*/*/incremental
+        find "$dir"/*/deps "$dir"/*/*/deps -maxdepth 1 -type f -perm -u+x ! -name '*.so' \
+            -mtime +0 -delete 2>/dev/null || true
     done
     echo "$(free_gib /var/tmp) GiB free under /var/tmp after pruning"
 }

@@ -9,7 +9,7 @@
 #
 # Exit status: non-zero if any target crashed or hung, or could not be built or run.
 # Findings stay in $RKUBELET_FUZZ_OUT/<target>/default/{crashes,hangs} (default
-# /var/tmp/rkubelet-fuzz-out); replay one with `target/release/<target> < file`.
+# /var/tmp/rkubelet-fuzz-out); replay one with `<target dir>/<host triple>/release/<target> < file`.
 # Installs cargo-afl (crates.io) and builds AFL++ on first use. Builds go to
 # $RKUBELET_FUZZ_TARGET (default /var/tmp/rkubelet-fuzz-target).
 set -euo pipefail
@@ -36,6 +36,8 @@ fi
 
 cd "$here"
 cargo afl build --release --bins
+# Builds name their target (the repository's .cargo/config.toml): outputs are under the triple.
+bin_dir="$CARGO_TARGET_DIR/$(rustc -vV | sed -n 's/^host: //p')/release"
 
 # No CPU governor or core dump set-up is needed for short bounded runs on a test machine.
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 \
@@ -54,7 +56,7 @@ for t in "${targets[@]}"; do
     # -V: stop after that many seconds (-E: or executions); -t: a single input taking over 2 s is a hang;
     # -c -: no CMPLOG pass (its second fork server times out on these binaries).
     if ! cargo afl fuzz -c - -i "corpus/$t" -o "$out/$t" -V "$seconds" "${limit[@]}" -t 2000 -m none \
-        "$CARGO_TARGET_DIR/release/$t" >"$out/$t/afl.log" 2>&1; then
+        "$bin_dir/$t" >"$out/$t/afl.log" 2>&1; then
         echo "fuzz: $t: afl-fuzz failed, see $out/$t/afl.log:" >&2
         tail -20 "$out/$t/afl.log" >&2
         status=1
