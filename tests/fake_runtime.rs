@@ -12,6 +12,9 @@ use rkubelet::cri::{api, RemoteRuntime, RuntimeService};
 use support::{free_port, scratch_dir, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
+/// What the kubelet sets GLIBC_TUNABLES to when the caller has not.
+const MALLOC_TUNABLES: &str = "glibc.malloc.arena_max=1:glibc.malloc.tcache_count=0:\
+                               glibc.malloc.mxfast=0:glibc.malloc.top_pad=0";
 
 struct Proc(Child);
 
@@ -199,18 +202,33 @@ fn a_notify_unit_hears_ready_then_the_watchdog_then_stopping() {
     // The kubelet executed itself again with its malloc setting, in the same process (the
     // one systemd watches) and under the name it was started with.
     let pid = kubelet.0.id();
+    // glibc splits GLIBC_TUNABLES in place as it reads it at start, so in the process's
+    // initial environment the colons between the settings have become NULs.
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    let want: Vec<String> = MALLOC_TUNABLES
+        .split(':')
+        .enumerate()
+        .map(|(i, t)| {
+            if i == 0 {
+                format!("GLIBC_TUNABLES={t}")
+            } else {
+                t.to_string()
+            }
+        })
+        .collect();
     assert!(
-        environ
-            .split(|b| *b == 0)
-            .any(|v| v == b"GLIBC_TUNABLES=glibc.malloc.arena_max=1"),
+        vars.windows(want.len())
+            .any(|w| w.iter().zip(&want).all(|(v, t)| *v == t.as_bytes())),
         "{}",
         String::from_utf8_lossy(&environ)
     );
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     assert_eq!(comm.trim(), "kubelet");
     assert!(
-        log_text().contains("malloc: GLIBC_TUNABLES=glibc.malloc.arena_max=1 (set by rkubelet)"),
+        log_text().contains(&format!(
+            "malloc: GLIBC_TUNABLES={MALLOC_TUNABLES} (set by rkubelet)"
+        )),
         "{}",
         log_text()
     );
