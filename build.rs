@@ -47,8 +47,9 @@ fn main() -> Result<(), Box<dyn Error>> {
 /// Links the statically linked kubelet (see `.cargo/config.toml`) with its relative
 /// relocations packed (`DT_RELR`, glibc 2.36 and binutils 2.38 on): a static position-
 /// independent binary relocates itself at start, and the table it reads stays resident; packed,
-/// it is a few KiB instead of about 400 KiB. A dynamically linked build is left as it is, so
-/// that it still runs with an older glibc.
+/// it is a few KiB instead of about 400 KiB. The static glibc linked in must be one that reads
+/// the packed form, so older ones (and a dynamically linked build, which must still run with
+/// an older glibc) are left as they are.
 fn pack_relocations() {
     let var = |name: &str| std::env::var(name).unwrap_or_default();
     let is_static_gnu = var("CARGO_CFG_TARGET_OS") == "linux"
@@ -56,9 +57,22 @@ fn pack_relocations() {
         && var("CARGO_CFG_TARGET_FEATURE")
             .split(',')
             .any(|feature| feature == "crt-static");
-    if is_static_gnu {
+    if is_static_gnu && glibc_version().is_some_and(|version| version >= (2, 36)) {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
+}
+
+/// The build machine's glibc, whose static library the binary is linked with, from
+/// `getconf GNU_LIBC_VERSION` (`glibc 2.36`).
+fn glibc_version() -> Option<(u32, u32)> {
+    let out = Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let (major, minor) = text.trim().strip_prefix("glibc ")?.split_once('.')?;
+    let minor = minor.split(|c: char| !c.is_ascii_digit()).next()?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
 /// Runs protoc on `proto_dir/file`, then writes the messages and the grpcio

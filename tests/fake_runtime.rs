@@ -202,9 +202,11 @@ fn a_notify_unit_hears_ready_then_the_watchdog_then_stopping() {
     // The kubelet executed itself again with its malloc setting, in the same process (the
     // one systemd watches) and under the name it was started with.
     let pid = kubelet.0.id();
-    // glibc splits GLIBC_TUNABLES in place as it reads it at start, so in the process's
-    // initial environment the colons between the settings have become NULs.
+    // glibc up to 2.38 splits GLIBC_TUNABLES in place as it reads it at start, so in the
+    // process's initial environment the colons between the settings become NULs; later
+    // releases leave the string whole. Either form is the setting.
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let whole = format!("GLIBC_TUNABLES={MALLOC_TUNABLES}");
     let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
     let want: Vec<String> = MALLOC_TUNABLES
         .split(':')
@@ -218,8 +220,10 @@ fn a_notify_unit_hears_ready_then_the_watchdog_then_stopping() {
         })
         .collect();
     assert!(
-        vars.windows(want.len())
-            .any(|w| w.iter().zip(&want).all(|(v, t)| *v == t.as_bytes())),
+        vars.contains(&whole.as_bytes())
+            || vars
+                .windows(want.len())
+                .any(|w| w.iter().zip(&want).all(|(v, t)| *v == t.as_bytes())),
         "{}",
         String::from_utf8_lossy(&environ)
     );

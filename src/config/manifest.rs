@@ -263,13 +263,21 @@ pub fn decode_manifest(data: &[u8], origin: &ManifestSource) -> Result<Manifest,
             origin: origin.clone(),
         });
     };
-    let meta = TypeMeta::deserialize(&document).map_err(|err| ManifestError::Decode {
-        origin: origin.clone(),
-        source: DecodeError {
-            path: String::new(),
-            message: err.to_string(),
-        },
-    })?;
+    // Only the two fields, so that a `kind` or `apiVersion` of the wrong type is named.
+    let head = match &document {
+        Value::Object(map) => Value::Object(
+            ["kind", "apiVersion"]
+                .into_iter()
+                .filter_map(|key| Some((key.to_string(), map.get(key)?.clone())))
+                .collect(),
+        ),
+        other => other.clone(),
+    };
+    let meta: TypeMeta =
+        decode::from_value(head.clone(), || head).map_err(|source| ManifestError::Decode {
+            origin: origin.clone(),
+            source,
+        })?;
     let Some(kind) = meta.kind.filter(|k| !k.is_empty()) else {
         return Err(ManifestError::MissingKind {
             origin: origin.clone(),
@@ -282,12 +290,24 @@ pub fn decode_manifest(data: &[u8], origin: &ManifestSource) -> Result<Manifest,
             api_version,
         });
     }
-    // Upstream's `Quantity` accepts `cpu: 1`, k8s-openapi's only `cpu: "1"`.
+    // Numbers in quantities (`cpu: 1`, `memory: 1e3`) become the strings upstream's
+    // `Quantity` reads them as.
     quantities_to_strings(&mut document);
+    // Decoding consumes the document: to locate a failure, it is read again.
+    let again = || {
+        let mut document = read_document(data, origin)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        quantities_to_strings(&mut document);
+        document
+    };
     match kind.as_str() {
-        "Pod" => Ok(Manifest::Pod(Box::new(decode_typed(document, origin)?))),
+        "Pod" => Ok(Manifest::Pod(Box::new(decode_typed(
+            document, again, origin,
+        )?))),
         "PodList" | "List" => {
-            let list: ListDoc = decode_typed(document, origin)?;
+            let list: ListDoc = decode_typed(document, again, origin)?;
             Ok(Manifest::List(list.items))
         }
         _ => Err(ManifestError::WrongKind {
@@ -322,9 +342,10 @@ fn read_document(data: &[u8], origin: &ManifestSource) -> Result<Option<Value>, 
 /// Decodes the document as `T`; a field of the wrong type is reported with its path.
 fn decode_typed<T: DeserializeOwned>(
     document: Value,
+    again: impl FnOnce() -> Value,
     origin: &ManifestSource,
 ) -> Result<T, ManifestError> {
-    decode::from_value(document.clone(), || document).map_err(|source| ManifestError::Decode {
+    decode::from_value(document, again).map_err(|source| ManifestError::Decode {
         origin: origin.clone(),
         source,
     })
@@ -447,6 +468,7 @@ spec:
                 "{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"spec\": {\"hostNetwork\": 1}}",
                 "spec.hostNetwork: invalid type: integer `1`, expected a boolean",
             ),
+            ("apiVersion: 1\nkind: Pod\n", "apiVersion: invalid type: integer `1`"),
             (
                 "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {labels: {a: 1}}}\n",
                 "items[0].metadata.labels.a: invalid type: integer `1`, expected a string",

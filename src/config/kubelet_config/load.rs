@@ -133,7 +133,7 @@ fn check_type_meta(document: &serde_json::Value, file: &Path) -> Result<(), Conf
 }
 
 /// Wraps a YAML syntax error or a decode error (which starts with the field's path, e.g.
-/// `authentication.x509.foo: unknown field ...`) with the file name, dropping serde's list of
+/// `authentication.x509: unknown field `foo`, ...`) with the file name, dropping serde's list of
 /// every known field when it is long.
 fn parse_error(file: &Path, mut reason: String) -> ConfigError {
     if let Some(start) = reason.find(", expected one of ") {
