@@ -3,13 +3,14 @@
 //! manager act, and record the resulting API status. Runs on `pod-worker-N` threads.
 
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::api::KubeClient;
 use crate::clock::Clock;
 use crate::events::{EventType, Recorder};
-use crate::kuberuntime::{Deferred, RuntimeManager, RuntimePodStatus, SyncError};
+use crate::kuberuntime::{Deferred, RuntimeManager, RuntimePodStatus, SyncError, SyncOutcome};
 use crate::mirror::{delete_mirror_pod, ensure_mirror_pod, MirrorPods};
 use crate::nodestatus::record::NodeRecord;
 use crate::pod_workers::{PodSyncer, Resume, StepEnd, UpdateType};
@@ -151,6 +152,9 @@ impl PodSync {
 
     fn status_of(&self, pod: &Pod) -> Result<RuntimePodStatus, SyncError> {
         let uid = uid_of(pod);
+        // Stamped with the time the read began: a listing that began during the read may
+        // show a change the read missed, and must not count as older than the read.
+        let began = self.clock.now();
         let status = self
             .runtime_manager
             .get_pod_status(&uid)
@@ -159,12 +163,54 @@ impl PodSync {
                 op: "reading pod status",
                 source,
             })?;
+        self.keep_status(uid, began, &status);
+        Ok(status)
+    }
+
+    /// Keeps `status`, read from `began` on, for the next sync of the pod (with a PLEG only:
+    /// its listings tell when the status went stale).
+    fn keep_status(&self, uid: crate::types::PodUid, began: Instant, status: &RuntimePodStatus) {
         if self.pleg.is_some() {
             if let Ok(mut statuses) = self.statuses.lock() {
-                statuses.insert(uid, (self.clock.now(), status.clone()));
+                statuses.insert(uid, (began, status.clone()));
             }
         }
-        Ok(status)
+    }
+
+    /// The status after a sync that started the pod from nothing (no sandbox or container
+    /// in `before`, a new sandbox read for its IP, every start made without a failure): the
+    /// new sandbox and the started containers, read once each instead of listing the pod
+    /// again. Stamped with `began`, the start of the sync, so any PLEG listing after it that
+    /// shows something else (a sandbox made behind the kubelet's back) has the pod read in
+    /// full. `None` when the sync was any other kind.
+    fn status_of_new_pod(
+        &self,
+        pod: &Pod,
+        before: &RuntimePodStatus,
+        outcome: &SyncOutcome,
+        began: Instant,
+    ) -> Option<Result<RuntimePodStatus, SyncError>> {
+        let sandbox = outcome.new_sandbox.as_ref()?;
+        let fresh = before.sandboxes.is_empty()
+            && before.containers.is_empty()
+            && outcome.failures.is_empty()
+            && !outcome.started.is_empty();
+        if !fresh {
+            return None;
+        }
+        let uid = uid_of(pod);
+        let status = self
+            .runtime_manager
+            .new_pod_status(&uid, sandbox, &outcome.started)
+            .map_err(|source| SyncError::Cri {
+                pod: pod_key(pod),
+                op: "reading pod status",
+                source,
+            });
+        if let Ok(status) = &status {
+            self.keep_status(uid, began, status);
+        }
+        Some(status)
     }
 
     /// How many pods' runtime statuses are kept for the PLEG's cache.
@@ -550,6 +596,7 @@ impl PodSyncer for PodSync {
         }
         // Whatever this sync makes (even when it fails half-way) is not in `before`.
         self.set_acted(&uid_of(pod), true);
+        let began = self.clock.now();
         let mut outcome = self.runtime_manager.sync_pod(pod, &before)?;
         if outcome.actions.init_failed {
             self.recorder.pod_event(
@@ -571,6 +618,8 @@ impl PodSyncer for PodSync {
         }
         let after = if outcome.actions.is_noop() {
             before
+        } else if let Some(after) = self.status_of_new_pod(pod, &before, &outcome, began) {
+            after?
         } else {
             self.status_of(pod)?
         };

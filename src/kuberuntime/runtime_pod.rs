@@ -355,18 +355,7 @@ impl RuntimeManager {
             // Only the newest sandbox's network matters; older ones are being replaced.
             if i == 0 {
                 match self.runtime.pod_sandbox_status(s.get_id(), false) {
-                    Ok(resp) => {
-                        let st = resp.get_status();
-                        let ip = st.get_network().get_ip();
-                        status.ip = (!ip.is_empty()).then(|| ip.to_string());
-                        status.host_network =
-                            st.get_linux().get_namespaces().get_options().get_network()
-                                == api::NamespaceMode::NODE;
-                        // A hostNetwork pod's IP is the node's (probes and hooks go there).
-                        if status.host_network && status.ip.is_none() {
-                            status.ip = self.settings.node.host_ips().into_iter().next();
-                        }
-                    }
+                    Ok(resp) => self.read_network(resp.get_status(), &mut status),
                     Err(e) if e.is_not_found() => status.ready = false,
                     Err(e) => return Err(e),
                 }
@@ -382,23 +371,7 @@ impl RuntimeManager {
         let mut statuses = Vec::with_capacity(containers.len());
         for c in &containers {
             match self.runtime.container_status(c.get_id(), false) {
-                Ok(resp) => {
-                    let mut st = container_status_from_cri(resp.get_status());
-                    st.sandbox_id = c.get_pod_sandbox_id().to_string();
-                    if st.state == ContainerState::Exited && st.message.is_empty() {
-                        st.message = termination_message(resp.get_status());
-                    }
-                    // The runtime marks a start that was cut short (the kubelet died in
-                    // StartContainer) as exited with StartError. It never ran: like a
-                    // created one, it is replaced under the same attempt, not restarted.
-                    if st.state == ContainerState::Exited
-                        && st.reason == "StartError"
-                        && st.created_at < self.born_ns
-                    {
-                        st.state = ContainerState::Created;
-                    }
-                    statuses.push(st);
-                }
+                Ok(resp) => statuses.push(self.container_status(&resp, c.get_pod_sandbox_id())),
                 // Removed between the list and the status call.
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
@@ -411,11 +384,160 @@ impl RuntimeManager {
             containers: statuses,
         })
     }
+
+    /// The status of a pod that had nothing in the runtime before a sync that made its
+    /// sandbox (`sandbox`, as read for its IP) and started `started`: what
+    /// [`RuntimeManager::get_pod_status`] would read, without listing what the sync just
+    /// made. Each started container is read once, as the listing would. Falls back to the
+    /// full read when one of them is gone already.
+    pub fn new_pod_status(
+        &self,
+        uid: &PodUid,
+        sandbox: &api::PodSandboxStatus,
+        started: &[String],
+    ) -> Result<RuntimePodStatus, CriError> {
+        let mut sandbox_status = SandboxStatus {
+            id: sandbox.get_id().to_string(),
+            ready: sandbox.get_state() == api::PodSandboxState::SANDBOX_READY,
+            attempt: sandbox.get_metadata().get_attempt(),
+            created_at: sandbox.get_created_at(),
+            ip: None,
+            host_network: false,
+        };
+        self.read_network(sandbox, &mut sandbox_status);
+        let mut containers = Vec::with_capacity(started.len());
+        for id in started {
+            match self.runtime.container_status(id, false) {
+                Ok(resp) => containers.push(self.container_status(&resp, sandbox.get_id())),
+                Err(e) if e.is_not_found() => return self.get_pod_status(uid),
+                Err(e) => return Err(e),
+            }
+        }
+        containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+        Ok(RuntimePodStatus {
+            uid: uid.clone(),
+            sandboxes: vec![sandbox_status],
+            containers,
+        })
+    }
+
+    /// The pod IP and network mode of a sandbox, from its `PodSandboxStatus`.
+    fn read_network(&self, st: &api::PodSandboxStatus, status: &mut SandboxStatus) {
+        let ip = st.get_network().get_ip();
+        status.ip = (!ip.is_empty()).then(|| ip.to_string());
+        status.host_network =
+            st.get_linux().get_namespaces().get_options().get_network() == api::NamespaceMode::NODE;
+        // A hostNetwork pod's IP is the node's (probes and hooks go there).
+        if status.host_network && status.ip.is_none() {
+            status.ip = self.settings.node.host_ips().into_iter().next();
+        }
+    }
+
+    /// One container's status from its `ContainerStatus` answer.
+    fn container_status(
+        &self,
+        resp: &api::ContainerStatusResponse,
+        sandbox_id: &str,
+    ) -> ContainerStatus {
+        let mut st = container_status_from_cri(resp.get_status());
+        st.sandbox_id = sandbox_id.to_string();
+        if st.state == ContainerState::Exited && st.message.is_empty() {
+            st.message = termination_message(resp.get_status());
+        }
+        // The runtime marks a start that was cut short (the kubelet died in StartContainer)
+        // as exited with StartError. It never ran: like a created one, it is replaced under
+        // the same attempt, not restarted.
+        if st.state == ContainerState::Exited
+            && st.reason == "StartError"
+            && st.created_at < self.born_ns
+        {
+            st.state = ContainerState::Created;
+        }
+        st
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The status put together after a new pod's first sync is what a full read gives,
+    /// with one `ContainerStatus` per started container and nothing listed.
+    #[test]
+    fn a_new_pods_status_after_its_first_sync_is_the_full_read_without_the_lists() {
+        use crate::clock::FakeClock;
+        use crate::cri::{Call, FakeRuntime, RuntimeService};
+        use crate::kuberuntime::RuntimeSettings;
+        use crate::volume::VolumeManager;
+        use std::sync::Arc;
+        let dir = std::env::temp_dir().join(format!("rkubelet-newpod-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let rt = Arc::new(FakeRuntime::new());
+        rt.set_pod_network("10.88.0.0/16").unwrap();
+        let image = "docker.io/library/busybox:local";
+        rt.preload_image(image);
+        let manager = RuntimeManager::new(
+            rt.clone(),
+            rt.clone(),
+            Arc::new(FakeClock::new()),
+            Arc::new(crate::events::LogRecorder),
+            RuntimeSettings::for_tests(&dir),
+            VolumeManager::new(&dir.join("root")),
+            None,
+        );
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "team", "uid": "u1"},
+            "spec": {"containers": [
+                {"name": "app", "image": image, "imagePullPolicy": "IfNotPresent"},
+                {"name": "side", "image": image, "imagePullPolicy": "IfNotPresent"}
+            ]}
+        }))
+        .unwrap();
+        let uid = PodUid::from("u1");
+        let empty = RuntimePodStatus {
+            uid: uid.clone(),
+            sandboxes: Vec::new(),
+            containers: Vec::new(),
+        };
+        let outcome = manager.sync_pod(&pod, &empty).unwrap();
+        assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+        assert_eq!(outcome.started.len(), 2);
+        let sandbox = outcome
+            .new_sandbox
+            .as_ref()
+            .expect("the new sandbox, read for its IP");
+
+        rt.clear_calls();
+        let mut made = manager
+            .new_pod_status(&uid, sandbox, &outcome.started)
+            .unwrap();
+        let calls = rt.calls();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert!(
+            calls.iter().all(|c| matches!(c, Call::ContainerStatus(_))),
+            "{calls:?}"
+        );
+
+        let mut read = manager.get_pod_status(&uid).unwrap();
+        assert!(
+            made.ip().is_some_and(|ip| ip.starts_with("10.88.")),
+            "{made:?}"
+        );
+        assert!(made.sandboxes[0].ready);
+        for status in [&mut made, &mut read] {
+            status.containers.sort_by(|a, b| a.id.0.cmp(&b.id.0));
+        }
+        assert_eq!(made, read);
+
+        // A started container gone already: the full read.
+        rt.remove_container(&outcome.started[0]).unwrap();
+        let after = manager
+            .new_pod_status(&uid, sandbox, &outcome.started)
+            .unwrap();
+        assert_eq!(after.containers.len(), 1);
+        assert_eq!(after, manager.get_pod_status(&uid).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_pod_may_run_while_a_sandbox_is_ready_or_a_container_has_not_exited() {

@@ -13,6 +13,7 @@ use super::{
     PodActions, RuntimeManager, RuntimePodStatus, StartFailure, SyncError,
 };
 use crate::clock::from_unix_nanos;
+use crate::cri::api;
 use crate::events::EventType;
 use crate::types::{pod_key, uid_of};
 use crate::util::duration::{format_duration, GoDuration};
@@ -27,6 +28,18 @@ pub struct SyncOutcome {
     pub failures: Vec<(String, StartFailure)>,
     /// Work handed over because it waits.
     pub deferred: Option<Deferred>,
+    /// The sandbox this sync made, as read for its IP (not read for a host-network pod).
+    pub new_sandbox: Option<api::PodSandboxStatus>,
+    /// Ids of the containers this sync started, in order.
+    pub started: Vec<String>,
+}
+
+/// How one container start ended.
+enum Step {
+    /// It runs: its id.
+    Running(String),
+    /// It waits for this work.
+    Waits(Deferred),
 }
 
 impl RuntimeManager {
@@ -188,12 +201,15 @@ impl RuntimeManager {
             self.settings.node.host_ips()
         } else if actions.create_sandbox {
             match self.runtime.pod_sandbox_status(&sandbox_id, false) {
-                Ok(resp) => {
-                    let ip = resp.get_status().get_network().get_ip();
-                    (!ip.is_empty())
+                Ok(mut resp) => {
+                    let sandbox = resp.take_status();
+                    let ip = sandbox.get_network().get_ip();
+                    let ips = (!ip.is_empty())
                         .then(|| ip.to_string())
                         .into_iter()
-                        .collect()
+                        .collect();
+                    outcome.new_sandbox = Some(sandbox);
+                    ips
                 }
                 Err(_) => Vec::new(),
             }
@@ -289,8 +305,8 @@ impl RuntimeManager {
                 ..target
             };
             match self.start_with_backoff(pod, c, &aimed, status) {
-                Ok(None) => {}
-                Ok(Some(wait)) => {
+                Ok(Step::Running(id)) => outcome.started.push(id),
+                Ok(Step::Waits(wait)) => {
                     outcome.deferred = Some(wait);
                     break;
                 }
@@ -301,15 +317,15 @@ impl RuntimeManager {
     }
 
     /// Starts a container unless its restart back-off holds it (CrashLoopBackOff), recording
-    /// the outcome in the reason cache. `Ok(Some(work))`: the start waits for `work` (its
-    /// image pull, or its postStart hook once it runs).
+    /// the outcome in the reason cache. [`Step::Waits`]: the start waits for its image pull,
+    /// or for its postStart hook once it runs.
     fn start_with_backoff(
         &self,
         pod: &Pod,
         container: &k8s_openapi::api::core::v1::Container,
         target: &container::StartTarget<'_>,
         status: &RuntimePodStatus,
-    ) -> Result<Option<Deferred>, StartFailure> {
+    ) -> Result<Step, StartFailure> {
         let uid = uid_of(pod);
         let latest = status.latest(&container.name);
         // A container created but never started (the kubelet stopped between create and
@@ -363,7 +379,7 @@ impl RuntimeManager {
             }
         }
         match self.start_container(pod, container, target, restart_count) {
-            Ok(container::Started::Pull(work)) => Ok(Some(Deferred::Pull(work))),
+            Ok(container::Started::Pull(work)) => Ok(Step::Waits(Deferred::Pull(work))),
             Ok(container::Started::Running(id, hook)) => {
                 log::info!(
                     "pod=\"{}\" container={} id={id} started (restart count {restart_count})",
@@ -372,10 +388,13 @@ impl RuntimeManager {
                 );
                 self.set_start_failure(&uid, &container.name, None);
                 self.prune_dead_containers(pod, status, &container.name);
-                if hook.is_some() {
-                    self.set_post_start_pending(&uid, &container.name, true);
+                match hook {
+                    Some(hook) => {
+                        self.set_post_start_pending(&uid, &container.name, true);
+                        Ok(Step::Waits(Deferred::PostStart(hook)))
+                    }
+                    None => Ok(Step::Running(id.0)),
                 }
-                Ok(hook.map(Deferred::PostStart))
             }
             Err(f) => {
                 log::warn!(
