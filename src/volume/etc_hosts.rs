@@ -76,8 +76,10 @@ pub fn host_alias_entries(host_aliases: &[HostAlias]) -> String {
 }
 
 /// Writes `content` to `path` with mode 0644, atomically: a sibling temporary file
-/// is written, synced and renamed over `path`, so a container starting meanwhile
-/// reads either the old file or the new one.
+/// is written and renamed over `path`, so a container starting meanwhile reads either
+/// the old file or the new one. Not synced to disk (upstream writes it plainly too): after
+/// a crash of the machine no container of the pod runs, and the file is compared with
+/// what it should hold, and rewritten, before the next one starts.
 pub fn write_hosts_file(path: &Path, content: &str) -> io::Result<()> {
     let file_name = path.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "hosts path has no file name")
@@ -95,7 +97,7 @@ pub fn write_hosts_file(path: &Path, content: &str) -> io::Result<()> {
             .mode(HOSTS_FILE_MODE)
             .open(&tmp)?;
         f.write_all(content.as_bytes())?;
-        f.sync_all()?;
+        drop(f);
         fs::set_permissions(&tmp, fs::Permissions::from_mode(HOSTS_FILE_MODE))?;
         fs::rename(&tmp, path)
     })();
