@@ -77,8 +77,25 @@ fn unary_methods() -> Vec<String> {
 #[derive(Default)]
 struct Recorded {
     calls: BTreeMap<String, u64>,
+    /// Time spent in the runtime by RPC (from the request to the answer), summed.
+    latency: BTreeMap<String, Duration>,
+    /// When the first `RunPodSandbox` arrived and the last `StartContainer` was answered.
+    first_sandbox: Option<Instant>,
+    last_start: Option<Instant>,
+    /// When the timings were last reset.
+    reset_at: Option<Instant>,
     run_sandbox: Vec<Vec<u8>>,
     create_container: Vec<Vec<u8>>,
+}
+
+impl Recorded {
+    /// Forgets the timings, for a new run.
+    fn reset_timings(&mut self) {
+        self.reset_at = Some(Instant::now());
+        self.latency.clear();
+        self.first_sandbox = None;
+        self.last_start = None;
+    }
 }
 
 struct Proxy {
@@ -111,19 +128,33 @@ impl Proxy {
             let recorded = Arc::clone(&recorded);
             builder = builder.add_unary_handler(method, move |ctx, req: Vec<u8>, sink| {
                 let rpc = name.rsplit('/').next().unwrap_or(name);
+                let sent = Instant::now();
                 {
                     let mut r = recorded.lock().unwrap();
                     *r.calls.entry(rpc.to_string()).or_default() += 1;
                     match rpc {
-                        "RunPodSandbox" => r.run_sandbox.push(req.clone()),
+                        "RunPodSandbox" => {
+                            r.first_sandbox.get_or_insert(sent);
+                            r.run_sandbox.push(req.clone())
+                        }
                         "CreateContainer" => r.create_container.push(req.clone()),
                         _ => {}
                     }
                 }
                 let options = CallOption::default().timeout(Duration::from_secs(240));
+                let recorded = Arc::clone(&recorded);
                 match client.unary_call_async(method, &req, options) {
                     Ok(answer) => ctx.spawn(async move {
-                        let _ = match answer.await {
+                        let answer = answer.await;
+                        {
+                            let answered = Instant::now();
+                            let mut r = recorded.lock().unwrap();
+                            *r.latency.entry(rpc.to_string()).or_default() += answered - sent;
+                            if rpc == "StartContainer" {
+                                r.last_start = Some(answered);
+                            }
+                        }
+                        let _ = match answer {
                             Ok(resp) => sink.success(resp).await,
                             Err(grpcio::Error::RpcFailure(status)) => sink.fail(status).await,
                             Err(e) => {
@@ -166,6 +197,44 @@ impl Proxy {
     fn calls(&self) -> BTreeMap<String, u64> {
         self.recorded.lock().unwrap().calls.clone()
     }
+
+    fn reset_timings(&self) {
+        self.recorded.lock().unwrap().reset_timings();
+    }
+
+    /// Forgets the requests recorded for the floor, for a new round.
+    fn reset_recorded(&self) {
+        let mut r = self.recorded.lock().unwrap();
+        r.run_sandbox.clear();
+        r.create_container.clear();
+    }
+
+    /// Runtime time by RPC, first sandbox request and last container start since the
+    /// last [`Proxy::reset_timings`].
+    fn timings(&self) -> Timings {
+        let r = self.recorded.lock().unwrap();
+        Timings {
+            created: r.reset_at.unwrap_or_else(Instant::now),
+            latency: r.latency.clone(),
+            first_sandbox: r.first_sandbox,
+            last_start: r.last_start,
+        }
+    }
+}
+
+struct Timings {
+    /// When the timings were reset (the pods were created right after).
+    created: Instant,
+    latency: BTreeMap<String, Duration>,
+    first_sandbox: Option<Instant>,
+    last_start: Option<Instant>,
+}
+
+/// Mean runtime time of `rpc` over `calls` calls, in milliseconds.
+fn mean_ms(latency: &BTreeMap<String, Duration>, calls: &BTreeMap<String, u64>, rpc: &str) -> f64 {
+    let total = latency.get(rpc).copied().unwrap_or_default();
+    let n = calls.get(rpc).copied().unwrap_or(0).max(1);
+    total.as_secs_f64() * 1000.0 / n as f64
 }
 
 fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
@@ -431,36 +500,38 @@ fn run_floor(runtime: &Arc<RemoteRuntime>, pods: Vec<FloorPod>) -> Duration {
 
 // ---------------------------------------------------------------------------------------
 
-fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let pods = if full { 110 } else { 3 };
-    let rest = Duration::from_secs(if full { 30 } else { 2 });
-    let own_base = Path::new("/var/tmp/rkubelet-bench/containerd");
-    let (upstream, own) = match std::env::var("RKUBELET_E2E_CRI_ENDPOINT") {
-        Ok(endpoint) => (endpoint, false),
-        Err(_) if full => {
-            let out = Command::new("bash")
-                .arg("packaging/containerd.sh")
-                .arg("start")
-                .arg(own_base)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "containerd.sh start failed");
-            let sock = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            (format!("unix://{sock}"), true)
-        }
-        Err(_) => {
-            println!("containerd_pods: skipped (no RKUBELET_E2E_CRI_ENDPOINT; run tests/run.sh or cargo bench)");
-            return;
-        }
-    };
-    clean_runtime_at(&upstream);
+/// What one round of rkubelet measured.
+struct KubeletRound {
+    burst: Duration,
+    kubelet_cpu: f64,
+    containerd_cpu: f64,
+    calls: BTreeMap<String, u64>,
+    timings: Timings,
+    /// From the round 0 at rest.
+    rest: Option<Rest>,
+    floor: Vec<FloorPod>,
+    /// The round's directory (the floor's pods use files in it).
+    dir: PathBuf,
+}
+
+/// The kubelet at rest with the pods running.
+struct Rest {
+    cpu: f64,
+    calls: BTreeMap<String, f64>,
+    rss: f64,
+    rss_anon: f64,
+    rss_file: f64,
+    threads: usize,
+}
+
+/// One round of rkubelet: a new API server double and kubelet (in a new directory), `pods`
+/// pods created at once, the time until all are Running; at rest after it when `rest` is
+/// given. Leaves the pods in the runtime and returns the floor's requests for them.
+fn kubelet_round(proxy: &Proxy, pods: usize, rest: Option<Duration>) -> KubeletRound {
     let dir = scratch_dir("bench-containerd-pods");
     let root = dir.join("root");
     std::fs::create_dir_all(&root).unwrap();
-    let proxy = Proxy::start(&dir.join("cri-proxy.sock"), &upstream);
-
-    // --- rkubelet --------------------------------------------------------------------
+    proxy.reset_recorded();
     let server = ApiServer::start();
     server
         .write_kubeconfig(&dir.join("kubelet.conf"), &format!("system:node:{NODE}"))
@@ -481,72 +552,162 @@ fn main() {
     .expect("node not Ready");
     std::thread::sleep(Duration::from_secs(2));
     let calls_before = proxy.calls();
+    proxy.reset_timings();
     let (kubelet_cpu0, containerd_cpu0) = (cpu_seconds(pid), containerd_cpu_seconds());
     let start = Instant::now();
     for i in 0..pods {
         server.create_pod(pod(i)).unwrap();
     }
-    let running = |server: &ApiServer| {
-        server
-            .list_pods()
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .count()
-    };
+    // Counted in place: decoding every pod 20 times a second would cost the machine more
+    // CPU than the kubelet spends.
+    let running = |server: &ApiServer| server.count_pods_in_phase("Running");
     wait_for(Duration::from_secs(600), || {
         (running(&server) == pods).then_some(())
     })
     .unwrap_or_else(|| panic!("only {} of {pods} pods Running", running(&server)));
     let burst = start.elapsed();
-    let burst_kubelet_cpu = cpu_seconds(pid) - kubelet_cpu0;
-    let burst_containerd_cpu = containerd_cpu_seconds() - containerd_cpu0;
-    let burst_calls = delta(&proxy.calls(), &calls_before);
+    let kubelet_cpu = cpu_seconds(pid) - kubelet_cpu0;
+    let containerd_cpu = containerd_cpu_seconds() - containerd_cpu0;
+    let calls = delta(&proxy.calls(), &calls_before);
+    let timings = proxy.timings();
 
-    // At rest with the pods running.
-    std::thread::sleep(Duration::from_secs(if full { 10 } else { 1 }));
-    let (rest_cpu0, rest_calls0, rest_start) = (cpu_seconds(pid), proxy.calls(), Instant::now());
-    // RKUBELET_BENCH_PERF=<file>: a CPU profile of the kubelet at rest, for `perf report`.
-    let profile = std::env::var("RKUBELET_BENCH_PERF").ok().map(|out| {
-        Command::new("perf")
-            .args(["record", "-q", "-g", "-p", &pid.to_string(), "-o", &out])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("perf")
+    let rest = rest.map(|window| {
+        std::thread::sleep(Duration::from_secs(10).min(window));
+        let (cpu0, calls0, rest_start) = (cpu_seconds(pid), proxy.calls(), Instant::now());
+        // RKUBELET_BENCH_PERF=<file>: a CPU profile of the kubelet at rest, for `perf report`.
+        let profile = std::env::var("RKUBELET_BENCH_PERF").ok().map(|out| {
+            Command::new("perf")
+                .args(["record", "-q", "-g", "-p", &pid.to_string(), "-o", &out])
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("perf")
+        });
+        std::thread::sleep(window);
+        if let Some(mut perf) = profile {
+            let _ = Command::new("kill")
+                .args(["-INT", &perf.id().to_string()])
+                .status();
+            let _ = perf.wait();
+        }
+        let elapsed = rest_start.elapsed().as_secs_f64();
+        let rest = Rest {
+            cpu: (cpu_seconds(pid) - cpu0) / elapsed,
+            calls: delta(&proxy.calls(), &calls0)
+                .into_iter()
+                .map(|(k, v)| (k, v as f64 / elapsed))
+                .collect(),
+            rss: rss_mib(pid),
+            rss_anon: status_mib(pid, "RssAnon:"),
+            rss_file: status_mib(pid, "RssFile:"),
+            threads: threads(pid),
+        };
+        if std::env::var("RKUBELET_BENCH_SMAPS").is_ok() {
+            print_mappings(pid);
+        }
+        rest
     });
-    std::thread::sleep(rest);
-    if let Some(mut perf) = profile {
-        let _ = Command::new("kill")
-            .args(["-INT", &perf.id().to_string()])
-            .status();
-        let _ = perf.wait();
-    }
-    let rest_elapsed = rest_start.elapsed().as_secs_f64();
-    let rest_cpu = (cpu_seconds(pid) - rest_cpu0) / rest_elapsed;
-    let rest_calls = delta(&proxy.calls(), &rest_calls0);
-    let (rss, thread_count) = (rss_mib(pid), threads(pid));
-    let (rss_anon, rss_file) = (status_mib(pid, "RssAnon:"), status_mib(pid, "RssFile:"));
-    if std::env::var("RKUBELET_BENCH_SMAPS").is_ok() {
-        print_mappings(pid);
-    }
 
     // The floor's requests, then the pods go. The kubelet stops first, so the pods' files
     // copied for the floor are not changing underneath.
     kubelet.stop();
     let floor = floor_pods(&proxy.recorded.lock().unwrap(), &root);
     assert_eq!(floor.len(), pods, "requests recorded for every pod");
-    clean_runtime_at(&upstream);
-
-    // --- the CRI floor ---------------------------------------------------------------
-    let runtime =
-        Arc::new(RemoteRuntime::connect(&proxy.endpoint(), Duration::from_secs(240)).unwrap());
-    let floor_containerd_cpu0 = containerd_cpu_seconds();
-    let floor_time = run_floor(&runtime, floor);
-    let floor_containerd_cpu = containerd_cpu_seconds() - floor_containerd_cpu0;
-    clean_runtime_at(&upstream);
     for m in rkubelet::volume::mount::mounts_under(&dir) {
         let _ = Command::new("umount").arg("-l").arg(&m).status();
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    KubeletRound {
+        burst,
+        kubelet_cpu,
+        containerd_cpu,
+        calls,
+        timings,
+        rest,
+        floor,
+        dir,
+    }
+}
+
+/// What one round of the floor measured.
+struct FloorRound {
+    time: Duration,
+    containerd_cpu: f64,
+    calls: BTreeMap<String, u64>,
+    timings: Timings,
+}
+
+fn floor_round(proxy: &Proxy, floor: Vec<FloorPod>) -> FloorRound {
+    let runtime =
+        Arc::new(RemoteRuntime::connect(&proxy.endpoint(), Duration::from_secs(240)).unwrap());
+    let calls0 = proxy.calls();
+    proxy.reset_timings();
+    let containerd_cpu0 = containerd_cpu_seconds();
+    let time = run_floor(&runtime, floor);
+    FloorRound {
+        time,
+        containerd_cpu: containerd_cpu_seconds() - containerd_cpu0,
+        calls: delta(&proxy.calls(), &calls0),
+        timings: proxy.timings(),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let pods = if full { 110 } else { 3 };
+    // Rounds of rkubelet then the floor, one after the other: the runtime's speed on this
+    // machine drifts by 10-20 % from one minute to the next, so one pair says little.
+    let rounds: usize = match std::env::var("RKUBELET_BENCH_ROUNDS") {
+        Ok(n) => n
+            .parse()
+            .expect("RKUBELET_BENCH_ROUNDS: a number of rounds"),
+        Err(_) if full => 5,
+        Err(_) => 1,
+    };
+    assert!(rounds > 0, "RKUBELET_BENCH_ROUNDS: at least one round");
+    let rest_window = Duration::from_secs(if full { 30 } else { 2 });
+    let own_base = Path::new("/var/tmp/rkubelet-bench/containerd");
+    let (upstream, own) = match std::env::var("RKUBELET_E2E_CRI_ENDPOINT") {
+        Ok(endpoint) => (endpoint, false),
+        Err(_) if full => {
+            let out = Command::new("bash")
+                .arg("packaging/containerd.sh")
+                .arg("start")
+                .arg(own_base)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "containerd.sh start failed");
+            let sock = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (format!("unix://{sock}"), true)
+        }
+        Err(_) => {
+            println!("containerd_pods: skipped (no RKUBELET_E2E_CRI_ENDPOINT; run tests/run.sh or cargo bench)");
+            return;
+        }
+    };
+    clean_runtime_at(&upstream);
+    let proxy_dir = scratch_dir("bench-containerd-pods-proxy");
+    let proxy = Proxy::start(&proxy_dir.join("cri-proxy.sock"), &upstream);
+
+    let mut kubelet_rounds = Vec::new();
+    let mut floor_rounds = Vec::new();
+    for round in 0..rounds {
+        let mut k = kubelet_round(&proxy, pods, (round == 0).then_some(rest_window));
+        clean_runtime_at(&upstream);
+        let f = floor_round(&proxy, std::mem::take(&mut k.floor));
+        clean_runtime_at(&upstream);
+        let _ = std::fs::remove_dir_all(&k.dir);
+        kubelet_rounds.push(k);
+        floor_rounds.push(f);
+    }
+    let _ = std::fs::remove_dir_all(&proxy_dir);
     if own {
         let _ = Command::new("bash")
             .arg("packaging/containerd.sh")
@@ -555,34 +716,125 @@ fn main() {
             .status();
     }
 
-    println!("containerd_pods: {pods} single-container pods, {PARALLELISM} in parallel");
     println!(
-        "  time to {pods} Running in the API: {:.2} s; CRI floor {:.2} s; x floor {:.2}",
-        burst.as_secs_f64(),
-        floor_time.as_secs_f64(),
-        burst.as_secs_f64() / floor_time.as_secs_f64()
+        "containerd_pods: {pods} single-container pods, {PARALLELISM} in parallel, {rounds} round(s) of rkubelet then the CRI floor"
     );
+    let ratios: Vec<f64> = kubelet_rounds
+        .iter()
+        .zip(&floor_rounds)
+        .map(|(k, f)| k.burst.as_secs_f64() / f.time.as_secs_f64())
+        .collect();
+    for (i, (k, f)) in kubelet_rounds.iter().zip(&floor_rounds).enumerate() {
+        println!(
+            "  round {}: rkubelet {:.2} s, CRI floor {:.2} s, x floor {:.2}",
+            i + 1,
+            k.burst.as_secs_f64(),
+            f.time.as_secs_f64(),
+            ratios[i]
+        );
+    }
+    let n = rounds as f64;
+    let burst: f64 = kubelet_rounds
+        .iter()
+        .map(|k| k.burst.as_secs_f64())
+        .sum::<f64>()
+        / n;
+    let floor: f64 = floor_rounds
+        .iter()
+        .map(|f| f.time.as_secs_f64())
+        .sum::<f64>()
+        / n;
+    println!(
+        "  time to {pods} Running in the API: {burst:.2} s; CRI floor {floor:.2} s; x floor {:.2} (means of the rounds; median of the rounds' x floor {:.2})",
+        burst / floor,
+        median(ratios.clone())
+    );
+    let mean = |f: &dyn Fn(usize) -> f64| (0..rounds).map(f).sum::<f64>() / n;
     println!(
         "  CPU during the burst: rkubelet {:.2} s, containerd and shims {:.2} s (floor: {:.2} s)",
-        burst_kubelet_cpu, burst_containerd_cpu, floor_containerd_cpu
+        mean(&|i| kubelet_rounds[i].kubelet_cpu),
+        mean(&|i| kubelet_rounds[i].containerd_cpu),
+        mean(&|i| floor_rounds[i].containerd_cpu),
     );
+    println!(
+        "  first RunPodSandbox {:.2} s after the pods were created; all Running {:.2} s after the last StartContainer",
+        mean(&|i| {
+            let k = &kubelet_rounds[i];
+            k.timings.first_sandbox.map_or(f64::NAN, |t| t.saturating_duration_since(k.timings.created).as_secs_f64())
+        }),
+        mean(&|i| {
+            let k = &kubelet_rounds[i];
+            k.timings.last_start.map_or(f64::NAN, |t| k.timings.created.checked_add(k.burst).map_or(f64::NAN, |end| end.saturating_duration_since(t).as_secs_f64()))
+        }),
+    );
+    let sum_calls = |calls: &mut dyn Iterator<Item = &BTreeMap<String, u64>>| {
+        let mut out = BTreeMap::<String, u64>::new();
+        for c in calls {
+            for (k, v) in c {
+                *out.entry(k.clone()).or_default() += v;
+            }
+        }
+        out
+    };
+    let sum_timings = |timings: &mut dyn Iterator<Item = &Timings>| {
+        let mut out = BTreeMap::<String, Duration>::new();
+        for t in timings {
+            for (k, v) in &t.latency {
+                *out.entry(k.clone()).or_default() += *v;
+            }
+        }
+        out
+    };
+    let burst_calls = sum_calls(&mut kubelet_rounds.iter().map(|k| &k.calls));
+    let floor_calls = sum_calls(&mut floor_rounds.iter().map(|f| &f.calls));
+    let burst_latency = sum_timings(&mut kubelet_rounds.iter().map(|k| &k.timings));
+    let floor_latency = sum_timings(&mut floor_rounds.iter().map(|f| &f.timings));
+    let mean: Vec<String> = ["RunPodSandbox", "CreateContainer", "StartContainer"]
+        .iter()
+        .map(|rpc| {
+            format!(
+                "{rpc} {:.0} (floor {:.0})",
+                mean_ms(&burst_latency, &burst_calls, rpc),
+                mean_ms(&floor_latency, &floor_calls, rpc)
+            )
+        })
+        .collect();
+    println!("  mean runtime time per call, ms: {}", mean.join(", "));
+    let others: Vec<String> = burst_calls
+        .keys()
+        .filter(|rpc| {
+            !matches!(
+                rpc.as_str(),
+                "RunPodSandbox" | "CreateContainer" | "StartContainer"
+            )
+        })
+        .map(|rpc| format!("{rpc} {:.1}", mean_ms(&burst_latency, &burst_calls, rpc)))
+        .collect();
+    println!(
+        "  mean runtime time of the other calls, ms: {}",
+        others.join(", ")
+    );
+    let started = (pods * rounds) as f64;
     let per_pod: Vec<String> = burst_calls
         .iter()
-        .map(|(k, v)| format!("{k} {:.2}", *v as f64 / pods as f64))
+        .map(|(k, v)| format!("{k} {:.2}", *v as f64 / started))
         .collect();
     println!("  CRI calls per pod start: {}", per_pod.join(", "));
     let total: u64 = burst_calls.values().sum();
     println!(
         "  CRI calls per pod start, all: {:.2}",
-        total as f64 / pods as f64
+        total as f64 / started
     );
-    let per_second: Vec<String> = rest_calls
-        .iter()
-        .map(|(k, v)| format!("{k} {:.2}", *v as f64 / rest_elapsed))
-        .collect();
-    println!("  CRI calls per second at rest: {}", per_second.join(", "));
-    println!(
-        "  at rest with {pods} pods: RSS {rss:.1} MiB (anonymous {rss_anon:.1}, file-backed {rss_file:.1}), CPU {:.1} ms/s, {thread_count} threads",
-        rest_cpu * 1000.0
-    );
+    if let Some(rest) = kubelet_rounds.first().and_then(|k| k.rest.as_ref()) {
+        let per_second: Vec<String> = rest
+            .calls
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect();
+        println!("  CRI calls per second at rest: {}", per_second.join(", "));
+        println!(
+            "  at rest with {pods} pods (round 1): RSS {:.1} MiB (anonymous {:.1}, file-backed {:.1}), CPU {:.1} ms/s, {} threads",
+            rest.rss, rest.rss_anon, rest.rss_file, rest.cpu * 1000.0, rest.threads
+        );
+    }
 }

@@ -126,6 +126,16 @@ impl Store {
         (items, inner.rv)
     }
 
+    /// How many objects of `resource` match `pred`, read in place (no copies).
+    pub fn count(&self, resource: Resource, pred: impl Fn(&Value) -> bool) -> usize {
+        let inner = self.lock();
+        inner
+            .objects
+            .iter()
+            .filter(|((r, _, _), obj)| *r == resource && pred(obj))
+            .count()
+    }
+
     /// Reads the object at `key`, lets `decide` choose the write, then versions, records and
     /// announces it, all under the lock, so concurrent writers serialize like etcd
     /// transactions.
