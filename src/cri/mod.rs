@@ -16,6 +16,7 @@
 //! Generated types live in [`api`] (messages, rust-protobuf 2.x) and
 //! [`api_grpc`] (clients and server traits, grpcio).
 
+pub mod brief;
 mod error;
 mod fake;
 mod remote;
@@ -27,6 +28,7 @@ pub use fake::{Call, FakeRuntime, EXIT_AFTER_ANNOTATION, EXIT_CODE_ANNOTATION};
 pub use remote::RemoteRuntime;
 pub use startup::{runtime_cgroup_driver, wait_for_runtime};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// CRI v1 messages (package `runtime.v1`), generated from `proto/api.proto` by build.rs.
@@ -108,6 +110,23 @@ pub trait RuntimeService: Send + Sync {
         &self,
         filter: Option<&api::ContainerFilter>,
     ) -> Result<Vec<api::Container>, CriError>;
+    /// Every sandbox, decoded for a relist ([`brief`]): id, metadata, state, creation time
+    /// and only the labels named in `keep`. By default the full listing, cut down; a runtime
+    /// may hand out the same `Arc` again while it lists the same sandboxes in the same states.
+    fn list_pod_sandbox_brief(&self, keep: &[&str]) -> Result<Arc<Vec<api::PodSandbox>>, CriError> {
+        let full = self.list_pod_sandbox(None)?;
+        let brief = full.iter().map(|s| brief::brief_sandbox(s, keep));
+        Ok(Arc::new(brief.collect()))
+    }
+    /// Every container, decoded for a relist ([`brief`]): id, sandbox id, metadata, state,
+    /// creation time and only the labels named in `keep`. By default the full listing, cut
+    /// down; a runtime may hand out the same `Arc` again while it lists the same containers
+    /// in the same states.
+    fn list_containers_brief(&self, keep: &[&str]) -> Result<Arc<Vec<api::Container>>, CriError> {
+        let full = self.list_containers(None)?;
+        let brief = full.iter().map(|c| brief::brief_container(c, keep));
+        Ok(Arc::new(brief.collect()))
+    }
     /// Status of one container; `NotFound` when it does not exist.
     fn container_status(
         &self,

@@ -26,13 +26,15 @@
 //! This file holds the client, its channel and the mapping of every call's outcome (error,
 //! metrics, log); the calls of each service are in [`runtime`] and [`image`].
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use grpcio::{CallOption, ChannelBuilder};
 use log::trace;
 
 use super::api_grpc::{ImageServiceClient, RuntimeServiceClient};
-use super::CriError;
+use super::brief::LastListing;
+use super::{api, CriError};
 
 mod image;
 mod runtime;
@@ -58,6 +60,10 @@ pub struct RemoteRuntime {
     images: ImageServiceClient,
     /// Deadline for mutating calls; the base of every other deadline.
     request_timeout: Duration,
+    /// The last brief `ListPodSandbox`, handed out again while nothing changes.
+    last_sandboxes: Mutex<Option<LastListing<api::PodSandbox>>>,
+    /// The last brief `ListContainers`, likewise.
+    last_containers: Mutex<Option<LastListing<api::Container>>>,
 }
 
 impl RemoteRuntime {
@@ -79,6 +85,8 @@ impl RemoteRuntime {
             runtime: RuntimeServiceClient::new(channel.clone()),
             images: ImageServiceClient::new(channel),
             request_timeout,
+            last_sandboxes: Mutex::new(None),
+            last_containers: Mutex::new(None),
         })
     }
 
@@ -469,6 +477,75 @@ mod tests {
         let err = rt.status(false).unwrap_err();
         assert_eq!(err.code(), Some(crate::cri::RpcCode::Unimplemented));
         assert_eq!(err.method(), Some("Status"));
+    }
+
+    #[test]
+    fn brief_listings_over_grpc_are_the_full_ones_cut_down() {
+        let dir = SocketDir::new("brief");
+        let socket = dir.0.join("cri.sock");
+        let fake = std::sync::Arc::new(crate::cri::FakeRuntime::new());
+        fake.preload_image("busybox");
+        let server = crate::cri::FakeCriServer::start(fake.clone(), &socket, 1).unwrap();
+        let rt =
+            RemoteRuntime::connect(&socket.display().to_string(), Duration::from_secs(5)).unwrap();
+        let mut sandbox = api::PodSandboxConfig::new();
+        sandbox.mut_metadata().name = "web".into();
+        sandbox.mut_metadata().uid = "u1".into();
+        sandbox.mut_metadata().namespace = "team".into();
+        sandbox
+            .labels
+            .insert("io.kubernetes.pod.uid".into(), "u1".into());
+        sandbox.labels.insert("app".into(), "web".into());
+        sandbox.annotations.insert("seen".into(), "now".into());
+        let sandbox_id = rt.run_pod_sandbox(&sandbox, "").unwrap();
+        let mut config = api::ContainerConfig::new();
+        config.mut_metadata().name = "app".into();
+        config.mut_image().image = "busybox".into();
+        config
+            .labels
+            .insert("io.kubernetes.pod.uid".into(), "u1".into());
+        config.labels.insert("other".into(), "x".into());
+        config
+            .annotations
+            .insert("io.kubernetes.container.hash".into(), "1".into());
+        let container_id = rt.create_container(&sandbox_id, &config, &sandbox).unwrap();
+
+        let keep = ["io.kubernetes.pod.uid"];
+        let full = rt.list_containers(None).unwrap();
+        assert_eq!(full.len(), 1);
+        assert_eq!(full[0].labels.len(), 2, "{:?}", full[0]);
+        let brief = rt.list_containers_brief(&keep).unwrap();
+        let expected: Vec<_> = full
+            .iter()
+            .map(|c| crate::cri::brief::brief_container(c, &keep))
+            .collect();
+        assert_eq!(*brief, expected);
+        // The fake runtime's own brief listing (the hollow nodes') is the same.
+        assert_eq!(*fake.list_containers_brief(&keep).unwrap(), expected);
+        assert_eq!(brief[0].labels.len(), 1);
+        assert_eq!(brief[0].pod_sandbox_id, sandbox_id);
+        // Nothing changed: the same listing; started: listed anew.
+        let again = rt.list_containers_brief(&keep).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&brief, &again));
+        rt.start_container(&container_id).unwrap();
+        let started = rt.list_containers_brief(&keep).unwrap();
+        assert_eq!(started[0].state, api::ContainerState::CONTAINER_RUNNING);
+
+        let full = rt.list_pod_sandbox(None).unwrap();
+        let brief = rt.list_pod_sandbox_brief(&keep).unwrap();
+        let expected: Vec<_> = full
+            .iter()
+            .map(|s| crate::cri::brief::brief_sandbox(s, &keep))
+            .collect();
+        assert_eq!(*brief, expected);
+        assert_eq!(*fake.list_pod_sandbox_brief(&keep).unwrap(), expected);
+        let again = rt.list_pod_sandbox_brief(&keep).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&brief, &again));
+        rt.stop_pod_sandbox(&sandbox_id).unwrap();
+        let stopped = rt.list_pod_sandbox_brief(&keep).unwrap();
+        assert_eq!(stopped[0].state, api::PodSandboxState::SANDBOX_NOTREADY);
+        assert_eq!(brief[0].get_metadata().get_namespace(), "team");
+        server.stop();
     }
 
     #[test]

@@ -153,6 +153,9 @@ pub struct RuntimeManager {
     /// The log path of each container created, for the log manager (which would otherwise
     /// ask the runtime for it).
     log_paths: crate::log_manager::LogPaths,
+    /// The last relist's pods with the two listings they were grouped from: handed out
+    /// again while the runtime hands out the same listings.
+    last_pods: Mutex<Option<runtime_pod::LastPods>>,
 }
 
 impl RuntimeManager {
@@ -172,6 +175,7 @@ impl RuntimeManager {
             .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         RuntimeManager {
             log_paths: crate::log_manager::LogPaths::default(),
+            last_pods: Mutex::new(None),
             born_ns,
             runtime,
             images,

@@ -4,12 +4,21 @@
 //! calls that read them ([`RuntimeManager::get_pod_status`], [`RuntimeManager::get_pods`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::cri::{api, CriError};
 use crate::types::{ContainerId, PodUid};
 
 use super::labels::{self, CONTAINER_NAME_LABEL, POD_UID_LABEL};
 use super::RuntimeManager;
+
+/// The labels a relist reads: who the pod is ([`labels::labeled_pod`]) and which container.
+const RELIST_LABELS: &[&str] = &[
+    labels::POD_UID_LABEL,
+    labels::POD_NAME_LABEL,
+    labels::POD_NAMESPACE_LABEL,
+    CONTAINER_NAME_LABEL,
+];
 
 /// A container's state, as CRI reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -325,12 +334,39 @@ pub fn group_running_pods(
     pods.into_values().collect()
 }
 
+/// The pods of a relist and the listings they were grouped from.
+pub(super) struct LastPods {
+    sandboxes: Arc<Vec<api::PodSandbox>>,
+    containers: Arc<Vec<api::Container>>,
+    pods: Arc<Vec<RunningPod>>,
+}
+
 impl RuntimeManager {
-    /// Every kubelet-made pod the runtime has, from two list calls.
+    /// Every kubelet-made pod the runtime has, from two list calls decoded briefly (only
+    /// the labels in [`RELIST_LABELS`]).
     pub fn get_pods(&self) -> Result<Vec<RunningPod>, CriError> {
-        let sandboxes = self.runtime.list_pod_sandbox(None)?;
-        let containers = self.runtime.list_containers(None)?;
-        Ok(group_running_pods(&sandboxes, &containers))
+        Ok(self.list_running_pods()?.as_ref().clone())
+    }
+
+    /// [`get_pods`](Self::get_pods) shared: while the runtime hands out the very listings of
+    /// the last call (nothing was made, removed, started or stopped), the very pods of the
+    /// last call, the same `Arc`, so a relist of an unchanged node compares nothing.
+    pub fn list_running_pods(&self) -> Result<Arc<Vec<RunningPod>>, CriError> {
+        let sandboxes = self.runtime.list_pod_sandbox_brief(RELIST_LABELS)?;
+        let containers = self.runtime.list_containers_brief(RELIST_LABELS)?;
+        let mut last = self.last_pods.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = last.as_ref() {
+            if Arc::ptr_eq(&l.sandboxes, &sandboxes) && Arc::ptr_eq(&l.containers, &containers) {
+                return Ok(Arc::clone(&l.pods));
+            }
+        }
+        let pods = Arc::new(group_running_pods(&sandboxes, &containers));
+        *last = Some(LastPods {
+            sandboxes,
+            containers,
+            pods: Arc::clone(&pods),
+        });
+        Ok(pods)
     }
 
     /// Full status of one pod: its sandboxes (with IP) and every container's CRI status.

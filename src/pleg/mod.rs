@@ -51,13 +51,13 @@ pub struct PodLifecycleEvent {
 
 /// Lists the runtime's pods; the runtime manager in production, a fake in tests.
 pub trait PodLister: Send + Sync {
-    /// Every kubelet-made pod.
-    fn get_pods(&self) -> Result<Vec<RunningPod>, CriError>;
+    /// Every kubelet-made pod; the same `Arc` as the last call's when nothing changed.
+    fn get_pods(&self) -> Result<Arc<Vec<RunningPod>>, CriError>;
 }
 
 impl PodLister for RuntimeManager {
-    fn get_pods(&self) -> Result<Vec<RunningPod>, CriError> {
-        RuntimeManager::get_pods(self)
+    fn get_pods(&self) -> Result<Arc<Vec<RunningPod>>, CriError> {
+        RuntimeManager::list_running_pods(self)
     }
 }
 
@@ -152,9 +152,13 @@ impl GenericPleg {
             .relist_duration
             .observe(self.clock.now().saturating_duration_since(start));
         let pods = pods?;
+        if Arc::ptr_eq(&pods, &self.running_pods()) {
+            // The very listing of the last relist: no transitions.
+            return self.relisted(start, pods);
+        }
 
         let mut current: Snapshot = HashMap::with_capacity(pods.len());
-        for p in &pods {
+        for p in pods.iter() {
             let entry = current.entry(p.uid.clone()).or_default();
             for (id, ready) in &p.sandboxes {
                 let state = if *ready {
@@ -212,12 +216,6 @@ impl GenericPleg {
             }
             *previous = current;
         }
-        if let Ok(mut latest) = self.latest_pods.lock() {
-            *latest = Arc::new(pods);
-        }
-        if let Ok(mut at) = self.latest_at.lock() {
-            *at = Some(start);
-        }
         for e in events {
             match self.events.try_send(e) {
                 Ok(()) => {}
@@ -227,6 +225,17 @@ impl GenericPleg {
                 }
                 Err(TrySendError::Disconnected(_)) => break,
             }
+        }
+        self.relisted(start, pods)
+    }
+
+    /// Records a successful relist that began at `start` and listed `pods`.
+    fn relisted(&self, start: Instant, pods: Arc<Vec<RunningPod>>) -> Result<(), CriError> {
+        if let Ok(mut latest) = self.latest_pods.lock() {
+            *latest = pods;
+        }
+        if let Ok(mut at) = self.latest_at.lock() {
+            *at = Some(start);
         }
         let since = self.clock.now().saturating_duration_since(self.origin);
         self.last_relist_ok.store(
@@ -295,9 +304,9 @@ mod tests {
     struct Lister(Mutex<Result<Vec<RunningPod>, ()>>);
 
     impl PodLister for Lister {
-        fn get_pods(&self) -> Result<Vec<RunningPod>, CriError> {
+        fn get_pods(&self) -> Result<Arc<Vec<RunningPod>>, CriError> {
             match &*self.0.lock().unwrap() {
-                Ok(p) => Ok(p.clone()),
+                Ok(p) => Ok(Arc::new(p.clone())),
                 Err(()) => Err(CriError::DeadlineExceeded {
                     method: "ListContainers",
                     timeout: Duration::from_secs(10),
@@ -322,6 +331,36 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// Hands out one listing, the same `Arc` every time.
+    struct Unchanged(Arc<Vec<RunningPod>>);
+
+    impl PodLister for Unchanged {
+        fn get_pods(&self) -> Result<Arc<Vec<RunningPod>>, CriError> {
+            Ok(Arc::clone(&self.0))
+        }
+    }
+
+    #[test]
+    fn the_same_listing_again_is_a_relist_without_events_that_keeps_the_pleg_current() {
+        let listing = Arc::new(vec![pod(&[("c1", ContainerState::Running)])]);
+        let (tx, rx) = crate::util::capped::channel(10);
+        let clock = Arc::new(FakeClock::new());
+        let pleg = GenericPleg::new(Arc::new(Unchanged(listing.clone())), clock.clone(), tx);
+        pleg.relist().unwrap();
+        assert_eq!(rx.try_iter().count(), 2);
+        let (first, _) = pleg.snapshot().unwrap();
+
+        clock.step(RELIST_THRESHOLD);
+        pleg.relist().unwrap();
+        assert_eq!(rx.try_iter().count(), 0);
+        let (at, pods) = pleg.snapshot().unwrap();
+        assert!(at > first, "the snapshot is as of the latest relist");
+        assert!(Arc::ptr_eq(&pods, &listing));
+        clock.step(Duration::from_secs(1));
+        assert!(pleg.healthy(), "an unchanged relist is a successful one");
+        assert_eq!(pleg.metrics.relist_duration.count(), 2);
     }
 
     #[test]

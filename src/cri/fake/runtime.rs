@@ -76,7 +76,14 @@ impl RuntimeService for FakeRuntime {
         &self,
         filter: Option<&api::PodSandboxFilter>,
     ) -> Result<Vec<api::PodSandbox>, CriError> {
-        sandbox::list(self, filter)
+        sandbox::list(self, filter, None)
+    }
+
+    fn list_pod_sandbox_brief(
+        &self,
+        keep: &[&str],
+    ) -> Result<std::sync::Arc<Vec<api::PodSandbox>>, CriError> {
+        sandbox::list(self, None, Some(keep)).map(std::sync::Arc::new)
     }
 
     fn create_container(
@@ -108,7 +115,14 @@ impl RuntimeService for FakeRuntime {
         &self,
         filter: Option<&api::ContainerFilter>,
     ) -> Result<Vec<api::Container>, CriError> {
-        container::list(self, filter)
+        container::list(self, filter, None)
+    }
+
+    fn list_containers_brief(
+        &self,
+        keep: &[&str],
+    ) -> Result<std::sync::Arc<Vec<api::Container>>, CriError> {
+        container::list(self, None, Some(keep)).map(std::sync::Arc::new)
     }
 
     fn container_status(

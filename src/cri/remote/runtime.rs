@@ -2,10 +2,52 @@
 //! its deadline (see the parent module docs), and the checks that a response carries what
 //! CRI says is always set.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::RemoteRuntime;
-use crate::cri::{api, CriError, RuntimeService};
+use crate::cri::{api, brief, CriError, RuntimeService};
+
+/// `ListPodSandbox` with the response left undecoded, for [`brief::sandboxes`].
+const LIST_POD_SANDBOX_RAW: grpcio::Method<api::ListPodSandboxRequest, Vec<u8>> = grpcio::Method {
+    ty: grpcio::MethodType::Unary,
+    name: "/runtime.v1.RuntimeService/ListPodSandbox",
+    req_mar: grpcio::Marshaller {
+        ser: grpcio::pb_ser,
+        de: grpcio::pb_de,
+    },
+    resp_mar: grpcio::Marshaller {
+        ser: never_sent,
+        de: raw_response,
+    },
+};
+
+/// `ListContainers` with the response left undecoded, for [`brief::containers`].
+const LIST_CONTAINERS_RAW: grpcio::Method<api::ListContainersRequest, Vec<u8>> = grpcio::Method {
+    ty: grpcio::MethodType::Unary,
+    name: "/runtime.v1.RuntimeService/ListContainers",
+    req_mar: grpcio::Marshaller {
+        ser: grpcio::pb_ser,
+        de: grpcio::pb_de,
+    },
+    resp_mar: grpcio::Marshaller {
+        ser: never_sent,
+        de: raw_response,
+    },
+};
+
+/// A response's bytes as they came.
+fn raw_response(reader: grpcio::MessageReader) -> grpcio::Result<Vec<u8>> {
+    let size = reader.len();
+    brief::read_all(reader, size).map_err(|e| grpcio::Error::Codec(Box::new(e)))
+}
+
+/// A client sends requests only: the response half of a method is never serialised here.
+fn never_sent(_: &Vec<u8>, _: &mut grpcio::GrpcSlice) -> grpcio::Result<()> {
+    Err(grpcio::Error::Codec(
+        "a CRI client does not send responses".into(),
+    ))
+}
 
 /// The CRI timeout in whole seconds for a `Duration`, rounding a fraction up
 /// so that a sub-second timeout does not become 0 (no limit).
@@ -180,6 +222,40 @@ impl RuntimeService for RemoteRuntime {
             self.runtime.list_containers_opt(&req, opt)
         })?;
         Ok(resp.containers.into_vec())
+    }
+
+    fn list_pod_sandbox_brief(&self, keep: &[&str]) -> Result<Arc<Vec<api::PodSandbox>>, CriError> {
+        let req = api::ListPodSandboxRequest::new();
+        self.call("ListPodSandbox", self.read_timeout(), |opt| {
+            let raw = self
+                .runtime
+                .client
+                .unary_call(&LIST_POD_SANDBOX_RAW, &req, opt)?;
+            let mut last = self
+                .last_sandboxes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let state = brief::SANDBOX_STATE_FIELD;
+            brief::listing(&mut last, &raw, keep, state, brief::sandboxes)
+                .map_err(|e| grpcio::Error::Codec(Box::new(e)))
+        })
+    }
+
+    fn list_containers_brief(&self, keep: &[&str]) -> Result<Arc<Vec<api::Container>>, CriError> {
+        let req = api::ListContainersRequest::new();
+        self.call("ListContainers", self.read_timeout(), |opt| {
+            let raw = self
+                .runtime
+                .client
+                .unary_call(&LIST_CONTAINERS_RAW, &req, opt)?;
+            let mut last = self
+                .last_containers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let state = brief::CONTAINER_STATE_FIELD;
+            brief::listing(&mut last, &raw, keep, state, brief::containers)
+                .map_err(|e| grpcio::Error::Codec(Box::new(e)))
+        })
     }
 
     fn container_status(

@@ -246,9 +246,12 @@ pub(super) fn reopen_log(fake: &FakeRuntime, container_id: &str) -> Result<(), C
 }
 
 /// `ListContainers`, through the pod index when the filter names a pod.
+/// `ListContainers`; with `brief`, as a brief listing keeping those labels (see
+/// [`crate::cri::brief`]).
 pub(super) fn list(
     fake: &FakeRuntime,
     filter: Option<&api::ContainerFilter>,
+    brief: Option<&[&str]>,
 ) -> Result<Vec<api::Container>, CriError> {
     let st = fake.begin("ListContainers", || Call::ListContainers)?;
     let matches = |c: &Container| {
@@ -277,11 +280,15 @@ pub(super) fn list(
             out.id = s.id.clone();
             out.pod_sandbox_id = c.sandbox_id.clone();
             out.metadata = s.metadata.clone();
+            out.state = s.state;
+            out.created_at = s.created_at;
+            if let Some(keep) = brief {
+                out.labels = crate::cri::brief::kept_labels(&s.labels, keep);
+                return out;
+            }
             out.set_image(c.image_spec.clone());
             out.image_ref = s.image_id.clone();
             out.image_id = s.image_id.clone();
-            out.state = s.state;
-            out.created_at = s.created_at;
             out.labels = s.labels.clone();
             out.annotations = s.annotations.clone();
             out

@@ -170,9 +170,12 @@ pub(super) fn status(
 }
 
 /// `ListPodSandbox`, through the pod index when the filter names a pod.
+/// `ListPodSandbox`; with `brief`, as a brief listing keeping those labels (see
+/// [`crate::cri::brief`]).
 pub(super) fn list(
     fake: &FakeRuntime,
     filter: Option<&api::PodSandboxFilter>,
+    brief: Option<&[&str]>,
 ) -> Result<Vec<api::PodSandbox>, CriError> {
     let st = fake.begin("ListPodSandbox", || Call::ListPodSandbox)?;
     let matches = |s: &api::PodSandboxStatus| {
@@ -201,6 +204,10 @@ pub(super) fn list(
             p.metadata = s.metadata.clone();
             p.state = s.state;
             p.created_at = s.created_at;
+            if let Some(keep) = brief {
+                p.labels = crate::cri::brief::kept_labels(&s.labels, keep);
+                return p;
+            }
             p.labels = s.labels.clone();
             p.annotations = s.annotations.clone();
             p.runtime_handler = s.runtime_handler.clone();
