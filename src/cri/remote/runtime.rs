@@ -56,6 +56,37 @@ fn ceil_secs(d: Duration) -> i64 {
     i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
+/// One kind of brief listing: its undecoded method and request, the last listing kept, and
+/// how to decode it.
+struct BriefListing<'a, Req, T> {
+    method: &'a grpcio::Method<Req, Vec<u8>>,
+    request: Req,
+    last: &'a std::sync::Mutex<Option<brief::LastListing<T>>>,
+    state: u64,
+    decode: brief::Decode<T>,
+}
+
+impl RemoteRuntime {
+    /// Makes the listing call and decodes it briefly, handing out the last listing again
+    /// while nothing changed ([`brief::listing`]).
+    fn list_brief<Req, T>(
+        &self,
+        name: &'static str,
+        listing: BriefListing<'_, Req, T>,
+        keep: &[&str],
+    ) -> Result<Arc<Vec<T>>, CriError> {
+        self.call(name, self.read_timeout(), |opt| {
+            let raw = self
+                .runtime
+                .client
+                .unary_call(listing.method, &listing.request, opt)?;
+            let mut last = listing.last.lock().unwrap_or_else(|e| e.into_inner());
+            brief::listing(&mut last, &raw, keep, listing.state, listing.decode)
+                .map_err(|e| grpcio::Error::Codec(Box::new(e)))
+        })
+    }
+}
+
 impl RuntimeService for RemoteRuntime {
     fn version(&self, api_version: &str) -> Result<api::VersionResponse, CriError> {
         let mut req = api::VersionRequest::new();
@@ -225,37 +256,25 @@ impl RuntimeService for RemoteRuntime {
     }
 
     fn list_pod_sandbox_brief(&self, keep: &[&str]) -> Result<Arc<Vec<api::PodSandbox>>, CriError> {
-        let req = api::ListPodSandboxRequest::new();
-        self.call("ListPodSandbox", self.read_timeout(), |opt| {
-            let raw = self
-                .runtime
-                .client
-                .unary_call(&LIST_POD_SANDBOX_RAW, &req, opt)?;
-            let mut last = self
-                .last_sandboxes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let state = brief::SANDBOX_STATE_FIELD;
-            brief::listing(&mut last, &raw, keep, state, brief::sandboxes)
-                .map_err(|e| grpcio::Error::Codec(Box::new(e)))
-        })
+        let listing = BriefListing {
+            method: &LIST_POD_SANDBOX_RAW,
+            request: api::ListPodSandboxRequest::new(),
+            last: &self.last_sandboxes,
+            state: brief::SANDBOX_STATE_FIELD,
+            decode: brief::sandboxes,
+        };
+        self.list_brief("ListPodSandbox", listing, keep)
     }
 
     fn list_containers_brief(&self, keep: &[&str]) -> Result<Arc<Vec<api::Container>>, CriError> {
-        let req = api::ListContainersRequest::new();
-        self.call("ListContainers", self.read_timeout(), |opt| {
-            let raw = self
-                .runtime
-                .client
-                .unary_call(&LIST_CONTAINERS_RAW, &req, opt)?;
-            let mut last = self
-                .last_containers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let state = brief::CONTAINER_STATE_FIELD;
-            brief::listing(&mut last, &raw, keep, state, brief::containers)
-                .map_err(|e| grpcio::Error::Codec(Box::new(e)))
-        })
+        let listing = BriefListing {
+            method: &LIST_CONTAINERS_RAW,
+            request: api::ListContainersRequest::new(),
+            last: &self.last_containers,
+            state: brief::CONTAINER_STATE_FIELD,
+            decode: brief::containers,
+        };
+        self.list_brief("ListContainers", listing, keep)
     }
 
     fn container_status(
