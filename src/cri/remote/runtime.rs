@@ -9,32 +9,29 @@ use super::RemoteRuntime;
 use crate::cri::{api, brief, CriError, RuntimeService};
 
 /// `ListPodSandbox` with the response left undecoded, for [`brief::sandboxes`].
-const LIST_POD_SANDBOX_RAW: grpcio::Method<api::ListPodSandboxRequest, Vec<u8>> = grpcio::Method {
-    ty: grpcio::MethodType::Unary,
-    name: "/runtime.v1.RuntimeService/ListPodSandbox",
-    req_mar: grpcio::Marshaller {
-        ser: grpcio::pb_ser,
-        de: grpcio::pb_de,
-    },
-    resp_mar: grpcio::Marshaller {
-        ser: never_sent,
-        de: raw_response,
-    },
-};
+const LIST_POD_SANDBOX_RAW: grpcio::Method<api::ListPodSandboxRequest, Vec<u8>> =
+    raw_method("/runtime.v1.RuntimeService/ListPodSandbox");
 
 /// `ListContainers` with the response left undecoded, for [`brief::containers`].
-const LIST_CONTAINERS_RAW: grpcio::Method<api::ListContainersRequest, Vec<u8>> = grpcio::Method {
-    ty: grpcio::MethodType::Unary,
-    name: "/runtime.v1.RuntimeService/ListContainers",
-    req_mar: grpcio::Marshaller {
-        ser: grpcio::pb_ser,
-        de: grpcio::pb_de,
-    },
-    resp_mar: grpcio::Marshaller {
-        ser: never_sent,
-        de: raw_response,
-    },
-};
+const LIST_CONTAINERS_RAW: grpcio::Method<api::ListContainersRequest, Vec<u8>> =
+    raw_method("/runtime.v1.RuntimeService/ListContainers");
+
+/// The unary method `name` with a protobuf request and the response's bytes left as they
+/// came.
+const fn raw_method<Req: protobuf::Message>(name: &'static str) -> grpcio::Method<Req, Vec<u8>> {
+    grpcio::Method {
+        ty: grpcio::MethodType::Unary,
+        name,
+        req_mar: grpcio::Marshaller {
+            ser: grpcio::pb_ser,
+            de: grpcio::pb_de,
+        },
+        resp_mar: grpcio::Marshaller {
+            ser: never_sent,
+            de: raw_response,
+        },
+    }
+}
 
 /// A response's bytes as they came.
 fn raw_response(reader: grpcio::MessageReader) -> grpcio::Result<Vec<u8>> {
