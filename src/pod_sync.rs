@@ -45,7 +45,7 @@ pub struct PodSync {
     /// PLEG, whose relists tell whether a pod's runtime state changed since its status was
     /// last read (upstream's pod cache); none: every sync reads the status.
     pub pleg: Option<Arc<crate::pleg::GenericPleg>>,
-    /// The last runtime status read for each pod, and when that read ended.
+    /// The last runtime status read for each pod, and when that read began.
     pub statuses: std::sync::Mutex<
         std::collections::HashMap<crate::types::PodUid, (std::time::Instant, RuntimePodStatus)>,
     >,
@@ -249,25 +249,29 @@ impl PodSync {
     /// The pod's runtime status for the start of a sync, read from the runtime only when
     /// nothing fresher is known: the last status read stands when no sync acted on the pod
     /// since and either a PLEG listing that began after the read shows the same sandboxes
-    /// and containers in the same states, or the read is newer than a recent listing (any
-    /// later change is a PLEG event and a new sync); a pod never read, with nothing of it
-    /// in the listing, has an empty status.
+    /// and containers in the same states, or the read began after a recent listing had
+    /// returned (any later change is a PLEG event and a new sync, and PLEG publishes the
+    /// listing before the event); a pod never read, with nothing of it in the listing, has
+    /// an empty status.
     fn status_for_sync(&self, pod: &Pod) -> Result<RuntimePodStatus, SyncError> {
         let uid = uid_of(pod);
         let acted = self.acted.lock().map_or(true, |a| a.contains(&uid));
         let cached = self.statuses.lock().ok().and_then(|s| s.get(&uid).cloned());
         let snapshot = self.pleg.as_ref().and_then(|p| p.snapshot());
-        let Some((listed_at, pods)) = snapshot.filter(|_| !acted) else {
+        let Some(listing) = snapshot.filter(|_| !acted) else {
             return self.status_of(pod);
         };
-        let running = pods.iter().find(|p| p.uid == uid);
+        let listed_at = listing.began;
+        let running = listing.pods.iter().find(|p| p.uid == uid);
         match cached {
             Some((read_at, status)) => {
                 // Confirmed by a later listing, or newer than the latest listing (which
                 // began at most a relist period ago): a change after the read shows in a
-                // later listing and brings its own sync, as with upstream's pod cache.
+                // later listing and brings its own sync, as with upstream's pod cache. A
+                // listing still under way when the read began may have seen a change after
+                // the read did, and then its event's sync must not take the read.
                 let confirmed = listed_at > read_at && same_runtime_state(running, &status);
-                let newer = listed_at <= read_at
+                let newer = listing.ended <= read_at
                     && self.clock.now().saturating_duration_since(listed_at) < CACHE_FRESH;
                 if confirmed || newer {
                     return Ok(status);

@@ -656,7 +656,7 @@ fn churned_pods_leave_nothing_behind_in_the_kubelets_tables() {
         for id in running_containers(&rt) {
             rt.exit_container(&id, 1);
         }
-        wait_for(WAIT, || {
+        let restarted_once = wait_for(WAIT, || {
             let restarted = node
                 .kubelet
                 .pod_statuses()
@@ -666,8 +666,16 @@ fn churned_pods_leave_nothing_behind_in_the_kubelets_tables() {
                 })
                 .count();
             (restarted == 10).then_some(())
-        })
-        .expect("restarted once");
+        });
+        if restarted_once.is_none() {
+            let seen: Vec<String> = node
+                .kubelet
+                .pod_statuses()
+                .iter()
+                .map(|(_, e)| rkubelet::status::summary(&e.status))
+                .collect();
+            panic!("round {round}: not every pod restarted once: {seen:#?}");
+        }
         std::thread::sleep(Duration::from_secs(2));
         for i in 0..10 {
             std::fs::remove_file(dir.join("manifests").join(format!("p{i}.yaml"))).unwrap();

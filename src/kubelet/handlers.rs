@@ -394,7 +394,10 @@ impl SyncHandler for Kubelet {
         }
         self.pod_sync.retain_pods(&wanted);
         self.probes.retain_pods(wanted);
-        let (listed_at, running_pods) = self.pleg.snapshot().unwrap_or((now, Default::default()));
+        let (listed_at, running_pods) = self
+            .pleg
+            .snapshot()
+            .map_or((now, Default::default()), |l| (l.began, l.pods));
         // A pod whose removal ended after the runtime listing began is still in it: it is
         // no orphan (killing it again would cost a worker pass and a status write for an
         // object already gone). A listing begun later shows whether anything is left.

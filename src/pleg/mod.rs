@@ -75,6 +75,18 @@ pub struct PlegMetrics {
 
 type Snapshot = HashMap<PodUid, HashMap<String, ContainerState>>;
 
+/// One successful relist's pods and when its runtime calls began and ended: what the runtime
+/// showed at some instant between the two.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// When the list calls began.
+    pub began: Instant,
+    /// When they had returned.
+    pub ended: Instant,
+    /// The kubelet-made pods listed.
+    pub pods: Arc<Vec<RunningPod>>,
+}
+
 /// The generic PLEG.
 pub struct GenericPleg {
     lister: Arc<dyn PodLister>,
@@ -82,11 +94,8 @@ pub struct GenericPleg {
     events: CappedSender<PodLifecycleEvent>,
     /// The previous listing: per pod, per container/sandbox id, its state.
     previous: Mutex<Snapshot>,
-    /// The latest listing, for housekeeping (read-only snapshot).
-    latest_pods: Mutex<Arc<Vec<RunningPod>>>,
-    /// When the listing behind `latest_pods` began (written after `latest_pods`, read before
-    /// it, so a reader never pairs a listing with a later time than its own).
-    latest_at: Mutex<Option<std::time::Instant>>,
+    /// The latest successful listing, published before its events are sent.
+    latest: Mutex<Option<Listing>>,
     last_relist_start: Mutex<Option<Instant>>,
     /// Nanoseconds after `origin` of the last successful relist (0 = never).
     last_relist_ok: AtomicU64,
@@ -108,8 +117,7 @@ impl GenericPleg {
             clock,
             events,
             previous: Mutex::new(HashMap::new()),
-            latest_pods: Mutex::new(Arc::new(Vec::new())),
-            latest_at: Mutex::new(None),
+            latest: Mutex::new(None),
             last_relist_start: Mutex::new(None),
             last_relist_ok: AtomicU64::new(0),
             origin,
@@ -148,14 +156,21 @@ impl GenericPleg {
             *last = Some(start);
         }
         let pods = self.lister.get_pods();
+        let ended = self.clock.now();
         self.metrics
             .relist_duration
-            .observe(self.clock.now().saturating_duration_since(start));
-        let pods = pods?;
-        if Arc::ptr_eq(&pods, &self.running_pods()) {
+            .observe(ended.saturating_duration_since(start));
+        let listing = Listing {
+            began: start,
+            ended,
+            pods: pods?,
+        };
+        if Arc::ptr_eq(&listing.pods, &self.running_pods()) {
             // The very listing of the last relist: no transitions.
-            return self.relisted(start, pods);
+            self.relisted(listing);
+            return Ok(());
         }
+        let pods = Arc::clone(&listing.pods);
 
         let mut current: Snapshot = HashMap::with_capacity(pods.len());
         for p in pods.iter() {
@@ -216,6 +231,9 @@ impl GenericPleg {
             }
             *previous = current;
         }
+        // Published before the events go out: a sync an event starts reads this listing
+        // (or a later one), never the one before it, whatever the sync loop's pace.
+        self.relisted(listing);
         for e in events {
             match self.events.try_send(e) {
                 Ok(()) => {}
@@ -226,38 +244,29 @@ impl GenericPleg {
                 Err(TrySendError::Disconnected(_)) => break,
             }
         }
-        self.relisted(start, pods)
+        Ok(())
     }
 
-    /// Records a successful relist that began at `start` and listed `pods`.
-    fn relisted(&self, start: Instant, pods: Arc<Vec<RunningPod>>) -> Result<(), CriError> {
-        if let Ok(mut latest) = self.latest_pods.lock() {
-            *latest = pods;
-        }
-        if let Ok(mut at) = self.latest_at.lock() {
-            *at = Some(start);
+    /// Publishes a successful relist's listing.
+    fn relisted(&self, listing: Listing) {
+        if let Ok(mut latest) = self.latest.lock() {
+            *latest = Some(listing);
         }
         let since = self.clock.now().saturating_duration_since(self.origin);
         self.last_relist_ok.store(
             u64::try_from(since.as_nanos()).unwrap_or(u64::MAX).max(1),
             Ordering::Relaxed,
         );
-        Ok(())
     }
 
     /// The pods of the latest successful relist.
     pub fn running_pods(&self) -> Arc<Vec<RunningPod>> {
-        self.latest_pods
-            .lock()
-            .map(|p| Arc::clone(&p))
-            .unwrap_or_default()
+        self.snapshot().map(|l| l.pods).unwrap_or_default()
     }
 
-    /// The latest successful relist's pods with the time its listing began, `None` before
-    /// the first.
-    pub fn snapshot(&self) -> Option<(std::time::Instant, Arc<Vec<RunningPod>>)> {
-        let at = self.latest_at.lock().ok().and_then(|a| *a)?;
-        Some((at, self.running_pods()))
+    /// The latest successful relist, `None` before the first.
+    pub fn snapshot(&self) -> Option<Listing> {
+        self.latest.lock().ok().and_then(|l| l.clone())
     }
 
     /// Whether a relist succeeded at all and within [`RELIST_THRESHOLD`].
@@ -350,14 +359,17 @@ mod tests {
         let pleg = GenericPleg::new(Arc::new(Unchanged(listing.clone())), clock.clone(), tx);
         pleg.relist().unwrap();
         assert_eq!(rx.try_iter().count(), 2);
-        let (first, _) = pleg.snapshot().unwrap();
+        let first = pleg.snapshot().unwrap().began;
 
         clock.step(RELIST_THRESHOLD);
         pleg.relist().unwrap();
         assert_eq!(rx.try_iter().count(), 0);
-        let (at, pods) = pleg.snapshot().unwrap();
-        assert!(at > first, "the snapshot is as of the latest relist");
-        assert!(Arc::ptr_eq(&pods, &listing));
+        let latest = pleg.snapshot().unwrap();
+        assert!(
+            latest.began > first,
+            "the snapshot is as of the latest relist"
+        );
+        assert!(Arc::ptr_eq(&latest.pods, &listing));
         clock.step(Duration::from_secs(1));
         assert!(pleg.healthy(), "an unchanged relist is a successful one");
         assert_eq!(pleg.metrics.relist_duration.count(), 2);
@@ -411,6 +423,73 @@ mod tests {
         assert!(pleg.relist().is_err());
         clock.step(RELIST_THRESHOLD + Duration::from_secs(1));
         assert!(!pleg.healthy());
+    }
+
+    /// A fake clock that, whenever it is read, takes the queued events and notes whether a
+    /// `ContainerDied` was among them and whether the PLEG's published listing showed the
+    /// death.
+    struct Watching {
+        clock: FakeClock,
+        events: Receiver<PodLifecycleEvent>,
+        pleg: std::sync::OnceLock<std::sync::Weak<GenericPleg>>,
+        seen: Mutex<Vec<(bool, bool)>>,
+    }
+
+    impl Clock for Watching {
+        fn now(&self) -> Instant {
+            let died = self
+                .events
+                .try_iter()
+                .collect::<Vec<_>>()
+                .iter()
+                .any(|e| e.kind == PodLifecycleEventType::ContainerDied);
+            let published = self
+                .pleg
+                .get()
+                .and_then(std::sync::Weak::upgrade)
+                .and_then(|p| p.snapshot())
+                .is_some_and(|l| {
+                    l.pods
+                        .iter()
+                        .flat_map(|p| &p.containers)
+                        .any(|c| c.state == ContainerState::Exited)
+                });
+            self.seen.lock().unwrap().push((died, published));
+            self.clock.now()
+        }
+        fn wall(&self) -> std::time::SystemTime {
+            self.clock.wall()
+        }
+    }
+
+    #[test]
+    fn a_listing_is_published_before_its_events_go_out() {
+        let lister = Arc::new(Lister(Mutex::new(Ok(vec![pod(&[(
+            "c1",
+            ContainerState::Running,
+        )])]))));
+        let (tx, rx) = crate::util::capped::channel(10);
+        let clock = Arc::new(Watching {
+            clock: FakeClock::new(),
+            events: rx.clone(),
+            pleg: std::sync::OnceLock::new(),
+            seen: Mutex::new(Vec::new()),
+        });
+        let pleg = Arc::new(GenericPleg::new(lister.clone(), clock.clone(), tx));
+        clock.pleg.set(Arc::downgrade(&pleg)).unwrap();
+        pleg.relist().unwrap();
+        *lister.0.lock().unwrap() = Ok(vec![pod(&[("c1", ContainerState::Exited)])]);
+        pleg.relist().unwrap();
+        // The relist reads the clock last when it publishes its listing; a reading after
+        // the relist drains the death event.
+        clock.now();
+        let seen = clock.seen.lock().unwrap().clone();
+        let (after, during) = seen.split_last().unwrap();
+        assert!(
+            during.iter().all(|(died, _)| !died),
+            "the death event went out before the listing was published: {seen:?}"
+        );
+        assert_eq!(after, &(true, true), "{seen:?}");
     }
 
     #[test]
