@@ -130,7 +130,7 @@ impl KubeletHost {
     }
 
     fn running_gauges(&self) -> Option<(u64, BTreeMap<&'static str, u64>)> {
-        let pods = self.kubelet.runtime_manager().get_pods().ok()?;
+        let pods = self.kubelet.runtime_manager().list_running_pods().ok()?;
         let running_pods = pods
             .iter()
             .filter(|p| p.sandboxes.iter().any(|(_, ready)| *ready))
@@ -201,10 +201,10 @@ impl HostInterface for KubeletHost {
         let pods = self
             .kubelet
             .runtime_manager()
-            .get_pods()
+            .list_running_pods()
             .map_err(|e| HostError::Internal(format!("listing the runtime's pods: {e}")))?;
         Ok(pods
-            .into_iter()
+            .iter()
             .map(|p| {
                 let mut names: Vec<String> = Vec::new();
                 for c in &p.containers {
@@ -214,9 +214,9 @@ impl HostInterface for KubeletHost {
                 }
                 Pod {
                     metadata: ObjectMeta {
-                        name: Some(p.name),
-                        namespace: Some(p.namespace),
-                        uid: Some(p.uid.0),
+                        name: Some(p.name.clone()),
+                        namespace: Some(p.namespace.clone()),
+                        uid: Some(p.uid.0.clone()),
                         ..ObjectMeta::default()
                     },
                     spec: Some(PodSpec {

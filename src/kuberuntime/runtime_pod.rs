@@ -1,7 +1,8 @@
 //! What the runtime says about pods: the per-pod status a sync starts from
 //! ([`RuntimePodStatus`], upstream `kubecontainer.PodStatus`) and the cheap all-pods listing
 //! PLEG and housekeeping use ([`RunningPod`], upstream `kubecontainer.Pod`), with the CRI
-//! calls that read them ([`RuntimeManager::get_pod_status`], [`RuntimeManager::get_pods`]).
+//! calls that read them ([`RuntimeManager::get_pod_status`],
+//! [`RuntimeManager::list_running_pods`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -343,12 +344,7 @@ pub(super) struct LastPods {
 
 impl RuntimeManager {
     /// Every kubelet-made pod the runtime has, from two list calls decoded briefly (only
-    /// the labels in [`RELIST_LABELS`]).
-    pub fn get_pods(&self) -> Result<Vec<RunningPod>, CriError> {
-        Ok(self.list_running_pods()?.as_ref().clone())
-    }
-
-    /// [`get_pods`](Self::get_pods) shared: while the runtime hands out the very listings of
+    /// the labels in [`RELIST_LABELS`]). While the runtime hands out the very listings of
     /// the last call (nothing was made, removed, started or stopped), the very pods of the
     /// last call, the same `Arc`, so a relist of an unchanged node compares nothing.
     pub fn list_running_pods(&self) -> Result<Arc<Vec<RunningPod>>, CriError> {
