@@ -170,10 +170,9 @@ impl GenericPleg {
             self.relisted(listing);
             return Ok(());
         }
-        let pods = Arc::clone(&listing.pods);
 
-        let mut current: Snapshot = HashMap::with_capacity(pods.len());
-        for p in pods.iter() {
+        let mut current: Snapshot = HashMap::with_capacity(listing.pods.len());
+        for p in listing.pods.iter() {
             let entry = current.entry(p.uid.clone()).or_default();
             for (id, ready) in &p.sandboxes {
                 let state = if *ready {
@@ -437,12 +436,13 @@ mod tests {
 
     impl Clock for Watching {
         fn now(&self) -> Instant {
-            let died = self
+            // Every queued event is taken, not only those up to the first death.
+            let deaths = self
                 .events
                 .try_iter()
-                .collect::<Vec<_>>()
-                .iter()
-                .any(|e| e.kind == PodLifecycleEventType::ContainerDied);
+                .filter(|e| e.kind == PodLifecycleEventType::ContainerDied)
+                .count();
+            let died = deaths > 0;
             let published = self
                 .pleg
                 .get()
